@@ -1,0 +1,522 @@
+"""Configuration: connections and sync definitions, YAML in, validated models out (SPEC C1, I1-I12).
+
+The operator writes YAML; `load_config` validates all of it and raises one `ConfigurationError` whose
+`problems` hold one line per problem, each naming where it is and which rule it breaks. Secrets are
+never in the file: a connection names its AWS Secrets Manager secret.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .domain.filters import AllOf, AnyOf, Condition, Filter, FilterNode, NotOf, OrderBy, check_field_name
+from .domain.mapping import FieldMapping
+from .errors import ConfigurationError
+
+IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+OPTION_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+API_VERSION_SF = re.compile(r"^\d{2}\.0$")
+API_VERSION_DYN = re.compile(r"^9\.[0-2]$")
+RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
+CRON = re.compile(r"^cron\(([^()]+)\)$")
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+RULE_HTTPS = "rule C1: only https:// URLs are accepted"
+
+DEFAULT_WATERMARK_FIELD = {"salesforce": "SystemModstamp", "dynamics": "modifiedon"}
+DEFAULT_ID_FIELD_SALESFORCE = "Id"
+
+
+def _https_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme.lower() != "https":
+        raise ValueError(f"{value!r} is not an https:// URL ({RULE_HTTPS})")
+    if not parts.hostname:
+        raise ValueError(f"{value!r} has no host name")
+    if parts.username or parts.password:
+        raise ValueError("credentials must not be written in a URL; put them in the connection's secret")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{value!r} must not carry a query string or fragment")
+    return value.rstrip("/")
+
+
+def _identifier(value: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: lower-case letters, digits, '-' and '_', starting with a letter "
+            "or digit, 40 characters at most"
+        )
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ------------------------------------------------------------------------------------- connections
+class SalesforceAuth(_Model):
+    """How crmsync obtains a Salesforce access token (SPEC C2).
+
+    Secret fields by flow - client_credentials: client_id, client_secret; jwt_bearer: client_id,
+    username, private_key (PEM); password: client_id, client_secret, username, password, security_token.
+    """
+
+    flow: Literal["client_credentials", "jwt_bearer", "password"] = "client_credentials"
+    token_url: str | None = Field(
+        default=None,
+        description="token endpoint base; defaults to the instance URL (My Domain), or to "
+        "login/test.salesforce.com for the password flow",
+    )
+    audience: str | None = Field(
+        default=None,
+        description="JWT audience; defaults to https://login.salesforce.com, or https://test.salesforce.com "
+        "for a sandbox",
+    )
+
+    _https = field_validator("token_url", "audience")(lambda v: None if v is None else _https_url(v))
+
+
+class SalesforceConnection(_Model):
+    kind: Literal["salesforce"]
+    name: str
+    instance_url: str
+    api_version: str = "62.0"
+    sandbox: bool = False
+    auth: SalesforceAuth = Field(default_factory=SalesforceAuth)
+    secret: str = Field(description="AWS Secrets Manager secret name holding the credentials")
+    ca_bundle: str | None = Field(default=None, description="PEM bundle for a private CA (tests, proxies)")
+    timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+
+    _name = field_validator("name")(_identifier)
+    _url = field_validator("instance_url")(_https_url)
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not API_VERSION_SF.match(value):
+            raise ValueError(f"{value!r} is not a Salesforce API version like '62.0'")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_name(cls, value: str) -> str:
+        return _secret_name(value)
+
+
+class DynamicsAuth(_Model):
+    """Entra ID client-credentials through MSAL: a client secret or a certificate (SPEC C2)."""
+
+    flow: Literal["client_secret", "certificate"] = "client_secret"
+
+
+class DynamicsConnection(_Model):
+    kind: Literal["dynamics"]
+    name: str
+    instance_url: str
+    api_version: str = "9.2"
+    tenant_id: str
+    authority: str | None = Field(
+        default=None, description="defaults to https://login.microsoftonline.com/<tenant_id>"
+    )
+    auth: DynamicsAuth = Field(default_factory=DynamicsAuth)
+    secret: str
+    ca_bundle: str | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    max_concurrency: int = Field(default=8, ge=1, le=52)
+
+    _name = field_validator("name")(_identifier)
+    _url = field_validator("instance_url", "authority")(lambda v: None if v is None else _https_url(v))
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not API_VERSION_DYN.match(value):
+            raise ValueError(f"{value!r} is not a Dataverse Web API version like '9.2'")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_name(cls, value: str) -> str:
+        return _secret_name(value)
+
+    @property
+    def effective_authority(self) -> str:
+        return self.authority or f"https://login.microsoftonline.com/{self.tenant_id}"
+
+
+def _secret_name(value: str) -> str:
+    if value.startswith("arn:"):
+        return value
+    if not SECRET_NAME.match(value):
+        raise ValueError(f"{value!r} is not a Secrets Manager secret name")
+    return value
+
+
+Connection = Annotated[SalesforceConnection | DynamicsConnection, Field(discriminator="kind")]
+
+
+# ------------------------------------------------------------------------------------- syncs
+class WatermarkSettings(_Model):
+    """The automatic index (SPEC I7)."""
+
+    field: str | None = Field(
+        default=None,
+        description="CRM last-modified field; default SystemModstamp (Salesforce) or modifiedon (Dynamics)",
+    )
+    option: str | None = Field(default=None, description="option name; default LASTIMPORT_<instance>_<sync>")
+    overlap_seconds: int = Field(
+        default=300, ge=0, le=86_400, description="each window starts this long before the last one ended"
+    )
+    lag_seconds: int = Field(
+        default=60, ge=0, le=3_600, description="each window ends this long before the CRM's server time"
+    )
+
+    @field_validator("field")
+    @classmethod
+    def _field(cls, value: str | None) -> str | None:
+        return None if value is None else check_field_name(value)
+
+    @field_validator("option")
+    @classmethod
+    def _option(cls, value: str | None) -> str | None:
+        if value is not None and not OPTION_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid option name (letters, digits, _ . : -; 128 max)")
+        return value
+
+
+class Reconciliation(_Model):
+    """Match on the CRM id first, then on this local attribute (SPEC I10)."""
+
+    key: str | None = Field(default=None, description="local attribute used as the unique key, e.g. email")
+    case_insensitive: bool = True
+
+
+class Target(_Model):
+    """Where imported records land: the profile store or a custom resource (SPEC I11)."""
+
+    kind: Literal["profiles", "resource"] = "profiles"
+    resource: str | None = None
+    timezone: str = Field(default="UTC", description="IANA time zone of local date-times (SPEC I3)")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Paris)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _resource_named(self) -> Target:
+        if self.kind == "resource":
+            if not self.resource:
+                raise ValueError("a resource target needs 'resource', the local resource (table) name")
+            _identifier(self.resource)
+        elif self.resource is not None:
+            raise ValueError("'resource' is only for targets of kind 'resource'")
+        return self
+
+
+class RejectSettings(_Model):
+    route: bool = Field(
+        default=True, description="send rejects to the SQS rejects queue (a warning is always logged)"
+    )
+
+
+class ImportSync(_Model):
+    """Incremental import of one CRM object (SPEC I1-I12)."""
+
+    id: str
+    operation: Literal["import"]
+    connection: str
+    object: str
+    description: str | None = None
+    enabled: bool = True
+    fields: list[FieldMapping] = Field(min_length=1)
+    filter: FilterNode | None = None
+    order_by: list[OrderBy] = Field(default_factory=list)
+    watermark: WatermarkSettings = Field(default_factory=WatermarkSettings)
+    reconciliation: Reconciliation = Field(default_factory=Reconciliation)
+    target: Target = Field(default_factory=Target)
+    schedule: str | None = Field(
+        default=None, description="EventBridge Scheduler expression: rate(...) or cron(...)"
+    )
+    schedule_timezone: str = "UTC"
+    rejects: RejectSettings = Field(default_factory=RejectSettings)
+    page_size: int = Field(default=2000, ge=200, le=5000)
+
+    _id = field_validator("id")(_identifier)
+    _conn = field_validator("connection")(_identifier)
+
+    @field_validator("object")
+    @classmethod
+    def _object(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,79}$", value):
+            raise ValueError(f"{value!r} is not a CRM object name")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if match := RATE.match(value):
+            amount, unit = int(match.group(1)), match.group(2)
+            if amount < 1 or (amount == 1) != (not unit.endswith("s")):
+                raise ValueError(f"{value!r}: use 'rate(1 hour)' for one and 'rate(2 hours)' for more")
+            return value
+        if match := CRON.match(value):
+            parts = match.group(1).split()
+            if len(parts) != 6:
+                raise ValueError(
+                    f"{value!r}: EventBridge cron has 6 fields (minutes hours day-of-month month day-of-week "
+                    "year), e.g. cron(0/20 * * * ? *)"
+                )
+            if "?" not in (parts[2], parts[4]):
+                raise ValueError(f"{value!r}: one of day-of-month and day-of-week must be '?'")
+            return value
+        raise ValueError(f"{value!r} is not a schedule; use rate(20 minutes) or cron(0/20 * * * ? *)")
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _schedule_tz(cls, value: str) -> str:
+        return Target._tz(value)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ImportSync:
+        problems = []
+        locals_seen: dict[str, int] = {}
+        remotes_seen: dict[str, int] = {}
+        for index, mapping in enumerate(self.fields):
+            if mapping.local in locals_seen:
+                problems.append(
+                    f"fields[{index}].local: {mapping.local!r} is already mapped by fields[{locals_seen[mapping.local]}]"
+                )
+            locals_seen.setdefault(mapping.local, index)
+            remote = mapping.remote.lower()
+            if remote in remotes_seen:
+                problems.append(
+                    f"fields[{index}].remote: {mapping.remote!r} is already mapped by fields[{remotes_seen[remote]}]"
+                )
+            remotes_seen.setdefault(remote, index)
+        if self.reconciliation.key is not None and self.reconciliation.key not in locals_seen:
+            problems.append(
+                f"reconciliation.key: {self.reconciliation.key!r} is not a mapped local attribute "
+                f"(mapped: {', '.join(sorted(locals_seen))})"
+            )
+        if self.target.kind == "resource" and self.reconciliation.key is not None:
+            problems.append("reconciliation.key: resources are matched on their CRM id only")
+        sorted_fields = [o.field.lower() for o in self.order_by]
+        if len(set(sorted_fields)) != len(sorted_fields):
+            problems.append("order_by: a field appears more than once")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def filter_tree(self) -> Filter | None:
+        return self.filter
+
+    def watermark_option(self, instance: str) -> str:
+        return self.watermark.option or f"LASTIMPORT_{instance}_{self.id}"
+
+
+SyncDefinition = ImportSync
+
+
+class CrmsyncConfig(_Model):
+    """A whole configuration file."""
+
+    version: Literal[1] = 1
+    instance: str = Field(default="crmsync", description="this marketing instance's internal name")
+    connections: list[Connection] = Field(default_factory=list)
+    syncs: list[SyncDefinition] = Field(default_factory=list)
+
+    _instance = field_validator("instance")(_identifier)
+
+    @model_validator(mode="after")
+    def _references(self) -> CrmsyncConfig:
+        problems = []
+        names: dict[str, int] = {}
+        for index, connection in enumerate(self.connections):
+            if connection.name in names:
+                problems.append(f"connections[{index}].name: {connection.name!r} is defined twice")
+            names.setdefault(connection.name, index)
+        ids: dict[str, int] = {}
+        options: dict[str, str] = {}
+        for index, sync in enumerate(self.syncs):
+            where = f"syncs[{index}] ({sync.id})"
+            if sync.id in ids:
+                problems.append(f"{where}.id: {sync.id!r} is defined twice")
+            ids.setdefault(sync.id, index)
+            if sync.connection not in names:
+                problems.append(
+                    f"{where}.connection: no connection named {sync.connection!r} "
+                    f"(defined: {', '.join(sorted(names)) or 'none'})"
+                )
+            option = sync.watermark_option(self.instance)
+            if option in options:
+                problems.append(f"{where}.watermark.option: {option!r} is also used by sync {options[option]!r}")
+            options.setdefault(option, sync.id)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def connection(self, name: str) -> SalesforceConnection | DynamicsConnection:
+        for connection in self.connections:
+            if connection.name == name:
+                return connection
+        raise KeyError(name)
+
+    def sync(self, sync_id: str) -> SyncDefinition:
+        for sync in self.syncs:
+            if sync.id == sync_id:
+                return sync
+        raise KeyError(sync_id)
+
+
+# ------------------------------------------------------------------------------------- loading
+def interpolate_environment(
+    raw: Any, environ: dict[str, str] | None = None, path: str = ""
+) -> tuple[Any, list[str]]:
+    """Replace `${VAR}` and `${VAR:-default}` in string values; unset variables are problems."""
+    environ = dict(os.environ) if environ is None else environ
+    problems: list[str] = []
+
+    def walk(node: Any, where: str) -> Any:
+        if isinstance(node, dict):
+            return {key: walk(value, f"{where}.{key}" if where else str(key)) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(value, f"{where}[{index}]") for index, value in enumerate(node)]
+        if isinstance(node, str):
+
+            def substitute(match: re.Match[str]) -> str:
+                name, default = match.group(1), match.group(2)
+                if name in environ:
+                    return environ[name]
+                if default is not None:
+                    return default
+                problems.append(f"{where}: environment variable {name} is not set")
+                return match.group(0)
+
+            return ENV_REFERENCE.sub(substitute, node)
+        return node
+
+    return walk(raw, path), problems
+
+
+def _location(loc: tuple[int | str, ...], raw: Any) -> str:
+    """`syncs[0] (sf-contacts).filter.all[1]` from a pydantic error location."""
+    out = ""
+    node = raw
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+            if index == 1 and loc[0] == "syncs" and isinstance(node, list) and part < len(node):
+                entry = node[part]
+                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                    out += f" ({entry['id']})"
+        elif (
+            (part in ("all", "any", "not", "condition") and index > 0 and loc[index - 1] == part)
+            or part in ("condition",)
+            or (isinstance(part, str) and part.startswith("function-"))
+        ):
+            continue
+        else:
+            if part in ("salesforce", "dynamics") and loc[0] == "connections":
+                continue
+            out += f".{part}" if out else str(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return out
+
+
+def format_validation_error(error: ValidationError, raw: Any) -> list[str]:
+    problems: list[str] = []
+    for item in error.errors(include_url=False):
+        where = _location(tuple(item["loc"]), raw)
+        message = str(item["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown setting (check its spelling)"
+        elif item["type"] == "missing":
+            message = "required setting is missing"
+        elif item["type"] == "union_tag_invalid":
+            ctx = item.get("ctx") or {}
+            message = (
+                f"{ctx.get('discriminator', 'kind').strip(chr(39))}: {ctx.get('tag')!r} is not one of "
+                f"{ctx.get('expected_tags')}"
+            )
+        elif item["type"] == "literal_error" and where.endswith("operation"):
+            message = f"{item.get('input')!r} is not an operation this version supports; expected 'import'"
+        for line in message.split("\n"):
+            sub, sep, rest = line.partition(": ")
+            if sep and re.match(r"^[A-Za-z_]+(\[\d+\])?(\.[A-Za-z_]+(\[\d+\])?)*$", sub):
+                head = sub.split("[", 1)[0].split(".", 1)[0]
+                base = where.removesuffix(f".{head}") if where.endswith(f".{head}") else where
+                problems.append(f"{base}.{sub}: {rest}" if base else f"{sub}: {rest}")
+            else:
+                problems.append(f"{where}: {line}" if where else line)
+    return problems
+
+
+def parse_config(raw: Any, *, environ: dict[str, str] | None = None) -> CrmsyncConfig:
+    """Validate an already-parsed YAML/JSON document."""
+    if not isinstance(raw, dict):
+        raise ConfigurationError("the configuration must be a mapping with 'connections' and 'syncs'")
+    resolved, problems = interpolate_environment(raw, environ)
+    if problems:
+        raise ConfigurationError(problems)
+    try:
+        return CrmsyncConfig.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigurationError(format_validation_error(exc, resolved)) from None
+
+
+def load_config(text: str, *, source: str = "<config>", environ: dict[str, str] | None = None) -> CrmsyncConfig:
+    """Parse and validate YAML text; every problem is one line of the raised `ConfigurationError`."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigurationError(f"{where}: invalid YAML: {problem}") from None
+    return parse_config(raw, environ=environ)
+
+
+def config_json_schema() -> dict[str, Any]:
+    schema = CrmsyncConfig.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "crmsync configuration"
+    return schema
+
+
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "Condition",
+    "ConfigurationError",
+    "Connection",
+    "CrmsyncConfig",
+    "DynamicsConnection",
+    "FieldMapping",
+    "ImportSync",
+    "NotOf",
+    "SalesforceConnection",
+    "SyncDefinition",
+    "load_config",
+    "parse_config",
+]

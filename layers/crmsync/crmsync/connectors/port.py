@@ -1,0 +1,113 @@
+"""What the services need from a CRM, whichever it is (Salesforce, Dynamics)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from ..domain.filters import Filter, OrderBy
+from ..domain.types import CrmFieldType
+
+
+@dataclass(frozen=True)
+class FieldDescription:
+    name: str
+    crm_type: CrmFieldType
+    label: str = ""
+    length: int | None = None
+    nillable: bool = True
+    createable: bool = True
+    updateable: bool = True
+    external_id: bool = False
+    unique: bool = False
+    filterable: bool = True
+    sortable: bool = True
+    picklist_values: tuple[str, ...] = ()
+    raw_type: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectDescription:
+    name: str
+    id_field: str
+    fields: dict[str, FieldDescription]
+    label: str = ""
+    custom: bool = False
+    entity_set: str | None = None
+
+    def field(self, name: str) -> FieldDescription | None:
+        """Field names are case-insensitive in SOQL and OData; the canonical spelling comes back."""
+        return self.fields.get(name.lower())
+
+
+@dataclass(frozen=True)
+class ObjectSummary:
+    name: str
+    label: str
+    custom: bool
+    queryable: bool = True
+
+
+@dataclass(frozen=True)
+class RecordQuery:
+    """One read of an object: a window on the watermark field, or given ids (SPEC I7, I8)."""
+
+    object: str
+    fields: tuple[str, ...]
+    filter: Filter | None = None
+    order_by: tuple[OrderBy, ...] = ()
+    window_field: str | None = None
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    ids: tuple[str, ...] = ()
+    page_size: int = 2000
+    field_types: dict[str, CrmFieldType] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    records: list[dict[str, Any]]
+    next_cursor: str | None
+    total_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """What the CRM says is left of its API allowance (SPEC C3)."""
+
+    used: int | None = None
+    maximum: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def remaining(self) -> int | None:
+        if self.used is None or self.maximum is None:
+            return None
+        return self.maximum - self.used
+
+
+class CrmConnector(Protocol):
+    """The port every CRM adapter implements."""
+
+    kind: str
+
+    @property
+    def api_calls(self) -> int:
+        """HTTP calls made to the CRM by this connector, token calls included."""
+
+    def server_time(self) -> datetime:
+        """The CRM's own clock (the import window ends relative to it, never to ours)."""
+
+    def describe(self, object_name: str) -> ObjectDescription: ...
+
+    def list_objects(self) -> list[ObjectSummary]: ...
+
+    def limits(self) -> ApiLimits: ...
+
+    def read_first_page(self, query: RecordQuery) -> RecordPage: ...
+
+    def read_next_page(self, cursor: str) -> RecordPage: ...
+
+    def read_by_ids(self, query: RecordQuery) -> list[dict[str, Any]]:
+        """The records among `query.ids` that exist; ids the CRM does not know are simply absent."""

@@ -1,0 +1,263 @@
+"""Salesforce adapter of the CRM port, on simple-salesforce (SPEC C2, C3, I1-I8)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import requests
+from simple_salesforce.api import Salesforce
+from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
+
+from ...config import SalesforceConnection
+from ...domain.types import CrmFieldType
+from ...errors import (
+    ConfigurationError,
+    CrmAuthenticationFailed,
+    CrmRateLimited,
+    CrmRequestRejected,
+    CrmsyncError,
+    CrmUnavailable,
+)
+from ..http import CrmHttpSession
+from ..port import ApiLimits, FieldDescription, ObjectDescription, ObjectSummary, RecordPage, RecordQuery
+from ..retry import RetryPolicy
+from .auth import SalesforceToken, SalesforceTokenProvider
+from .soql import identifier, render_query
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+ID_CHUNK = 500
+_CURSOR = re.compile(r"^/services/data/v\d+\.\d/query(All)?/[A-Za-z0-9_-]+$")
+
+TYPE_MAP: dict[str, CrmFieldType] = {
+    "id": CrmFieldType.ID,
+    "reference": CrmFieldType.REFERENCE,
+    "string": CrmFieldType.STRING,
+    "textarea": CrmFieldType.STRING,
+    "email": CrmFieldType.STRING,
+    "phone": CrmFieldType.STRING,
+    "url": CrmFieldType.STRING,
+    "encryptedstring": CrmFieldType.STRING,
+    "combobox": CrmFieldType.STRING,
+    "picklist": CrmFieldType.PICKLIST,
+    "multipicklist": CrmFieldType.MULTIPICKLIST,
+    "boolean": CrmFieldType.BOOLEAN,
+    "int": CrmFieldType.INTEGER,
+    "long": CrmFieldType.INTEGER,
+    "double": CrmFieldType.NUMBER,
+    "currency": CrmFieldType.NUMBER,
+    "percent": CrmFieldType.NUMBER,
+    "date": CrmFieldType.DATE,
+    "datetime": CrmFieldType.DATETIME,
+    "time": CrmFieldType.TIME,
+}
+
+
+def _error_code(content: Any) -> tuple[str | None, str]:
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        return content[0].get("errorCode"), str(content[0].get("message", ""))
+    if isinstance(content, dict):
+        return content.get("errorCode") or content.get("error"), str(content.get("message", ""))
+    return None, ""
+
+
+def classify(exc: Exception) -> CrmsyncError:
+    """Map a failed call onto the crmsync error classification (retryable / permanent)."""
+    if isinstance(exc, requests.Timeout):
+        return CrmUnavailable("Salesforce did not answer in time")
+    if isinstance(exc, requests.ConnectionError):
+        return CrmUnavailable("the connection to Salesforce failed or was cut")
+    if isinstance(exc, SalesforceError):
+        status = exc.status
+        code, message = _error_code(exc.content)
+        text = f"Salesforce HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+        if status == 429 or (status == 403 and code == "REQUEST_LIMIT_EXCEEDED"):
+            return CrmRateLimited(text)
+        if status >= 500:
+            return CrmUnavailable(text)
+        if status == 401:
+            return CrmAuthenticationFailed(text)
+        return CrmRequestRejected(text, error_code=code, status=status)
+    if isinstance(exc, CrmsyncError):
+        return exc
+    return CrmUnavailable(f"unexpected failure talking to Salesforce: {type(exc).__name__}")
+
+
+def _strip(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key != "attributes"}
+
+
+class SalesforceConnector:
+    kind = "salesforce"
+
+    def __init__(
+        self,
+        connection: SalesforceConnection,
+        tokens: SalesforceTokenProvider,
+        session: CrmHttpSession,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.connection = connection
+        self.tokens = tokens
+        self.session = session
+        self.retry = retry or RetryPolicy()
+        self.last_usage: tuple[int, int] | None = None
+        self._client: tuple[SalesforceToken, Salesforce] | None = None
+
+    @property
+    def api_calls(self) -> int:
+        return self.session.calls
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _salesforce(self, token: SalesforceToken) -> Salesforce:
+        if self._client is None or self._client[0] is not token:
+            client = Salesforce(
+                instance_url=token.instance_url,
+                session_id=token.access_token,
+                session=self.session,
+                version=self.connection.api_version,
+            )
+            self._client = (token, client)
+        return self._client[1]
+
+    def _call(self, operation: Callable[[Salesforce], T]) -> T:
+        def attempt() -> T:
+            token = self.tokens.token()
+            try:
+                return self._once(operation, token)
+            except SalesforceExpiredSession:
+                logger.info("Salesforce session expired; renewing the token of %s", self.connection.name)
+                fresh = self.tokens.renew(token)
+                try:
+                    return self._once(operation, fresh)
+                except SalesforceExpiredSession as exc:
+                    raise classify(exc) from None
+
+        def log_retry(attempt_number: int, error: Exception) -> None:
+            logger.warning("Salesforce call retried (attempt %d): %s", attempt_number + 1, error)
+
+        return self.retry.run(attempt, on_retry=log_retry)
+
+    def _once(self, operation: Callable[[Salesforce], T], token: SalesforceToken) -> T:
+        client = self._salesforce(token)
+        try:
+            result = operation(client)
+        except SalesforceExpiredSession:
+            raise
+        except (SalesforceError, requests.RequestException) as exc:
+            raise classify(exc) from None
+        finally:
+            usage = client.api_usage.get("api-usage")
+            if usage is not None:
+                self.last_usage = (int(usage.used), int(usage.total))
+        return result
+
+    # -- port --------------------------------------------------------------------------------------
+    def server_time(self) -> datetime:
+        self.limits()
+        if self.session.server_date is None:
+            raise CrmUnavailable("Salesforce sent no Date header; the CRM's clock is unknown")
+        return self.session.server_date
+
+    def limits(self) -> ApiLimits:
+        body = self._call(lambda sf: sf.restful("limits")) or {}
+        daily = body.get("DailyApiRequests", {})
+        maximum = daily.get("Max")
+        remaining = daily.get("Remaining")
+        used = maximum - remaining if isinstance(maximum, int) and isinstance(remaining, int) else None
+        if used is None and self.last_usage is not None:
+            used, maximum = self.last_usage
+        return ApiLimits(used=used, maximum=maximum, details=dict(body))
+
+    def list_objects(self) -> list[ObjectSummary]:
+        body = self._call(lambda sf: sf.restful("sobjects")) or {}
+        return [
+            ObjectSummary(
+                name=o["name"],
+                label=o.get("label", o["name"]),
+                custom=bool(o.get("custom")),
+                queryable=bool(o.get("queryable", True)),
+            )
+            for o in body.get("sobjects", [])
+        ]
+
+    def describe(self, object_name: str) -> ObjectDescription:
+        name = identifier(object_name)
+        try:
+            body = self._call(lambda sf: sf.restful(f"sobjects/{name}/describe")) or {}
+        except CrmRequestRejected as exc:
+            if exc.status == 404 or exc.error_code == "NOT_FOUND":
+                raise ConfigurationError(
+                    f"Salesforce has no object {object_name!r} visible to this connection's user"
+                ) from None
+            raise
+        fields: dict[str, FieldDescription] = {}
+        for raw in body.get("fields", []):
+            raw_type = str(raw.get("type", ""))
+            description = FieldDescription(
+                name=raw["name"],
+                crm_type=TYPE_MAP.get(raw_type, CrmFieldType.OTHER),
+                label=raw.get("label", ""),
+                length=raw.get("length") or None,
+                nillable=bool(raw.get("nillable", True)),
+                createable=bool(raw.get("createable", False)),
+                updateable=bool(raw.get("updateable", False)),
+                external_id=bool(raw.get("externalId", False)),
+                unique=bool(raw.get("unique", False)),
+                filterable=bool(raw.get("filterable", True)),
+                sortable=bool(raw.get("sortable", True)),
+                picklist_values=tuple(
+                    p["value"] for p in raw.get("picklistValues") or [] if p.get("active", True)
+                ),
+                raw_type=raw_type,
+            )
+            fields[description.name.lower()] = description
+        return ObjectDescription(
+            name=body.get("name", object_name),
+            id_field="Id",
+            fields=fields,
+            label=body.get("label", ""),
+            custom=bool(body.get("custom", False)),
+        )
+
+    def _page(self, body: dict[str, Any]) -> RecordPage:
+        cursor = None if body.get("done", True) else body.get("nextRecordsUrl")
+        return RecordPage(
+            records=[_strip(r) for r in body.get("records", [])],
+            next_cursor=cursor,
+            total_size=body.get("totalSize"),
+        )
+
+    def read_first_page(self, query: RecordQuery) -> RecordPage:
+        soql = render_query(query)
+        batch = max(200, min(query.page_size, 2000))
+        body = self._call(lambda sf: sf.query(soql, headers={"Sforce-Query-Options": f"batchSize={batch}"}))
+        return self._page(body)
+
+    def read_next_page(self, cursor: str) -> RecordPage:
+        if not _CURSOR.match(cursor):
+            raise ConfigurationError("the page cursor is not a Salesforce nextRecordsUrl")
+        return self._page(self._call(lambda sf: sf.query_more(cursor, identifier_is_url=True)))
+
+    def read_by_ids(self, query: RecordQuery) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        ids = list(query.ids)
+        for start in range(0, len(ids), ID_CHUNK):
+            chunk = RecordQuery(
+                object=query.object,
+                fields=query.fields,
+                ids=tuple(ids[start : start + ID_CHUNK]),
+                page_size=2000,
+                field_types=query.field_types,
+            )
+            page = self.read_first_page(chunk)
+            records.extend(page.records)
+            while page.next_cursor:
+                page = self.read_next_page(page.next_cursor)
+                records.extend(page.records)
+        return records

@@ -1,0 +1,118 @@
+"""SOQL rendering. Every literal goes through an escaping function; field names are checked identifiers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from ...domain.filters import AllOf, AnyOf, Condition, Filter, NotOf, OrderBy
+from ...domain.types import CrmFieldType
+from ...errors import ConfigurationError
+from ..port import RecordQuery
+
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
+_SALESFORCE_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+_ESCAPES = {
+    "\\": "\\\\",
+    "'": "\\'",
+    '"': '\\"',
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
+_OPERATORS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+MAX_SOQL_LENGTH = 100_000
+
+
+def identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise ConfigurationError(f"{name!r} is not a Salesforce field or object name")
+    return name
+
+
+def string_literal(value: str) -> str:
+    """A SOQL string literal; quotes, backslashes and control characters are escaped as Salesforce documents."""
+    return "'" + "".join(_ESCAPES.get(ch, ch) for ch in value) + "'"
+
+
+def datetime_literal(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("SOQL date-times must be time-zone aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def number_literal(value: int | float) -> str:
+    if isinstance(value, bool):
+        raise ValueError("booleans are rendered by the field's type")
+    if isinstance(value, int):
+        return str(value)
+    return format(Decimal(repr(value)).normalize(), "f")
+
+
+def is_salesforce_id(value: str) -> bool:
+    return bool(_SALESFORCE_ID.match(value))
+
+
+def _condition(node: Condition, field_types: dict[str, CrmFieldType]) -> str:
+    name = identifier(node.field)
+    if node.op == "is_empty":
+        return f"{name} = null"
+    if node.op == "is_not_empty":
+        return f"{name} != null"
+    assert node.value is not None
+    assert not isinstance(node.value, str)
+    if field_types.get(name) is CrmFieldType.BOOLEAN:
+        if node.value not in (0, 1) or node.op not in ("eq", "ne"):
+            raise ConfigurationError(
+                f"filter on {name}: a boolean field is compared with eq/ne and 1 or 0 (rule I5)"
+            )
+        return f"{name} {_OPERATORS[node.op]} {'true' if node.value == 1 else 'false'}"
+    return f"{name} {_OPERATORS[node.op]} {number_literal(node.value)}"
+
+
+def render_filter(node: Filter, field_types: dict[str, CrmFieldType] | None = None) -> str:
+    types = field_types or {}
+    if isinstance(node, Condition):
+        return _condition(node, types)
+    if isinstance(node, AllOf):
+        return "(" + " AND ".join(render_filter(child, types) for child in node.all) + ")"
+    if isinstance(node, AnyOf):
+        return "(" + " OR ".join(render_filter(child, types) for child in node.any) + ")"
+    if isinstance(node, NotOf):
+        return f"(NOT {render_filter(node.not_, types)})"
+    raise TypeError(f"not a filter node: {node!r}")
+
+
+def render_order_by(order_by: Iterable[OrderBy]) -> str:
+    return ", ".join(f"{identifier(o.field)} {o.direction.upper()}" for o in order_by)
+
+
+def render_query(query: RecordQuery) -> str:
+    """SELECT … FROM … WHERE <window or ids> AND (<filter>) ORDER BY …"""
+    fields = ", ".join(identifier(f) for f in query.fields)
+    clauses: list[str] = []
+    if query.window_field:
+        field = identifier(query.window_field)
+        if query.window_start is not None:
+            clauses.append(f"{field} >= {datetime_literal(query.window_start)}")
+        if query.window_end is not None:
+            clauses.append(f"{field} < {datetime_literal(query.window_end)}")
+    if query.ids:
+        clauses.append("Id IN (" + ", ".join(string_literal(i) for i in query.ids) + ")")
+    if query.filter is not None:
+        clauses.append(render_filter(query.filter, query.field_types))
+    soql = f"SELECT {fields} FROM {identifier(query.object)}"  # noqa: S608 - identifiers checked, literals escaped
+    if clauses:
+        soql += " WHERE " + " AND ".join(clauses)
+    order = list(query.order_by)
+    if not order and query.window_field:
+        order = [OrderBy(field=query.window_field), OrderBy(field="Id")]
+    if order:
+        soql += " ORDER BY " + render_order_by(order)
+    if len(soql) > MAX_SOQL_LENGTH:
+        raise ConfigurationError(f"the SOQL query is {len(soql)} characters, over Salesforce's {MAX_SOQL_LENGTH}")
+    return soql

@@ -1,0 +1,139 @@
+"""The one conversion table between CRM values and local values (SPEC I3, I4, S3).
+
+Import uses `to_local`; export (the other direction) will use the same table in reverse.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .records import RecordRejected, RejectCode
+from .types import Conversion, CrmFieldType, LocalType
+
+_SF_OFFSET = re.compile(r"([+-]\d{2})(\d{2})$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_crm_datetime(value: str) -> datetime:
+    """An aware datetime from the CRM's ISO 8601 text (`…Z`, `…+0000`, `…+02:00`, with or without ms)."""
+    text = value.strip()
+    if not text or len(text) > 40:
+        raise ValueError(f"{value!r} is not a date-time")
+    text = _SF_OFFSET.sub(r"\1:\2", text)
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def parse_crm_date(value: str) -> date:
+    if not _DATE.match(value.strip()):
+        raise ValueError(f"{value!r} is not a date (yyyy-mm-dd)")
+    return date.fromisoformat(value.strip())
+
+
+def format_local_datetime(moment: datetime) -> str:
+    timespec = "milliseconds" if moment.microsecond else "seconds"
+    return moment.isoformat(timespec=timespec)
+
+
+def _as_text(value: Any) -> str:
+    """A value as text, the way the CRM sent it (JSON literals for booleans and numbers)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None or isinstance(value, int | float):
+        return json.dumps(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def convert_from_crm(
+    value: Any, crm_type: CrmFieldType, conversion: Conversion, tz: ZoneInfo, remote_name: str
+) -> Any:
+    """Apply the field's conversion to one CRM value."""
+    if value is None:
+        return None
+    if conversion is Conversion.RAW:
+        return _as_text(value)
+    if crm_type is CrmFieldType.DATETIME:
+        try:
+            moment = parse_crm_datetime(str(value))
+        except ValueError:
+            raise RecordRejected(
+                RejectCode.INVALID_DATE, f"{remote_name}: {value!r} is not a valid date-time", (remote_name,)
+            ) from None
+        if conversion is Conversion.NO_OFFSET:
+            return format_local_datetime(moment.replace(tzinfo=None))
+        local = moment.astimezone(tz)
+        if conversion is Conversion.DATE_ONLY:
+            return local.date().isoformat()
+        return format_local_datetime(local)
+    if crm_type is CrmFieldType.DATE:
+        try:
+            return parse_crm_date(str(value)).isoformat()
+        except ValueError:
+            raise RecordRejected(
+                RejectCode.INVALID_DATE, f"{remote_name}: {value!r} is not a valid date", (remote_name,)
+            ) from None
+    return value
+
+
+def replacement_key(value: Any) -> str:
+    """Replacement rules are keyed by the value's text, so `F`, `true` and `3` can all be matched."""
+    return _as_text(value)
+
+
+def coerce_to_local(value: Any, local_type: LocalType, remote_name: str, local_name: str) -> Any:
+    """Check (and losslessly widen) a value for its local attribute's type, or reject the record."""
+    if value is None:
+        return None
+
+    def mismatch(kind: str) -> RecordRejected:
+        return RecordRejected(
+            RejectCode.TYPE_MISMATCH,
+            f"{remote_name}: {value!r} is not {kind} (local attribute {local_name} is {local_type.value})",
+            (remote_name,),
+        )
+
+    if local_type is LocalType.STRING:
+        return value if isinstance(value, str) else _as_text(value)
+    if local_type is LocalType.BOOLEAN:
+        if isinstance(value, bool):
+            return value
+        raise mismatch("a boolean")
+    if local_type is LocalType.INTEGER:
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise mismatch("an integer")
+    if local_type is LocalType.NUMBER:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+        raise mismatch("a number")
+    if local_type is LocalType.DATE:
+        if isinstance(value, str):
+            try:
+                return parse_crm_date(value).isoformat()
+            except ValueError:
+                pass
+            try:
+                return parse_crm_datetime(value).date().isoformat()
+            except ValueError:
+                pass
+        raise mismatch("a date")
+    if isinstance(value, str):
+        try:
+            parse_crm_datetime(value)
+            return value
+        except ValueError:
+            pass
+    raise mismatch("a date-time")

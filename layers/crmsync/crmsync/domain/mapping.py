@@ -1,0 +1,182 @@
+"""Field mappings and the mapper that turns one CRM record into local attributes (SPEC I2-I4, S3)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .conversions import coerce_to_local, convert_from_crm, parse_crm_datetime, replacement_key
+from .filters import check_field_name
+from .records import LocalRecord, RecordRejected, RejectCode
+from .types import NATURAL_LOCAL_TYPE, Conversion, CrmFieldType, LocalType
+
+LOCAL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+RESERVED_LOCAL_NAMES = frozenset(
+    {
+        "pk",
+        "profileId",
+        "externalId",
+        "externalIds",
+        "crm",
+        "deletedInCrm",
+        "deletedInCrmAt",
+        "createdAt",
+        "updatedAt",
+        "attrChangedAt",
+        "kind",
+    }
+)
+
+
+class FieldMapping(BaseModel):
+    """One remote field onto one local attribute."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    remote: str
+    local: str
+    conversion: Conversion = Conversion.DEFAULT
+    replace: dict[str, Any] = Field(default_factory=dict, description="value replacement rules (SPEC I4)")
+    type: LocalType | None = Field(default=None, description="local type; inferred from the CRM when unset")
+    max_length: int | None = Field(default=None, ge=1, le=400_000)
+
+    _check_remote = field_validator("remote")(check_field_name)
+
+    @field_validator("local")
+    @classmethod
+    def _local_name(cls, name: str) -> str:
+        if not LOCAL_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid local attribute name (letters, digits, _; 64 max)")
+        if name in RESERVED_LOCAL_NAMES:
+            raise ValueError(f"{name!r} is reserved by crmsync; choose another local name")
+        return name
+
+    @field_validator("replace")
+    @classmethod
+    def _replacement_values_are_scalars(cls, rules: dict[str, Any]) -> dict[str, Any]:
+        for key, value in rules.items():
+            if isinstance(value, dict | list):
+                raise ValueError(f"replacement for {key!r} must be a single value, not {type(value).__name__}")
+        return rules
+
+    @model_validator(mode="after")
+    def _replacements_fit_the_local_type(self) -> FieldMapping:
+        if self.type is None:
+            return self
+        for key, value in self.replace.items():
+            try:
+                coerce_to_local(value, self.type, self.remote, self.local)
+            except RecordRejected:
+                raise ValueError(
+                    f"replacement {key!r} -> {value!r} does not fit the local type {self.type.value}"
+                ) from None
+        if self.max_length is not None and self.type is not LocalType.STRING:
+            raise ValueError("max_length applies to string attributes only")
+        return self
+
+
+@dataclass(frozen=True)
+class ResolvedField:
+    """A mapping whose remote name and type were checked against the CRM's schema."""
+
+    remote: str
+    local: str
+    crm_type: CrmFieldType
+    local_type: LocalType
+    conversion: Conversion
+    replace: dict[str, Any]
+    max_length: int | None
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "remote": self.remote,
+            "local": self.local,
+            "crm_type": self.crm_type.value,
+            "local_type": self.local_type.value,
+            "conversion": self.conversion.value,
+            "replace": self.replace,
+            "max_length": self.max_length,
+        }
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> ResolvedField:
+        return cls(
+            remote=data["remote"],
+            local=data["local"],
+            crm_type=CrmFieldType(data["crm_type"]),
+            local_type=LocalType(data["local_type"]),
+            conversion=Conversion(data["conversion"]),
+            replace=dict(data.get("replace") or {}),
+            max_length=data.get("max_length"),
+        )
+
+    @classmethod
+    def resolve(cls, mapping: FieldMapping, remote: str, crm_type: CrmFieldType) -> ResolvedField:
+        local_type = mapping.type or (
+            LocalType.STRING if mapping.conversion is Conversion.RAW else NATURAL_LOCAL_TYPE[crm_type]
+        )
+        if (
+            mapping.type is None
+            and mapping.conversion is Conversion.DATE_ONLY
+            and crm_type is CrmFieldType.DATETIME
+        ):
+            local_type = LocalType.DATE
+        return cls(
+            remote,
+            mapping.local,
+            crm_type,
+            local_type,
+            mapping.conversion,
+            dict(mapping.replace),
+            mapping.max_length,
+        )
+
+
+class RecordMapper:
+    """Maps CRM records to `LocalRecord`s; a value that cannot be mapped rejects its record."""
+
+    def __init__(self, fields: list[ResolvedField], id_field: str, watermark_field: str, timezone: str) -> None:
+        self.fields = fields
+        self.id_field = id_field
+        self.watermark_field = watermark_field
+        self.tz = ZoneInfo(timezone)
+
+    def map(self, record: dict[str, Any]) -> LocalRecord:
+        crm_id = record.get(self.id_field)
+        if not crm_id:
+            raise RecordRejected(RejectCode.MISSING_ID, f"the record has no {self.id_field}", (self.id_field,))
+        modified_raw = record.get(self.watermark_field)
+        modified_at: datetime
+        try:
+            modified_at = parse_crm_datetime(str(modified_raw))
+        except ValueError:
+            raise RecordRejected(
+                RejectCode.MISSING_WATERMARK,
+                f"{self.watermark_field}: {modified_raw!r} is not a valid date-time",
+                (self.watermark_field,),
+            ) from None
+        attributes: dict[str, Any] = {}
+        for field in self.fields:
+            attributes[field.local] = self.map_value(field, record.get(field.remote))
+        return LocalRecord(crm_id=str(crm_id), modified_at=modified_at, attributes=attributes, source=record)
+
+    def map_value(self, field: ResolvedField, raw: Any) -> Any:
+        value = convert_from_crm(raw, field.crm_type, field.conversion, self.tz, field.remote)
+        if field.replace and value is not None:
+            key = replacement_key(value)
+            if key in field.replace:
+                value = field.replace[key]
+        value = coerce_to_local(value, field.local_type, field.remote, field.local)
+        if field.max_length is not None and isinstance(value, str) and len(value) > field.max_length:
+            raise RecordRejected(
+                RejectCode.STRING_TOO_LONG,
+                f"{field.remote}: {len(value)} characters, more than the {field.max_length} allowed for "
+                f"{field.local}",
+                (field.remote,),
+            )
+        return value

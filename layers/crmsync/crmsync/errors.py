@@ -1,0 +1,80 @@
+"""The one error classification of crmsync.
+
+Step Functions `Retry` blocks list the class names of `RetryableError` subclasses (a Lambda's errorType is
+the exception class name), so nothing anywhere matches on message text. Renaming a class here means
+renaming it in `statemachines/*.asl.json`; `tests/unit/test_state_machines.py` keeps both in step.
+"""
+
+from __future__ import annotations
+
+
+class CrmsyncError(Exception):
+    """Base of every error crmsync raises on purpose."""
+
+
+# -- configuration: the user must change something; retrying cannot help ---------------------------
+class ConfigurationError(CrmsyncError):
+    """Invalid configuration or input, found before any data moved."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class SyncNotFound(ConfigurationError):
+    """A run names a sync that `crmsync config apply` never stored."""
+
+
+# -- retryable: the same call may succeed later ---------------------------------------------------
+class RetryableError(CrmsyncError):
+    """A transient failure; the step is retried with back-off by the state machine."""
+
+
+class CrmUnavailable(RetryableError):
+    """The CRM answered 5xx, timed out or cut the connection."""
+
+
+class CrmRateLimited(RetryableError):
+    """The CRM refused the call for a rate or API limit (Salesforce REQUEST_LIMIT_EXCEEDED, HTTP 429)."""
+
+    def __init__(self, message: str, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class StoreThrottled(RetryableError):
+    """DynamoDB/SQS/S3 throttled us beyond the SDK's own retries."""
+
+
+# -- permanent: the run fails cleanly, the watermark stays --------------------------------------------
+class PermanentError(CrmsyncError):
+    """A failure retrying cannot fix; the run takes its error path."""
+
+
+class CrmAuthenticationFailed(PermanentError):
+    """The CRM refused the credentials (wrong secret, revoked app, wrong scope)."""
+
+
+class CrmRequestRejected(PermanentError):
+    """The CRM refused the request itself (malformed query, unknown field, missing permission)."""
+
+    def __init__(self, message: str, error_code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.status = status
+
+
+class CrmSecretInvalid(PermanentError):
+    """The Secrets Manager secret of a connection is missing or lacks a field its auth flow needs."""
+
+
+class RunAlreadyInProgress(PermanentError):
+    """Another run of the same sync holds the lease; runs of one sync never overlap (SPEC I12)."""
+
+
+class LeaseLost(PermanentError):
+    """This run's lease expired and was taken over; it must not apply more data or move the watermark."""
+
+
+class WatermarkConflict(PermanentError):
+    """The watermark could not move forward under this run's lease (it was moved or the lease was lost)."""

@@ -1,0 +1,81 @@
+"""The Lambda side of every step: Powertools logger, tracer and metrics, and the thin-handler factory.
+
+A handler module is two lines: parse the event into the step's pydantic model, call the service with
+the container, return the result as JSON. Errors are raised unchanged, so their class name becomes the
+`errorType` that the state machines' Retry and Catch blocks match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigurationError
+from .wiring import Container, container
+
+logger = Logger(service="crmsync")
+tracer = Tracer(service="crmsync")
+metrics = Metrics(namespace="crmsync", service="crmsync")
+copy_config_to_registered_loggers(source_logger=logger, include={"crmsync"})
+
+EventT = TypeVar("EventT", bound=BaseModel)
+
+COUNTED = {
+    "read": "RecordsRead",
+    "created": "RecordsCreated",
+    "updated": "RecordsUpdated",
+    "unchanged": "RecordsUnchanged",
+    "rejected": "RecordsRejected",
+    "api_calls": "CrmApiCalls",
+}
+
+
+def _record_metrics(request: BaseModel, result: BaseModel) -> None:
+    """What this step added to the run's totals (states carry running totals, so take the difference)."""
+    after, before = getattr(result, "totals", None), getattr(request, "totals", None)
+    if not isinstance(after, BaseModel):
+        return
+    for field, metric in COUNTED.items():
+        value = getattr(after, field, 0) - (getattr(before, field, 0) if isinstance(before, BaseModel) else 0)
+        if value:
+            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=value)
+    status = getattr(result, "status", None)
+    if isinstance(status, str):
+        metrics.add_metric(name=f"Runs{status.title()}", unit=MetricUnit.Count, value=1)
+
+
+def step_handler(
+    event_model: type[EventT], step: Callable[[EventT, Container], BaseModel], *, name: str
+) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """A Lambda handler running `step` on the parsed event with the environment's container."""
+
+    @logger.inject_lambda_context(log_event=False, clear_state=True)
+    @tracer.capture_lambda_handler(capture_response=False)
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        try:
+            request = event_model.model_validate(event)
+        except ValidationError as exc:
+            raise ConfigurationError(
+                [
+                    f"{name} event: {'.'.join(map(str, e['loc']))}: {e['msg']}"
+                    for e in exc.errors(include_url=False)
+                ]
+            ) from None
+        for key in ("sync_id", "run_id"):
+            value = getattr(request, key, None) or getattr(getattr(request, "run", None), key, None)
+            if value:
+                logger.append_keys(**{key: value})
+        metrics.add_dimension(name="step", value=name)
+        result = step(request, container())
+        _record_metrics(request, result)
+        return result.model_dump(mode="json")
+
+    handler.__name__ = f"{name}_handler"
+    return cast(Callable[[dict[str, Any], LambdaContext], dict[str, Any]], handler)

@@ -1,0 +1,523 @@
+"""Import use cases, one per state-machine step: start, page, finish (SPEC I1-I12, R1, R2).
+
+The state machine carries an `ImportState` from step to step. Each step is a pure function of that
+state (plus the stores and the CRM), so a retried step - same input - neither double-counts nor
+duplicates: applying a page twice leaves the same profiles, and totals are recomputed from the input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..connectors.salesforce.soql import is_salesforce_id
+from ..domain.records import LocalRecord, RecordRejected, Reject, RejectCode
+from ..domain.windows import ImportWindow, compute_window, format_watermark, parse_watermark
+from ..errors import ConfigurationError, LeaseLost, RunAlreadyInProgress
+from ..stores.dynamo import TransactionConflict, transact_write
+from ..stores.rejects import RejectContext
+from ..stores.runs import RunKey
+from ..wiring import Container
+from .import_plan import ImportPlan, resolve_import_plan
+
+logger = logging.getLogger(__name__)
+
+POPULATION_CHUNK = 500
+MAX_INLINE_POPULATION = 5_000
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_S3_URI = re.compile(r"^s3://([a-z0-9.-]{3,63})/(.+)$")
+
+
+# ------------------------------------------------------------------------------------- payloads
+class Population(BaseModel):
+    """Record identification: exactly these CRM ids instead of a window (SPEC I8)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str] | None = Field(default=None, max_length=MAX_INLINE_POPULATION)
+    s3_uri: str | None = Field(default=None, description="s3://bucket/key of a file with one id per line")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Population:
+        if (self.ids is None) == (self.s3_uri is None):
+            raise ValueError("a population gives either 'ids' or 's3_uri'")
+        if self.s3_uri is not None and not _S3_URI.match(self.s3_uri):
+            raise ValueError(f"{self.s3_uri!r} is not an s3://bucket/key URI")
+        return self
+
+
+class StartImportEvent(BaseModel):
+    """What the state machine hands the start step: the execution's input and identity."""
+
+    model_config = ConfigDict(extra="ignore")
+    sync_id: str
+    run_id: str
+    started_at: str | None = None
+    trigger: Literal["schedule", "manual", "replay"] = "manual"
+    population: Population | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten_input(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("input"), dict):
+            return {**raw["input"], **{k: v for k, v in raw.items() if k != "input"}}
+        return raw
+
+
+class Totals(BaseModel):
+    read: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    api_calls: int = 0
+    pages: int = 0
+
+    def plus(self, other: Totals) -> Totals:
+        return Totals(**{name: getattr(self, name) + getattr(other, name) for name in Totals.model_fields})
+
+
+class RunContext(BaseModel):
+    sync_id: str
+    run_id: str
+    started_at: str
+    trigger: str
+    connection: str
+    object: str
+    mode: Literal["window", "population"]
+    option: str | None = None
+    window_start: str | None = None
+    window_end: str | None = None
+    previous_watermark: str | None = None
+    population_prefix: str | None = None
+    population_chunks: int = 0
+
+    @property
+    def key(self) -> RunKey:
+        return RunKey(self.sync_id, self.run_id, self.started_at)
+
+    def window(self) -> ImportWindow | None:
+        if self.mode != "window" or self.option is None or self.window_end is None:
+            return None
+        return ImportWindow(
+            option=self.option,
+            start=parse_watermark(self.window_start) if self.window_start else None,
+            end=parse_watermark(self.window_end),
+            previous=parse_watermark(self.previous_watermark) if self.previous_watermark else None,
+        )
+
+
+class PageCursor(BaseModel):
+    number: int = 0
+    cursor: str | None = None
+    done: bool = False
+
+
+class ImportState(BaseModel):
+    """The state the import state machine carries between steps."""
+
+    run: RunContext
+    plan: dict[str, Any]
+    page: PageCursor = Field(default_factory=PageCursor)
+    totals: Totals = Field(default_factory=Totals)
+
+
+class RunSummary(BaseModel):
+    """The result of a run, as `crmsync run --wait --json` prints it."""
+
+    sync_id: str
+    run_id: str
+    status: Literal["SUCCEEDED", "FAILED", "REFUSED"]
+    operation: str = "import"
+    window: dict[str, str | None] | None = None
+    read: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    api_calls: int = 0
+    pages: int = 0
+    watermark_moved: bool = False
+    variables: dict[str, str | None] = Field(default_factory=dict)
+    error: dict[str, str] | None = None
+
+
+# ------------------------------------------------------------------------------------- steps
+def _started_at(event: StartImportEvent) -> str:
+    if event.started_at:
+        try:
+            return (
+                datetime.fromisoformat(event.started_at.replace("Z", "+00:00"))
+                .astimezone(UTC)
+                .isoformat(timespec="seconds")
+            )
+        except ValueError:
+            pass
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def start_import(event: StartImportEvent, container: Container) -> ImportState:
+    """Take the lease, check the sync against the CRM, compute the window, record the run."""
+    stored = container.definitions.sync(event.sync_id)
+    sync, connection = stored.sync, stored.connection
+    if not sync.enabled and event.trigger == "schedule":
+        raise ConfigurationError(f"sync {sync.id!r} is disabled; scheduled runs are refused")
+    ledger = container.runs
+    ledger.acquire(sync.id, event.run_id, container.settings.lease_seconds)
+    try:
+        connector = container.connector(connection)
+        calls_before = connector.api_calls
+        plan = resolve_import_plan(sync, connector.describe(sync.object), connection.kind)
+        started_at = _started_at(event)
+        run = RunContext(
+            sync_id=sync.id,
+            run_id=event.run_id,
+            started_at=started_at,
+            trigger=event.trigger,
+            connection=connection.name,
+            object=plan.object,
+            mode="population" if event.population else "window",
+        )
+        done = False
+        if event.population is not None:
+            run.population_prefix, run.population_chunks = _stage_population(
+                container, run, event.population, connection.kind
+            )
+            done = run.population_chunks == 0
+        else:
+            option = sync.watermark_option(stored.instance)
+            previous = container.watermarks.get(option)
+            window = compute_window(
+                option,
+                previous.value if previous else None,
+                connector.server_time(),
+                overlap_seconds=sync.watermark.overlap_seconds,
+                lag_seconds=sync.watermark.lag_seconds,
+            )
+            run.option = option
+            run.window_start = format_watermark(window.start) if window.start else None
+            run.window_end = format_watermark(window.end)
+            run.previous_watermark = format_watermark(window.previous) if window.previous else None
+            done = window.is_empty
+        ledger.record_start(
+            run.key,
+            operation="import",
+            trigger=event.trigger,
+            details={
+                "window": {"option": run.option, "start": run.window_start, "end": run.window_end},
+                "object": plan.object,
+                "connection": connection.name,
+                "mode": run.mode,
+            },
+        )
+        logger.info(
+            "import run started",
+            extra={
+                "sync_id": sync.id,
+                "run_id": event.run_id,
+                "window_start": run.window_start,
+                "window_end": run.window_end,
+            },
+        )
+        return ImportState(
+            run=run,
+            plan=plan.to_state(),
+            page=PageCursor(done=done),
+            totals=Totals(api_calls=connector.api_calls - calls_before),
+        )
+    except Exception:
+        ledger.release(sync.id, event.run_id)
+        raise
+
+
+def _stage_population(container: Container, run: RunContext, population: Population, kind: str) -> tuple[str, int]:
+    """Write the population in chunks under the run's prefix, so each page reads one small object."""
+    s3 = container.aws.client("s3")
+    if population.ids is not None:
+        ids = population.ids
+    else:
+        match = _S3_URI.match(population.s3_uri or "")
+        assert match is not None
+        body = s3.get_object(Bucket=match.group(1), Key=match.group(2))["Body"].read().decode("utf-8-sig")
+        ids = [line.split(",")[0].strip().strip('"') for line in body.splitlines()]
+        ids = [i for i in ids if i and i.lower() not in ("id", "crmid", "externalid")]
+    unique = list(dict.fromkeys(i.strip() for i in ids if i.strip()))
+    prefix = f"runs/{run.sync_id}/{run.run_id}/population"
+    chunks = 0
+    for chunks, start in enumerate(range(0, len(unique), POPULATION_CHUNK), start=1):
+        s3.put_object(
+            Bucket=container.settings.data_bucket,
+            Key=f"{prefix}/{chunks:06d}.json",
+            Body=json.dumps(unique[start : start + POPULATION_CHUNK]).encode(),
+            ContentType="application/json",
+        )
+    return prefix, chunks
+
+
+def _valid_crm_id(value: str, kind: str) -> bool:
+    return is_salesforce_id(value) if kind == "salesforce" else bool(_GUID.match(value))
+
+
+def import_page(state: ImportState, container: Container) -> ImportState:
+    """Read one page, map it, reconcile and apply it, route its rejects; return the next cursor."""
+    run, plan = state.run, ImportPlan.from_state(state.plan)
+    if state.page.done:
+        return state
+    container.runs.renew(run.sync_id, run.run_id, container.settings.lease_seconds)
+    connection = container.definitions.connection(run.connection)
+    connector = container.connector(connection)
+    calls_before = connector.api_calls
+    rejects: list[Reject] = []
+
+    next_cursor: str | None
+    if run.mode == "population":
+        ids = _population_chunk(container, run, state.page.number)
+        valid = [i for i in ids if _valid_crm_id(i, connection.kind)]
+        for invalid in (i for i in ids if i not in set(valid)):
+            rejects.append(
+                Reject(
+                    RejectCode.INVALID_ID,
+                    f"{invalid!r} is not a {connection.kind} record id",
+                    {"Id": invalid},
+                    crm_id=invalid,
+                )
+            )
+        records = connector.read_by_ids(plan.query(ids=tuple(valid))) if valid else []
+        found = {str(r.get(plan.id_field)) for r in records}
+        # Salesforce answers 18-character ids; a 15-character input matches its prefix.
+        for missing in (i for i in valid if i not in found and not any(f.startswith(i) for f in found)):
+            rejects.append(
+                Reject(
+                    RejectCode.NOT_FOUND,
+                    f"{plan.object} {missing} does not exist in the CRM",
+                    {"Id": missing},
+                    crm_id=missing,
+                )
+            )
+        next_cursor = str(state.page.number + 1) if state.page.number + 1 < run.population_chunks else None
+    else:
+        window = run.window()
+        assert window is not None
+        if state.page.cursor is None:
+            page = connector.read_first_page(
+                plan.query(window_field=plan.watermark_field, window_start=window.start, window_end=window.end)
+            )
+        else:
+            page = connector.read_next_page(state.page.cursor)
+        records, next_cursor = page.records, page.next_cursor
+
+    mapper = plan.mapper()
+    mapped: list[LocalRecord] = []
+    for record in records:
+        try:
+            mapped.append(mapper.map(record))
+        except RecordRejected as refused:
+            rejects.append(
+                Reject(
+                    refused.code.value,
+                    refused.message,
+                    record,
+                    crm_id=record.get(plan.id_field),
+                    fields=refused.fields,
+                )
+            )
+
+    if plan.target_kind == "resource":
+        assert plan.resource is not None
+        result = container.resources.apply_import(
+            mapped, resource=plan.resource, connection=run.connection, run_id=run.run_id
+        )
+    else:
+        result = container.profiles.apply_import(
+            mapped,
+            connection=run.connection,
+            object_name=plan.object,
+            key_attribute=plan.key_attribute,
+            case_insensitive=plan.case_insensitive,
+            run_id=run.run_id,
+        )
+    for local, duplicate in result.rejects:
+        rejects.append(
+            Reject(
+                duplicate.code.value, duplicate.message, local.source, crm_id=local.crm_id, fields=duplicate.fields
+            )
+        )
+
+    container.rejects.route(
+        rejects,
+        RejectContext(run.sync_id, run.run_id, "import", "crm-to-marketing"),
+        enabled=plan.route_rejects,
+    )
+    page_totals = Totals(
+        read=len(records),
+        created=result.created,
+        updated=result.updated,
+        unchanged=result.unchanged,
+        rejected=len(rejects),
+        api_calls=connector.api_calls - calls_before,
+        pages=1,
+    )
+    logger.info(
+        "import page applied",
+        extra={
+            "sync_id": run.sync_id,
+            "run_id": run.run_id,
+            "page": state.page.number,
+            **page_totals.model_dump(),
+        },
+    )
+    return ImportState(
+        run=run,
+        plan=state.plan,
+        totals=state.totals.plus(page_totals),
+        page=PageCursor(number=state.page.number + 1, cursor=next_cursor, done=next_cursor is None),
+    )
+
+
+def _population_chunk(container: Container, run: RunContext, number: int) -> list[str]:
+    key = f"{run.population_prefix}/{number + 1:06d}.json"
+    body = container.aws.client("s3").get_object(Bucket=container.settings.data_bucket, Key=key)["Body"].read()
+    ids = json.loads(body)
+    if not isinstance(ids, list):
+        raise ConfigurationError(f"population chunk {key} is not a JSON list")
+    return [str(i) for i in ids]
+
+
+def finish_import(state: ImportState, container: Container) -> RunSummary:
+    """Move the watermark to the window's end - only forward, only under this run's lease - and close."""
+    run = state.run
+    if not state.page.done:
+        raise ConfigurationError("finish was called before the last page was applied")
+    ledger = container.runs
+    window = run.window()
+    summary = RunSummary(
+        sync_id=run.sync_id,
+        run_id=run.run_id,
+        status="SUCCEEDED",
+        window={"option": run.option, "start": run.window_start, "end": run.window_end} if window else None,
+        variables=window.variables() if window else {},
+        **state.totals.model_dump(),
+    )
+    moves = window is not None and (window.previous is None or window.end > window.previous)
+    actions = [ledger.release_action(run.sync_id, run.run_id)]
+    if moves:
+        assert window is not None
+        actions.append(container.watermarks.advance_action(window.option, window.end, run.run_id))
+    summary.watermark_moved = moves
+    actions.append(ledger.finish_action(run.key, "SUCCEEDED", summary.model_dump(mode="json")))
+    try:
+        transact_write(container.aws.client("dynamodb"), actions)
+    except TransactionConflict as conflict:
+        if 0 in conflict.failed:
+            raise LeaseLost(
+                f"run {run.run_id} lost its lease before finishing; the watermark was not moved"
+            ) from None
+        # The watermark is already past this window's end (moved by hand): keep it, close the run.
+        summary.watermark_moved = False
+        transact_write(
+            container.aws.client("dynamodb"),
+            [
+                ledger.release_action(run.sync_id, run.run_id),
+                ledger.finish_action(run.key, "SUCCEEDED", summary.model_dump(mode="json")),
+            ],
+        )
+    logger.info(
+        "import run finished",
+        extra={"sync_id": run.sync_id, "run_id": run.run_id, "watermark_moved": summary.watermark_moved},
+    )
+    return summary
+
+
+# ------------------------------------------------------------------------------------- failure
+class RunFailedEvent(BaseModel):
+    """The state at the failed step, with the error Step Functions caught (`Error`, `Cause`)."""
+
+    model_config = ConfigDict(extra="ignore")
+    sync_id: str | None = None
+    run_id: str | None = None
+    started_at: str | None = None
+    operation: str = "import"
+    run: RunContext | None = None
+    totals: Totals | None = None
+    error: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten_input(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("input"), dict):
+            return {**raw["input"], **{k: v for k, v in raw.items() if k != "input"}}
+        return raw
+
+
+def _error_fields(error: dict[str, Any]) -> dict[str, str]:
+    name = str(error.get("Error", "States.Runtime"))
+    cause = error.get("Cause", "")
+    message = cause
+    if isinstance(cause, str):
+        try:
+            parsed = json.loads(cause)
+            if isinstance(parsed, dict):
+                message = parsed.get("errorMessage", cause)
+                name = parsed.get("errorType", name) if name == "Unhandled" else name
+        except ValueError:
+            pass
+    return {"type": name, "message": str(message)[:2000]}
+
+
+def record_failure(event: RunFailedEvent, container: Container) -> RunSummary:
+    """Record the failed run and release its lease; the watermark stays where it was (SPEC R2)."""
+    error = _error_fields(event.error)
+    run = event.run
+    sync_id = run.sync_id if run else event.sync_id
+    run_id = run.run_id if run else event.run_id
+    if not sync_id or not run_id:
+        raise ConfigurationError("a failed run without sync_id and run_id cannot be recorded")
+    refused = error["type"] == RunAlreadyInProgress.__name__
+    status: Literal["FAILED", "REFUSED"] = "REFUSED" if refused else "FAILED"
+    totals = event.totals or Totals()
+    summary = RunSummary(
+        sync_id=sync_id,
+        run_id=run_id,
+        status=status,
+        operation=event.operation,
+        error=error,
+        window={"option": run.option, "start": run.window_start, "end": run.window_end}
+        if run and run.option
+        else None,
+        **totals.model_dump(),
+    )
+    ledger = container.runs
+    key = (
+        run.key
+        if run
+        else RunKey(
+            sync_id,
+            run_id,
+            _started_at(StartImportEvent(sync_id=sync_id, run_id=run_id, started_at=event.started_at)),
+        )
+    )
+    if run is None:
+        ledger.record_start(key, operation=event.operation, trigger="unknown", details={})
+    ledger.record_end(key, status, summary.model_dump(mode="json"))
+    if not refused:
+        ledger.release(sync_id, run_id)
+    log = logger.info if refused else logger.error
+    log("run %s", status.lower(), extra={"sync_id": sync_id, "run_id": run_id, "error_type": error["type"]})
+    return summary
+
+
+__all__ = [
+    "ImportState",
+    "Population",
+    "RunFailedEvent",
+    "RunSummary",
+    "StartImportEvent",
+    "finish_import",
+    "import_page",
+    "record_failure",
+    "start_import",
+]

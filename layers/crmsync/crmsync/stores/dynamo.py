@@ -1,0 +1,159 @@
+"""DynamoDB plumbing shared by the stores: (de)serialisation, batched reads and writes, transactions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from ..errors import StoreThrottled
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+BATCH_GET_LIMIT = 100
+BATCH_WRITE_LIMIT = 25
+TRANSACTION_LIMIT = 100
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
+
+
+def _to_dynamo_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _to_dynamo_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_dynamo_value(v) for v in value]
+    return value
+
+
+def _from_dynamo_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo_value(v) for v in value]
+    if isinstance(value, set):
+        return sorted(_from_dynamo_value(v) for v in value)
+    return value
+
+
+def serialize(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: _serializer.serialize(_to_dynamo_value(value)) for key, value in item.items()}
+
+
+def serialize_value(value: Any) -> Any:
+    return _serializer.serialize(_to_dynamo_value(value))
+
+
+def deserialize(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: _from_dynamo_value(_deserializer.deserialize(value)) for key, value in item.items()}
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def is_throttling(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") in THROTTLING_CODES
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.05 * (2**attempt), 2.0))
+
+
+def batch_get(
+    client: Any, table: str, keys: Iterable[dict[str, Any]], *, attempts: int = 8
+) -> list[dict[str, Any]]:
+    """Every item that exists among `keys`, read 100 at a time, unprocessed keys retried with back-off."""
+    unique = list({tuple(sorted(k.items())): k for k in keys}.values())
+    found: list[dict[str, Any]] = []
+    for chunk in chunks(unique, BATCH_GET_LIMIT):
+        request: dict[str, Any] = {table: {"Keys": [serialize(k) for k in chunk], "ConsistentRead": True}}
+        for attempt in range(attempts):
+            response = client.batch_get_item(RequestItems=request)
+            found.extend(deserialize(i) for i in response.get("Responses", {}).get(table, []))
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            _backoff(attempt)
+        else:
+            raise StoreThrottled(f"DynamoDB kept {len(request[table]['Keys'])} keys of {table} unprocessed")
+    return found
+
+
+def batch_write(
+    client: Any,
+    table: str,
+    puts: Iterable[dict[str, Any]] = (),
+    deletes: Iterable[dict[str, Any]] = (),
+    *,
+    attempts: int = 8,
+) -> int:
+    """Write items 25 at a time; unprocessed items are retried with back-off. Returns the number written."""
+    requests_: list[dict[str, Any]] = [{"PutRequest": {"Item": serialize(i)}} for i in puts]
+    requests_ += [{"DeleteRequest": {"Key": serialize(k)}} for k in deletes]
+    for chunk in chunks(requests_, BATCH_WRITE_LIMIT):
+        pending: dict[str, Any] = {table: list(chunk)}
+        for attempt in range(attempts):
+            response = client.batch_write_item(RequestItems=pending)
+            pending = response.get("UnprocessedItems") or {}
+            if not pending:
+                break
+            _backoff(attempt)
+        else:
+            raise StoreThrottled(f"DynamoDB kept {len(pending[table])} writes to {table} unprocessed")
+    return len(requests_)
+
+
+class TransactionConflict(Exception):
+    """Some actions of a transaction failed their condition; `failed` holds their indexes."""
+
+    def __init__(self, failed: list[int], reasons: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(failed)} transaction actions failed their condition")
+        self.failed = failed
+        self.reasons = reasons
+
+
+def transact_write(client: Any, actions: list[dict[str, Any]], *, attempts: int = 6) -> None:
+    """One TransactWriteItems call (≤100 actions), retried on throttling and transaction conflicts.
+
+    Raises `TransactionConflict` naming the actions whose condition failed, so the caller can decide
+    what those records become; nothing of a cancelled transaction was written.
+    """
+    if len(actions) > TRANSACTION_LIMIT:
+        raise ValueError(f"a transaction holds at most {TRANSACTION_LIMIT} actions, not {len(actions)}")
+    for attempt in range(attempts):
+        try:
+            client.transact_write_items(TransactItems=actions)
+            return
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code == "TransactionCanceledException":
+                reasons = error.response.get("CancellationReasons") or []
+                failed = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
+                if failed:
+                    raise TransactionConflict(failed, reasons) from None
+                if any(r.get("Code") in ("TransactionConflict", "ThrottlingError") for r in reasons):
+                    _backoff(attempt)
+                    continue
+                raise
+            if code == "TransactionInProgressException" or is_throttling(error):
+                _backoff(attempt)
+                continue
+            raise
+    raise StoreThrottled("DynamoDB kept refusing a transaction (conflicts or throttling)")

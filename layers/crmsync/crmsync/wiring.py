@@ -1,0 +1,226 @@
+"""Builds stores and connectors from typed settings; the one client factory of the project.
+
+Handlers call `container()` at invocation time (never at import time), which reads the environment
+once per container and caches boto3 clients and CRM connectors (with their tokens) across
+invocations. Tests and the local stack inject clients or call `reset_caches()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from pydantic import BaseModel, ConfigDict, Field
+
+from .config import DynamicsConnection, SalesforceConnection
+from .connectors.http import CrmHttpSession
+from .connectors.port import CrmConnector
+from .connectors.retry import RetryPolicy
+from .errors import ConfigurationError
+from .stores.definitions import DefinitionStore
+from .stores.profiles import ProfileStore, ResourceStore
+from .stores.rejects import RejectRouter
+from .stores.runs import RunLedger
+from .stores.secrets import SecretReader
+from .stores.watermarks import WatermarkStore
+
+
+class Settings(BaseModel):
+    """What a function needs to know about its deployment, from its environment (template.yaml)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    definitions_table: str = Field(alias="DEFINITIONS_TABLE")
+    watermarks_table: str = Field(alias="WATERMARKS_TABLE")
+    runs_table: str = Field(alias="RUNS_TABLE")
+    profiles_table: str = Field(alias="PROFILES_TABLE")
+    resources_table: str = Field(alias="RESOURCES_TABLE")
+    rejects_queue_url: str = Field(alias="REJECTS_QUEUE_URL")
+    data_bucket: str = Field(alias="DATA_BUCKET")
+    stack_name: str = Field(default="crmsync", alias="STACK_NAME")
+    region: str | None = Field(default=None, alias="AWS_REGION")
+    retry_attempts: int = Field(default=4, ge=1, le=10, alias="CRMSYNC_RETRY_ATTEMPTS")
+    retry_base_delay: float = Field(default=0.5, ge=0, le=30, alias="CRMSYNC_RETRY_BASE_DELAY_SECONDS")
+    lease_seconds: int = Field(default=900, ge=60, le=86_400, alias="CRMSYNC_LEASE_SECONDS")
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        missing = [
+            name
+            for name in (
+                "DEFINITIONS_TABLE",
+                "WATERMARKS_TABLE",
+                "RUNS_TABLE",
+                "PROFILES_TABLE",
+                "RESOURCES_TABLE",
+                "REJECTS_QUEUE_URL",
+                "DATA_BUCKET",
+            )
+            if not env.get(name)
+        ]
+        if missing:
+            raise ConfigurationError(f"the function's environment lacks {', '.join(missing)} (see template.yaml)")
+        return cls.model_validate({k: v for k, v in env.items() if k in _ALIASES})
+
+    @classmethod
+    def for_stack(cls, stack_name: str, *, account_id: str, region: str, queue_url: str) -> Settings:
+        """The names `template.yaml` gives a stack's resources; the CLI derives them from --stack."""
+        return cls.model_validate(
+            {
+                "DEFINITIONS_TABLE": f"{stack_name}-definitions",
+                "WATERMARKS_TABLE": f"{stack_name}-watermarks",
+                "RUNS_TABLE": f"{stack_name}-runs",
+                "PROFILES_TABLE": f"{stack_name}-profiles",
+                "RESOURCES_TABLE": f"{stack_name}-resources",
+                "REJECTS_QUEUE_URL": queue_url,
+                "DATA_BUCKET": f"{stack_name}-data-{account_id}-{region}",
+                "STACK_NAME": stack_name,
+                "AWS_REGION": region,
+            }
+        )
+
+
+_ALIASES = {f.alias for f in Settings.model_fields.values() if f.alias}
+
+
+@dataclass
+class AwsClients:
+    """boto3 clients, created once per container, each counting its calls (for run metrics and benches)."""
+
+    region: str | None = None
+    calls: Counter[str] = field(default_factory=Counter)
+    _clients: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def client(self, service: str) -> Any:
+        with self._lock:
+            if service not in self._clients:
+                client = boto3.client(
+                    service,
+                    region_name=self.region,
+                    config=Config(
+                        retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=5, read_timeout=30
+                    ),
+                )
+                client.meta.events.register(
+                    f"before-call.{client.meta.service_model.endpoint_prefix}.*", self._count(service)
+                )
+                self._clients[service] = client
+            return self._clients[service]
+
+    def _count(self, service: str) -> Any:
+        def counter(**_: Any) -> None:
+            self.calls[service] += 1
+
+        return counter
+
+
+class Container:
+    """Stores and connectors of one deployment."""
+
+    def __init__(self, settings: Settings, clients: AwsClients | None = None) -> None:
+        self.settings = settings
+        self.aws = clients or AwsClients(region=settings.region)
+        self._connectors: dict[str, tuple[str, CrmConnector]] = {}
+        self._secrets: SecretReader | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def definitions(self) -> DefinitionStore:
+        return DefinitionStore(self.aws.client("dynamodb"), self.settings.definitions_table)
+
+    @property
+    def watermarks(self) -> WatermarkStore:
+        return WatermarkStore(self.aws.client("dynamodb"), self.settings.watermarks_table)
+
+    @property
+    def runs(self) -> RunLedger:
+        return RunLedger(self.aws.client("dynamodb"), self.settings.runs_table)
+
+    @property
+    def profiles(self) -> ProfileStore:
+        return ProfileStore(self.aws.client("dynamodb"), self.settings.profiles_table)
+
+    @property
+    def resources(self) -> ResourceStore:
+        return ResourceStore(self.aws.client("dynamodb"), self.settings.resources_table)
+
+    @property
+    def rejects(self) -> RejectRouter:
+        return RejectRouter(
+            self.aws.client("sqs"),
+            self.settings.rejects_queue_url,
+            self.aws.client("s3"),
+            self.settings.data_bucket,
+        )
+
+    @property
+    def secrets(self) -> SecretReader:
+        """Cached: the reader holds the secrets cache (re-read every five minutes)."""
+        with self._lock:
+            if self._secrets is None:
+                self._secrets = SecretReader(self.aws.client("secretsmanager"))
+            return self._secrets
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.settings.retry_attempts, base_delay=self.settings.retry_base_delay)
+
+    def connector(self, connection: SalesforceConnection | DynamicsConnection) -> CrmConnector:
+        """One connector per connection and secret version; its token cache lives as long as it does."""
+        secret = self.secrets.read(connection.secret)
+        fingerprint = hashlib.sha256(
+            (connection.model_dump_json() + json.dumps(secret, sort_keys=True)).encode()
+        ).hexdigest()
+        with self._lock:
+            cached = self._connectors.get(connection.name)
+            if cached is not None and cached[0] == fingerprint:
+                return cached[1]
+            connector = build_connector(connection, secret, self.retry_policy)
+            self._connectors[connection.name] = (fingerprint, connector)
+            return connector
+
+
+def build_connector(
+    connection: SalesforceConnection | DynamicsConnection, secret: dict[str, Any], retry: RetryPolicy
+) -> CrmConnector:
+    session = CrmHttpSession(timeout=connection.timeout_seconds, ca_bundle=connection.ca_bundle)
+    if isinstance(connection, SalesforceConnection):
+        from .connectors.salesforce.auth import SalesforceTokenProvider
+        from .connectors.salesforce.connector import SalesforceConnector
+
+        return SalesforceConnector(
+            connection, SalesforceTokenProvider(connection, secret, session), session, retry
+        )
+    raise ConfigurationError(
+        f"connection {connection.name!r}: Dynamics 365 connections are not supported by this build yet"
+    )
+
+
+_container: tuple[Settings, Container] | None = None
+_container_lock = threading.Lock()
+
+
+def container(settings: Settings | None = None) -> Container:
+    """The container for the current environment, reused while the environment's settings stay the same."""
+    global _container
+    wanted = settings or Settings.from_environ()
+    with _container_lock:
+        if _container is None or _container[0] != wanted:
+            _container = (wanted, Container(wanted))
+        return _container[1]
+
+
+def reset_caches() -> None:
+    """Forget cached clients, connectors and tokens (a new Lambda container, or a new local stack)."""
+    global _container
+    with _container_lock:
+        _container = None
