@@ -48,6 +48,10 @@ def _https_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _optional_path(value: str | None) -> str | None:
+    return value or None
+
+
 def _identifier(value: str) -> str:
     if not IDENTIFIER.match(value):
         raise ValueError(
@@ -97,6 +101,7 @@ class SalesforceConnection(_Model):
 
     _name = field_validator("name")(_identifier)
     _url = field_validator("instance_url")(_https_url)
+    _ca = field_validator("ca_bundle")(_optional_path)
 
     @field_validator("api_version")
     @classmethod
@@ -134,6 +139,7 @@ class DynamicsConnection(_Model):
 
     _name = field_validator("name")(_identifier)
     _url = field_validator("instance_url", "authority")(lambda v: None if v is None else _https_url(v))
+    _ca = field_validator("ca_bundle")(_optional_path)
 
     @field_validator("api_version")
     @classmethod

@@ -72,7 +72,7 @@ def step_handler(
             value = getattr(request, key, None) or getattr(getattr(request, "run", None), key, None)
             if value:
                 logger.append_keys(**{key: value})
-        metrics.add_dimension(name="step", value=name)
+        metrics.add_metric(name="StepInvocations", unit=MetricUnit.Count, value=1)
         result = step(request, container())
         _record_metrics(request, result)
         return result.model_dump(mode="json")

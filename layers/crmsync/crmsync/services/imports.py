@@ -367,7 +367,7 @@ def import_page(state: ImportState, container: Container) -> ImportState:
             "sync_id": run.sync_id,
             "run_id": run.run_id,
             "page": state.page.number,
-            **page_totals.model_dump(),
+            **{f"page_{name}": value for name, value in page_totals.model_dump().items()},
         },
     )
     return ImportState(

@@ -126,6 +126,54 @@ class ProfileStore:
                 return items
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
+    def create_local(
+        self, attributes: dict[str, Any], *, key_attribute: str | None = None, case_insensitive: bool = True
+    ) -> str:
+        """A profile born on the marketing side (a form, a CSV), with its unique-key lookup."""
+        profile_id, now = str(uuid.uuid4()), _now()
+        key = (
+            normalize_key(attributes.get(key_attribute), case_insensitive=case_insensitive)
+            if key_attribute
+            else None
+        )
+        item: dict[str, Any] = {
+            "pk": f"P#{profile_id}",
+            "kind": "profile",
+            "profileId": profile_id,
+            "attrs": attributes,
+            "externalIds": {},
+            "crmModifiedAt": {},
+            "attrChangedAt": dict.fromkeys(attributes, now),
+            "attrSource": dict.fromkeys(attributes, "marketing"),
+            "version": 1,
+            "createdAt": now,
+            "updatedAt": now,
+        }
+        absent = "attribute_not_exists(pk)"
+        actions: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": serialize(item | ({"keyValue": key} if key else {})),
+                    "ConditionExpression": absent,
+                }
+            }
+        ]
+        if key is not None and key_attribute:
+            actions.append(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "ConditionExpression": absent,
+                        "Item": serialize(
+                            {"pk": unique_key(key_attribute, key), "kind": "unique-key", "profileId": profile_id}
+                        ),
+                    }
+                }
+            )
+        transact_write(self.client, actions)
+        return profile_id
+
     # -- import ------------------------------------------------------------------------------------
     def apply_import(
         self,
@@ -261,6 +309,7 @@ class ProfileStore:
             ":src": serialize_value(f"crm:{connection}"),
         }
         sets = [
+            "externalId = if_not_exists(externalId, :cid)",
             "version = version + :one",
             "updatedAt = :now",
             "lastRunId = :run",

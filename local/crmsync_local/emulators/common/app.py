@@ -6,6 +6,7 @@ An emulator subclasses `EmulatorApp`, registers its vendor routes with `route()`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -162,6 +163,10 @@ class EmulatorApp:
     def reset_state(self) -> None:
         """Forget every record and session (the control API's reset)."""
 
+    def stats_key(self, request: Request, rule: str) -> str:
+        """The name a call is counted under; emulators with catch-all routes name their resources."""
+        return f"{request.method} {rule}"
+
     # -- control API -------------------------------------------------------------------------------
     def _control_add_fault(self, request: Request) -> Response:
         specs = request.get_json(force=True, silent=True)
@@ -215,7 +220,7 @@ class EmulatorApp:
         if is_control:
             return self.handlers[endpoint](request, **values)
 
-        self.stats.count(f"{request.method} {rule}")
+        self.stats.count(self.stats_key(request, rule))
         fault = self.faults.take(request.method, request.full_path.rstrip("?"))
         if fault is not None and fault.latency_ms:
             time.sleep(fault.latency_ms / 1000)
@@ -250,8 +255,6 @@ def drop_connection(request: Request) -> None:
     sock = request.environ.get("werkzeug.socket")
     if sock is None:
         raise RuntimeError("drop_response needs the werkzeug development server (werkzeug.socket)")
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()

@@ -16,11 +16,35 @@ from .app import EmulatorApp
 
 
 class _QuietHandler(WSGIRequestHandler):
+    """No request logging; and the app's own `Date` header wins over the server's wall-clock one.
+
+    http.server always sends `Date` with the real time before the application's headers, so an emulator
+    with an emulated clock would otherwise answer two `Date` headers. The server's is held back and only
+    sent when the application did not set one.
+    """
+
     def log_request(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def log_error(self, *args: Any) -> None:
         pass
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Server", self.version_string())
+        self._app_sent_date = False
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() == "date":
+            self._app_sent_date = True
+        super().send_header(keyword, value)
+
+    def end_headers(self) -> None:
+        if not getattr(self, "_app_sent_date", True):
+            super().send_header("Date", self.date_time_string())
+        self._app_sent_date = True
+        super().end_headers()
 
 
 class TestCertificateAuthority:

@@ -1,0 +1,249 @@
+"""What an operator does to a deployed stack: apply configuration and schedules, start and follow runs,
+move watermarks, read rejects. The `crmsync` CLI is a thin layer over this; everything goes through the
+standard boto3 credential chain, so `AWS_ENDPOINT_URL` points it at the local stack unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ..config import CrmsyncConfig, ImportSync
+from ..domain.windows import parse_watermark
+from ..errors import ConfigurationError
+from ..stores.watermarks import Watermark
+from ..wiring import AwsClients, Container, Settings
+
+OPERATIONS = ("import",)
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+
+
+@dataclass(frozen=True)
+class StackNames:
+    """Physical names `template.yaml` derives from the stack name."""
+
+    stack: str
+    region: str
+    account: str
+    partition: str = "aws"
+
+    def state_machine_arn(self, operation: str) -> str:
+        return f"arn:{self.partition}:states:{self.region}:{self.account}:stateMachine:{self.stack}-{operation}"
+
+    @property
+    def schedule_group(self) -> str:
+        return f"{self.stack}-syncs"
+
+    @property
+    def scheduler_role_arn(self) -> str:
+        return f"arn:{self.partition}:iam::{self.account}:role/{self.stack}-scheduler"
+
+    @property
+    def rejects_queue(self) -> str:
+        return f"{self.stack}-rejects"
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    sync_id: str
+    run_id: str
+    execution_arn: str
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    sync_id: str
+    action: str
+    expression: str | None
+
+
+def execution_name(sync_id: str, trigger: str) -> str:
+    """Unique, sortable and valid as a Step Functions execution name (80 chars, no spaces)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{sync_id}-{trigger}-{stamp}-{uuid.uuid4().hex[:6]}")[:80]
+
+
+class Operator:
+    def __init__(self, stack: str = "crmsync", *, clients: AwsClients | None = None) -> None:
+        self.aws = clients or AwsClients()
+        sts = self.aws.client("sts")
+        identity = sts.get_caller_identity()
+        region = self.aws.client("sqs").meta.region_name
+        partition = identity["Arn"].split(":")[1] if identity.get("Arn", "").startswith("arn:") else "aws"
+        self.names = StackNames(stack=stack, region=region, account=identity["Account"], partition=partition)
+        try:
+            queue_url = self.aws.client("sqs").get_queue_url(QueueName=self.names.rejects_queue)["QueueUrl"]
+        except ClientError as exc:
+            raise ConfigurationError(
+                f"stack {stack!r} was not found in {region} (no queue {self.names.rejects_queue}); "
+                "deploy it with `sam deploy` or pass --stack"
+            ) from exc
+        settings = Settings.for_stack(stack, account_id=self.names.account, region=region, queue_url=queue_url)
+        self.container = Container(settings, self.aws)
+
+    # -- configuration -------------------------------------------------------------------------------
+    def apply(self, config: CrmsyncConfig) -> list[ScheduleChange]:
+        self.container.definitions.apply(config)
+        return [self._schedule(sync) for sync in config.syncs]
+
+    def _schedule(self, sync: ImportSync) -> ScheduleChange:
+        scheduler = self.aws.client("scheduler")
+        group = self.names.schedule_group
+        try:
+            scheduler.get_schedule(Name=sync.id, GroupName=group)
+            exists = True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+            exists = False
+        if sync.schedule is None:
+            if exists:
+                scheduler.delete_schedule(Name=sync.id, GroupName=group)
+                return ScheduleChange(sync.id, "deleted", None)
+            return ScheduleChange(sync.id, "none", None)
+        request = {
+            "Name": sync.id,
+            "GroupName": group,
+            "ScheduleExpression": sync.schedule,
+            "ScheduleExpressionTimezone": sync.schedule_timezone,
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "State": "ENABLED" if sync.enabled else "DISABLED",
+            "Description": f"crmsync {sync.operation} {sync.id}",
+            "Target": {
+                "Arn": self.names.state_machine_arn(sync.operation),
+                "RoleArn": self.names.scheduler_role_arn,
+                "Input": json.dumps({"sync_id": sync.id, "trigger": "schedule"}),
+                "RetryPolicy": {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 3600},
+            },
+        }
+        (scheduler.update_schedule if exists else scheduler.create_schedule)(**request)
+        return ScheduleChange(sync.id, "updated" if exists else "created", sync.schedule)
+
+    # -- runs ------------------------------------------------------------------------------------------
+    def start(
+        self, sync_id: str, *, population: dict[str, Any] | None = None, trigger: str = "manual"
+    ) -> StartedRun:
+        stored = self.container.definitions.sync(sync_id)
+        run_id = execution_name(sync_id, trigger)
+        payload: dict[str, Any] = {"sync_id": sync_id, "trigger": trigger}
+        if population is not None:
+            payload["population"] = population
+        response = self.aws.client("stepfunctions").start_execution(
+            stateMachineArn=self.names.state_machine_arn(stored.sync.operation),
+            name=run_id,
+            input=json.dumps(payload),
+        )
+        return StartedRun(sync_id=sync_id, run_id=run_id, execution_arn=response["executionArn"])
+
+    def wait(
+        self,
+        run: StartedRun,
+        *,
+        timeout: float = 3600,
+        poll: float = 0.5,
+        on_poll: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the run ends; the summary as `crmsync run --wait --json` prints it."""
+        sfn = self.aws.client("stepfunctions")
+        deadline = time.monotonic() + timeout
+        while True:
+            execution = sfn.describe_execution(executionArn=run.execution_arn)
+            if on_poll is not None:
+                on_poll(execution)
+            if execution["status"] in TERMINAL:
+                return self._summary(run, execution)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run.run_id} still {execution['status']} after {timeout:.0f}s")
+            time.sleep(poll)
+
+    def _summary(self, run: StartedRun, execution: dict[str, Any]) -> dict[str, Any]:
+        if execution["status"] == "SUCCEEDED":
+            return dict(json.loads(execution.get("output") or "{}"))
+        for record in self.container.runs.recent(run.sync_id, limit=50):
+            if record.get("runId") == run.run_id and isinstance(record.get("result"), dict):
+                return dict(record["result"])
+        return {
+            "sync_id": run.sync_id,
+            "run_id": run.run_id,
+            "status": execution["status"],
+            "error": {"type": execution.get("error", ""), "message": execution.get("cause", "")},
+        }
+
+    def runs(self, sync_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        return self.container.runs.recent(sync_id, limit)
+
+    # -- watermarks ------------------------------------------------------------------------------------
+    def _option(self, sync_id: str) -> str:
+        stored = self.container.definitions.sync(sync_id)
+        return stored.sync.watermark_option(stored.instance)
+
+    def watermark(self, sync_id: str) -> tuple[str, Watermark | None]:
+        option = self._option(sync_id)
+        return option, self.container.watermarks.get(option)
+
+    def set_watermark(self, sync_id: str, text: str) -> Watermark:
+        try:
+            value = parse_watermark(text)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        return self.container.watermarks.set(self._option(sync_id), value)
+
+    def reset_watermark(self, sync_id: str) -> str:
+        option = self._option(sync_id)
+        self.container.watermarks.delete(option)
+        return option
+
+    # -- rejects ---------------------------------------------------------------------------------------
+    def rejects(self, sync_id: str, *, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Peek at the sync's rejects: read the queue, then make every message visible again at once."""
+        return list(self._peek(sync_id, limit))
+
+    def _peek(self, sync_id: str, limit: int) -> Iterator[dict[str, Any]]:
+        sqs, url = self.aws.client("sqs"), self.container.settings.rejects_queue_url
+        seen: set[str] = set()
+        handles: list[str] = []
+        found = 0
+        try:
+            while found < limit:
+                response = sqs.receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=10,
+                    VisibilityTimeout=30,
+                    WaitTimeSeconds=0,
+                    MessageAttributeNames=["All"],
+                )
+                messages = response.get("Messages", [])
+                if not messages:
+                    return
+                for message in messages:
+                    handles.append(message["ReceiptHandle"])
+                    body = json.loads(message["Body"])
+                    if body.get("syncId") != sync_id:
+                        continue
+                    reject_id = body.get("rejectId") or message["MessageId"]
+                    if reject_id in seen:
+                        continue
+                    seen.add(reject_id)
+                    found += 1
+                    yield {
+                        **body,
+                        "messageId": message["MessageId"],
+                        "sentAt": message.get("Attributes", {}).get("SentTimestamp"),
+                    }
+        finally:
+            for start in range(0, len(handles), 10):
+                sqs.change_message_visibility_batch(
+                    QueueUrl=url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                        for i, h in enumerate(handles[start : start + 10])
+                    ],
+                )

@@ -1,0 +1,624 @@
+"""Object and field definitions (standard objects, a custom object, custom ones added at run time) and
+their describe output, shaped as the REST API's describeGlobal / describe results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+STRING_TYPES = frozenset({"id", "string", "email", "phone", "textarea", "picklist", "url", "reference"})
+NUMBER_TYPES = frozenset({"double", "currency", "percent", "int"})
+FIELD_TYPES = STRING_TYPES | NUMBER_TYPES | {"boolean", "date", "datetime"}
+
+_SOAP_TYPES = {
+    "id": "tns:ID",
+    "reference": "tns:ID",
+    "boolean": "xsd:boolean",
+    "date": "xsd:date",
+    "datetime": "xsd:dateTime",
+    "double": "xsd:double",
+    "currency": "xsd:double",
+    "percent": "xsd:double",
+    "int": "xsd:int",
+}
+_CUSTOM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*__c$")
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    name: str
+    label: str
+    type: str
+    length: int = 0
+    nillable: bool = True
+    createable: bool = True
+    updateable: bool = True
+    unique: bool = False
+    external_id: bool = False
+    id_lookup: bool = False
+    case_sensitive: bool = False
+    picklist_values: tuple[str, ...] = ()
+    restricted_picklist: bool = False
+    default_value: Any = None
+    defaulted_on_create: bool = False
+    reference_to: tuple[str, ...] = ()
+    relationship_name: str | None = None
+    custom: bool = False
+    calculated: bool = False
+    name_field: bool = False
+    precision: int = 0
+    scale: int = 0
+
+    @property
+    def required(self) -> bool:
+        """REQUIRED_FIELD_MISSING applies to non-nillable, createable fields Salesforce does not default."""
+        return not self.nillable and self.createable and not self.defaulted_on_create
+
+    def describe(self) -> dict[str, Any]:
+        is_text = self.type in STRING_TYPES
+        return {
+            "aggregatable": self.type not in {"textarea"},
+            "autoNumber": False,
+            "byteLength": self.length * 3 if is_text else 0,
+            "calculated": self.calculated,
+            "caseSensitive": self.case_sensitive,
+            "createable": self.createable,
+            "custom": self.custom,
+            "defaultValue": self.default_value if self.type != "picklist" else None,
+            "defaultedOnCreate": self.defaulted_on_create,
+            "digits": self.precision if self.type == "int" else 0,
+            "externalId": self.external_id,
+            "filterable": self.type != "textarea" or self.length <= 255,
+            "groupable": self.type not in {"textarea", "double", "currency", "percent", "datetime"},
+            "htmlFormatted": False,
+            "idLookup": self.id_lookup,
+            "label": self.label,
+            "length": self.length if is_text else 0,
+            "name": self.name,
+            "nameField": self.name_field,
+            "nillable": self.nillable,
+            "picklistValues": [
+                {
+                    "active": True,
+                    "defaultValue": value == self.default_value,
+                    "label": value,
+                    "validFor": None,
+                    "value": value,
+                }
+                for value in self.picklist_values
+            ],
+            "precision": self.precision if self.type in {"double", "currency", "percent"} else 0,
+            "referenceTo": list(self.reference_to),
+            "relationshipName": self.relationship_name,
+            "restrictedPicklist": self.restricted_picklist,
+            "scale": self.scale,
+            "soapType": _SOAP_TYPES.get(self.type, "xsd:string"),
+            "sortable": self.type != "textarea" or self.length <= 255,
+            "type": self.type,
+            "unique": self.unique,
+            "updateable": self.updateable,
+        }
+
+
+@dataclass
+class ObjectDef:
+    name: str
+    label: str
+    label_plural: str
+    key_prefix: str
+    custom: bool = False
+    createable: bool = True
+    updateable: bool = True
+    deletable: bool = True
+    queryable: bool = True
+    fields: dict[str, FieldDef] = dataclasses.field(default_factory=dict)
+    # Fields combined into the read-only Name (Contact, Lead, User): Name = "First Last".
+    compound_name: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        self._lower: dict[str, FieldDef] = {}
+        self._relationships: dict[str, FieldDef] = {}
+        for definition in list(self.fields.values()):
+            self._index(definition)
+
+    def _index(self, definition: FieldDef) -> None:
+        self.fields[definition.name] = definition
+        self._lower[definition.name.lower()] = definition
+        if definition.relationship_name:
+            self._relationships[definition.relationship_name.lower()] = definition
+
+    def add_field(self, definition: FieldDef) -> None:
+        self._index(definition)
+
+    def field(self, name: str) -> FieldDef | None:
+        """Field names are case-insensitive everywhere in the API."""
+        return self._lower.get(name.lower())
+
+    def relationship(self, name: str) -> FieldDef | None:
+        return self._relationships.get(name.lower())
+
+    @property
+    def has_recycle_bin(self) -> bool:
+        return "IsDeleted" in self.fields
+
+    def urls(self, version: str) -> dict[str, str]:
+        base = f"/services/data/v{version}/sobjects/{self.name}"
+        return {
+            "compactLayouts": f"{base}/describe/compactLayouts",
+            "rowTemplate": f"{base}/{{ID}}",
+            "defaultValues": f"{base}/defaultValues?recordTypeId&fields",
+            "describe": f"{base}/describe",
+            "sobject": base,
+        }
+
+    def describe_basic(self, version: str) -> dict[str, Any]:
+        return {
+            "activateable": False,
+            "associateEntityType": None,
+            "associateParentEntity": None,
+            "createable": self.createable,
+            "custom": self.custom,
+            "customSetting": False,
+            "deepCloneable": False,
+            "deletable": self.deletable,
+            "deprecatedAndHidden": False,
+            "feedEnabled": False,
+            "hasSubtypes": False,
+            "isInterface": False,
+            "isSubtype": False,
+            "keyPrefix": self.key_prefix,
+            "label": self.label,
+            "labelPlural": self.label_plural,
+            "layoutable": True,
+            "mergeable": self.name in {"Contact", "Lead", "Account"},
+            "mruEnabled": True,
+            "name": self.name,
+            "queryable": self.queryable,
+            "replicateable": True,
+            "retrieveable": True,
+            "searchable": True,
+            "triggerable": True,
+            "undeletable": self.deletable,
+            "updateable": self.updateable,
+            "urls": self.urls(version),
+        }
+
+    def describe(self, version: str) -> dict[str, Any]:
+        return {
+            **self.describe_basic(version),
+            "actionOverrides": [],
+            "childRelationships": [],
+            "compactLayoutable": True,
+            "defaultImplementation": None,
+            "extendedBy": None,
+            "extendsInterfaces": None,
+            "fields": [definition.describe() for definition in self.fields.values()],
+            "implementedBy": None,
+            "implementsInterfaces": None,
+            "listviewable": None,
+            "lookupLayoutable": None,
+            "namedLayoutInfos": [],
+            "networkScopeFieldName": None,
+            "recordTypeInfos": [],
+            "searchLayoutable": True,
+            "sobjectDescribeOption": "FULL",
+            "supportedScopes": [{"label": "All records", "name": "everything"}],
+        }
+
+
+# -- field helpers ---------------------------------------------------------------------------------
+def _text(name: str, label: str, length: int, **kw: Any) -> FieldDef:
+    return FieldDef(name, label, "string", length, custom=name.endswith("__c"), **kw)
+
+
+def _typed(kind: str, name: str, label: str, length: int = 0, **kw: Any) -> FieldDef:
+    return FieldDef(name, label, kind, length, custom=name.endswith("__c"), **kw)
+
+
+def _picklist(name: str, label: str, values: Iterable[str], **kw: Any) -> FieldDef:
+    return FieldDef(name, label, "picklist", 255, picklist_values=tuple(values), custom=name.endswith("__c"), **kw)
+
+
+def _checkbox(name: str, label: str, **kw: Any) -> FieldDef:
+    return FieldDef(name, label, "boolean", nillable=False, default_value=False, defaulted_on_create=True, **kw)
+
+
+def _lookup(name: str, label: str, target: str, relationship: str, **kw: Any) -> FieldDef:
+    return FieldDef(
+        name,
+        label,
+        "reference",
+        18,
+        reference_to=(target,),
+        relationship_name=relationship,
+        custom=name.endswith("__c"),
+        **kw,
+    )
+
+
+def _system_fields(*, owned: bool, deletable: bool) -> list[FieldDef]:
+    read_only: dict[str, Any] = {"createable": False, "updateable": False}
+    fields = [
+        FieldDef(
+            "Id", "Record ID", "id", 18, nillable=False, id_lookup=True, defaulted_on_create=True, **read_only
+        ),
+    ]
+    if owned:
+        fields.append(_lookup("OwnerId", "Owner ID", "User", "Owner", nillable=False, defaulted_on_create=True))
+    if deletable:
+        fields.append(
+            FieldDef("IsDeleted", "Deleted", "boolean", nillable=False, defaulted_on_create=True, **read_only)
+        )
+    stamp: dict[str, Any] = {"nillable": False, "defaulted_on_create": True, **read_only}
+    fields += [
+        FieldDef("CreatedDate", "Created Date", "datetime", **stamp),
+        _lookup("CreatedById", "Created By ID", "User", "CreatedBy", **stamp),
+        FieldDef("LastModifiedDate", "Last Modified Date", "datetime", **stamp),
+        _lookup("LastModifiedById", "Last Modified By ID", "User", "LastModifiedBy", **stamp),
+        FieldDef("SystemModstamp", "System Modstamp", "datetime", **stamp),
+    ]
+    return fields
+
+
+def _object(
+    name: str,
+    label: str,
+    plural: str,
+    prefix: str,
+    fields: list[FieldDef],
+    *,
+    owned: bool = True,
+    deletable: bool = True,
+    compound_name: tuple[str, str] | None = None,
+) -> ObjectDef:
+    system = _system_fields(owned=owned, deletable=deletable)
+    ordered = [system[0], *fields, *system[1:]]
+    return ObjectDef(
+        name=name,
+        label=label,
+        label_plural=plural,
+        key_prefix=prefix,
+        custom=name.endswith("__c"),
+        deletable=deletable,
+        fields={f.name: f for f in ordered},
+        compound_name=compound_name,
+    )
+
+
+_SALUTATIONS = ("Mr.", "Ms.", "Mrs.", "Dr.", "Prof.")
+_LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
+_INDUSTRIES = ("Agriculture", "Banking", "Education", "Healthcare", "Retail", "Technology", "Other")
+_COMPUTED_NAME: dict[str, Any] = {"createable": False, "updateable": False, "name_field": True, "calculated": True}
+
+
+def _address(prefix: str, label: str) -> list[FieldDef]:
+    return [
+        _typed("textarea", f"{prefix}Street", f"{label} Street", 255),
+        _text(f"{prefix}City", f"{label} City", 40),
+        _text(f"{prefix}State", f"{label} State/Province", 80),
+        _text(f"{prefix}PostalCode", f"{label} Zip/Postal Code", 20),
+        _text(f"{prefix}Country", f"{label} Country", 80),
+    ]
+
+
+def standard_objects() -> list[ObjectDef]:
+    """The org's objects after a reset; a fresh list each time so run-time schema changes never leak."""
+    user = _object(
+        "User",
+        "User",
+        "Users",
+        "005",
+        [
+            _text("Username", "Username", 80, nillable=False, unique=True, id_lookup=True),
+            _text("FirstName", "First Name", 40),
+            _text("LastName", "Last Name", 80, nillable=False),
+            _text("Name", "Full Name", 121, **_COMPUTED_NAME),
+            _typed("email", "Email", "Email", 128, nillable=False),
+            _text("Alias", "Alias", 8, nillable=False),
+            _checkbox("IsActive", "Active"),
+            _text("Title", "Title", 80),
+            _text("Department", "Department", 80),
+            _text("CompanyName", "Company Name", 80),
+            _picklist(
+                "TimeZoneSidKey",
+                "Time Zone",
+                ("GMT", "Europe/Paris", "America/New_York"),
+                nillable=False,
+                default_value="GMT",
+                defaulted_on_create=True,
+            ),
+        ],
+        owned=False,
+        deletable=False,
+        compound_name=("FirstName", "LastName"),
+    )
+    account = _object(
+        "Account",
+        "Account",
+        "Accounts",
+        "001",
+        [
+            _text("Name", "Account Name", 255, nillable=False, name_field=True),
+            _text("AccountNumber", "Account Number", 40),
+            _picklist("Type", "Account Type", ("Prospect", "Customer - Direct", "Customer - Channel", "Partner")),
+            _picklist("Industry", "Industry", _INDUSTRIES),
+            _typed("phone", "Phone", "Account Phone", 40),
+            _typed("phone", "Fax", "Account Fax", 40),
+            _typed("url", "Website", "Website", 255),
+            *_address("Billing", "Billing"),
+            *_address("Shipping", "Shipping"),
+            _typed("currency", "AnnualRevenue", "Annual Revenue", precision=18, scale=0),
+            _typed("int", "NumberOfEmployees", "Employees", precision=8),
+            _lookup("ParentId", "Parent Account ID", "Account", "Parent"),
+            _typed("textarea", "Description", "Account Description", 32000),
+            _text("External_Id__c", "External Id", 255, external_id=True, unique=True, id_lookup=True),
+        ],
+    )
+    contact = _object(
+        "Contact",
+        "Contact",
+        "Contacts",
+        "003",
+        [
+            _picklist("Salutation", "Salutation", _SALUTATIONS),
+            _text("FirstName", "First Name", 40),
+            _text("LastName", "Last Name", 80, nillable=False),
+            _text("Name", "Full Name", 121, **_COMPUTED_NAME),
+            _lookup("AccountId", "Account ID", "Account", "Account"),
+            _text("Title", "Title", 128),
+            _text("Department", "Department", 80),
+            _typed("email", "Email", "Email", 80, id_lookup=True),
+            _typed("phone", "Phone", "Business Phone", 40),
+            _typed("phone", "MobilePhone", "Mobile Phone", 40),
+            _typed("phone", "HomePhone", "Home Phone", 40),
+            _typed("phone", "Fax", "Business Fax", 40),
+            _typed("date", "Birthdate", "Birthdate"),
+            _picklist("LeadSource", "Lead Source", _LEAD_SOURCES),
+            *_address("Mailing", "Mailing"),
+            _checkbox("HasOptedOutOfEmail", "Email Opt Out"),
+            _checkbox("HasOptedOutOfFax", "Fax Opt Out"),
+            _checkbox("DoNotCall", "Do Not Call"),
+            _typed("datetime", "EmailBouncedDate", "Email Bounced Date"),
+            _typed("textarea", "Description", "Contact Description", 32000),
+            _text("External_Id__c", "External Id", 255, external_id=True, unique=True, id_lookup=True),
+            _text("Legacy_Id__c", "Legacy Id", 50, external_id=True, id_lookup=True),
+        ],
+        compound_name=("FirstName", "LastName"),
+    )
+    lead = _object(
+        "Lead",
+        "Lead",
+        "Leads",
+        "00Q",
+        [
+            _picklist("Salutation", "Salutation", _SALUTATIONS),
+            _text("FirstName", "First Name", 40),
+            _text("LastName", "Last Name", 80, nillable=False),
+            _text("Name", "Full Name", 121, **_COMPUTED_NAME),
+            _text("Company", "Company", 255, nillable=False),
+            _text("Title", "Title", 128),
+            _typed("email", "Email", "Email", 80, id_lookup=True),
+            _typed("phone", "Phone", "Phone", 40),
+            _typed("phone", "MobilePhone", "Mobile Phone", 40),
+            _typed("url", "Website", "Website", 255),
+            *_address("", ""),
+            _picklist(
+                "Status",
+                "Status",
+                ("Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"),
+                nillable=False,
+                restricted_picklist=True,
+                default_value="Open - Not Contacted",
+                defaulted_on_create=True,
+            ),
+            _picklist("LeadSource", "Lead Source", _LEAD_SOURCES),
+            _picklist("Industry", "Industry", _INDUSTRIES),
+            _picklist("Rating", "Rating", ("Hot", "Warm", "Cold")),
+            _typed("currency", "AnnualRevenue", "Annual Revenue", precision=18, scale=0),
+            _typed("int", "NumberOfEmployees", "Employees", precision=8),
+            _checkbox("IsConverted", "Converted", updateable=False),
+            _typed("date", "ConvertedDate", "Converted Date", createable=False, updateable=False),
+            _lookup(
+                "ConvertedContactId",
+                "Converted Contact ID",
+                "Contact",
+                "ConvertedContact",
+                createable=False,
+                updateable=False,
+            ),
+            _lookup(
+                "ConvertedAccountId",
+                "Converted Account ID",
+                "Account",
+                "ConvertedAccount",
+                createable=False,
+                updateable=False,
+            ),
+            _checkbox("HasOptedOutOfEmail", "Email Opt Out"),
+            _checkbox("HasOptedOutOfFax", "Fax Opt Out"),
+            _checkbox("DoNotCall", "Do Not Call"),
+            _typed("textarea", "Description", "Description", 32000),
+            _text("External_Id__c", "External Id", 255, external_id=True, unique=True, id_lookup=True),
+        ],
+        compound_name=("FirstName", "LastName"),
+    )
+    campaign = _object(
+        "Campaign",
+        "Campaign",
+        "Campaigns",
+        "701",
+        [
+            _text("Name", "Name", 80, nillable=False, name_field=True),
+            _picklist("Type", "Type", ("Conference", "Webinar", "Email", "Advertisement", "Other")),
+            _picklist(
+                "Status",
+                "Status",
+                ("Planned", "In Progress", "Completed", "Aborted"),
+                default_value="Planned",
+                defaulted_on_create=True,
+            ),
+            _typed("date", "StartDate", "Start Date"),
+            _typed("date", "EndDate", "End Date"),
+            _checkbox("IsActive", "Active"),
+            _typed("currency", "BudgetedCost", "Budgeted Cost in Campaign", precision=18, scale=0),
+            _typed("currency", "ActualCost", "Actual Cost in Campaign", precision=18, scale=0),
+            _lookup("ParentId", "Parent Campaign ID", "Campaign", "Parent"),
+            _typed("textarea", "Description", "Description", 32000),
+        ],
+    )
+    opportunity = _object(
+        "Opportunity",
+        "Opportunity",
+        "Opportunities",
+        "006",
+        [
+            _text("Name", "Name", 120, nillable=False, name_field=True),
+            _lookup("AccountId", "Account ID", "Account", "Account"),
+            _picklist(
+                "StageName",
+                "Stage",
+                ("Prospecting", "Qualification", "Needs Analysis", "Proposal", "Closed Won", "Closed Lost"),
+                nillable=False,
+            ),
+            _typed("date", "CloseDate", "Close Date", nillable=False),
+            _typed("currency", "Amount", "Amount", precision=18, scale=2),
+            _typed("percent", "Probability", "Probability (%)", precision=3, scale=0),
+            _picklist("Type", "Opportunity Type", ("New Customer", "Existing Customer - Upgrade")),
+            _picklist("LeadSource", "Lead Source", _LEAD_SOURCES),
+            _lookup("CampaignId", "Campaign ID", "Campaign", "Campaign"),
+            _checkbox("IsClosed", "Closed", createable=False, updateable=False),
+            _checkbox("IsWon", "Won", createable=False, updateable=False),
+            _typed("textarea", "Description", "Description", 32000),
+        ],
+    )
+    subscription = _object(
+        "Subscription__c",
+        "Subscription",
+        "Subscriptions",
+        "a01",
+        [
+            _text("Name", "Subscription Name", 80, name_field=True, defaulted_on_create=True),
+            _text("Subscription_Key__c", "Subscription Key", 64, external_id=True, unique=True, id_lookup=True),
+            _lookup("Contact__c", "Contact", "Contact", "Contact__r"),
+            _picklist(
+                "Status__c",
+                "Status",
+                ("Active", "Paused", "Cancelled"),
+                restricted_picklist=True,
+                default_value="Active",
+                defaulted_on_create=True,
+            ),
+            _picklist("Channel__c", "Channel", ("Email", "SMS", "Post")),
+            _typed("date", "Start_Date__c", "Start Date"),
+            _typed("datetime", "Opted_In_At__c", "Opted In At"),
+            _typed("currency", "Monthly_Fee__c", "Monthly Fee", precision=16, scale=2),
+            _typed("double", "Seats__c", "Seats", precision=18, scale=0),
+            _typed("textarea", "Notes__c", "Notes", 32768),
+        ],
+    )
+    return [account, contact, lead, opportunity, campaign, user, subscription]
+
+
+class SchemaError(ValueError):
+    """A control-API schema definition that Salesforce itself would refuse."""
+
+
+class Schema:
+    """The org's objects, looked up case-insensitively by name or by key prefix."""
+
+    def __init__(self, objects: Iterable[ObjectDef]) -> None:
+        self._objects: dict[str, ObjectDef] = {}
+        self._by_prefix: dict[str, ObjectDef] = {}
+        for definition in objects:
+            self._register(definition)
+
+    def _register(self, definition: ObjectDef) -> None:
+        self._objects[definition.name.lower()] = definition
+        self._by_prefix[definition.key_prefix] = definition
+
+    def get(self, name: str) -> ObjectDef | None:
+        return self._objects.get(name.lower())
+
+    def by_prefix(self, prefix: str) -> ObjectDef | None:
+        return self._by_prefix.get(prefix)
+
+    def all(self) -> list[ObjectDef]:
+        return sorted(self._objects.values(), key=lambda o: o.name)
+
+    def describe_global(self, version: str) -> dict[str, Any]:
+        return {
+            "encoding": "UTF-8",
+            "maxBatchSize": 200,
+            "sobjects": [definition.describe_basic(version) for definition in self.all()],
+        }
+
+    def _next_custom_prefix(self) -> str:
+        number = 1
+        while f"a{number:02d}" in self._by_prefix:
+            number += 1
+        return f"a{number:02d}"
+
+    def define(self, name: str, spec: dict[str, Any]) -> ObjectDef:
+        """Create a custom object (name ends in `__c`) or add custom fields to any object."""
+        definition = self.get(name)
+        if definition is None:
+            if not _CUSTOM_NAME.match(name):
+                raise SchemaError(f"a new object must be a custom object named like Thing__c, not {name!r}")
+            label = str(spec.get("label") or name[:-3].replace("_", " "))
+            definition = _object(
+                name,
+                label,
+                str(spec.get("labelPlural") or label + "s"),
+                self._next_custom_prefix(),
+                [_text("Name", f"{label} Name", 80, name_field=True, defaulted_on_create=True)],
+            )
+            self._register(definition)
+        for field_spec in spec.get("fields") or []:
+            definition.add_field(custom_field(field_spec, self))
+        return definition
+
+
+def custom_field(spec: dict[str, Any], schema: Schema) -> FieldDef:
+    """A FieldDef from a control-API field spec (`name`, `type`, `length`, `externalId`, ...)."""
+    name = str(spec.get("name", ""))
+    if not _CUSTOM_NAME.match(name):
+        raise SchemaError(f"custom field names end in __c: {name!r}")
+    kind = str(spec.get("type", "string")).lower()
+    if kind not in FIELD_TYPES - {"id"}:
+        raise SchemaError(f"unsupported field type {kind!r}; use one of {sorted(FIELD_TYPES - {'id'})}")
+    default_length = {"string": 255, "textarea": 32768, "email": 80, "phone": 40, "url": 255, "picklist": 255}
+    reference_to: tuple[str, ...] = ()
+    relationship: str | None = None
+    if kind == "reference":
+        target = schema.get(str(spec.get("referenceTo", "")))
+        if target is None:
+            raise SchemaError(f"referenceTo must name an existing object, not {spec.get('referenceTo')!r}")
+        reference_to = (target.name,)
+        relationship = str(spec.get("relationshipName") or name[:-3] + "__r")
+    required = bool(spec.get("required", False))
+    definition = FieldDef(
+        name=name,
+        label=str(spec.get("label") or name[:-3].replace("_", " ")),
+        type=kind,
+        length=int(spec.get("length", default_length.get(kind, 18 if kind == "reference" else 0))),
+        nillable=not required and kind != "boolean",
+        unique=bool(spec.get("unique", False)),
+        external_id=bool(spec.get("externalId", False)),
+        id_lookup=bool(spec.get("externalId", False)),
+        case_sensitive=bool(spec.get("caseSensitive", False)),
+        picklist_values=tuple(str(v) for v in spec.get("picklistValues") or ()),
+        restricted_picklist=bool(spec.get("restrictedPicklist", False)),
+        default_value=spec.get("defaultValue", False if kind == "boolean" else None),
+        reference_to=reference_to,
+        relationship_name=relationship,
+        custom=True,
+        precision=int(spec.get("precision", 18 if kind in NUMBER_TYPES else 0)),
+        scale=int(spec.get("scale", 0)),
+    )
+    if definition.default_value is not None:
+        definition = replace(definition, defaulted_on_create=True)
+    return definition

@@ -1,0 +1,79 @@
+"""An applied configuration on the local stack, with the Salesforce emulator as the CRM."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crmsync.config import CrmsyncConfig, load_config
+from crmsync.services.operations import Operator
+
+ROOT = Path(__file__).parents[2]
+T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class SyncEnvironment:
+    stack: Any
+    crm: Any
+    operator: Operator
+    config: CrmsyncConfig
+
+    @property
+    def container(self):
+        return self.operator.container
+
+    def run(self, sync_id: str = "sf-contacts", **start: Any) -> dict[str, Any]:
+        run = self.operator.start(sync_id, **start)
+        return self.operator.wait(run, timeout=120, poll=0.02)
+
+    def profiles(self) -> list[dict[str, Any]]:
+        return self.container.profiles.scan_profiles()
+
+    def watermark(self, sync_id: str = "sf-contacts"):
+        return self.operator.watermark(sync_id)[1]
+
+    def seed_contacts(self, count: int, *, start: datetime = T0, step=timedelta(minutes=1), prefix="c", **fields):
+        rows = []
+        for i in range(count):
+            stamp = (start + i * step).isoformat()
+            rows.append(
+                {
+                    "FirstName": f"Ana{prefix}{i}",
+                    "LastName": f"Lima{prefix}{i}",
+                    "Email": f"ana.{prefix}{i}@example.com",
+                    "SystemModstamp": stamp,
+                    "LastModifiedDate": stamp,
+                    "CreatedDate": stamp,
+                    **fields,
+                }
+            )
+        return self.crm.control.seed("Contact", rows)
+
+
+@pytest.fixture
+def sync_env(local_stack, salesforce_emulator, salesforce_oauth, monkeypatch) -> SyncEnvironment:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", local_stack.region)
+    monkeypatch.setenv("CRMSYNC_RETRY_BASE_DELAY_SECONDS", "0")
+    local_stack.client("secretsmanager").create_secret(
+        Name="crmsync/sf-prod",
+        SecretString=json.dumps(
+            {"client_id": salesforce_oauth.client_id, "client_secret": salesforce_oauth.client_secret}
+        ),
+    )
+    config = load_config(
+        (ROOT / "examples/syncs.yaml").read_text(),
+        environ={
+            "CRMSYNC_SALESFORCE_URL": salesforce_emulator.url,
+            "CRMSYNC_CA_BUNDLE": salesforce_emulator.ca_bundle,
+        },
+    )
+    operator = Operator("crmsync")
+    operator.apply(config)
+    salesforce_emulator.control.set_clock(T0 + timedelta(days=1), frozen=True)
+    return SyncEnvironment(stack=local_stack, crm=salesforce_emulator, operator=operator, config=config)
