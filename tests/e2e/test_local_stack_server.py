@@ -77,7 +77,7 @@ def test_served_stack_is_reachable_from_another_process(served: LocalStack) -> N
     environment = {**os.environ, **served.client_environment()}
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         environment.pop(name, None)
-    completed = subprocess.run(  # noqa: S603 - fixed interpreter and script
+    completed = subprocess.run(
         [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=60, check=True
     )
     queue_names = {url.rsplit("/", 1)[-1] for url in json.loads(completed.stdout)}

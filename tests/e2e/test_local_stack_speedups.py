@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,19 +24,41 @@ def _put(table: str, pk: str) -> dict[str, object]:
     return {"Put": {"TableName": table, "Item": {"pk": {"S": pk}, "sk": {"S": "tx"}}}}
 
 
-def test_transaction_cost_does_not_grow_with_items_times_table_size(stack: LocalStack) -> None:
+def test_a_transaction_copies_only_the_items_it_touches(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.dynamodb.models.table import Table
+
     dynamodb = stack.client("dynamodb")
     table = stack.resource_names()["CanaryTable"]
-    for start in range(0, 1000, 25):
+    for start in range(0, 200, 25):
         rows = [
             {"PutRequest": {"Item": {"pk": {"S": f"bulk-{i}"}, "sk": {"S": "tx"}}}}
             for i in range(start, start + 25)
         ]
         dynamodb.batch_write_item(RequestItems={table: rows})
-    started = time.monotonic()
+    copied: list[str] = []
+    original = copy.deepcopy
+    monkeypatch.setattr(
+        copy, "deepcopy", lambda value, memo=None: copied.append(type(value).__name__) or original(value, memo)
+    )
     dynamodb.transact_write_items(TransactItems=[_put(table, f"fast-{i}") for i in range(100)])
-    assert time.monotonic() - started < 1.0  # moto alone copies the table 100 times: ~3.5 s here
+    assert Table.__name__ not in copied
     assert dynamodb.get_item(TableName=table, Key={"pk": {"S": "fast-99"}, "sk": {"S": "tx"}}).get("Item")
+
+
+def test_conditions_see_the_state_before_the_transaction(stack: LocalStack) -> None:
+    dynamodb = stack.client("dynamodb")
+    table = stack.resource_names()["CanaryTable"]
+    check_absent = {
+        "ConditionCheck": {
+            "TableName": table,
+            "Key": {"pk": {"S": "other"}, "sk": {"S": "tx"}},
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+    }
+    dynamodb.transact_write_items(TransactItems=[_put(table, "first"), check_absent])
+    assert dynamodb.get_item(TableName=table, Key={"pk": {"S": "first"}, "sk": {"S": "tx"}}).get("Item")
 
 
 def test_failed_transaction_still_rolls_every_item_back(stack: LocalStack) -> None:
@@ -53,3 +75,11 @@ def test_failed_transaction_still_rolls_every_item_back(stack: LocalStack) -> No
         dynamodb.transact_write_items(TransactItems=[_put(table, "rolled-1"), _put(table, "rolled-2"), check])
     for pk in ("rolled-1", "rolled-2"):
         assert "Item" not in dynamodb.get_item(TableName=table, Key={"pk": {"S": pk}, "sk": {"S": "tx"}})
+
+
+def test_an_item_over_400_kb_is_still_refused(stack: LocalStack) -> None:
+    dynamodb = stack.client("dynamodb")
+    table = stack.resource_names()["CanaryTable"]
+    big = {"pk": {"S": "big"}, "sk": {"S": "tx"}, **{f"a{i}": {"S": "x" * 100_000} for i in range(5)}}
+    with pytest.raises(dynamodb.exceptions.ClientError, match="Item size has exceeded"):
+        dynamodb.put_item(TableName=table, Item=big)

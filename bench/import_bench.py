@@ -1,0 +1,155 @@
+"""Import benchmark: N emulator contacts through crmsync's import path, first run then an incremental one.
+
+Runs the same service steps the Lambda handlers run (start -> page... -> finish) against the Salesforce
+emulator over HTTPS and DynamoDB in moto (the local stack). Prints, per size: records/s, CRM calls and
+DynamoDB calls per 1,000 records, and the peak memory one page step allocates (tracemalloc, on every
+10th page; the time tracing adds is taken out), which must stay flat as the record count grows. That
+peak includes moto's in-process DynamoDB, which a Lambda would not carry. `--state-machine` runs the real ASL instead (end to end,
+including Step Functions overhead; no per-page memory figure then).
+
+    python bench/import_bench.py                 # 10,000 and 100,000 records
+    python bench/import_bench.py --records 20000 --state-machine
+
+Numbers describe this machine and moto's in-process DynamoDB, not AWS; compare runs, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "layers/crmsync"), str(ROOT / "local"), str(ROOT)]
+
+from crmsync.config import load_config  # noqa: E402
+from crmsync.services.imports import StartImportEvent, finish_import, import_page, start_import  # noqa: E402
+from crmsync.services.operations import Operator  # noqa: E402
+from crmsync.wiring import Container  # noqa: E402
+from crmsync_local import demo_data  # noqa: E402
+from crmsync_local.environment import LocalEnvironment  # noqa: E402
+
+
+def seed(env: LocalEnvironment, count: int, now: datetime) -> None:
+    crm = env.salesforce_control
+    batch: list[dict] = []
+    for row in demo_data.contacts(count, now=now, seed=count, rejects=False):
+        batch.append(row)
+        if len(batch) == 10_000:
+            crm.seed("Contact", batch)
+            batch = []
+    if batch:
+        crm.seed("Contact", batch)
+
+
+TRACE_EVERY = 10
+
+
+def run_steps(container: Container, sync_id: str) -> tuple[dict, list[int], float, int]:
+    """The handlers' steps in order. Every 10th page step (the first included) runs under tracemalloc,
+    which slows it ~4x, so throughput is measured on the other steps only. Returns the summary, the
+    traced steps' peak allocations (bytes), and the seconds and records of the untraced steps."""
+    state = start_import(StartImportEvent(sync_id=sync_id, run_id=f"bench-{time.time_ns()}"), container)
+    peaks: list[int] = []
+    plain_seconds, plain_records = 0.0, 0
+    while not state.page.done:
+        read_before = state.totals.read
+        if state.page.number % TRACE_EVERY:
+            began = time.perf_counter()
+            state = import_page(state, container)
+            plain_seconds += time.perf_counter() - began
+            plain_records += state.totals.read - read_before
+            continue
+        tracemalloc.start()
+        state = import_page(state, container)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    return finish_import(state, container).model_dump(), peaks, plain_seconds, plain_records
+
+
+def bench(count: int, *, state_machine: bool, page_size: int) -> dict:
+    now = datetime.now(UTC).replace(microsecond=0)
+    with LocalEnvironment(log_path=ROOT / ".crmsync" / "bench-lambda.log") as env:
+        env.salesforce_control.set_clock(now, frozen=True)
+        os.environ["CRMSYNC_RETRY_BASE_DELAY_SECONDS"] = "0"
+        seed(env, count, now)
+        config = load_config((ROOT / "examples/syncs.yaml").read_text(), environ=env.config_environ())
+        contacts = config.syncs[0].model_copy(update={"filter": None, "page_size": page_size})
+        config = config.model_copy(update={"syncs": [contacts]})
+        operator = Operator("crmsync")
+        operator.apply(config)
+        container = operator.container
+        results = {}
+        for phase in ("first", "incremental"):
+            if phase == "incremental":
+                changed = [r["Id"] for r in env.salesforce_control.records("Contact")[: max(1, count // 100)]]
+                env.salesforce_control.set_clock(now + timedelta(minutes=10), frozen=True)
+                env.salesforce_control.seed("Contact", [{"Id": i, "Title": "changed"} for i in changed])
+                env.salesforce_control.set_clock(now + timedelta(minutes=12), frozen=True)
+            env.salesforce_control.reset_stats()
+            dynamo_before = container.aws.calls["dynamodb"]
+            started = time.perf_counter()
+            if state_machine:
+                run = operator.start(contacts.id)
+                summary, peaks = operator.wait(run, timeout=7200, poll=0.2), []
+                dynamo_calls = None  # the handlers' container counts them, in the stack's function environment
+            else:
+                summary, peaks, plain_seconds, plain_records = run_steps(container, contacts.id)
+                dynamo_calls = container.aws.calls["dynamodb"] - dynamo_before
+            elapsed = time.perf_counter() - started
+            if state_machine or not plain_records:
+                plain_seconds, plain_records = elapsed, summary["read"]
+            read = max(1, summary["read"])
+            crm_calls = env.salesforce_control.stats()["total"]
+            results[phase] = {
+                "status": summary["status"],
+                "read": summary["read"],
+                "created": summary["created"],
+                "updated": summary["updated"],
+                "unchanged": summary["unchanged"],
+                "seconds": round(elapsed, 2),
+                "records_per_second": round(plain_records / max(plain_seconds, 1e-9), 1),
+                "throughput_measured_on": plain_records,
+                "crm_calls": crm_calls,
+                "crm_calls_per_1000": round(crm_calls * 1000 / read, 2),
+                "dynamodb_calls": dynamo_calls,
+                "dynamodb_calls_per_1000": None if dynamo_calls is None else round(dynamo_calls * 1000 / read, 1),
+                "pages": summary["pages"],
+                "peak_page_memory_mib": round(max(peaks) / 2**20, 2) if peaks else None,
+            }
+        return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--page-size", type=int, default=2000)
+    parser.add_argument("--state-machine", action="store_true", help="run the real ASL in the local stack")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    report = {}
+    for count in args.records:
+        report[count] = bench(count, state_machine=args.state_machine, page_size=args.page_size)
+        if not args.json:
+            for phase, row in report[count].items():
+                print(
+                    f"{count:>7,} records, {phase:<11}: read {row['read']:>7,} in {row['seconds']:>6.1f}s wall "
+                    f"| {row['records_per_second']:>6,.0f} records/s (on {row['throughput_measured_on']:,} untraced) | CRM calls {row['crm_calls']:>4} "
+                    f"({row['crm_calls_per_1000']:.2f}/1,000) | DynamoDB calls "
+                    f"{row['dynamodb_calls'] if row['dynamodb_calls'] is not None else '-':>6} "
+                    f"({row['dynamodb_calls_per_1000'] if row['dynamodb_calls_per_1000'] is not None else '-'}/1,000)"
+                    f" | pages {row['pages']} | peak memory per page step "
+                    f"{row['peak_page_memory_mib'] if row['peak_page_memory_mib'] is not None else '-'} MiB",
+                    flush=True,
+                )
+    if args.json:
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+"""`crmsync`, the operator's command line.
+
+Every command but `demo` and `local up` talks to a deployed stack through the standard boto3 chain,
+so `AWS_ENDPOINT_URL` points it at the local stack and nothing else changes. Exit codes: 0 success,
+1 a run or command failed, 2 invalid input or configuration, 3 a run was refused (another one holds
+the sync's lease).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+from rich.console import Console
+from rich.table import Table
+
+from crmsync.config import CrmsyncConfig, config_json_schema, load_config
+from crmsync.errors import ConfigurationError, CrmsyncError
+from crmsync.services.operations import Operator
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="crmsync: keep a marketing database and a CRM in step."
+)
+config_app = typer.Typer(no_args_is_help=True, help="Validate and apply configuration files.")
+watermark_app = typer.Typer(no_args_is_help=True, help="Read or move a sync's automatic index.")
+rejects_app = typer.Typer(no_args_is_help=True, help="Inspect the records a sync refused.")
+local_app = typer.Typer(no_args_is_help=True, help="The embedded local environment (emulated AWS and CRM).")
+app.add_typer(config_app, name="config")
+app.add_typer(watermark_app, name="watermark")
+app.add_typer(rejects_app, name="rejects")
+app.add_typer(local_app, name="local")
+
+console = Console()
+errors = Console(stderr=True)
+
+StackOption = Annotated[str, typer.Option("--stack", envvar="CRMSYNC_STACK", help="CloudFormation stack name.")]
+STATUS_EXIT = {"SUCCEEDED": 0, "FAILED": 1, "REFUSED": 3}
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def operator(stack: str) -> Operator:
+    try:
+        return Operator(stack)
+    except NoCredentialsError:
+        raise fail(
+            "no AWS credentials found (configure a profile, or point AWS_ENDPOINT_URL at a local stack)"
+        ) from None
+    except NoRegionError:
+        raise fail("no AWS region set (AWS_REGION or a profile's region)") from None
+    except ConfigurationError as exc:
+        raise fail(str(exc), 2) from None
+
+
+def read_config(path: Path) -> CrmsyncConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror}", 2) from None
+    try:
+        return load_config(text, source=str(path))
+    except ConfigurationError as exc:
+        errors.print(f"[red]{path}: {len(exc.problems)} problem(s)[/red]", highlight=False, soft_wrap=True)
+        for problem in exc.problems:
+            errors.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def guarded(call: Any) -> Any:
+    """Run `call`, turning the errors an operator can act on into one clear line and an exit code."""
+    try:
+        return call()
+    except ConfigurationError as exc:
+        raise fail("; ".join(exc.problems), 2) from None
+    except CrmsyncError as exc:
+        raise fail(f"{type(exc).__name__}: {exc}") from None
+    except (ClientError, BotoCoreError) as exc:
+        raise fail(f"AWS: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------- config
+@config_app.command("validate")
+def config_validate(file: Path) -> None:
+    """Validate FILE; exit 0, or 2 with one line per problem."""
+    config = read_config(file)
+    console.print(
+        f"[green]{file}: valid[/green] - {len(config.connections)} connection(s), {len(config.syncs)} sync(s)"
+    )
+
+
+@config_app.command("apply")
+def config_apply(file: Path, stack: StackOption = "crmsync") -> None:
+    """Validate FILE, store its connections and syncs, create or update their schedules."""
+    config = read_config(file)
+    changes = guarded(lambda: operator(stack).apply(config))
+    table = Table(title=f"applied {file} to stack {stack}")
+    for column in ("sync", "operation", "object", "schedule", "schedule change"):
+        table.add_column(column)
+    for sync, change in zip(config.syncs, changes, strict=True):
+        table.add_row(sync.id, sync.operation, sync.object, sync.schedule or "-", change.action)
+    console.print(table)
+
+
+@config_app.command("schema")
+def config_schema(output: Annotated[Path | None, typer.Option("--output", "-o")] = None) -> None:
+    """Print (or write) the JSON Schema of configuration files, for editor completion."""
+    text = json.dumps(config_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------- runs
+def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
+    table = Table(
+        title=title or f"{summary.get('operation', 'import')} {summary.get('sync_id')}", show_header=False
+    )
+    table.add_column("", style="bold")
+    table.add_column("")
+    status = summary.get("status", "?")
+    colour = {"SUCCEEDED": "green", "FAILED": "red", "REFUSED": "yellow"}.get(status, "white")
+    table.add_row("status", f"[{colour}]{status}[/{colour}]")
+    table.add_row("run", str(summary.get("run_id")))
+    window = summary.get("window") or {}
+    if window:
+        table.add_row("window", f"{window.get('start') or '(beginning)'} -> {window.get('end')} (end excluded)")
+        table.add_row("option", str(window.get("option")))
+    for key in ("read", "created", "updated", "unchanged", "rejected", "api_calls", "pages"):
+        if key in summary:
+            table.add_row(key.replace("_", " "), f"{summary[key]:,}")
+    if "watermark_moved" in summary:
+        table.add_row("watermark moved", "yes" if summary["watermark_moved"] else "no")
+    if summary.get("error"):
+        table.add_row("error", f"{summary['error'].get('type')}: {summary['error'].get('message')}")
+    return table
+
+
+def run_and_report(
+    op: Operator, sync_id: str, *, wait: bool, as_json: bool, population: dict[str, Any] | None
+) -> int:
+    started = guarded(lambda: op.start(sync_id, population=population))
+    if not wait:
+        payload = {"sync_id": started.sync_id, "run_id": started.run_id, "execution_arn": started.execution_arn}
+        console.print_json(json.dumps(payload)) if as_json else console.print(f"started run {started.run_id}")
+        return 0
+    if as_json:
+        summary = guarded(lambda: op.wait(started))
+        sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
+    else:
+        begun = time.monotonic()
+        with console.status(f"run {started.run_id}") as status:
+            summary = guarded(
+                lambda: op.wait(
+                    started,
+                    on_poll=lambda execution: status.update(
+                        f"run {started.run_id}: {execution['status'].lower()} ({time.monotonic() - begun:.0f}s)"
+                    ),
+                )
+            )
+        console.print(summary_table(summary))
+    return STATUS_EXIT.get(summary.get("status", "FAILED"), 1)
+
+
+@app.command("run")
+def run(
+    sync_id: str,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to end and print its summary.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    ids: Annotated[
+        str | None, typer.Option("--ids", help="Import exactly these CRM ids (comma separated).")
+    ] = None,
+    population_uri: Annotated[
+        str | None, typer.Option("--population", help="s3:// file of CRM ids to import.")
+    ] = None,
+    stack: StackOption = "crmsync",
+) -> None:
+    """Start SYNC_ID now (runs of one sync never overlap: a second one is refused)."""
+    if ids and population_uri:
+        raise fail("give either --ids or --population", 2)
+    population = None
+    if ids:
+        population = {"ids": [i.strip() for i in ids.split(",") if i.strip()]}
+    elif population_uri:
+        population = {"s3_uri": population_uri}
+    raise typer.Exit(run_and_report(operator(stack), sync_id, wait=wait, as_json=as_json, population=population))
+
+
+@app.command("runs")
+def runs(
+    sync_id: str,
+    limit: int = 10,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """The latest runs of SYNC_ID."""
+    records = guarded(lambda: operator(stack).runs(sync_id, limit))
+    if as_json:
+        sys.stdout.write(json.dumps(records, default=str) + "\n")
+        return
+    table = Table(title=f"runs of {sync_id}")
+    for column in ("started", "run", "status", "read", "created", "updated", "rejected", "error"):
+        table.add_column(column)
+    for record in records:
+        result = record.get("result") or {}
+        error = (result.get("error") or {}).get("type", "")
+        table.add_row(
+            record.get("startedAt", ""),
+            record.get("runId", ""),
+            record.get("status", ""),
+            *(str(result.get(k, "")) for k in ("read", "created", "updated", "rejected")),
+            error,
+        )
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------- watermarks
+@watermark_app.command("get")
+def watermark_get(sync_id: str, stack: StackOption = "crmsync") -> None:
+    """Print the sync's option name and stored value (yyyy/MM/dd hh:mm:ss, UTC)."""
+    option, mark = guarded(lambda: operator(stack).watermark(sync_id))
+    console.print(
+        f"{option} = {mark.text if mark else '(none: the next run imports everything)'}", highlight=False
+    )
+
+
+@watermark_app.command("set")
+def watermark_set(
+    sync_id: str,
+    value: Annotated[str, typer.Argument(help="yyyy/MM/dd hh:mm:ss (UTC)")],
+    stack: StackOption = "crmsync",
+) -> None:
+    """Set the watermark; moving it back re-imports from there."""
+    mark = guarded(lambda: operator(stack).set_watermark(sync_id, value))
+    console.print(f"{mark.option} = {mark.text}", highlight=False)
+
+
+@watermark_app.command("reset")
+def watermark_reset(sync_id: str, stack: StackOption = "crmsync") -> None:
+    """Forget the watermark: the next run is a first run (every record, inactive ones included)."""
+    option = guarded(lambda: operator(stack).reset_watermark(sync_id))
+    console.print(f"{option} reset", highlight=False)
+
+
+# ------------------------------------------------------------------------------------- rejects
+@rejects_app.command("list")
+def rejects_list(
+    sync_id: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: int = 1000,
+    stack: StackOption = "crmsync",
+) -> None:
+    """The sync's rejects in the rejects queue (read without consuming them)."""
+    rejects = guarded(lambda: operator(stack).rejects(sync_id, limit=limit))
+    if as_json:
+        sys.stdout.write(json.dumps(rejects, ensure_ascii=False, default=str) + "\n")
+        return
+    table = Table(title=f"{len(rejects)} reject(s) of {sync_id}")
+    for column in ("run", "crm id", "errorSymbol", "errorMessage"):
+        table.add_column(column)
+    for reject in rejects:
+        table.add_row(
+            reject.get("runId", ""),
+            str(reject.get("crmId") or ""),
+            reject.get("errorSymbol", ""),
+            reject.get("errorMessage", ""),
+        )
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------- local
+@local_app.command("up")
+def local_up(
+    state_file: Annotated[Path, typer.Option("--state-file", help="Where to write the endpoints (JSON).")] = Path(
+        ".crmsync/local.json"
+    ),
+    port: Annotated[int, typer.Option(help="Port of the AWS endpoint (0: any free port).")] = 0,
+) -> None:
+    """Serve the local stack and the Salesforce emulator until interrupted."""
+    from crmsync_local.environment import LocalEnvironment
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with LocalEnvironment(serve=True, port=port) as env:
+        state = env.state()
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        temporary.replace(state_file)
+        console.print(
+            f"local stack at {state['aws_endpoint']}, Salesforce emulator at {state['salesforce']['url']}"
+        )
+        console.print(f"state written to {state_file}; Ctrl-C to stop")
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            state_file.unlink(missing_ok=True)
+
+
+@app.command("demo")
+def demo(contacts: Annotated[int, typer.Option(help="How many contacts to seed.")] = 2400) -> None:
+    """Run the main job locally: emulated AWS and Salesforce, a first import, changes, an incremental one."""
+    from crmsync_local.demo import run_demo
+
+    raise typer.Exit(run_demo(console, contacts=contacts))
+
+
+def rejects_by_symbol(rejects: list[dict[str, Any]]) -> Table:
+    table = Table(title="rejects by error symbol")
+    table.add_column("errorSymbol")
+    table.add_column("count", justify="right")
+    table.add_column("example message")
+    counts = Counter(r.get("errorSymbol", "") for r in rejects)
+    for symbol, count in counts.most_common():
+        example = next(r.get("errorMessage", "") for r in rejects if r.get("errorSymbol") == symbol)
+        table.add_row(symbol, str(count), example)
+    return table
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The `crmsync` command line, as an operator uses it: against a served local stack, from other processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from crmsync_local.cli import app
+
+ROOT = Path(__file__).parents[2]
+EXAMPLE = ROOT / "examples" / "syncs.yaml"
+pytestmark = pytest.mark.slow
+
+
+def crmsync(*args: str, env: dict[str, str], check: bool = False) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "crmsync_local.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"crmsync {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_validate_accepts_the_example():
+    result = CliRunner().invoke(app, ["config", "validate", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+
+
+def test_validate_refuses_bad_configuration_with_exit_2_and_one_line_per_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        EXAMPLE.read_text()
+        .replace("https://acme", "http://acme")
+        .replace("{ field: DoNotCall, op: eq, value: 0 }", "{ field: Name, op: eq, value: \"x' OR Id != '\" }")
+    )
+    result = CliRunner().invoke(app, ["config", "validate", str(bad)])
+    assert result.exit_code == 2
+    assert "2 problem(s)" in result.output
+    assert "rule C1" in result.output
+    assert "rule I5" in result.output
+
+
+def test_missing_file_is_a_clear_error():
+    result = CliRunner().invoke(app, ["config", "validate", "/nonexistent/syncs.yaml"])
+    assert result.exit_code == 2
+    assert "cannot read" in result.output
+
+
+@pytest.fixture
+def served(tmp_path):
+    """`crmsync local up` in its own process, and the environment its state file tells clients to use."""
+    state_file = tmp_path / "local.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crmsync_local.cli", "local", "up", "--state-file", str(state_file)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("layers/crmsync", "local", "."))},
+    )
+    deadline = time.monotonic() + 120
+    while not state_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"local up did not start: {process.stdout.read() if process.stdout else ''}")
+        time.sleep(0.2)
+    state = json.loads(state_file.read_text())
+    env = {**os.environ, **state["environment"], "CRMSYNC_RETRY_BASE_DELAY_SECONDS": "0"}
+    yield state, env
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def test_local_up_writes_endpoints_and_every_resource(served):
+    state, _ = served
+    assert state["aws_endpoint"].startswith("http://127.0.0.1:")
+    assert state["salesforce"]["url"].startswith("https://127.0.0.1:")
+    assert state["salesforce"]["control"] == state["salesforce"]["url"] + "/__emulator"
+    assert Path(state["ca_bundle"]).is_file()
+    assert state["secrets"]["salesforce"] == "crmsync/sf-prod"
+    assert state["resources"]["ProfilesTable"] == "crmsync-profiles"
+    assert state["resources"]["ImportStateMachine"].endswith(":stateMachine:crmsync-import")
+
+
+def test_apply_run_and_inspect_through_the_standard_aws_chain(served):
+    state, env = served
+    from crmsync_local.emulators.salesforce import SalesforceControl
+
+    crm = SalesforceControl(state["salesforce"]["url"], state["ca_bundle"])
+    crm.seed(
+        "Contact",
+        [
+            {
+                "FirstName": "Zoé",
+                "LastName": "Mégret",
+                "Email": "zoe@example.org",
+                "SystemModstamp": "2024-01-01T10:00:00Z",
+            },
+            {
+                "FirstName": "伟",
+                "LastName": "王",
+                "Email": "wei@example.org",
+                "SystemModstamp": "2024-01-01T11:00:00Z",
+            },
+            {
+                "FirstName": "Too",
+                "LastName": "L" * 90,
+                "Email": "long@example.org",
+                "SystemModstamp": "2024-01-01T12:00:00Z",
+            },
+        ],
+    )
+    crmsync("config", "apply", str(EXAMPLE), env=env, check=True)
+
+    result = crmsync("run", "sf-contacts", "--wait", "--json", env=env)
+    summary = json.loads(result.stdout)
+    assert result.returncode == 0, result.stderr
+    assert set(summary) >= {
+        "sync_id",
+        "run_id",
+        "status",
+        "window",
+        "read",
+        "created",
+        "updated",
+        "unchanged",
+        "rejected",
+        "api_calls",
+    }
+    assert (summary["status"], summary["read"], summary["created"], summary["rejected"]) == ("SUCCEEDED", 3, 2, 1)
+    assert summary["window"]["option"] == "LASTIMPORT_acme_sf-contacts"
+
+    watermark = crmsync("watermark", "get", "sf-contacts", env=env, check=True).stdout
+    assert watermark.startswith("LASTIMPORT_acme_sf-contacts = 20")
+
+    rejects = json.loads(crmsync("rejects", "list", "sf-contacts", "--json", env=env, check=True).stdout)
+    assert [r["errorSymbol"] for r in rejects] == ["STRING_TOO_LONG"]
+
+    assert crmsync("watermark", "reset", "sf-contacts", env=env).returncode == 0
+    assert "(none" in crmsync("watermark", "get", "sf-contacts", env=env).stdout
+
+
+def test_running_an_unknown_sync_fails_with_exit_2(served):
+    _, env = served
+    result = crmsync("run", "nope", "--wait", env=env)
+    assert result.returncode == 2
+    assert "no sync named 'nope'" in result.stderr
