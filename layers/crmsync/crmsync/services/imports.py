@@ -50,15 +50,10 @@ class Population(BaseModel):
         return self
 
 
-class StartImportEvent(BaseModel):
-    """What the state machine hands the start step: the execution's input and identity."""
+class ExecutionEvent(BaseModel):
+    """A step event built by the state machine: the execution's input under `input`, plus its identity."""
 
     model_config = ConfigDict(extra="ignore")
-    sync_id: str
-    run_id: str
-    started_at: str | None = None
-    trigger: Literal["schedule", "manual", "replay"] = "manual"
-    population: Population | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -66,6 +61,16 @@ class StartImportEvent(BaseModel):
         if isinstance(raw, dict) and isinstance(raw.get("input"), dict):
             return {**raw["input"], **{k: v for k, v in raw.items() if k != "input"}}
         return raw
+
+
+class StartImportEvent(ExecutionEvent):
+    """What the state machine hands the start step: the execution's input and identity."""
+
+    sync_id: str
+    run_id: str
+    started_at: str | None = None
+    trigger: Literal["schedule", "manual", "replay"] = "manual"
+    population: Population | None = None
 
 
 class Totals(BaseModel):
@@ -126,7 +131,7 @@ class ImportState(BaseModel):
     totals: Totals = Field(default_factory=Totals)
 
 
-class RunSummary(BaseModel):
+class RunSummary(Totals):
     """The result of a run, as `crmsync run --wait --json` prints it."""
 
     sync_id: str
@@ -134,13 +139,6 @@ class RunSummary(BaseModel):
     status: Literal["SUCCEEDED", "FAILED", "REFUSED"]
     operation: str = "import"
     window: dict[str, str | None] | None = None
-    read: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    api_calls: int = 0
-    pages: int = 0
     watermark_moved: bool = False
     variables: dict[str, str | None] = Field(default_factory=dict)
     error: dict[str, str] | None = None
@@ -433,10 +431,9 @@ def finish_import(state: ImportState, container: Container) -> RunSummary:
 
 
 # ------------------------------------------------------------------------------------- failure
-class RunFailedEvent(BaseModel):
+class RunFailedEvent(ExecutionEvent):
     """The state at the failed step, with the error Step Functions caught (`Error`, `Cause`)."""
 
-    model_config = ConfigDict(extra="ignore")
     sync_id: str | None = None
     run_id: str | None = None
     started_at: str | None = None
@@ -444,13 +441,6 @@ class RunFailedEvent(BaseModel):
     run: RunContext | None = None
     totals: Totals | None = None
     error: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _flatten_input(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and isinstance(raw.get("input"), dict):
-            return {**raw["input"], **{k: v for k, v in raw.items() if k != "input"}}
-        return raw
 
 
 def _error_fields(error: dict[str, Any]) -> dict[str, str]:
