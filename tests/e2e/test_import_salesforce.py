@@ -212,3 +212,19 @@ def test_invalid_mapping_against_the_crm_schema_fails_before_any_data_moves(sync
     assert summary["error"]["type"] == "ConfigurationError"
     assert "Contact has no field 'Emial__c'" in summary["error"]["message"]
     assert sync_env.profiles() == []
+
+
+def test_a_population_file_in_the_data_bucket_imports_exactly_its_ids(sync_env):
+    ids = sync_env.seed_contacts(5)
+    bucket = sync_env.container.settings.data_bucket
+    sync_env.stack.client("s3").put_object(
+        Bucket=bucket, Key="populations/today.csv", Body=f"Id\n{ids[0]}\n{ids[3]}\n".encode()
+    )
+    summary = sync_env.run(population={"s3_uri": f"s3://{bucket}/populations/today.csv"})
+    assert (summary["read"], summary["created"]) == (2, 2)
+
+
+def test_a_population_file_outside_the_data_bucket_is_refused(sync_env):
+    summary = sync_env.run(population={"s3_uri": "s3://someone-elses-bucket/ids.csv"})
+    assert summary["status"] == "FAILED"
+    assert "populations/ only" in summary["error"]["message"]

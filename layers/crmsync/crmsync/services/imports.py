@@ -240,6 +240,11 @@ def _stage_population(container: Container, run: RunContext, population: Populat
     else:
         match = _S3_URI.match(population.s3_uri or "")
         assert match is not None
+        if match.group(1) != container.settings.data_bucket or not match.group(2).startswith("populations/"):
+            raise ConfigurationError(
+                f"population files are read from s3://{container.settings.data_bucket}/populations/ only "
+                f"(the functions may read nothing else); got {population.s3_uri}"
+            )
         body = s3.get_object(Bucket=match.group(1), Key=match.group(2))["Body"].read().decode("utf-8-sig")
         ids = [line.split(",")[0].strip().strip('"') for line in body.splitlines()]
         ids = [i for i in ids if i and i.lower() not in ("id", "crmid", "externalid")]

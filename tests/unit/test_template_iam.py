@@ -1,0 +1,96 @@
+"""Least privilege: each function is granted what its code calls, on its own resources, and nothing wider."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[2]
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _tag(loader, suffix, node):
+    value = (
+        loader.construct_scalar(node)
+        if isinstance(node, yaml.ScalarNode)
+        else (
+            loader.construct_sequence(node)
+            if isinstance(node, yaml.SequenceNode)
+            else loader.construct_mapping(node)
+        )
+    )
+    return {suffix: value}
+
+
+_CfnLoader.add_multi_constructor("!", _tag)
+TEMPLATE = yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+# What each function's code calls (stores, connectors, services): (action, resource logical id or None).
+NEEDED = {
+    "ImportStartFunction": {
+        ("dynamodb:GetItem", "DefinitionsTable"),
+        ("dynamodb:GetItem", "WatermarksTable"),
+        ("dynamodb:PutItem", "RunsTable"),
+        ("dynamodb:DeleteItem", "RunsTable"),
+        ("s3:GetObject", "DataBucket"),
+        ("s3:PutObject", "DataBucket"),
+        ("secretsmanager:GetSecretValue", None),
+    },
+    "ImportPageFunction": {
+        ("dynamodb:GetItem", "DefinitionsTable"),
+        ("dynamodb:UpdateItem", "RunsTable"),
+        ("dynamodb:BatchGetItem", "ProfilesTable"),
+        ("dynamodb:PutItem", "ProfilesTable"),
+        ("dynamodb:UpdateItem", "ProfilesTable"),
+        ("dynamodb:ConditionCheckItem", "ProfilesTable"),
+        ("dynamodb:BatchWriteItem", "ResourcesTable"),
+        ("dynamodb:BatchGetItem", "ResourcesTable"),
+        ("sqs:SendMessage", "RejectsQueue"),
+        ("s3:GetObject", "DataBucket"),
+        ("s3:PutObject", "DataBucket"),
+        ("secretsmanager:GetSecretValue", None),
+    },
+    "ImportFinishFunction": {
+        ("dynamodb:DeleteItem", "RunsTable"),
+        ("dynamodb:UpdateItem", "RunsTable"),
+        ("dynamodb:UpdateItem", "WatermarksTable"),
+    },
+    "RunFailedFunction": {
+        ("dynamodb:UpdateItem", "RunsTable"),
+        ("dynamodb:DeleteItem", "RunsTable"),
+        ("dynamodb:PutItem", "RunsTable"),
+    },
+}
+
+
+def statements(logical_id):
+    for policy in TEMPLATE["Resources"][logical_id]["Properties"].get("Policies", []):
+        yield from policy.get("Statement", [])
+
+
+def mentions(resource, logical_id) -> bool:
+    return logical_id in repr(resource)
+
+
+@pytest.mark.parametrize("function", sorted(NEEDED))
+def test_function_is_granted_what_its_code_calls(function):
+    granted = list(statements(function))
+    for action, target in NEEDED[function]:
+        assert any(
+            action in s["Action"] and (target is None or mentions(s["Resource"], target)) for s in granted
+        ), f"{function} lacks {action} on {target}"
+
+
+@pytest.mark.parametrize("function", sorted(NEEDED))
+def test_function_policies_have_no_wildcard_actions_or_resources(function):
+    for statement in statements(function):
+        assert not any(a.endswith("*") for a in statement["Action"]), statement
+        assert statement["Resource"] != "*", statement
+
+
+def test_every_function_is_covered_by_this_table():
+    functions = {k for k, v in TEMPLATE["Resources"].items() if v["Type"] == "AWS::Serverless::Function"}
+    assert functions == set(NEEDED)
