@@ -140,6 +140,11 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     for key in ("read", "created", "updated", "unchanged", "rejected", "api_calls", "pages"):
         if key in summary:
             table.add_row(key.replace("_", " "), f"{summary[key]:,}")
+    usage = summary.get("crm_api_usage")
+    if usage:
+        table.add_row(
+            "CRM API allowance", f"{usage['used']:,} used of {usage['max']:,} ({usage['remaining']:,} left)"
+        )
     if "watermark_moved" in summary:
         table.add_row("watermark moved", "yes" if summary["watermark_moved"] else "no")
     if summary.get("error"):

@@ -27,6 +27,9 @@ def test_first_run_imports_every_record_and_moves_the_watermark_to_the_window_en
     assert summary["window"]["end"] == format_watermark(DAY1 - timedelta(seconds=60))
     assert sync_env.watermark().text == "2024/03/02 08:59:00"
     assert summary["variables"]["crmOptionName"] == "LASTIMPORT_acme_sf-contacts"
+    usage = summary["crm_api_usage"]
+    assert usage["used"] + usage["remaining"] == usage["max"]
+    assert usage["used"] >= summary["api_calls"] - 1  # the token call is not counted by Salesforce
     assert len(sync_env.profiles()) == 30
 
 

@@ -105,6 +105,9 @@ class CrmConnector(Protocol):
 
     def limits(self) -> ApiLimits: ...
 
+    def api_usage(self) -> ApiLimits | None:
+        """The allowance the CRM reported with its last answer (Salesforce `Sforce-Limit-Info`), no call made."""
+
     def read_first_page(self, query: RecordQuery) -> RecordPage: ...
 
     def read_next_page(self, cursor: str) -> RecordPage: ...

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..connectors.port import CrmConnector
 from ..connectors.salesforce.soql import is_salesforce_id
 from ..domain.records import LocalRecord, RecordRejected, Reject, RejectCode
 from ..domain.windows import ImportWindow, compute_window, format_watermark, parse_watermark
@@ -129,6 +130,7 @@ class ImportState(BaseModel):
     plan: dict[str, Any]
     page: PageCursor = Field(default_factory=PageCursor)
     totals: Totals = Field(default_factory=Totals)
+    crm_api_usage: dict[str, int] | None = None
 
 
 class RunSummary(Totals):
@@ -140,6 +142,9 @@ class RunSummary(Totals):
     operation: str = "import"
     window: dict[str, str | None] | None = None
     watermark_moved: bool = False
+    crm_api_usage: dict[str, int] | None = Field(
+        default=None, description="the CRM's daily API allowance as it last reported it: used, max, remaining"
+    )
     variables: dict[str, str | None] = Field(default_factory=dict)
     error: dict[str, str] | None = None
 
@@ -226,10 +231,24 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
             plan=plan.to_state(),
             page=PageCursor(done=done),
             totals=Totals(api_calls=connector.api_calls - calls_before),
+            crm_api_usage=api_usage_of(connector, run),
         )
     except Exception:
         ledger.release(sync.id, event.run_id)
         raise
+
+
+def api_usage_of(connector: CrmConnector, run: RunContext) -> dict[str, int] | None:
+    """The CRM's allowance after this step; a warning when less than a tenth of it is left."""
+    usage = connector.api_usage()
+    if usage is None or usage.used is None or usage.maximum is None or usage.remaining is None:
+        return None
+    if usage.remaining < usage.maximum / 10:
+        logger.warning(
+            "CRM API allowance nearly used up",
+            extra={"sync_id": run.sync_id, "run_id": run.run_id, "used": usage.used, "max": usage.maximum},
+        )
+    return {"used": usage.used, "max": usage.maximum, "remaining": usage.remaining}
 
 
 def _stage_population(container: Container, run: RunContext, population: Population, kind: str) -> tuple[str, int]:
@@ -378,6 +397,7 @@ def import_page(state: ImportState, container: Container) -> ImportState:
         plan=state.plan,
         totals=state.totals.plus(page_totals),
         page=PageCursor(number=state.page.number + 1, cursor=next_cursor, done=next_cursor is None),
+        crm_api_usage=api_usage_of(connector, run) or state.crm_api_usage,
     )
 
 
@@ -403,6 +423,7 @@ def finish_import(state: ImportState, container: Container) -> RunSummary:
         status="SUCCEEDED",
         window={"option": run.option, "start": run.window_start, "end": run.window_end} if window else None,
         variables=window.variables() if window else {},
+        crm_api_usage=state.crm_api_usage,
         **state.totals.model_dump(),
     )
     moves = window is not None and (window.previous is None or window.end > window.previous)

@@ -174,6 +174,11 @@ class SalesforceConnector:
             used, maximum = self.last_usage
         return ApiLimits(used=used, maximum=maximum, details=dict(body))
 
+    def api_usage(self) -> ApiLimits | None:
+        if self.last_usage is None:
+            return None
+        return ApiLimits(used=self.last_usage[0], maximum=self.last_usage[1])
+
     def list_objects(self) -> list[ObjectSummary]:
         body = self._call(lambda sf: sf.restful("sobjects")) or {}
         return [
