@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -28,6 +29,7 @@ class CrmHttpSession(requests.Session):
             self.trust_env = False
             self.verify = ca_bundle
         self.calls = 0
+        self._calls_lock = threading.Lock()
         self.server_date: datetime | None = None
         self.headers["User-Agent"] = "crmsync/0.1"
 
@@ -36,7 +38,8 @@ class CrmHttpSession(requests.Session):
         if urlsplit(target).scheme.lower() != "https":
             raise ConfigurationError(f"refusing a non-https call to a CRM: {urlsplit(target).netloc or target}")
         kwargs.setdefault("timeout", self.default_timeout)
-        self.calls += 1
+        with self._calls_lock:
+            self.calls += 1
         response = super().request(method, url, *args, **kwargs)
         date = response.headers.get("Date")
         if date:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
-from decimal import Decimal
 
 from ...domain.filters import AllOf, AnyOf, Condition, Filter, NotOf, OrderBy
 from ...domain.types import CrmFieldType
 from ...errors import ConfigurationError
+from ..literals import datetime_literal, number_literal
 from ..port import RecordQuery
 
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
@@ -37,20 +36,6 @@ def identifier(name: str) -> str:
 def string_literal(value: str) -> str:
     """A SOQL string literal; quotes, backslashes and control characters are escaped as Salesforce documents."""
     return "'" + "".join(_ESCAPES.get(ch, ch) for ch in value) + "'"
-
-
-def datetime_literal(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        raise ValueError("SOQL date-times must be time-zone aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def number_literal(value: int | float) -> str:
-    if isinstance(value, bool):
-        raise ValueError("booleans are rendered by the field's type")
-    if isinstance(value, int):
-        return str(value)
-    return format(Decimal(repr(value)).normalize(), "f")
 
 
 def is_salesforce_id(value: str) -> bool:
