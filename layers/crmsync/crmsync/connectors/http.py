@@ -11,7 +11,16 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, CrmUnavailable
+
+
+def unreachable(exc: Exception, crm: str) -> CrmUnavailable:
+    """A call that got no usable answer: retryable, and named without the request (it may hold a token)."""
+    if isinstance(exc, requests.Timeout):
+        return CrmUnavailable(f"{crm} did not answer in time")
+    if isinstance(exc, requests.ConnectionError):
+        return CrmUnavailable(f"the connection to {crm} failed or was cut")
+    return CrmUnavailable(f"unexpected failure talking to {crm}: {type(exc).__name__}")
 
 
 class CrmHttpSession(requests.Session):
@@ -32,6 +41,12 @@ class CrmHttpSession(requests.Session):
         self._calls_lock = threading.Lock()
         self.server_date: datetime | None = None
         self.headers["User-Agent"] = "crmsync/0.1"
+
+    def crm_clock(self, crm: str) -> datetime:
+        """The CRM's time from the `Date` header of its last answer."""
+        if self.server_date is None:
+            raise CrmUnavailable(f"{crm} sent no Date header; the CRM's clock is unknown")
+        return self.server_date
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         target = url.decode() if isinstance(url, bytes) else url

@@ -33,9 +33,9 @@ from ...errors import (
     CrmUnavailable,
     DeltaTokenExpired,
 )
-from ..http import CrmHttpSession
+from ..http import CrmHttpSession, unreachable
 from ..port import ApiLimits, FieldDescription, ObjectDescription, ObjectSummary, RecordPage, RecordQuery
-from ..retry import RetryPolicy
+from ..retry import RetryPolicy, log_retries
 from . import odata
 from .auth import DynamicsTokenProvider
 
@@ -117,12 +117,8 @@ def classify(failure: requests.Response | Exception) -> CrmsyncError:
     """Map a failed call onto the crmsync error classification (retryable / permanent / configuration)."""
     if isinstance(failure, CrmsyncError):
         return failure
-    if isinstance(failure, requests.Timeout):
-        return CrmUnavailable("Dynamics did not answer in time")
-    if isinstance(failure, requests.ConnectionError):
-        return CrmUnavailable("the connection to Dynamics failed or was cut")
     if isinstance(failure, Exception):
-        return CrmUnavailable(f"unexpected failure talking to Dynamics: {type(failure).__name__}")
+        return unreachable(failure, "Dynamics")
     status = failure.status_code
     code, message = _error(failure)
     text = f"Dynamics HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
@@ -244,10 +240,7 @@ class DynamicsConnector:
                 raise classify(response)
             return response
 
-        def log_retry(attempt_number: int, error: Exception) -> None:
-            logger.warning("Dynamics call retried (attempt %d): %s", attempt_number + 1, error)
-
-        return self.retry.run(attempt, on_retry=log_retry)
+        return self.retry.run(attempt, on_retry=log_retries("Dynamics"))
 
     def _json(self, url: str, prefer: Sequence[str] = ()) -> dict[str, Any]:
         response = self._get(url, prefer)
@@ -333,9 +326,7 @@ class DynamicsConnector:
 
     def server_time(self) -> datetime:
         self._whoami()
-        if self.session.server_date is None:
-            raise CrmUnavailable("Dynamics sent no Date header; the CRM's clock is unknown")
-        return self.session.server_date
+        return self.session.crm_clock("Dynamics")
 
     def limits(self) -> ApiLimits:
         """What the service-protection headers tell: requests and execution time left in the window."""

@@ -12,11 +12,11 @@ import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote
 
-from ...domain.filters import AllOf, AnyOf, Condition, Filter, NotOf, OrderBy
+from ...domain.filters import Condition, Filter, OrderBy
 from ...domain.types import CrmFieldType
 from ...errors import ConfigurationError
-from ..literals import datetime_literal, number_literal
 from ..port import RecordQuery
+from ..query_text import comparison_value, datetime_literal, render_filter_tree
 
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -66,28 +66,14 @@ def _condition(node: Condition, field_types: Mapping[str, CrmFieldType]) -> str:
         return f"{prop} eq null"
     if node.op == "is_not_empty":
         return f"{prop} ne null"
-    if node.op not in _OPERATORS or node.value is None or isinstance(node.value, str | bool):
-        raise ConfigurationError(f"filter on {node.field}: the value must be a number (rule I5)")
-    if field_types.get(node.field) is CrmFieldType.BOOLEAN:
-        if node.value not in (0, 1) or node.op not in ("eq", "ne"):
-            raise ConfigurationError(
-                f"filter on {node.field}: a boolean field is compared with eq/ne and 1 or 0 (rule I5)"
-            )
-        return f"{prop} {node.op} {'true' if node.value == 1 else 'false'}"
-    return f"{prop} {node.op} {number_literal(node.value)}"
+    if node.op not in _OPERATORS:
+        raise ConfigurationError(f"filter on {node.field}: {node.op!r} is not a comparison (rule I5)")
+    return f"{prop} {node.op} {comparison_value(node, field_types.get(node.field))}"
 
 
 def render_filter(node: Filter, field_types: Mapping[str, CrmFieldType] | None = None) -> str:
     types = field_types or {}
-    if isinstance(node, Condition):
-        return _condition(node, types)
-    if isinstance(node, AllOf):
-        return "(" + " and ".join(render_filter(child, types) for child in node.all) + ")"
-    if isinstance(node, AnyOf):
-        return "(" + " or ".join(render_filter(child, types) for child in node.any) + ")"
-    if isinstance(node, NotOf):
-        return f"(not {render_filter(node.not_, types)})"
-    raise TypeError(f"not a filter node: {node!r}")
+    return render_filter_tree(node, lambda c: _condition(c, types), and_="and", or_="or", not_="not")
 
 
 def render_order_by(order_by: Iterable[OrderBy], field_types: Mapping[str, CrmFieldType]) -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ...domain.filters import AllOf, AnyOf, Condition, Filter, NotOf, OrderBy
+from ...domain.filters import Condition, Filter, OrderBy
 from ...domain.types import CrmFieldType
 from ...errors import ConfigurationError
-from ..literals import datetime_literal, number_literal
 from ..port import RecordQuery
+from ..query_text import comparison_value, datetime_literal, render_filter_tree
 
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 _SALESFORCE_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
@@ -48,28 +48,12 @@ def _condition(node: Condition, field_types: dict[str, CrmFieldType]) -> str:
         return f"{name} = null"
     if node.op == "is_not_empty":
         return f"{name} != null"
-    assert node.value is not None
-    assert not isinstance(node.value, str)
-    if field_types.get(name) is CrmFieldType.BOOLEAN:
-        if node.value not in (0, 1) or node.op not in ("eq", "ne"):
-            raise ConfigurationError(
-                f"filter on {name}: a boolean field is compared with eq/ne and 1 or 0 (rule I5)"
-            )
-        return f"{name} {_OPERATORS[node.op]} {'true' if node.value == 1 else 'false'}"
-    return f"{name} {_OPERATORS[node.op]} {number_literal(node.value)}"
+    return f"{name} {_OPERATORS[node.op]} {comparison_value(node, field_types.get(name))}"
 
 
 def render_filter(node: Filter, field_types: dict[str, CrmFieldType] | None = None) -> str:
     types = field_types or {}
-    if isinstance(node, Condition):
-        return _condition(node, types)
-    if isinstance(node, AllOf):
-        return "(" + " AND ".join(render_filter(child, types) for child in node.all) + ")"
-    if isinstance(node, AnyOf):
-        return "(" + " OR ".join(render_filter(child, types) for child in node.any) + ")"
-    if isinstance(node, NotOf):
-        return f"(NOT {render_filter(node.not_, types)})"
-    raise TypeError(f"not a filter node: {node!r}")
+    return render_filter_tree(node, lambda c: _condition(c, types), and_="AND", or_="OR", not_="NOT")
 
 
 def render_order_by(order_by: Iterable[OrderBy]) -> str:
