@@ -310,6 +310,10 @@ def watermark_get(sync_id: str, stack: StackOption = "crmsync") -> None:
     console.print(
         f"{option} = {mark.text if mark else '(none: the next run imports everything)'}", highlight=False
     )
+    if mark is not None and mark.delta_link:
+        console.print(
+            "delta link stored: the next run reads the Dynamics changes since the last one", highlight=False
+        )
 
 
 @watermark_app.command("set")

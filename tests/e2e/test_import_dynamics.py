@@ -141,6 +141,22 @@ def test_a_watermark_set_by_hand_drops_the_delta_link_and_the_next_run_compares_
     assert (summary["change_tracking"], summary["read"], summary["deleted"]) == ("resync", 2, 1)
 
 
+def test_after_a_watermark_reset_the_full_read_also_compares_ids(dynamics_env):
+    ids = dynamics_env.seed_contacts(3)
+    dynamics_env.run("dyn-contacts")
+    dynamics_env.operator.reset_watermark("dyn-contacts")
+    dynamics_env.crm.control.delete_record("contacts", ids[0])
+
+    summary = dynamics_env.run("dyn-contacts")
+
+    assert (summary["change_tracking"], summary["read"], summary["unchanged"], summary["deleted"]) == (
+        "resync",
+        2,
+        2,
+        1,
+    )
+
+
 def test_a_delta_link_of_another_table_is_refused_before_any_data_moves(dynamics_env):
     dynamics_env.seed_contacts(2)
     dynamics_env.run("dyn-contacts")

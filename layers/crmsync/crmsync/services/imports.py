@@ -6,9 +6,10 @@ duplicates: applying a page twice leaves the same profiles, and totals are recom
 
 A sync on a Dynamics table with change tracking reads `changes` instead of a window: the first run reads
 every record and ends with a delta link; later runs follow the stored delta link, which also reports
-deletions. When the CRM forgot the link (0x80044352), or the watermark has none, the run reads every
-record and then *sweeps*: every CRM id known locally is checked against the CRM, so a deletion made
-while the link was unusable is not lost. The new delta link is stored by the finish step, in the same
+deletions. When the CRM forgot the link (0x80044352), or there is none while records of the table are
+already known locally (the watermark was set or reset by hand), the run reads every record and then
+*sweeps*: every CRM id known locally is checked against the CRM, so a deletion made while there was no
+usable link is not lost. The new delta link is stored by the finish step, in the same
 conditional write as the watermark.
 """
 
@@ -358,7 +359,7 @@ def import_page(state: ImportState, container: Container) -> ImportState:
             )
         next_cursor = str(state.page.number + 1) if state.page.number + 1 < run.population_chunks else None
     elif run.mode == "changes":
-        page, run = _read_changes(state, plan, connector)
+        page, run = _read_changes(state, plan, container, connector)
         records, next_cursor, deleted_ids = page.records, page.next_cursor, page.deleted_ids
         next_delta_link = page.delta_link or next_delta_link
     else:
@@ -451,11 +452,16 @@ def import_page(state: ImportState, container: Container) -> ImportState:
     )
 
 
-def _read_changes(state: ImportState, plan: ImportPlan, connector: CrmConnector) -> tuple[RecordPage, RunContext]:
-    """The next page of a change-tracking read; an expired delta link turns the run into a resync."""
+def _read_changes(
+    state: ImportState, plan: ImportPlan, container: Container, connector: CrmConnector
+) -> tuple[RecordPage, RunContext]:
+    """The next page of a change-tracking read. An expired delta link, or none while the table's records
+    are known locally, turns the run into a resync (a full read, then the id comparison)."""
     run = state.run
     if state.page.cursor is not None:
         return connector.read_next_page(state.page.cursor), run
+    if run.delta_link is None and not run.resync and any(_local_crm_ids(container, plan, run, limit=1)):
+        run = run.model_copy(update={"resync": True})
     changes = _change_tracking(connector)
     if run.delta_link and not run.resync:
         try:
@@ -488,19 +494,21 @@ def _apply_deletions(
     )
 
 
+def _local_crm_ids(
+    container: Container, plan: ImportPlan, run: RunContext, *, after: str | None = None, limit: int
+) -> tuple[list[str], str | None]:
+    """A page of the CRM ids this sync's records have locally (its connection and object, or resource)."""
+    if plan.target_kind == "resource":
+        assert plan.resource is not None
+        return container.resources.crm_ids(plan.resource, run.connection, after=after, limit=limit)
+    return container.profiles.crm_ids(run.connection, plan.object, after=after, limit=limit)
+
+
 def _sweep(state: ImportState, plan: ImportPlan, container: Container, connector: CrmConnector) -> ImportState:
     """One chunk of the id comparison after a full read: local CRM ids the CRM no longer has were deleted."""
     run = state.run
     calls_before = connector.api_calls
-    if plan.target_kind == "resource":
-        assert plan.resource is not None
-        ids, after = container.resources.crm_ids(
-            plan.resource, run.connection, after=state.page.cursor, limit=SWEEP_CHUNK
-        )
-    else:
-        ids, after = container.profiles.crm_ids(
-            run.connection, plan.object, after=state.page.cursor, limit=SWEEP_CHUNK
-        )
+    ids, after = _local_crm_ids(container, plan, run, after=state.page.cursor, limit=SWEEP_CHUNK)
     query = RecordQuery(object=plan.object, fields=(plan.id_field,), ids=tuple(ids), field_types=plan.field_types)
     existing = {str(r[plan.id_field]).lower() for r in connector.read_by_ids(query)} if ids else set()
     deletions = _apply_deletions(container, plan, run, [i for i in ids if i.lower() not in existing])
