@@ -1,13 +1,16 @@
 """Import benchmark: N emulator contacts through crmsync's import path, first run then an incremental one.
 
 Runs the same service steps the Lambda handlers run (start -> page... -> finish) against the Salesforce
-emulator over HTTPS and DynamoDB in moto (the local stack). Prints, per size: records/s, CRM calls and
+and Dynamics 365 emulators over HTTPS and DynamoDB in moto (the local stack): `sf-contacts` reads a
+SystemModstamp window, `dyn-contacts` Dataverse change tracking (every record, then the delta link).
+The incremental run changes 1% of the records. Prints, per CRM and size: records/s, CRM calls and
 DynamoDB calls per 1,000 records, and the peak memory one page step allocates (tracemalloc, on every
 10th page; the time tracing adds is taken out), which must stay flat as the record count grows. That
 peak includes moto's in-process DynamoDB, which a Lambda would not carry. `--state-machine` runs the real ASL instead (end to end,
 including Step Functions overhead; no per-page memory figure then).
 
-    python bench/import_bench.py                 # 10,000 and 100,000 records
+    python bench/import_bench.py                 # both CRMs, 10,000 and 100,000 records
+    python bench/import_bench.py --crm dynamics --records 10000
     python bench/import_bench.py --records 20000 --state-machine
 
 Numbers describe this machine and moto's in-process DynamoDB, not AWS; compare runs, not absolutes.
@@ -21,8 +24,11 @@ import os
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "layers/crmsync"), str(ROOT / "local"), str(ROOT)]
@@ -34,17 +40,49 @@ from crmsync.wiring import Container  # noqa: E402
 from crmsync_local import demo_data  # noqa: E402
 from crmsync_local.environment import LocalEnvironment  # noqa: E402
 
+SEED_BATCH = 10_000
 
-def seed(env: LocalEnvironment, count: int, now: datetime) -> None:
-    crm = env.salesforce_control
+
+@dataclass(frozen=True)
+class Crm:
+    """How the benchmark seeds and changes one emulator, and which sync of examples/syncs.yaml reads it."""
+
+    sync_id: str
+    control: Callable[[LocalEnvironment], Any]
+    rows: Callable[[int, datetime], Any]
+    write: Callable[[Any, list[dict]], list[str]]
+    change: Callable[[str], dict]
+
+
+CRMS = {
+    "salesforce": Crm(
+        sync_id="sf-contacts",
+        control=lambda env: env.salesforce_control,
+        rows=lambda count, now: demo_data.contacts(count, now=now, seed=count, rejects=False),
+        write=lambda control, rows: control.seed("Contact", rows),
+        change=lambda crm_id: {"Id": crm_id, "Title": "changed"},
+    ),
+    "dynamics": Crm(
+        sync_id="dyn-contacts",
+        control=lambda env: env.dynamics_control,
+        rows=lambda count, now: demo_data.dynamics_contacts(count, now=now, seed=count),
+        write=lambda control, rows: control.put_records("contacts", rows),
+        change=lambda crm_id: {"contactid": crm_id, "jobtitle": "changed"},
+    ),
+}
+
+
+def seed(crm: Crm, control: Any, count: int, now: datetime) -> list[str]:
+    ids: list[str] = []
     batch: list[dict] = []
-    for row in demo_data.contacts(count, now=now, seed=count, rejects=False):
+    for row in crm.rows(count, now):
         batch.append(row)
-        if len(batch) == 10_000:
-            crm.seed("Contact", batch)
+        if len(batch) == SEED_BATCH:
+            ids += crm.write(control, batch)
             batch = []
     if batch:
-        crm.seed("Contact", batch)
+        ids += crm.write(control, batch)
+    return ids
 
 
 TRACE_EVERY = 10
@@ -72,14 +110,15 @@ def run_steps(container: Container, sync_id: str) -> tuple[dict, list[int], floa
     return finish_import(state, container).model_dump(), peaks, plain_seconds, plain_records
 
 
-def bench(count: int, *, state_machine: bool, page_size: int) -> dict:
+def bench(crm: Crm, count: int, *, state_machine: bool, page_size: int) -> dict:
     now = datetime.now(UTC).replace(microsecond=0)
     with LocalEnvironment(log_path=ROOT / ".crmsync" / "bench-lambda.log") as env:
-        env.salesforce_control.set_clock(now, frozen=True)
+        control = crm.control(env)
+        control.set_clock(now, frozen=True)
         os.environ["CRMSYNC_RETRY_BASE_DELAY_SECONDS"] = "0"
-        seed(env, count, now)
+        ids = seed(crm, control, count, now)
         config = load_config((ROOT / "examples/syncs.yaml").read_text(), environ=env.config_environ())
-        contacts = config.syncs[0].model_copy(update={"filter": None, "page_size": page_size})
+        contacts = config.sync(crm.sync_id).model_copy(update={"filter": None, "page_size": page_size})
         config = config.model_copy(update={"syncs": [contacts]})
         operator = Operator("crmsync")
         operator.apply(config)
@@ -87,11 +126,10 @@ def bench(count: int, *, state_machine: bool, page_size: int) -> dict:
         results = {}
         for phase in ("first", "incremental"):
             if phase == "incremental":
-                changed = [r["Id"] for r in env.salesforce_control.records("Contact")[: max(1, count // 100)]]
-                env.salesforce_control.set_clock(now + timedelta(minutes=10), frozen=True)
-                env.salesforce_control.seed("Contact", [{"Id": i, "Title": "changed"} for i in changed])
-                env.salesforce_control.set_clock(now + timedelta(minutes=12), frozen=True)
-            env.salesforce_control.reset_stats()
+                control.set_clock(now + timedelta(minutes=10), frozen=True)
+                crm.write(control, [crm.change(i) for i in ids[: max(1, count // 100)]])
+                control.set_clock(now + timedelta(minutes=12), frozen=True)
+            control.reset_stats()
             dynamo_before = container.aws.calls["dynamodb"]
             started = time.perf_counter()
             if state_machine:
@@ -105,7 +143,7 @@ def bench(count: int, *, state_machine: bool, page_size: int) -> dict:
             if state_machine or not plain_records:
                 plain_seconds, plain_records = elapsed, summary["read"]
             read = max(1, summary["read"])
-            crm_calls = env.salesforce_control.stats()["total"]
+            crm_calls = control.stats()["total"]
             results[phase] = {
                 "status": summary["status"],
                 "read": summary["read"],
@@ -127,18 +165,24 @@ def bench(count: int, *, state_machine: bool, page_size: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--crm", choices=[*CRMS, "both"], default="both", help="which emulator to read")
     parser.add_argument("--records", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--page-size", type=int, default=2000)
     parser.add_argument("--state-machine", action="store_true", help="run the real ASL in the local stack")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    report = {}
-    for count in args.records:
-        report[count] = bench(count, state_machine=args.state_machine, page_size=args.page_size)
-        if not args.json:
-            for phase, row in report[count].items():
+    report: dict[str, dict[int, dict]] = {}
+    for name in CRMS if args.crm == "both" else [args.crm]:
+        report[name] = {}
+        for count in args.records:
+            report[name][count] = bench(
+                CRMS[name], count, state_machine=args.state_machine, page_size=args.page_size
+            )
+            if args.json:
+                continue
+            for phase, row in report[name][count].items():
                 print(
-                    f"{count:>7,} records, {phase:<11}: read {row['read']:>7,} in {row['seconds']:>6.1f}s wall "
+                    f"{name:<10} {count:>7,} records, {phase:<11}: read {row['read']:>7,} in {row['seconds']:>6.1f}s wall "
                     f"| {row['records_per_second']:>6,.0f} records/s (on {row['throughput_measured_on']:,} untraced) | CRM calls {row['crm_calls']:>4} "
                     f"({row['crm_calls_per_1000']:.2f}/1,000) | DynamoDB calls "
                     f"{row['dynamodb_calls'] if row['dynamodb_calls'] is not None else '-':>6} "

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ from rich.table import Table
 
 from crmsync.config import CrmsyncConfig, config_json_schema, load_config
 from crmsync.errors import ConfigurationError, CrmsyncError
-from crmsync.services.operations import Operator
+from crmsync.services.operations import ConnectionCheck, Operator
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="crmsync: keep a marketing database and a CRM in step."
@@ -32,8 +33,10 @@ app = typer.Typer(
 config_app = typer.Typer(no_args_is_help=True, help="Validate and apply configuration files.")
 watermark_app = typer.Typer(no_args_is_help=True, help="Read or move a sync's automatic index.")
 rejects_app = typer.Typer(no_args_is_help=True, help="Inspect the records a sync refused.")
-local_app = typer.Typer(no_args_is_help=True, help="The embedded local environment (emulated AWS and CRM).")
+local_app = typer.Typer(no_args_is_help=True, help="The embedded local environment (emulated AWS and CRMs).")
+connection_app = typer.Typer(no_args_is_help=True, help="Check a CRM connection.")
 app.add_typer(config_app, name="config")
+app.add_typer(connection_app, name="connection")
 app.add_typer(watermark_app, name="watermark")
 app.add_typer(rejects_app, name="rejects")
 app.add_typer(local_app, name="local")
@@ -122,6 +125,71 @@ def config_schema(output: Annotated[Path | None, typer.Option("--output", "-o")]
         output.write_text(text, encoding="utf-8")
 
 
+# ------------------------------------------------------------------------------------- connections
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value or "")
+
+
+def limits_table(check: ConnectionCheck) -> Table:
+    """Salesforce reports each allowance as {Max, Remaining}; Dynamics what its service-protection
+    headers say is left of the 5-minute window."""
+    table = Table(title=f"API limits {check.connection} reports")
+    for column in ("limit", "remaining", "maximum"):
+        table.add_column(column, justify="left" if column == "limit" else "right")
+    limits = check.limits
+    if limits.maximum is not None and not limits.details:
+        table.add_row("API requests", _count(limits.remaining), _count(limits.maximum))
+    for name, value in limits.details.items():
+        if isinstance(value, dict):
+            table.add_row(name, _count(value.get("Remaining")), _count(value.get("Max")))
+        else:
+            table.add_row(name.replace("_", " "), _count(value), "")
+    return table
+
+
+@connection_app.command("test")
+def connection_test(
+    name: str,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Read the connection from FILE instead of the stack's applied definitions."),
+    ] = None,
+    show: Annotated[int, typer.Option("--show", help="How many visible objects to list.")] = 40,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """Sign in with NAME's secret, list the objects it can see and the API limits the CRM reports (C3)."""
+    parsed = read_config(config) if config is not None else None
+    check = guarded(lambda: operator(stack).check_connection(name, parsed))
+    if as_json:
+        payload = {
+            "connection": check.connection,
+            "kind": check.kind,
+            "source": check.source,
+            "objects": [asdict(o) for o in check.objects],
+            "limits": {**asdict(check.limits), "remaining": check.limits.remaining},
+            "api_calls": check.api_calls,
+        }
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False, default=str) + "\n")
+        return
+    custom = [o for o in check.objects if o.custom]
+    console.print(
+        f"[green]connection {check.connection} ({check.kind}, from {check.source}): signed in[/green] - "
+        f"{len(check.objects):,} objects visible, {len(custom):,} custom; {check.api_calls} API calls",
+        highlight=False,
+    )
+    table = Table(title=f"objects {check.connection} can see (custom first)")
+    for column in ("name", "label", "custom"):
+        table.add_column(column)
+    ordered = custom + [o for o in check.objects if not o.custom]
+    for item in ordered[:show]:
+        table.add_row(item.name, item.label, "yes" if item.custom else "")
+    if len(ordered) > show:
+        table.caption = f"{len(ordered) - show:,} more (--show N, or --json)"
+    console.print(table)
+    console.print(limits_table(check))
+
+
 # ------------------------------------------------------------------------------------- runs
 def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     table = Table(
@@ -137,9 +205,18 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     if window:
         table.add_row("window", f"{window.get('start') or '(beginning)'} -> {window.get('end')} (end excluded)")
         table.add_row("option", str(window.get("option")))
-    for key in ("read", "created", "updated", "unchanged", "rejected", "api_calls", "pages"):
+    reads = {
+        "initial": "change tracking, first read of every record",
+        "delta": "change tracking, the stored delta link",
+        "resync": "change tracking, every record and an id comparison (no usable delta link)",
+    }
+    if summary.get("change_tracking") in reads:
+        table.add_row("read by", reads[summary["change_tracking"]])
+    for key in ("read", "created", "updated", "unchanged", "rejected", "deleted", "api_calls", "pages"):
         if key in summary:
             table.add_row(key.replace("_", " "), f"{summary[key]:,}")
+    if summary.get("deleted_unknown"):
+        table.add_row("deletions of records never imported", f"{summary['deleted_unknown']:,}")
     usage = summary.get("crm_api_usage")
     if usage:
         table.add_row(
@@ -238,6 +315,10 @@ def watermark_get(sync_id: str, stack: StackOption = "crmsync") -> None:
     console.print(
         f"{option} = {mark.text if mark else '(none: the next run imports everything)'}", highlight=False
     )
+    if mark is not None and mark.delta_link:
+        console.print(
+            "delta link stored: the next run reads the Dynamics changes since the last one", highlight=False
+        )
 
 
 @watermark_app.command("set")
@@ -292,7 +373,7 @@ def local_up(
     ),
     port: Annotated[int, typer.Option(help="Port of the AWS endpoint (0: any free port).")] = 0,
 ) -> None:
-    """Serve the local stack and the Salesforce emulator until interrupted."""
+    """Serve the local stack and the Salesforce and Dynamics emulators until interrupted."""
     from crmsync_local.environment import LocalEnvironment
 
     stop = threading.Event()
@@ -304,7 +385,8 @@ def local_up(
         temporary.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
         temporary.replace(state_file)
         console.print(
-            f"local stack at {state['aws_endpoint']}, Salesforce emulator at {state['salesforce']['url']}"
+            f"local stack at {state['aws_endpoint']}, Salesforce emulator at {state['salesforce']['url']}, "
+            f"Dynamics emulator at {state['dynamics']['url']} (authority {state['dynamics']['authority']})"
         )
         console.print(f"state written to {state_file}; Ctrl-C to stop")
         try:
@@ -318,7 +400,7 @@ def local_up(
 
 @app.command("demo")
 def demo(contacts: Annotated[int, typer.Option(help="How many contacts to seed.")] = 2400) -> None:
-    """Run the main job locally: emulated AWS and Salesforce, a first import, changes, an incremental one."""
+    """Run the main job locally: emulated AWS, Salesforce and Dynamics; first imports, changes, incremental ones."""
     from crmsync_local.demo import run_demo
 
     raise typer.Exit(run_demo(console, contacts=contacts))

@@ -1,8 +1,9 @@
 """`crmsync demo`: the main job end to end on the embedded default, in one process.
 
-Emulated AWS (the real template, ASL and handlers) and an emulated Salesforce org seeded with a
-realistic contact set; the example configuration is applied, a first import runs, some records change
-in the CRM, and an incremental import reads only those changes.
+Emulated AWS (the real template, ASL and handlers), an emulated Salesforce org and an emulated Dynamics
+365 org, each seeded with a realistic contact set; the example configuration is applied, first imports
+run, some records change (and, in Dynamics, some are deleted), and incremental imports read only those
+changes: a window on SystemModstamp for Salesforce, the change-tracking delta link for Dynamics.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.console import Console
 from crmsync.config import load_config
 from crmsync.services.operations import Operator
 from crmsync_local import demo_data
+from crmsync_local.emulators.dynamics import DynamicsControl
 from crmsync_local.environment import LocalEnvironment
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "syncs.yaml"
@@ -31,10 +33,63 @@ def _run(console: Console, operator: Operator, sync_id: str, title: str) -> dict
     return summary
 
 
+def _dynamics(console: Console, crm: DynamicsControl, url: str, operator: Operator, *, contacts: int) -> bool:
+    """Contacts into profiles and a custom entity into its resource table; then changes and deletions."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    with console.status(f"seeding {contacts:,} Dynamics contacts"):
+        rows = list(demo_data.dynamics_contacts(contacts, now=now))
+        ids: list[str] = []
+        for start in range(0, len(rows), 5000):
+            ids += crm.put_records("contacts", rows[start : start + 5000])
+        subscriptions = crm.put_records("new_subscriptions", demo_data.dynamics_subscriptions(ids, now=now))
+    console.print(
+        f"Dynamics emulator at {url}: {len(ids):,} contacts, {len(subscriptions):,} rows of the custom table "
+        "new_subscription"
+    )
+    first = _run(console, operator, "dyn-contacts", "1st import of dyn-contacts (change tracking: every record)")
+    custom = _run(console, operator, "dyn-subscriptions", "1st import of dyn-subscriptions (custom entity)")
+
+    changed, deleted = ids[10:40], ids[50:55]
+    crm.put_records(
+        "contacts",
+        [
+            {"contactid": i, "jobtitle": "Changed in Dynamics", "firstname": f"Renée-{n}"}
+            for n, i in enumerate(changed)
+        ],
+    )
+    new_rows = list(demo_data.dynamics_contacts(10, now=now, seed=101))
+    for n, row in enumerate(new_rows):
+        row["emailaddress1"] = f"new.contact.{n}@{demo_data.DYNAMICS_DOMAIN}"
+        del row["createdon"], row["modifiedon"]  # stamped by the CRM, as for any new record
+    crm.put_records("contacts", new_rows)
+    for contact in deleted:
+        crm.delete_record("contacts", contact)
+    crm.put_records(
+        "new_subscriptions", [{"new_subscriptionid": s, "new_optin": False} for s in subscriptions[:5]]
+    )
+    crm.delete_record("new_subscriptions", subscriptions[5])
+    crm.advance_clock(timedelta(minutes=2).total_seconds())
+    console.print(
+        f"changed {len(changed)}, created {len(new_rows)} and deleted {len(deleted)} contacts in Dynamics; "
+        "changed 5 subscriptions and deleted 1"
+    )
+    second = _run(
+        console, operator, "dyn-contacts", "2nd import of dyn-contacts (the delta link: changes, deletions)"
+    )
+    custom_second = _run(console, operator, "dyn-subscriptions", "2nd import of dyn-subscriptions (delta link)")
+    return (
+        {first.get("status"), custom.get("status"), second.get("status"), custom_second.get("status")}
+        == {"SUCCEEDED"}
+        and second.get("read") == len(changed) + len(new_rows)
+        and second.get("deleted") == len(deleted)
+        and (custom_second.get("read"), custom_second.get("deleted")) == (5, 1)
+    )
+
+
 def run_demo(console: Console, *, contacts: int = 2400) -> int:
     from crmsync_local.cli import rejects_by_symbol
 
-    console.rule("crmsync demo - emulated AWS and Salesforce, no account needed")
+    console.rule("crmsync demo - emulated AWS, Salesforce and Dynamics 365, no account needed")
     with LocalEnvironment() as env:
         crm = env.salesforce_control
         now = datetime.now(UTC).replace(microsecond=0)
@@ -87,11 +142,21 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
         option, mark = operator.watermark("sf-contacts")
         console.print(f"watermark {option} = {mark.text if mark else None}", highlight=False)
 
+        console.rule("Dynamics 365")
+        dynamics_ok = _dynamics(
+            console,
+            env.dynamics_control,
+            env.dynamics_emulator.base_url,
+            operator,
+            contacts=max(100, contacts // 4),
+        )
+
         accounted = sum(second.get(k, 0) for k in ("created", "updated", "unchanged", "rejected"))
         ok = (
             first.get("status") == second.get("status") == resources.get("status") == "SUCCEEDED"
             and 0 < second.get("read", 0) <= len(changed) + len(new_rows)
             and accounted == second.get("read")
+            and dynamics_ok
         )
         if not ok:
             console.print("[red]the demo did not end as expected; see .crmsync/local-lambda.log[/red]")

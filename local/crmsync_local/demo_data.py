@@ -3,6 +3,9 @@
 Names in many scripts and with accents, e-mail addresses that follow them, countries on several
 continents, creation times spread over a year and across the day (so time-zone conversions show),
 and a few rows the import must reject (over-long last names, e-mails shared by two CRM records).
+The same people also exist as Dataverse rows (`dynamics_contacts`), under their own e-mail domain, for
+the Dynamics emulator; Dataverse enforces its own limits (50-character last names, unique e-mail key),
+so that set has no rejects.
 """
 
 from __future__ import annotations
@@ -103,6 +106,48 @@ def subscriptions(contact_ids: list[str], *, now: datetime, seed: int = 11) -> l
                 "Subscription_Key__c": f"SUB-{index:06d}",
                 "SystemModstamp": stamp,
                 "LastModifiedDate": stamp,
+            }
+        )
+    return rows
+
+
+DYNAMICS_DOMAIN = "example.net"
+CHANNELS = [100_000_000, 100_000_001, 100_000_002]  # new_channel: Email, SMS, Postal Mail
+
+
+def dynamics_contacts(count: int, *, now: datetime, seed: int = 13) -> Iterator[dict[str, Any]]:
+    """`count` Dataverse contact rows (Web API names), the people of `contacts`, modified over the last year."""
+    for index, row in enumerate(contacts(count, now=now, seed=seed, rejects=False)):
+        yield {
+            "firstname": row["FirstName"],
+            "lastname": row["LastName"],
+            "emailaddress1": row["Email"].replace("@example.org", f"@{DYNAMICS_DOMAIN}"),
+            "telephone1": row["Phone"],
+            "address1_country": row["MailingCountry"],
+            "birthdate": row["Birthdate"],
+            "donotemail": row["HasOptedOutOfEmail"],
+            "donotphone": row["DoNotCall"],
+            "preferredcontactmethodcode": index % 5 + 1,
+            "createdon": row["CreatedDate"],
+            "modifiedon": row["LastModifiedDate"],
+        }
+
+
+def dynamics_subscriptions(contact_ids: list[str], *, now: datetime, seed: int = 17) -> list[dict[str, Any]]:
+    """Rows of the `new_subscription` custom table for a quarter of the contacts."""
+    rng = random.Random(seed)
+    rows = []
+    for index, contact in enumerate(contact_ids[: max(1, len(contact_ids) // 4)]):
+        stamp = (now - timedelta(days=rng.uniform(1, 90))).isoformat()
+        rows.append(
+            {
+                "new_name": ["Newsletter", "Product news", "Events", "Offers"][index % 4],
+                "new_externalid": f"SUB-{index:06d}",
+                "new_channel": CHANNELS[index % 3],
+                "new_optin": index % 5 != 0,
+                "_new_contactid_value": contact,
+                "new_subscribedon": stamp,
+                "modifiedon": stamp,
             }
         )
     return rows

@@ -1,4 +1,5 @@
-"""The embedded default: emulated AWS (the local stack) plus an emulated Salesforce, wired together.
+"""The embedded default: emulated AWS (the local stack) plus emulated Salesforce and Dynamics 365, wired
+together.
 
 `crmsync demo` runs it in-process; `crmsync local up` serves it over HTTP(S) for other processes.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from crmsync_local.emulators.common import EmulatorServer
+from crmsync_local.emulators.dynamics import DynamicsControl, DynamicsEmulator
 from crmsync_local.emulators.salesforce import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
@@ -21,6 +23,9 @@ from crmsync_local.emulators.salesforce import (
 from crmsync_local.stack import DEFAULT_TEMPLATE, LocalStack
 
 SALESFORCE_SECRET = "crmsync/sf-prod"
+DYNAMICS_SECRET = "crmsync/dyn-prod"
+DYNAMICS_CLIENT_ID = "5f1c2e3d-4a5b-4c6d-8e7f-0a1b2c3d4e5f"
+DYNAMICS_CLIENT_SECRET = "crmsync~local~dynamics"
 STATE_DIR = Path(".crmsync")
 
 
@@ -34,11 +39,13 @@ class LocalEnvironment:
     log_path: Path = field(default_factory=lambda: STATE_DIR / "local-lambda.log")
     stack: LocalStack | None = None
     salesforce: EmulatorServer | None = None
+    dynamics: EmulatorServer | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
 
     def __enter__(self) -> LocalEnvironment:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.salesforce = EmulatorServer(SalesforceEmulator()).start()
+        self.dynamics = EmulatorServer(DynamicsEmulator()).start()
         self.stack = LocalStack(DEFAULT_TEMPLATE, time_scale=self.time_scale, log_path=self.log_path)
         try:
             if self.serve:
@@ -52,6 +59,16 @@ class LocalEnvironment:
                 Description="Salesforce emulator connected app (client credentials)",
                 SecretString=json.dumps({"client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET}),
             )
+            self.dynamics_control.register_app(
+                client_id=DYNAMICS_CLIENT_ID, client_secret=DYNAMICS_CLIENT_SECRET, display_name="crmsync local"
+            )
+            self.stack.client("secretsmanager").create_secret(
+                Name=DYNAMICS_SECRET,
+                Description="Dynamics emulator app registration (client credentials)",
+                SecretString=json.dumps(
+                    {"client_id": DYNAMICS_CLIENT_ID, "client_secret": DYNAMICS_CLIENT_SECRET}
+                ),
+            )
         except BaseException:
             self.__exit__()
             raise
@@ -62,6 +79,8 @@ class LocalEnvironment:
             self.stack.stop()
         if self.salesforce is not None:
             self.salesforce.stop()
+        if self.dynamics is not None:
+            self.dynamics.stop()
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -78,31 +97,53 @@ class LocalEnvironment:
         assert self.salesforce is not None
         return SalesforceControl(self.salesforce.url, self.salesforce.ca_bundle)
 
-    def config_environ(self) -> dict[str, str]:
-        """What `examples/syncs.yaml` interpolates to reach this environment's CRM."""
+    @property
+    def dynamics_control(self) -> DynamicsControl:
+        assert self.dynamics is not None
+        return DynamicsControl(self.dynamics.url, self.dynamics.ca_bundle)
+
+    @property
+    def dynamics_emulator(self) -> DynamicsEmulator:
+        assert self.dynamics is not None
+        assert isinstance(self.dynamics.app, DynamicsEmulator)
+        return self.dynamics.app
+
+    def crm_environ(self) -> dict[str, str]:
+        """The variables `examples/syncs.yaml` interpolates to reach this environment's CRMs."""
         assert self.salesforce is not None
         return {
-            **os.environ,
             "CRMSYNC_SALESFORCE_URL": self.salesforce.url,
-            "CRMSYNC_CA_BUNDLE": self.salesforce.ca_bundle,
+            "CRMSYNC_DYNAMICS_URL": self.dynamics_emulator.base_url,
+            "CRMSYNC_DYNAMICS_TENANT_ID": self.dynamics_emulator.tenant_id,
+            "CRMSYNC_DYNAMICS_AUTHORITY": self.dynamics_emulator.authority,
+            "CRMSYNC_CA_BUNDLE": self.salesforce.ca_bundle,  # one test CA signs both emulators
         }
+
+    def config_environ(self) -> dict[str, str]:
+        return {**os.environ, **self.crm_environ()}
 
     def state(self) -> dict[str, Any]:
         """The state file of `crmsync local up`."""
         assert self.stack is not None
         assert self.salesforce is not None
+        assert self.dynamics is not None
         resources = {logical_id: info["physical_id"] for logical_id, info in self.stack.resources.items()}
         return {
             "aws_endpoint": self.stack.endpoint_url,
             "region": self.stack.region,
             "stack": self.stack.stack_name,
             "salesforce": {"url": self.salesforce.url, "control": self.salesforce.control_url},
+            "dynamics": {
+                "url": self.dynamics.url,
+                "control": self.dynamics.control_url,
+                "authority": self.dynamics_emulator.authority,
+                "tenant_id": self.dynamics_emulator.tenant_id,
+            },
             "ca_bundle": self.salesforce.ca_bundle,
-            "secrets": {"salesforce": SALESFORCE_SECRET},
+            "secrets": {"salesforce": SALESFORCE_SECRET, "dynamics": DYNAMICS_SECRET},
             "environment": {
                 **(self.stack.client_environment() if self.stack.endpoint_url else {}),
-                "CRMSYNC_SALESFORCE_URL": self.salesforce.url,
-                "CRMSYNC_CA_BUNDLE": self.salesforce.ca_bundle,
+                **self.crm_environ(),
             },
             "resources": resources,
         }

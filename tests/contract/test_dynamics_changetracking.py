@@ -119,6 +119,20 @@ def test_expiring_every_delta_token_through_the_control_api(dynamics_emulator: D
     assert response.json()["error"]["code"] == "0x80044352"
 
 
+def test_a_full_sync_after_expiry_answers_a_delta_link_that_works(
+    dynamics_emulator: DynamicsEmulatorHandle,
+) -> None:
+    dynamics_emulator.control.put_records("contacts", [{"lastname": "Before"}])
+    _initial_sync(dynamics_emulator)
+    dynamics_emulator.control.expire_delta_tokens()
+    _, fresh_link = _initial_sync(dynamics_emulator)
+
+    response = _follow(dynamics_emulator, fresh_link)
+
+    assert response.status_code == 200
+    assert response.json()["value"] == []
+
+
 def test_table_without_change_tracking_refuses_track_changes(dynamics_emulator: DynamicsEmulatorHandle) -> None:
     headers = dynamics_emulator.headers(Prefer="odata.track-changes")
 

@@ -119,6 +119,27 @@ def test_scope_of_another_resource_is_invalid_resource(dynamics_emulator: Dynami
     assert result["error_codes"] == [500011]
 
 
+def test_a_token_for_another_resource_of_the_tenant_is_issued_and_refused_by_the_org(
+    dynamics_emulator: DynamicsEmulatorHandle,
+) -> None:
+    dynamics_emulator.control.register_resource("https://other.crm.dynamics.com")
+    result = dynamics_emulator.msal_app().acquire_token_for_client(
+        scopes=["https://other.crm.dynamics.com/.default"]
+    )
+
+    response = dynamics_emulator.http().get(
+        f"{dynamics_emulator.api_url}/WhoAmI", headers=dynamics_emulator.headers(result["access_token"])
+    )
+
+    assert jwt.decode(result["access_token"], options={"verify_signature": False})["aud"] == (
+        "https://other.crm.dynamics.com"
+    )
+    assert response.status_code == 401
+    challenge = response.headers["WWW-Authenticate"]
+    assert 'error_description="The access token was issued for another resource"' in challenge
+    assert f'resource_id="{dynamics_emulator.url}/"' in challenge
+
+
 def test_unregistered_certificate_is_refused_with_aadsts700027(dynamics_emulator: DynamicsEmulatorHandle) -> None:
     other = make_certificate("not registered")
     credentials = DynamicsAppCredentials(

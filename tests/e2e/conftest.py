@@ -1,4 +1,5 @@
-"""An applied configuration on the local stack, with the Salesforce emulator as the CRM."""
+"""An applied configuration (examples/syncs.yaml) on the local stack, with an emulator as the CRM:
+`sync_env` for Salesforce, `dynamics_env` for Dynamics 365."""
 
 from __future__ import annotations
 
@@ -77,3 +78,47 @@ def sync_env(local_stack, salesforce_emulator, salesforce_oauth, monkeypatch) ->
     operator.apply(config)
     salesforce_emulator.control.set_clock(T0 + timedelta(days=1), frozen=True)
     return SyncEnvironment(stack=local_stack, crm=salesforce_emulator, operator=operator, config=config)
+
+
+class DynamicsSyncEnvironment(SyncEnvironment):
+    """The Dynamics emulator (`crm` is its fixture handle) behind `dyn-prod` of examples/syncs.yaml."""
+
+    def seed_contacts(self, count: int, *, start: datetime = T0, step=timedelta(minutes=1), prefix="c", **fields):
+        rows = []
+        for i in range(count):
+            stamp = (start + i * step).isoformat()
+            rows.append(
+                {
+                    "firstname": f"Ana{prefix}{i}",
+                    "lastname": f"Lima{prefix}{i}",
+                    "emailaddress1": f"ana.{prefix}{i}@example.net",
+                    "createdon": stamp,
+                    "modifiedon": stamp,
+                    **fields,
+                }
+            )
+        return self.crm.control.put_records("contacts", rows)
+
+
+@pytest.fixture
+def dynamics_env(local_stack, dynamics_emulator, monkeypatch) -> DynamicsSyncEnvironment:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", local_stack.region)
+    monkeypatch.setenv("CRMSYNC_RETRY_BASE_DELAY_SECONDS", "0")
+    app = dynamics_emulator.secret_app
+    local_stack.client("secretsmanager").create_secret(
+        Name="crmsync/dyn-prod",
+        SecretString=json.dumps({"client_id": app.client_id, "client_secret": app.client_secret}),
+    )
+    config = load_config(
+        (ROOT / "examples/syncs.yaml").read_text(),
+        environ={
+            "CRMSYNC_DYNAMICS_URL": dynamics_emulator.url,
+            "CRMSYNC_DYNAMICS_TENANT_ID": dynamics_emulator.tenant_id,
+            "CRMSYNC_DYNAMICS_AUTHORITY": dynamics_emulator.authority,
+            "CRMSYNC_CA_BUNDLE": dynamics_emulator.ca_bundle,
+        },
+    )
+    operator = Operator("crmsync")
+    operator.apply(config)
+    dynamics_emulator.control.set_clock(T0 + timedelta(days=1), frozen=True)
+    return DynamicsSyncEnvironment(stack=local_stack, crm=dynamics_emulator, operator=operator, config=config)

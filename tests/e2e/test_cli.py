@@ -45,7 +45,7 @@ def test_validate_refuses_bad_configuration_with_exit_2_and_one_line_per_problem
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         EXAMPLE.read_text()
-        .replace("https://acme", "http://acme")
+        .replace("https://acme.my.salesforce.com", "http://acme.my.salesforce.com")
         .replace("{ field: DoNotCall, op: eq, value: 0 }", "{ field: Name, op: eq, value: \"x' OR Id != '\" }")
     )
     result = CliRunner().invoke(app, ["config", "validate", str(bad)])
@@ -93,6 +93,11 @@ def test_local_up_writes_endpoints_and_every_resource(served):
     assert state["salesforce"]["control"] == state["salesforce"]["url"] + "/__emulator"
     assert Path(state["ca_bundle"]).is_file()
     assert state["secrets"]["salesforce"] == "crmsync/sf-prod"
+    assert state["dynamics"]["url"].startswith("https://127.0.0.1:")
+    assert state["dynamics"]["control"] == state["dynamics"]["url"] + "/__emulator"
+    assert state["dynamics"]["authority"] == f"{state['dynamics']['url']}/{state['dynamics']['tenant_id']}"
+    assert state["secrets"]["dynamics"] == "crmsync/dyn-prod"
+    assert state["environment"]["CRMSYNC_DYNAMICS_AUTHORITY"] == state["dynamics"]["authority"]
     assert state["resources"]["ProfilesTable"] == "crmsync-profiles"
     assert state["resources"]["ImportStateMachine"].endswith(":stateMachine:crmsync-import")
 
@@ -160,3 +165,34 @@ def test_running_an_unknown_sync_fails_with_exit_2(served):
     result = crmsync("run", "nope", "--wait", env=env)
     assert result.returncode == 2
     assert "no sync named 'nope'" in result.stderr
+
+
+def test_connection_test_signs_in_lists_objects_and_limits_for_both_crms(served):
+    _, env = served
+    from_file = crmsync("connection", "test", "dyn-prod", "--config", str(EXAMPLE), "--json", env=env, check=True)
+    dynamics = json.loads(from_file.stdout)
+    assert (dynamics["kind"], dynamics["source"]) == ("dynamics", "the configuration file")
+    assert {"contact", "new_subscription"} <= {o["name"] for o in dynamics["objects"]}
+    assert dynamics["limits"]["details"]["requests_remaining"] > 0
+
+    crmsync("config", "apply", str(EXAMPLE), env=env, check=True)
+    applied = crmsync("connection", "test", "sf-prod", env=env, check=True).stdout
+    assert "connection sf-prod (salesforce, from stack crmsync): signed in" in applied
+    assert "DailyApiRequests" in applied
+
+    unknown = crmsync("connection", "test", "nope", "--config", str(EXAMPLE), env=env)
+    assert unknown.returncode == 2
+    assert "no connection named 'nope' in the file (defined: sf-prod, dyn-prod)" in unknown.stderr
+
+
+def test_a_dynamics_import_runs_through_the_cli(served):
+    state, env = served
+    from crmsync_local.emulators.dynamics import DynamicsControl
+
+    crm = DynamicsControl(state["dynamics"]["url"], state["ca_bundle"])
+    crm.put_records("contacts", [{"firstname": "Zoé", "lastname": "Mégret", "emailaddress1": "zoe@example.net"}])
+    crmsync("config", "apply", str(EXAMPLE), env=env, check=True)
+
+    summary = json.loads(crmsync("run", "dyn-contacts", "--wait", "--json", env=env, check=True).stdout)
+
+    assert (summary["status"], summary["change_tracking"], summary["created"]) == ("SUCCEEDED", "initial", 1)

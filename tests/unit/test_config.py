@@ -42,7 +42,8 @@ def problems_of(raw) -> list[str]:
 
 def test_example_configuration_is_valid():
     config = load_config(EXAMPLE.read_text(), environ={})
-    assert [s.id for s in config.syncs] == ["sf-contacts", "sf-subscriptions"]
+    assert [s.id for s in config.syncs] == ["sf-contacts", "sf-subscriptions", "dyn-contacts", "dyn-subscriptions"]
+    assert config.connection("dyn-prod").authority is None
 
 
 def test_default_option_name_is_lastimport_instance_sync():
@@ -206,3 +207,45 @@ def test_json_schema_describes_connections_and_syncs():
     schema = config_json_schema()
     assert {"connections", "syncs", "instance"} <= set(schema["properties"])
     assert "SalesforceConnection" in schema["$defs"]
+
+
+def dynamics_base(**connection):
+    raw = base()
+    raw["connections"].append(
+        {
+            "name": "dyn",
+            "kind": "dynamics",
+            "instance_url": "https://acme.crm4.dynamics.com",
+            "tenant_id": "acme.onmicrosoft.com",
+            "secret": "crmsync/dyn",
+            **connection,
+        }
+    )
+    return raw
+
+
+def test_dynamics_scope_is_the_org_url_or_the_configured_resource_and_an_empty_authority_is_the_default():
+    config = parse_config(dynamics_base(authority=""))
+    connection = config.connection("dyn")
+    assert (connection.scope, connection.effective_authority) == (
+        "https://acme.crm4.dynamics.com/.default",
+        "https://login.microsoftonline.com/acme.onmicrosoft.com",
+    )
+    other = parse_config(dynamics_base(resource="https://acme.api.crm4.dynamics.com")).connection("dyn")
+    assert other.scope == "https://acme.api.crm4.dynamics.com/.default"
+
+
+def test_dynamics_non_https_authority_and_bad_tenant_are_refused():
+    assert problems_of(dynamics_base(authority="http://login.example.com/x", tenant_id="a b")) == [
+        "connections[1].tenant_id: 'a b' is not an Entra ID tenant (a GUID, or a domain such as acme.onmicrosoft.com)",
+        "connections[1].authority: 'http://login.example.com/x' is not an https:// URL "
+        "(rule C1: only https:// URLs are accepted)",
+    ]
+
+
+def test_labels_are_refused_on_a_salesforce_connection():
+    raw = base(fields=[{"remote": "LeadSource", "local": "source", "label": True}])
+    assert problems_of(raw) == [
+        "syncs[0] (sf-contacts).fields[0].label: labels (formatted values) are read from Dynamics; Salesforce "
+        "picklists arrive as their values"
+    ]

@@ -25,6 +25,7 @@ OPTION_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 API_VERSION_SF = re.compile(r"^\d{2}\.0$")
 API_VERSION_DYN = re.compile(r"^9\.[0-2]$")
+TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 CRON = re.compile(r"^cron\(([^()]+)\)$")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -117,7 +118,11 @@ class SalesforceConnection(_Model):
 
 
 class DynamicsAuth(_Model):
-    """Entra ID client-credentials through MSAL: a client secret or a certificate (SPEC C2)."""
+    """Entra ID client-credentials through MSAL: a client secret or a certificate (SPEC C2).
+
+    Secret fields by flow - client_secret: client_id, client_secret; certificate: client_id,
+    private_key (PEM), and certificate (PEM) or thumbprint (SHA-1 hex), optional private_key_passphrase.
+    """
 
     flow: Literal["client_secret", "certificate"] = "client_secret"
 
@@ -129,16 +134,26 @@ class DynamicsConnection(_Model):
     api_version: str = "9.2"
     tenant_id: str
     authority: str | None = Field(
-        default=None, description="defaults to https://login.microsoftonline.com/<tenant_id>"
+        default=None,
+        description="Entra ID authority; defaults to https://login.microsoftonline.com/<tenant_id>. A custom "
+        "authority (sovereign cloud, the local emulator) is used as given, without instance discovery",
+    )
+    resource: str | None = Field(
+        default=None,
+        description="Application ID URI the token is requested for (<resource>/.default); defaults to "
+        "instance_url. Set it only when the org is reached through another address (a proxy)",
     )
     auth: DynamicsAuth = Field(default_factory=DynamicsAuth)
-    secret: str
-    ca_bundle: str | None = None
+    secret: str = Field(description="AWS Secrets Manager secret name holding the credentials")
+    ca_bundle: str | None = Field(default=None, description="PEM bundle for a private CA (tests, proxies)")
     timeout_seconds: float = Field(default=30.0, gt=0, le=300)
-    max_concurrency: int = Field(default=8, ge=1, le=52)
+    max_concurrency: int = Field(
+        default=8, ge=1, le=52, description="concurrent requests per container; Dataverse allows 52 per user"
+    )
 
     _name = field_validator("name")(_identifier)
-    _url = field_validator("instance_url", "authority")(lambda v: None if v is None else _https_url(v))
+    _url = field_validator("instance_url")(_https_url)
+    _optional_urls = field_validator("authority", "resource")(lambda v: _https_url(v) if v else None)
     _ca = field_validator("ca_bundle")(_optional_path)
 
     @field_validator("api_version")
@@ -153,9 +168,23 @@ class DynamicsConnection(_Model):
     def _secret_name(cls, value: str) -> str:
         return _secret_name(value)
 
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        if not TENANT.match(value):
+            raise ValueError(
+                f"{value!r} is not an Entra ID tenant (a GUID, or a domain such as acme.onmicrosoft.com)"
+            )
+        return value
+
     @property
     def effective_authority(self) -> str:
         return self.authority or f"https://login.microsoftonline.com/{self.tenant_id}"
+
+    @property
+    def scope(self) -> str:
+        """The one scope of the client-credentials token: the org's resource, `/.default`."""
+        return f"{self.resource or self.instance_url}/.default"
 
 
 def _secret_name(value: str) -> str:
@@ -173,6 +202,12 @@ Connection = Annotated[SalesforceConnection | DynamicsConnection, Field(discrimi
 class WatermarkSettings(_Model):
     """The automatic index (SPEC I7)."""
 
+    mode: Literal["auto", "modified", "change_tracking"] = Field(
+        default="auto",
+        description="auto: Dynamics change tracking (delta links) where the table has it and the sync has no "
+        "filter or order_by, else a window on the watermark field; modified: always the window; "
+        "change_tracking: delta links, refused when the table has no change tracking",
+    )
     field: str | None = Field(
         default=None,
         description="CRM last-modified field; default SystemModstamp (Salesforce) or modifiedon (Dynamics)",
@@ -373,6 +408,14 @@ class CrmsyncConfig(_Model):
             if option in options:
                 problems.append(f"{where}.watermark.option: {option!r} is also used by sync {options[option]!r}")
             options.setdefault(option, sync.id)
+            kind = next((c.kind for c in self.connections if c.name == sync.connection), None)
+            if kind == "salesforce":
+                problems += [
+                    f"{where}.fields[{i}].label: labels (formatted values) are read from Dynamics; Salesforce "
+                    "picklists arrive as their values"
+                    for i, mapping in enumerate(sync.fields)
+                    if mapping.label
+                ]
         if problems:
             raise ValueError("\n".join(problems))
         return self

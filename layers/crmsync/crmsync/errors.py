@@ -64,6 +64,11 @@ class CrmRequestRejected(PermanentError):
         self.status = status
 
 
+class DeltaTokenExpired(PermanentError):
+    """The CRM no longer knows a change-tracking delta link (Dataverse 0x80044352); the import falls back
+    to a full read and an id comparison, so this never ends a run by itself."""
+
+
 class CrmSecretInvalid(PermanentError):
     """The Secrets Manager secret of a connection is missing or lacks a field its auth flow needs."""
 

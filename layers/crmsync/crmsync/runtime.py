@@ -32,6 +32,7 @@ COUNTED = {
     "updated": "RecordsUpdated",
     "unchanged": "RecordsUnchanged",
     "rejected": "RecordsRejected",
+    "deleted": "RecordsDeleted",
     "api_calls": "CrmApiCalls",
 }
 

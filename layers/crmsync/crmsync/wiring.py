@@ -200,9 +200,10 @@ def build_connector(
         return SalesforceConnector(
             connection, SalesforceTokenProvider(connection, secret, session), session, retry
         )
-    raise ConfigurationError(
-        f"connection {connection.name!r}: Dynamics 365 connections are not supported by this build yet"
-    )
+    from .connectors.dynamics.auth import DynamicsTokenProvider
+    from .connectors.dynamics.connector import DynamicsConnector
+
+    return DynamicsConnector(connection, DynamicsTokenProvider(connection, secret, session), session, retry)
 
 
 _container: tuple[Settings, Container] | None = None

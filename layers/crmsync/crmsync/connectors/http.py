@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -10,7 +11,16 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, CrmUnavailable
+
+
+def unreachable(exc: Exception, crm: str) -> CrmUnavailable:
+    """A call that got no usable answer: retryable, and named without the request (it may hold a token)."""
+    if isinstance(exc, requests.Timeout):
+        return CrmUnavailable(f"{crm} did not answer in time")
+    if isinstance(exc, requests.ConnectionError):
+        return CrmUnavailable(f"the connection to {crm} failed or was cut")
+    return CrmUnavailable(f"unexpected failure talking to {crm}: {type(exc).__name__}")
 
 
 class CrmHttpSession(requests.Session):
@@ -28,15 +38,23 @@ class CrmHttpSession(requests.Session):
             self.trust_env = False
             self.verify = ca_bundle
         self.calls = 0
+        self._calls_lock = threading.Lock()
         self.server_date: datetime | None = None
         self.headers["User-Agent"] = "crmsync/0.1"
+
+    def crm_clock(self, crm: str) -> datetime:
+        """The CRM's time from the `Date` header of its last answer."""
+        if self.server_date is None:
+            raise CrmUnavailable(f"{crm} sent no Date header; the CRM's clock is unknown")
+        return self.server_date
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         target = url.decode() if isinstance(url, bytes) else url
         if urlsplit(target).scheme.lower() != "https":
             raise ConfigurationError(f"refusing a non-https call to a CRM: {urlsplit(target).netloc or target}")
         kwargs.setdefault("timeout", self.default_timeout)
-        self.calls += 1
+        with self._calls_lock:
+            self.calls += 1
         response = super().request(method, url, *args, **kwargs)
         date = response.headers.get("Date")
         if date:

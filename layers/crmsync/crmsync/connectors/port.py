@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..domain.filters import Filter, OrderBy
 from ..domain.types import CrmFieldType
@@ -35,6 +35,7 @@ class ObjectDescription:
     label: str = ""
     custom: bool = False
     entity_set: str | None = None
+    change_tracking: bool = False
 
     def field(self, name: str) -> FieldDescription | None:
         """Field names are case-insensitive in SOQL and OData; the canonical spelling comes back."""
@@ -63,6 +64,8 @@ class RecordQuery:
     ids: tuple[str, ...] = ()
     page_size: int = 2000
     field_types: dict[str, CrmFieldType] = field(default_factory=dict)
+    labels: tuple[str, ...] = ()
+    """Fields read as their display label (formatted value) instead of their stored value."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ class RecordPage:
     records: list[dict[str, Any]]
     next_cursor: str | None
     total_size: int | None = None
+    deleted_ids: tuple[str, ...] = ()
+    """Records the CRM reports deleted (change tracking)."""
+    delta_link: str | None = None
+    """On the last page of a change-tracking read: where the next read of changes starts."""
 
 
 @dataclass(frozen=True)
@@ -114,3 +121,15 @@ class CrmConnector(Protocol):
 
     def read_by_ids(self, query: RecordQuery) -> list[dict[str, Any]]:
         """The records among `query.ids` that exist; ids the CRM does not know are simply absent."""
+
+
+@runtime_checkable
+class ChangeTrackingConnector(CrmConnector, Protocol):
+    """A CRM that reports changes and deletions since a delta link (Dataverse change tracking)."""
+
+    def read_changes(self, query: RecordQuery, delta_link: str | None) -> RecordPage:
+        """The first page of changes since `delta_link`, or of every record (an initial load) when None;
+        the last page carries the next delta link. `DeltaTokenExpired` when the CRM forgot the link."""
+
+    def check_delta_link(self, delta_link: str, object_name: str) -> None:
+        """Refuse a delta link that is not the org's, or that reads another table than `object_name`."""

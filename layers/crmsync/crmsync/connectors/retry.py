@@ -7,6 +7,7 @@ long back-off. Permanent errors are never retried.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -16,6 +17,16 @@ from typing import TypeVar
 from ..errors import CrmRateLimited, RetryableError
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+def log_retries(crm: str) -> Callable[[int, RetryableError], None]:
+    """The `on_retry` hook of the connectors: one warning per retried call, naming the CRM."""
+
+    def log(attempt: int, error: RetryableError) -> None:
+        logger.warning("%s call retried (attempt %d): %s", crm, attempt + 1, error)
+
+    return log
 
 
 @dataclass

@@ -44,6 +44,11 @@ class FieldMapping(BaseModel):
     replace: dict[str, Any] = Field(default_factory=dict, description="value replacement rules (SPEC I4)")
     type: LocalType | None = Field(default=None, description="local type; inferred from the CRM when unset")
     max_length: int | None = Field(default=None, ge=1, le=400_000)
+    label: bool = Field(
+        default=False,
+        description="import the CRM's display label instead of the stored value: option-set labels, "
+        "yes/no labels, the name of a looked-up record (Dynamics formatted values)",
+    )
 
     _check_remote = field_validator("remote")(check_field_name)
 
@@ -91,6 +96,7 @@ class ResolvedField:
     conversion: Conversion
     replace: dict[str, Any]
     max_length: int | None
+    label: bool = False
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -101,6 +107,7 @@ class ResolvedField:
             "conversion": self.conversion.value,
             "replace": self.replace,
             "max_length": self.max_length,
+            "label": self.label,
         }
 
     @classmethod
@@ -113,6 +120,7 @@ class ResolvedField:
             conversion=Conversion(data["conversion"]),
             replace=dict(data.get("replace") or {}),
             max_length=data.get("max_length"),
+            label=bool(data.get("label", False)),
         )
 
     @classmethod
@@ -134,6 +142,7 @@ class ResolvedField:
             mapping.conversion,
             dict(mapping.replace),
             mapping.max_length,
+            mapping.label,
         )
 
 

@@ -63,3 +63,20 @@ class LocalRecord:
     modified_at: datetime
     attributes: dict[str, Any]
     source: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CrmDeletion:
+    """A record the CRM reports deleted, and when it was deleted or seen deleted (SPEC D1, D2)."""
+
+    crm_id: str
+    deleted_at: datetime
+
+
+@dataclass
+class DeletionResult:
+    """What applying deletions did: flagged now, flagged before, or never imported (counted, not an error)."""
+
+    marked: int = 0
+    already: int = 0
+    unknown: int = 0

@@ -48,6 +48,8 @@ class ImportPlan:
     key_attribute: str | None
     case_insensitive: bool
     route_rejects: bool
+    change_tracking: bool = False
+    """Read Dynamics change tracking (delta links) instead of a window on the watermark field."""
 
     @property
     def query_fields(self) -> tuple[str, ...]:
@@ -62,6 +64,7 @@ class ImportPlan:
             order_by=self.order_by,
             page_size=self.page_size,
             field_types=self.field_types,
+            labels=tuple(f.remote for f in self.fields if f.label),
             **window,
         )
 
@@ -84,6 +87,7 @@ class ImportPlan:
             "key_attribute": self.key_attribute,
             "case_insensitive": self.case_insensitive,
             "route_rejects": self.route_rejects,
+            "change_tracking": self.change_tracking,
         }
 
     @classmethod
@@ -103,6 +107,7 @@ class ImportPlan:
             key_attribute=data.get("key_attribute"),
             case_insensitive=bool(data.get("case_insensitive", True)),
             route_rejects=bool(data.get("route_rejects", True)),
+            change_tracking=bool(data.get("change_tracking", False)),
         )
 
 
@@ -117,6 +122,8 @@ def resolve_import_plan(sync: ImportSync, description: ObjectDescription, crm_ki
     """Check the sync against the object's schema; every problem is one line of a ConfigurationError."""
     problems: list[str] = []
     where = f"sync {sync.id}"
+    # The CRM's own type of every column read: connectors render names and literals from it.
+    field_types: dict[str, CrmFieldType] = {description.id_field: CrmFieldType.ID}
 
     resolved: list[ResolvedField] = []
     for index, mapping in enumerate(sync.fields):
@@ -124,18 +131,20 @@ def resolve_import_plan(sync: ImportSync, description: ObjectDescription, crm_ki
         if found is None:
             problems.append(f"{where}: " + _unknown(f"fields[{index}].remote", mapping.remote, description))
             continue
-        if mapping.conversion in (Conversion.DATE_ONLY, Conversion.NO_OFFSET) and found.crm_type not in DATE_LIKE:
+        field_types[found.name] = found.crm_type
+        crm_type = CrmFieldType.STRING if mapping.label else found.crm_type  # a label is text
+        if mapping.conversion in (Conversion.DATE_ONLY, Conversion.NO_OFFSET) and crm_type not in DATE_LIKE:
             problems.append(
                 f"{where}: fields[{index}].conversion: {mapping.conversion.value} applies to date and date-time "
-                f"fields; {found.name} is {found.crm_type.value}"
+                f"fields; {found.name} is {crm_type.value}"
             )
             continue
-        field = ResolvedField.resolve(mapping, found.name, found.crm_type)
+        field = ResolvedField.resolve(mapping, found.name, crm_type)
         if mapping.type is not None and not is_compatible(
-            found.crm_type, mapping.type, mapping.conversion, bool(mapping.replace)
+            crm_type, mapping.type, mapping.conversion, bool(mapping.replace)
         ):
             problems.append(
-                f"{where}: fields[{index}]: {found.name} ({found.crm_type.value}) cannot be mapped onto "
+                f"{where}: fields[{index}]: {found.name} ({crm_type.value}) cannot be mapped onto "
                 f"{mapping.local} ({mapping.type.value}); the types are incompatible (rule S3)"
             )
             continue
@@ -149,8 +158,9 @@ def resolve_import_plan(sync: ImportSync, description: ObjectDescription, crm_ki
         problems.append(
             f"{where}: watermark.field: {watermark.name} is {watermark.crm_type.value}, not a date-time"
         )
+    else:
+        field_types[watermark.name] = watermark.crm_type
 
-    field_types: dict[str, CrmFieldType] = {}
     if sync.filter is not None:
         for condition in filter_conditions(sync.filter):
             found = description.field(condition.field)
@@ -182,6 +192,7 @@ def resolve_import_plan(sync: ImportSync, description: ObjectDescription, crm_ki
         else:
             order_by.append(OrderBy(field=found.name, direction=order.direction))
 
+    change_tracking = _reads_change_tracking(sync, description, problems)
     if problems:
         raise ConfigurationError(problems)
     assert watermark is not None
@@ -201,7 +212,29 @@ def resolve_import_plan(sync: ImportSync, description: ObjectDescription, crm_ki
         key_attribute=sync.reconciliation.key,
         case_insensitive=sync.reconciliation.case_insensitive,
         route_rejects=sync.rejects.route,
+        change_tracking=change_tracking,
     )
+
+
+def _reads_change_tracking(sync: ImportSync, description: ObjectDescription, problems: list[str]) -> bool:
+    """Change tracking reads every change of a table, without $filter or $orderby (Dataverse refuses them
+    on tracked queries); `auto` uses it only where both hold, `change_tracking` insists on it."""
+    mode = sync.watermark.mode
+    if mode == "modified":
+        return False
+    reasons = []
+    if not description.change_tracking:
+        reasons.append(f"{description.name} has no change tracking in the CRM")
+    if sync.filter is not None:
+        reasons.append("the sync has a filter")
+    if sync.order_by:
+        reasons.append("the sync has an order_by")
+    if reasons and mode == "change_tracking":
+        problems.append(
+            f"sync {sync.id}: watermark.mode: change_tracking cannot be used: {'; '.join(reasons)} "
+            "(use mode auto or modified)"
+        )
+    return not reasons
 
 
 def _canonical_filter(node: Filter, description: ObjectDescription) -> Filter:

@@ -1,8 +1,16 @@
-"""Import use cases, one per state-machine step: start, page, finish (SPEC I1-I12, R1, R2).
+"""Import use cases, one per state-machine step: start, page, finish (SPEC I1-I12, D1, D2, R1, R2).
 
 The state machine carries an `ImportState` from step to step. Each step is a pure function of that
 state (plus the stores and the CRM), so a retried step - same input - neither double-counts nor
 duplicates: applying a page twice leaves the same profiles, and totals are recomputed from the input.
+
+A sync on a Dynamics table with change tracking reads `changes` instead of a window: the first run reads
+every record and ends with a delta link; later runs follow the stored delta link, which also reports
+deletions. When the CRM forgot the link (0x80044352), or there is none while records of the table are
+already known locally (the watermark was set or reset by hand), the run reads every record and then
+*sweeps*: every CRM id known locally is checked against the CRM, so a deletion made while there was no
+usable link is not lost. The new delta link is stored by the finish step, in the same
+conditional write as the watermark.
 """
 
 from __future__ import annotations
@@ -10,16 +18,18 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..connectors.port import CrmConnector
+from ..connectors.dynamics.odata import is_guid
+from ..connectors.port import ChangeTrackingConnector, CrmConnector, RecordPage, RecordQuery
 from ..connectors.salesforce.soql import is_salesforce_id
-from ..domain.records import LocalRecord, RecordRejected, Reject, RejectCode
+from ..domain.records import CrmDeletion, DeletionResult, LocalRecord, RecordRejected, Reject, RejectCode
 from ..domain.windows import ImportWindow, compute_window, format_watermark, parse_watermark
-from ..errors import ConfigurationError, LeaseLost, RunAlreadyInProgress
+from ..errors import ConfigurationError, DeltaTokenExpired, LeaseLost, RunAlreadyInProgress
 from ..stores.dynamo import TransactionConflict, transact_write
 from ..stores.rejects import RejectContext
 from ..stores.runs import RunKey
@@ -30,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 POPULATION_CHUNK = 500
 MAX_INLINE_POPULATION = 5_000
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+SWEEP_CHUNK = 500
 _S3_URI = re.compile(r"^s3://([a-z0-9.-]{3,63})/(.+)$")
 
 
@@ -80,6 +90,8 @@ class Totals(BaseModel):
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+    deleted: int = 0
+    deleted_unknown: int = 0
     api_calls: int = 0
     pages: int = 0
 
@@ -94,7 +106,9 @@ class RunContext(BaseModel):
     trigger: str
     connection: str
     object: str
-    mode: Literal["window", "population"]
+    mode: Literal["window", "population", "changes"]
+    delta_link: str | None = None
+    resync: bool = False
     option: str | None = None
     window_start: str | None = None
     window_end: str | None = None
@@ -106,8 +120,18 @@ class RunContext(BaseModel):
     def key(self) -> RunKey:
         return RunKey(self.sync_id, self.run_id, self.started_at)
 
+    @property
+    def change_tracking(self) -> Literal["initial", "delta", "resync"] | None:
+        """How a change-tracking run reads: every record (first run), a delta link, or every record and
+        an id comparison (no usable delta link)."""
+        if self.mode != "changes":
+            return None
+        if self.resync:
+            return "resync"
+        return "delta" if self.delta_link else "initial"
+
     def window(self) -> ImportWindow | None:
-        if self.mode != "window" or self.option is None or self.window_end is None:
+        if self.mode == "population" or self.option is None or self.window_end is None:
             return None
         return ImportWindow(
             option=self.option,
@@ -121,6 +145,7 @@ class PageCursor(BaseModel):
     number: int = 0
     cursor: str | None = None
     done: bool = False
+    phase: Literal["read", "sweep"] = "read"
 
 
 class ImportState(BaseModel):
@@ -131,6 +156,7 @@ class ImportState(BaseModel):
     page: PageCursor = Field(default_factory=PageCursor)
     totals: Totals = Field(default_factory=Totals)
     crm_api_usage: dict[str, int] | None = None
+    next_delta_link: str | None = None
 
 
 class RunSummary(Totals):
@@ -143,8 +169,10 @@ class RunSummary(Totals):
     window: dict[str, str | None] | None = None
     watermark_moved: bool = False
     crm_api_usage: dict[str, int] | None = Field(
-        default=None, description="the CRM's daily API allowance as it last reported it: used, max, remaining"
+        default=None,
+        description="the CRM's API allowance as it last reported it (Salesforce: daily; Dataverse: the 300 s service-protection window): used, max, remaining",
     )
+    change_tracking: Literal["initial", "delta", "resync"] | None = None
     variables: dict[str, str | None] = Field(default_factory=dict)
     error: dict[str, str] | None = None
 
@@ -183,7 +211,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
             trigger=event.trigger,
             connection=connection.name,
             object=plan.object,
-            mode="population" if event.population else "window",
+            mode="population" if event.population else "changes" if plan.change_tracking else "window",
         )
         done = False
         if event.population is not None:
@@ -206,6 +234,12 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
             run.window_end = format_watermark(window.end)
             run.previous_watermark = format_watermark(window.previous) if window.previous else None
             done = window.is_empty
+            if run.mode == "changes":
+                run.delta_link = previous.delta_link if previous else None
+                run.resync = previous is not None and run.delta_link is None
+                if run.delta_link:
+                    _check_delta_link(connector, run.delta_link, plan, option, sync.id)
+                done = False
         ledger.record_start(
             run.key,
             operation="import",
@@ -215,6 +249,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
                 "object": plan.object,
                 "connection": connection.name,
                 "mode": run.mode,
+                **({"changeTracking": run.change_tracking} if run.change_tracking else {}),
             },
         )
         logger.info(
@@ -251,6 +286,26 @@ def api_usage_of(connector: CrmConnector, run: RunContext) -> dict[str, int] | N
     return {"used": usage.used, "max": usage.maximum, "remaining": usage.remaining}
 
 
+def _change_tracking(connector: CrmConnector) -> ChangeTrackingConnector:
+    if not isinstance(connector, ChangeTrackingConnector):
+        raise ConfigurationError(f"{connector.kind} connections have no change tracking")
+    return connector
+
+
+def _check_delta_link(
+    connector: CrmConnector, delta_link: str, plan: ImportPlan, option: str, sync_id: str
+) -> None:
+    """Refuse, before any data moves, a stored delta link of another table or host (the sync's object was
+    changed, or the item was edited): following it would import the wrong records."""
+    try:
+        _change_tracking(connector).check_delta_link(delta_link, plan.object)
+    except ConfigurationError as refused:
+        raise ConfigurationError(
+            f"the delta link stored with watermark {option} cannot be followed: {refused}; "
+            f"`crmsync watermark reset {sync_id}` starts the sync over"
+        ) from None
+
+
 def _stage_population(container: Container, run: RunContext, population: Population, kind: str) -> tuple[str, int]:
     """Write the population in chunks under the run's prefix, so each page reads one small object."""
     s3 = container.aws.client("s3")
@@ -267,7 +322,9 @@ def _stage_population(container: Container, run: RunContext, population: Populat
         body = s3.get_object(Bucket=match.group(1), Key=match.group(2))["Body"].read().decode("utf-8-sig")
         ids = [line.split(",")[0].strip().strip('"') for line in body.splitlines()]
         ids = [i for i in ids if i and i.lower() not in ("id", "crmid", "externalid")]
-    unique = list(dict.fromkeys(i.strip() for i in ids if i.strip()))
+    # Dataverse answers GUIDs in lower case; Salesforce ids are case-sensitive.
+    cleaned = (i.strip().lower() if kind == "dynamics" else i.strip() for i in ids)
+    unique = list(dict.fromkeys(i for i in cleaned if i))
     prefix = f"runs/{run.sync_id}/{run.run_id}/population"
     chunks = 0
     for chunks, start in enumerate(range(0, len(unique), POPULATION_CHUNK), start=1):
@@ -281,7 +338,7 @@ def _stage_population(container: Container, run: RunContext, population: Populat
 
 
 def _valid_crm_id(value: str, kind: str) -> bool:
-    return is_salesforce_id(value) if kind == "salesforce" else bool(_GUID.match(value))
+    return is_salesforce_id(value) if kind == "salesforce" else is_guid(value)
 
 
 def import_page(state: ImportState, container: Container) -> ImportState:
@@ -293,7 +350,11 @@ def import_page(state: ImportState, container: Container) -> ImportState:
     connection = container.definitions.connection(run.connection)
     connector = container.connector(connection)
     calls_before = connector.api_calls
+    if state.page.phase == "sweep":
+        return _sweep(state, plan, container, connector)
     rejects: list[Reject] = []
+    deleted_ids: tuple[str, ...] = ()
+    next_delta_link = state.next_delta_link
 
     next_cursor: str | None
     if run.mode == "population":
@@ -321,6 +382,10 @@ def import_page(state: ImportState, container: Container) -> ImportState:
                 )
             )
         next_cursor = str(state.page.number + 1) if state.page.number + 1 < run.population_chunks else None
+    elif run.mode == "changes":
+        page, run = _read_changes(state, plan, container, connector)
+        records, next_cursor, deleted_ids = page.records, page.next_cursor, page.deleted_ids
+        next_delta_link = page.delta_link or next_delta_link
     else:
         window = run.window()
         assert window is not None
@@ -374,12 +439,15 @@ def import_page(state: ImportState, container: Container) -> ImportState:
         RejectContext(run.sync_id, run.run_id, "import", "crm-to-marketing"),
         enabled=plan.route_rejects,
     )
+    deletions = _apply_deletions(container, plan, run, deleted_ids)
     page_totals = Totals(
         read=len(records),
         created=result.created,
         updated=result.updated,
         unchanged=result.unchanged,
         rejected=len(rejects),
+        deleted=deletions.marked,
+        deleted_unknown=deletions.unknown,
         api_calls=connector.api_calls - calls_before,
         pages=1,
     )
@@ -392,12 +460,95 @@ def import_page(state: ImportState, container: Container) -> ImportState:
             **{f"page_{name}": value for name, value in page_totals.model_dump().items()},
         },
     )
+    read_done = next_cursor is None
+    sweep_next = read_done and run.mode == "changes" and run.resync
     return ImportState(
         run=run,
         plan=state.plan,
         totals=state.totals.plus(page_totals),
-        page=PageCursor(number=state.page.number + 1, cursor=next_cursor, done=next_cursor is None),
+        page=PageCursor(
+            number=state.page.number + 1,
+            cursor=next_cursor,
+            done=read_done and not sweep_next,
+            phase="sweep" if sweep_next else "read",
+        ),
+        next_delta_link=next_delta_link,
         crm_api_usage=api_usage_of(connector, run) or state.crm_api_usage,
+    )
+
+
+def _read_changes(
+    state: ImportState, plan: ImportPlan, container: Container, connector: CrmConnector
+) -> tuple[RecordPage, RunContext]:
+    """The next page of a change-tracking read. An expired delta link, or none while the table's records
+    are known locally, turns the run into a resync (a full read, then the id comparison)."""
+    run = state.run
+    if state.page.cursor is not None:
+        return connector.read_next_page(state.page.cursor), run
+    if run.delta_link is None and not run.resync and any(_local_crm_ids(container, plan, run, limit=1)):
+        run = run.model_copy(update={"resync": True})
+    changes = _change_tracking(connector)
+    if run.delta_link and not run.resync:
+        try:
+            return changes.read_changes(plan.query(), run.delta_link), run
+        except DeltaTokenExpired:
+            logger.warning(
+                "delta link expired; reading every record and comparing ids",
+                extra={"sync_id": run.sync_id, "run_id": run.run_id, "option": run.option},
+            )
+            run = run.model_copy(update={"resync": True})
+    return changes.read_changes(plan.query(), None), run
+
+
+def _apply_deletions(
+    container: Container, plan: ImportPlan, run: RunContext, crm_ids: Sequence[str]
+) -> DeletionResult:
+    """Flag the local records of CRM deletions (SPEC D2, the default), dated by the run that saw them:
+    change tracking does not say when a record was deleted."""
+    if not crm_ids:
+        return DeletionResult()
+    seen = datetime.fromisoformat(run.started_at)
+    deletions = [CrmDeletion(crm_id, seen) for crm_id in crm_ids]
+    if plan.target_kind == "resource":
+        assert plan.resource is not None
+        return container.resources.mark_deleted(
+            deletions, resource=plan.resource, connection=run.connection, run_id=run.run_id
+        )
+    return container.profiles.mark_deleted(
+        deletions, connection=run.connection, object_name=plan.object, run_id=run.run_id
+    )
+
+
+def _local_crm_ids(
+    container: Container, plan: ImportPlan, run: RunContext, *, after: str | None = None, limit: int
+) -> tuple[list[str], str | None]:
+    """A page of the CRM ids this sync's records have locally (its connection and object, or resource)."""
+    if plan.target_kind == "resource":
+        assert plan.resource is not None
+        return container.resources.crm_ids(plan.resource, run.connection, after=after, limit=limit)
+    return container.profiles.crm_ids(run.connection, plan.object, after=after, limit=limit)
+
+
+def _sweep(state: ImportState, plan: ImportPlan, container: Container, connector: CrmConnector) -> ImportState:
+    """One chunk of the id comparison after a full read: local CRM ids the CRM no longer has were deleted."""
+    run = state.run
+    calls_before = connector.api_calls
+    ids, after = _local_crm_ids(container, plan, run, after=state.page.cursor, limit=SWEEP_CHUNK)
+    query = RecordQuery(object=plan.object, fields=(plan.id_field,), ids=tuple(ids), field_types=plan.field_types)
+    existing = {str(r[plan.id_field]).lower() for r in connector.read_by_ids(query)} if ids else set()
+    deletions = _apply_deletions(container, plan, run, [i for i in ids if i.lower() not in existing])
+    logger.info(
+        "deletion sweep chunk",
+        extra={"sync_id": run.sync_id, "run_id": run.run_id, "checked": len(ids), "deleted": deletions.marked},
+    )
+    totals = Totals(
+        deleted=deletions.marked, deleted_unknown=deletions.unknown, api_calls=connector.api_calls - calls_before
+    )
+    return state.model_copy(
+        update={
+            "totals": state.totals.plus(totals),
+            "page": PageCursor(number=state.page.number + 1, cursor=after, done=after is None, phase="sweep"),
+        }
     )
 
 
@@ -424,13 +575,22 @@ def finish_import(state: ImportState, container: Container) -> RunSummary:
         window={"option": run.option, "start": run.window_start, "end": run.window_end} if window else None,
         variables=window.variables() if window else {},
         crm_api_usage=state.crm_api_usage,
+        change_tracking=run.change_tracking,
         **state.totals.model_dump(),
     )
-    moves = window is not None and (window.previous is None or window.end > window.previous)
+    # A change-tracking run stores its new delta link even when the clock did not move past the last end.
+    moves = window is not None and (
+        window.previous is None
+        or window.end > window.previous
+        or (run.mode == "changes" and window.end == window.previous)
+    )
     actions = [ledger.release_action(run.sync_id, run.run_id)]
     if moves:
         assert window is not None
-        actions.append(container.watermarks.advance_action(window.option, window.end, run.run_id))
+        delta_link = state.next_delta_link if run.mode == "changes" else None
+        actions.append(
+            container.watermarks.advance_action(window.option, window.end, run.run_id, delta_link=delta_link)
+        )
     summary.watermark_moved = moves
     actions.append(ledger.finish_action(run.key, "SUCCEEDED", summary.model_dump(mode="json")))
     try:

@@ -16,7 +16,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..config import CrmsyncConfig, ImportSync
+from ..config import CrmsyncConfig, DynamicsConnection, ImportSync, SalesforceConnection
+from ..connectors.port import ApiLimits, ObjectSummary
 from ..domain.windows import parse_watermark
 from ..errors import ConfigurationError
 from ..stores.watermarks import Watermark
@@ -56,6 +57,18 @@ class StartedRun:
     sync_id: str
     run_id: str
     execution_arn: str
+
+
+@dataclass(frozen=True)
+class ConnectionCheck:
+    """What `crmsync connection test` found: the login worked, these objects are visible, these limits left."""
+
+    connection: str
+    kind: str
+    source: str
+    objects: list[ObjectSummary]
+    limits: ApiLimits
+    api_calls: int
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,36 @@ class Operator:
         }
         (scheduler.update_schedule if exists else scheduler.create_schedule)(**request)
         return ScheduleChange(sync.id, "updated" if exists else "created", sync.schedule)
+
+    # -- connections (SPEC C3) -------------------------------------------------------------------------
+    def check_connection(self, name: str, config: CrmsyncConfig | None = None) -> ConnectionCheck:
+        """Sign in with the connection's secret, list what it can see and the API limits the CRM reports.
+
+        The connection comes from `config` when given (before it is applied), else from the stack's
+        applied definitions; the credentials always come from Secrets Manager.
+        """
+        connection: SalesforceConnection | DynamicsConnection
+        if config is None:
+            connection, source = self.container.definitions.connection(name), f"stack {self.names.stack}"
+        else:
+            try:
+                connection, source = config.connection(name), "the configuration file"
+            except KeyError:
+                defined = ", ".join(c.name for c in config.connections) or "none"
+                raise ConfigurationError(
+                    f"no connection named {name!r} in the file (defined: {defined})"
+                ) from None
+        connector = self.container.connector(connection)
+        objects = connector.list_objects()
+        limits = connector.limits()
+        return ConnectionCheck(
+            connection=connection.name,
+            kind=connection.kind,
+            source=source,
+            objects=objects,
+            limits=limits,
+            api_calls=connector.api_calls,
+        )
 
     # -- runs ------------------------------------------------------------------------------------------
     def start(

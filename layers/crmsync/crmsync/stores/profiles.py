@@ -4,17 +4,23 @@ Profiles table items:
 - `P#<profileId>`: the profile — attributes, links to CRM records (`externalIds`), the CRM's
   last-modified time per link, per-attribute change times, a version for optimistic concurrency.
 - `X#<connection>#<object>#<crmId>` -> profileId: lookup by CRM id, created with a condition so one CRM
-  record can never get two profiles.
+  record can never get two profiles. It carries `crmLink` (`<connection>:<object>`), the partition key of
+  the `CrmLinkIndex` index, so the CRM ids of one link can be listed (deletion checks).
 - `K#<attribute>#<normalised value>` -> profileId: lookup by the unique key, conditional as well.
 
 Reads are `BatchGetItem` (100 keys a call); writes are `TransactWriteItems` (100 actions a call)
 grouped per record, so a record's profile and its lookups are written together or not at all.
+
+A record deleted in the CRM flags its profile `deletedInCrm` with `deletedInCrmAt` (SPEC D2, the
+default); the profile and its lookups stay, so a record restored in the CRM finds it again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +35,7 @@ from ..domain.reconciliation import (
     normalize_key,
     reconcile,
 )
-from ..domain.records import LocalRecord, RecordRejected
+from ..domain.records import CrmDeletion, DeletionResult, LocalRecord, RecordRejected
 from ..errors import StoreThrottled
 from .dynamo import (
     TRANSACTION_LIMIT,
@@ -43,6 +49,7 @@ from .dynamo import (
 )
 
 MAX_RECONCILE_ROUNDS = 4
+CRM_LINK_INDEX = "CrmLinkIndex"
 
 
 def _now() -> str:
@@ -55,6 +62,20 @@ def link_name(connection: str, object_name: str) -> str:
 
 def crm_id_key(connection: str, object_name: str, crm_id: str) -> str:
     return f"X#{connection}#{object_name}#{crm_id}"
+
+
+def crm_id_item(connection: str, object_name: str, crm_id: str, profile_id: str) -> dict[str, Any]:
+    return {
+        "pk": crm_id_key(connection, object_name, crm_id),
+        "kind": "crm-id",
+        "profileId": profile_id,
+        "crmLink": link_name(connection, object_name),
+    }
+
+
+def _page_key(last: dict[str, Any] | None) -> str | None:
+    """A DynamoDB LastEvaluatedKey as an opaque cursor a state machine can carry."""
+    return json.dumps(deserialize(last), separators=(",", ":")) if last else None
 
 
 def unique_key(attribute: str, normalized: str) -> str:
@@ -265,13 +286,7 @@ class ProfileStore:
                 "Put": {
                     "TableName": self.table,
                     "ConditionExpression": absent,
-                    "Item": serialize(
-                        {
-                            "pk": crm_id_key(connection, object_name, record.crm_id),
-                            "kind": "crm-id",
-                            "profileId": create.profile_id,
-                        }
-                    ),
+                    "Item": serialize(crm_id_item(connection, object_name, record.crm_id, create.profile_id)),
                 }
             },
         ]
@@ -351,13 +366,7 @@ class ProfileStore:
                 {
                     "Put": {
                         "TableName": self.table,
-                        "Item": serialize(
-                            {
-                                "pk": crm_id_key(connection, object_name, record.crm_id),
-                                "kind": "crm-id",
-                                "profileId": profile.profile_id,
-                            }
-                        ),
+                        "Item": serialize(crm_id_item(connection, object_name, record.crm_id, profile.profile_id)),
                         "ConditionExpression": "attribute_not_exists(pk) OR profileId = :pid",
                         "ExpressionAttributeValues": serialize({":pid": profile.profile_id}),
                     }
@@ -438,6 +447,88 @@ class ProfileStore:
         flush()
         return conflicted
 
+    # -- deletions (SPEC D1, D2) ---------------------------------------------------------------------
+    def mark_deleted(
+        self, deletions: Sequence[CrmDeletion], *, connection: str, object_name: str, run_id: str
+    ) -> DeletionResult:
+        """Flag the profiles of records deleted in the CRM; idempotent, whichever CRM reported them.
+
+        A deletion of a record never imported - or whose profile is now linked to another record of
+        that object - is counted as unknown, not an error.
+        """
+        result = DeletionResult()
+        link = link_name(connection, object_name)
+        pending = {d.crm_id: d for d in deletions}
+        for _ in range(MAX_RECONCILE_ROUNDS):
+            if not pending:
+                return result
+            keys = {crm_id: crm_id_key(connection, object_name, crm_id) for crm_id in pending}
+            lookups = self._lookup(list(keys.values()))
+            profiles = self._profiles(set(lookups.values()))
+            updates: dict[str, tuple[CrmDeletion, StoredProfile]] = {}
+            for crm_id, deletion in pending.items():
+                profile = profiles.get(lookups.get(keys[crm_id], ""))
+                if profile is None or profile.links.get(link) != crm_id:
+                    result.unknown += 1
+                elif profile.deleted_in_crm:
+                    result.already += 1
+                else:
+                    updates.setdefault(profile.profile_id, (deletion, profile))
+            pending = {}
+            batch = list(updates.values())
+            for start in range(0, len(batch), TRANSACTION_LIMIT):
+                group = batch[start : start + TRANSACTION_LIMIT]
+                try:
+                    transact_write(self.client, [self._deletion_action(d, p, run_id) for d, p in group])
+                except TransactionConflict:
+                    pending.update({d.crm_id: d for d, _ in group})
+                else:
+                    result.marked += len(group)
+        if pending:
+            raise StoreThrottled(
+                f"{len(pending)} deletions kept conflicting with concurrent writers; page retried"
+            )
+        return result
+
+    def _deletion_action(self, deletion: CrmDeletion, profile: StoredProfile, run_id: str) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": serialize({"pk": f"P#{profile.profile_id}"}),
+                "UpdateExpression": "SET deletedInCrm = :t, deletedInCrmAt = :at, version = version + :one, "
+                "updatedAt = :now, lastRunId = :run",
+                "ConditionExpression": "version = :ver",
+                "ExpressionAttributeValues": serialize(
+                    {
+                        ":t": True,
+                        ":at": format_local_datetime(deletion.deleted_at),
+                        ":one": 1,
+                        ":now": _now(),
+                        ":run": run_id,
+                        ":ver": profile.version,
+                    }
+                ),
+            }
+        }
+
+    def crm_ids(
+        self, connection: str, object_name: str, *, after: str | None = None, limit: int = 500
+    ) -> tuple[list[str], str | None]:
+        """One page of the CRM ids linked to profiles for this connection and object, and the next cursor."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": CRM_LINK_INDEX,
+            "KeyConditionExpression": "crmLink = :link",
+            "ExpressionAttributeValues": serialize({":link": link_name(connection, object_name)}),
+            "Limit": limit,
+        }
+        if after:
+            kwargs["ExclusiveStartKey"] = serialize(json.loads(after))
+        response = self.client.query(**kwargs)
+        prefix = crm_id_key(connection, object_name, "")
+        ids = [deserialize(item)["pk"].removeprefix(prefix) for item in response.get("Items", [])]
+        return ids, _page_key(response.get("LastEvaluatedKey"))
+
 
 class ResourceStore:
     """Custom objects land in the Resources table, keyed by resource name and CRM id (SPEC I11)."""
@@ -485,6 +576,52 @@ class ResourceStore:
                 result.updated += 1
         batch_write(self.client, self.table, puts=puts)
         return result
+
+    def mark_deleted(
+        self, deletions: Sequence[CrmDeletion], *, resource: str, connection: str, run_id: str
+    ) -> DeletionResult:
+        """Flag the rows of records deleted in the CRM (`deletedInCrm`, `deletedInCrmAt`); a row never
+        imported is counted as unknown."""
+        result = DeletionResult()
+        latest = {d.crm_id: d for d in deletions}
+        existing = {
+            item["sk"]: item
+            for item in batch_get(self.client, self.table, [{"pk": resource, "sk": i} for i in latest])
+        }
+        puts = []
+        now = _now()
+        for crm_id, deletion in latest.items():
+            stored = existing.get(crm_id)
+            if stored is None or stored.get("connection") != connection:
+                result.unknown += 1
+            elif stored.get("deletedInCrm"):
+                result.already += 1
+            else:
+                deleted_at = format_local_datetime(deletion.deleted_at)
+                flags = {"deletedInCrm": True, "deletedInCrmAt": deleted_at, "lastRunId": run_id, "updatedAt": now}
+                puts.append(stored | flags)
+                result.marked += 1
+        batch_write(self.client, self.table, puts=puts)
+        return result
+
+    def crm_ids(
+        self, resource: str, connection: str, *, after: str | None = None, limit: int = 500
+    ) -> tuple[list[str], str | None]:
+        """One page of the CRM ids of a resource's rows from this connection, and the next cursor."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :r",
+            "FilterExpression": "#c = :c",
+            "ProjectionExpression": "pk, sk",
+            "ExpressionAttributeNames": {"#c": "connection"},
+            "ExpressionAttributeValues": serialize({":r": resource, ":c": connection}),
+            "Limit": limit,
+        }
+        if after:
+            kwargs["ExclusiveStartKey"] = serialize(json.loads(after))
+        response = self.client.query(**kwargs)
+        ids = [deserialize(item)["sk"] for item in response.get("Items", [])]
+        return ids, _page_key(response.get("LastEvaluatedKey"))
 
     def get(self, resource: str, crm_id: str) -> dict[str, Any] | None:
         response = self.client.get_item(

@@ -158,6 +158,7 @@ class DynamicsEmulator(EmulatorApp):
         self.route(f"{control}/config", ["GET", "POST"], self._control_config)
         self.route(f"{control}/changetracking/expire", ["POST"], self._control_expire_tokens)
         self.route(f"{control}/apps", ["GET", "POST"], self._control_apps)
+        self.route(f"{control}/resources", ["GET", "POST"], self._control_resources)
         self.route(f"{control}/tokens/expire", ["POST"], self._control_expire_access_tokens)
         self.route(f"{control}/entities", ["GET", "POST"], self._control_entities)
 
@@ -373,7 +374,7 @@ class DynamicsEmulator(EmulatorApp):
                 tenant=tenant,
                 form={key: request.form[key] for key in request.form},
                 basic_auth=basic,
-                resource_ok=lambda resource: resource.rstrip("/") in org_urls,
+                resource_ok=lambda resource: resource.rstrip("/") in org_urls | self.identity.resources,
                 token_endpoint=f"https://{request.host}{request.path}",
                 v1=v1,
             )
@@ -544,6 +545,15 @@ class DynamicsEmulator(EmulatorApp):
         except ValueError as exc:
             return json_response({"error": str(exc)}, 400)
         return json_response({**app.describe(), "user_id": self._app_users.get(app.client_id)}, 201)
+
+    def _control_resources(self, request: Request) -> Response:
+        if request.method == "POST":
+            spec = self._body(request) or {}
+            try:
+                self.identity.register_resource(str(spec.get("url", "")))
+            except ValueError as exc:
+                return json_response({"error": str(exc)}, 400)
+        return json_response({"resources": sorted(self.identity.resources)})
 
     def _define(self, spec: dict[str, Any]) -> None:
         """Apply one table spec; keys whose index cannot be built (duplicate values) are not kept."""

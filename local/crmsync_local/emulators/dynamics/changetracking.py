@@ -71,7 +71,8 @@ class ChangeTracker:
             raise errors.expired_version_stamp()
 
     def expire_all(self) -> None:
-        self.store.min_valid_version = self.store.version + 1
+        """Every token issued so far expires; the next one (a client's full sync) is valid again."""
+        self.store.min_valid_version = self.store.next_version()
 
     def changes(self, entity: EntityDef, since: int, until: int) -> list[Change]:
         """New/updated rows (by version) then deletions, in (since, until]."""

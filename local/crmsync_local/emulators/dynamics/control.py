@@ -119,6 +119,11 @@ class DynamicsControl:
         }
         return dict(self._call("POST", "apps", {k: v for k, v in spec.items() if v is not None}))
 
+    def register_resource(self, url: str) -> list[str]:
+        """Another resource principal in the tenant (another environment, an API): Entra ID issues tokens
+        for `<url>/.default`, which the org refuses with 401. Answers every registered resource."""
+        return list(self._call("POST", "resources", {"url": url})["resources"])
+
     def define_entity(self, spec: dict[str, Any]) -> None:
         """Create or extend a table, e.g. {"logical_name": "new_thing", "entity_set_name": "new_things",
         "attributes": [{"logical_name": "new_code", "type": "String", "max_length": 20},

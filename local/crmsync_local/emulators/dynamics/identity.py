@@ -10,7 +10,9 @@ signature is verified with the registered certificate. Errors use the AAD shape 
 
 Access tokens are RS256 JWTs signed by the emulator's key (published at `jwks_uri`), shaped like the v1
 tokens Dataverse receives: `aud` is the resource (the org URL), `appid`, `tid`, `oid`, `exp`. Their
-lifetime is counted on the real clock (see clock.py for why).
+lifetime is counted on the real clock (see clock.py for why). Besides the org, the tenant may hold other
+resource principals (another environment, an API): Entra ID issues tokens for them, and the org refuses
+those tokens with 401, which is how a client meets "a token for the wrong resource".
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class EntraId:
         self.default_tenant = default_tenant
         self.tenants: set[str] = {default_tenant}
         self.apps: dict[str, RegisteredApp] = {}
+        self.resources: set[str] = set()  # resource principals besides the org, e.g. another environment
         self.token_lifetime = DEFAULT_TOKEN_LIFETIME
         self.not_before = 0.0
         self._issued_at: dict[str, float] = {}  # token id (`uti`) -> precise issue time, for revocation
@@ -140,6 +143,7 @@ class EntraId:
     def reset(self) -> None:
         with self._lock:
             self.apps.clear()
+            self.resources.clear()
             self.tenants = {self.default_tenant}
             self.token_lifetime = DEFAULT_TOKEN_LIFETIME
             self.not_before = 0.0
@@ -168,6 +172,15 @@ class EntraId:
                 app.certificates.append(x509.load_pem_x509_certificate(certificate_pem.encode()))
             self.tenants.add(tenant_id)
         return app
+
+    def register_resource(self, url: str) -> str:
+        """Add a resource principal (an Application ID URI) tokens can be requested for."""
+        resource = url.rstrip("/")
+        if not resource.startswith("https://"):
+            raise ValueError("a resource is an https:// Application ID URI")
+        with self._lock:
+            self.resources.add(resource)
+        return resource
 
     def expire_tokens(self) -> None:
         """Every access token issued so far becomes invalid (as if it had expired)."""

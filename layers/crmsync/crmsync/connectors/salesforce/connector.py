@@ -22,9 +22,9 @@ from ...errors import (
     CrmsyncError,
     CrmUnavailable,
 )
-from ..http import CrmHttpSession
+from ..http import CrmHttpSession, unreachable
 from ..port import ApiLimits, FieldDescription, ObjectDescription, ObjectSummary, RecordPage, RecordQuery
-from ..retry import RetryPolicy
+from ..retry import RetryPolicy, log_retries
 from .auth import SalesforceToken, SalesforceTokenProvider
 from .soql import identifier, render_query
 
@@ -68,10 +68,6 @@ def _error_code(content: Any) -> tuple[str | None, str]:
 
 def classify(exc: Exception) -> CrmsyncError:
     """Map a failed call onto the crmsync error classification (retryable / permanent)."""
-    if isinstance(exc, requests.Timeout):
-        return CrmUnavailable("Salesforce did not answer in time")
-    if isinstance(exc, requests.ConnectionError):
-        return CrmUnavailable("the connection to Salesforce failed or was cut")
     if isinstance(exc, SalesforceError):
         status = exc.status
         code, message = _error_code(exc.content)
@@ -85,7 +81,7 @@ def classify(exc: Exception) -> CrmsyncError:
         return CrmRequestRejected(text, error_code=code, status=status)
     if isinstance(exc, CrmsyncError):
         return exc
-    return CrmUnavailable(f"unexpected failure talking to Salesforce: {type(exc).__name__}")
+    return unreachable(exc, "Salesforce")
 
 
 def _strip(record: dict[str, Any]) -> dict[str, Any]:
@@ -138,10 +134,7 @@ class SalesforceConnector:
                 except SalesforceExpiredSession as exc:
                     raise classify(exc) from None
 
-        def log_retry(attempt_number: int, error: Exception) -> None:
-            logger.warning("Salesforce call retried (attempt %d): %s", attempt_number + 1, error)
-
-        return self.retry.run(attempt, on_retry=log_retry)
+        return self.retry.run(attempt, on_retry=log_retries("Salesforce"))
 
     def _once(self, operation: Callable[[Salesforce], T], token: SalesforceToken) -> T:
         client = self._salesforce(token)
@@ -160,9 +153,7 @@ class SalesforceConnector:
     # -- port --------------------------------------------------------------------------------------
     def server_time(self) -> datetime:
         self.limits()
-        if self.session.server_date is None:
-            raise CrmUnavailable("Salesforce sent no Date header; the CRM's clock is unknown")
-        return self.session.server_date
+        return self.session.crm_clock("Salesforce")
 
     def limits(self) -> ApiLimits:
         body = self._call(lambda sf: sf.restful("limits")) or {}

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
-from decimal import Decimal
 
-from ...domain.filters import AllOf, AnyOf, Condition, Filter, NotOf, OrderBy
+from ...domain.filters import Condition, Filter, OrderBy
 from ...domain.types import CrmFieldType
 from ...errors import ConfigurationError
 from ..port import RecordQuery
+from ..query_text import comparison_value, datetime_literal, render_filter_tree
 
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 _SALESFORCE_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
@@ -39,20 +38,6 @@ def string_literal(value: str) -> str:
     return "'" + "".join(_ESCAPES.get(ch, ch) for ch in value) + "'"
 
 
-def datetime_literal(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        raise ValueError("SOQL date-times must be time-zone aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def number_literal(value: int | float) -> str:
-    if isinstance(value, bool):
-        raise ValueError("booleans are rendered by the field's type")
-    if isinstance(value, int):
-        return str(value)
-    return format(Decimal(repr(value)).normalize(), "f")
-
-
 def is_salesforce_id(value: str) -> bool:
     return bool(_SALESFORCE_ID.match(value))
 
@@ -63,28 +48,12 @@ def _condition(node: Condition, field_types: dict[str, CrmFieldType]) -> str:
         return f"{name} = null"
     if node.op == "is_not_empty":
         return f"{name} != null"
-    assert node.value is not None
-    assert not isinstance(node.value, str)
-    if field_types.get(name) is CrmFieldType.BOOLEAN:
-        if node.value not in (0, 1) or node.op not in ("eq", "ne"):
-            raise ConfigurationError(
-                f"filter on {name}: a boolean field is compared with eq/ne and 1 or 0 (rule I5)"
-            )
-        return f"{name} {_OPERATORS[node.op]} {'true' if node.value == 1 else 'false'}"
-    return f"{name} {_OPERATORS[node.op]} {number_literal(node.value)}"
+    return f"{name} {_OPERATORS[node.op]} {comparison_value(node, field_types.get(name))}"
 
 
 def render_filter(node: Filter, field_types: dict[str, CrmFieldType] | None = None) -> str:
     types = field_types or {}
-    if isinstance(node, Condition):
-        return _condition(node, types)
-    if isinstance(node, AllOf):
-        return "(" + " AND ".join(render_filter(child, types) for child in node.all) + ")"
-    if isinstance(node, AnyOf):
-        return "(" + " OR ".join(render_filter(child, types) for child in node.any) + ")"
-    if isinstance(node, NotOf):
-        return f"(NOT {render_filter(node.not_, types)})"
-    raise TypeError(f"not a filter node: {node!r}")
+    return render_filter_tree(node, lambda c: _condition(c, types), and_="AND", or_="OR", not_="NOT")
 
 
 def render_order_by(order_by: Iterable[OrderBy]) -> str:

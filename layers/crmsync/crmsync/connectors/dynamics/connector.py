@@ -1,0 +1,482 @@
+"""Dataverse (Dynamics 365) adapter of the CRM port: the Web API v9.2 through our HTTPS session, with
+MSAL tokens (SPEC C2, C3, I1-I8, D1).
+
+Reads page with `Prefer: odata.maxpagesize` and follow `@odata.nextLink`; change tracking follows
+`Prefer: odata.track-changes` and `@odata.deltaLink`. A link is only ever followed on the org's own host
+and for the table it was issued for, because following one sends the connection's bearer token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from ...config import DynamicsConnection
+from ...domain.types import CrmFieldType
+from ...errors import (
+    ConfigurationError,
+    CrmAuthenticationFailed,
+    CrmRateLimited,
+    CrmRequestRejected,
+    CrmsyncError,
+    CrmUnavailable,
+    DeltaTokenExpired,
+)
+from ..http import CrmHttpSession, unreachable
+from ..port import ApiLimits, FieldDescription, ObjectDescription, ObjectSummary, RecordPage, RecordQuery
+from ..retry import RetryPolicy, log_retries
+from . import odata
+from .auth import DynamicsTokenProvider
+
+logger = logging.getLogger(__name__)
+
+ID_CHUNK = 100
+MAX_PAGE_SIZE = 5000
+FORMATTED = "OData.Community.Display.V1.FormattedValue"
+EXPIRED_VERSION_STAMP = "0x80044352"
+NOT_AN_ORG_MEMBER = "0x80072560"
+BURST_REMAINING = "x-ms-ratelimit-burst-remaining-xrm-requests"
+SERVICE_PROTECTION_REQUESTS = 6000
+SERVICE_PROTECTION_WINDOW_SECONDS = 300
+TIME_REMAINING = "x-ms-ratelimit-time-remaining-xrm-requests"
+_CHALLENGE_PARAMETER = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]+))')
+_ENTITY_SELECT = "LogicalName,EntitySetName,PrimaryIdAttribute,IsCustomEntity,ChangeTrackingEnabled,DisplayName"
+
+TYPE_MAP: dict[str, CrmFieldType] = {
+    "Uniqueidentifier": CrmFieldType.ID,
+    "String": CrmFieldType.STRING,
+    "Memo": CrmFieldType.STRING,
+    "EntityName": CrmFieldType.STRING,
+    "Integer": CrmFieldType.INTEGER,
+    "BigInt": CrmFieldType.INTEGER,
+    "Decimal": CrmFieldType.NUMBER,
+    "Double": CrmFieldType.NUMBER,
+    "Money": CrmFieldType.NUMBER,
+    "Boolean": CrmFieldType.BOOLEAN,
+    "DateTime": CrmFieldType.DATETIME,
+    "Picklist": CrmFieldType.INTEGER,  # option sets are Edm.Int32 values; `label: true` reads their labels
+    "State": CrmFieldType.INTEGER,
+    "Status": CrmFieldType.INTEGER,
+    "Lookup": CrmFieldType.REFERENCE,
+    "Customer": CrmFieldType.REFERENCE,
+    "Owner": CrmFieldType.REFERENCE,
+}
+
+
+def field_type(attribute: dict[str, Any]) -> CrmFieldType:
+    """An `AttributeMetadata` reduced to our field types; date-only date-times are dates."""
+    kind = str(attribute.get("AttributeType", ""))
+    behavior = (attribute.get("DateTimeBehavior") or {}).get("Value")
+    if kind == "DateTime" and (attribute.get("Format") == "DateOnly" or behavior == "DateOnly"):
+        return CrmFieldType.DATE
+    if (attribute.get("AttributeTypeName") or {}).get("Value") == "MultiSelectPicklistType":
+        return CrmFieldType.MULTIPICKLIST
+    return TYPE_MAP.get(kind, CrmFieldType.OTHER)
+
+
+def _label(value: Any) -> str:
+    localized = (value or {}).get("UserLocalizedLabel") or {}
+    return str(localized.get("Label") or "")
+
+
+def _error(response: requests.Response) -> tuple[str | None, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return None, response.reason or ""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return error.get("code"), str(error.get("message", ""))
+    return None, response.reason or ""
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(failure: requests.Response | Exception) -> CrmsyncError:
+    """Map a failed call onto the crmsync error classification (retryable / permanent / configuration)."""
+    if isinstance(failure, CrmsyncError):
+        return failure
+    if isinstance(failure, Exception):
+        return unreachable(failure, "Dynamics")
+    status = failure.status_code
+    code, message = _error(failure)
+    text = f"Dynamics HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+    if status == 429:
+        return CrmRateLimited(text, retry_after_seconds=_retry_after(failure))
+    if status >= 500:
+        return CrmUnavailable(text)
+    if status == 401:
+        return CrmAuthenticationFailed(text)
+    if status == 403 and code == NOT_AN_ORG_MEMBER:
+        return CrmAuthenticationFailed(f"{text} (the app has no application user in this org)")
+    if code == EXPIRED_VERSION_STAMP:
+        return DeltaTokenExpired(text)
+    return CrmRequestRejected(text, error_code=code, status=status)
+
+
+def _is_deletion(row: dict[str, Any]) -> bool:
+    return row.get("reason") == "deleted" or str(row.get("@odata.context", "")).endswith("/$deletedEntity")
+
+
+@dataclass(frozen=True)
+class _Table:
+    logical_name: str
+    entity_set: str
+    primary_id: str
+    change_tracking: bool
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    """A link to follow and how to read it; the page cursor the import state carries between steps."""
+
+    link: str
+    entity_set: str
+    page_size: int
+    tracking: bool = False
+    labels: tuple[str, ...] = ()
+
+    def encode(self) -> str:
+        return json.dumps(
+            {
+                "link": self.link,
+                "entity_set": self.entity_set,
+                "page_size": self.page_size,
+                "tracking": self.tracking,
+                "labels": list(self.labels),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, text: str) -> _Cursor:
+        try:
+            raw = json.loads(text)
+            return cls(
+                link=str(raw["link"]),
+                entity_set=odata.identifier(str(raw["entity_set"])),
+                page_size=int(raw["page_size"]),
+                tracking=bool(raw.get("tracking", False)),
+                labels=tuple(odata.identifier(str(n)) for n in raw.get("labels", [])),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise ConfigurationError("the page cursor is not a Dynamics next link") from None
+
+
+class DynamicsConnector:
+    kind = "dynamics"
+
+    def __init__(
+        self,
+        connection: DynamicsConnection,
+        tokens: DynamicsTokenProvider,
+        session: CrmHttpSession,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.connection = connection
+        self.tokens = tokens
+        self.session = session
+        self.retry = retry or RetryPolicy()
+        self.service_protection: dict[str, str] = {}
+        self._base = f"{connection.instance_url}/api/data/v{connection.api_version}"
+        self._host = urlsplit(connection.instance_url).netloc.lower()
+        self._tables: dict[str, _Table] = {}
+        self._slots = threading.BoundedSemaphore(connection.max_concurrency)
+
+    @property
+    def api_calls(self) -> int:
+        return self.session.calls
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _send(self, url: str, token: str, prefer: Sequence[str]) -> requests.Response:
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "OData-MaxVersion": "4.0",
+            "OData-Version": "4.0",
+        }
+        if prefer:
+            headers["Prefer"] = ",".join(prefer)
+        with self._slots:
+            try:
+                return self.session.get(url, headers=headers)
+            except requests.RequestException as exc:
+                raise classify(exc) from None
+
+    def _get(self, url: str, prefer: Sequence[str] = ()) -> requests.Response:
+        def attempt() -> requests.Response:
+            token = self.tokens.token()
+            response = self._send(url, token, prefer)
+            if response.status_code == 401:
+                logger.info("Dynamics refused the access token; renewing it for %s", self.connection.name)
+                response = self._send(url, self.tokens.renew(token), prefer)
+                if response.status_code == 401:
+                    raise self._token_refused(response)
+            for header in (BURST_REMAINING, TIME_REMAINING):
+                if header in response.headers:
+                    self.service_protection[header] = response.headers[header]
+            if response.status_code >= 400:
+                raise classify(response)
+            return response
+
+        return self.retry.run(attempt, on_retry=log_retries("Dynamics"))
+
+    def _json(self, url: str, prefer: Sequence[str] = ()) -> dict[str, Any]:
+        response = self._get(url, prefer)
+        try:
+            body = response.json()
+        except ValueError:
+            raise CrmUnavailable(f"Dynamics answered HTTP {response.status_code} without a JSON body") from None
+        if not isinstance(body, dict):
+            raise CrmUnavailable("Dynamics answered a JSON value that is not an object")
+        return body
+
+    def _token_refused(self, response: requests.Response) -> CrmAuthenticationFailed:
+        """The org refused a fresh token too: say which scope it was for and which resource the org wants."""
+        challenge = {
+            name: quoted or bare
+            for name, quoted, bare in _CHALLENGE_PARAMETER.findall(response.headers.get("WWW-Authenticate", ""))
+        }
+        text = (
+            f"Dynamics refused the access token of connection {self.connection.name!r} for scope "
+            f"{self.tokens.scope}, also after renewing it"
+        )
+        if challenge.get("error_description"):
+            text += f" ({challenge['error_description']})"
+        wanted = challenge.get("resource_id", "").rstrip("/")
+        if wanted and wanted.lower() != self.tokens.scope.removesuffix("/.default").lower():
+            text += (
+                f"; the org accepts tokens for {wanted} (scope {wanted}/.default): check the connection's "
+                "instance_url and resource"
+            )
+        return CrmAuthenticationFailed(text)
+
+    def _check_link(self, link: str, entity_set: str, marker: str) -> None:
+        """A next or delta link is followed with our token: only on the org's host, only for its table."""
+        what = "delta link" if marker == "$deltatoken" else "next link"
+        parts = urlsplit(link)
+        if parts.scheme.lower() != "https" or parts.netloc.lower() != self._host:
+            raise ConfigurationError(
+                f"refusing a {what} to {parts.netloc or link[:40]!r}: only {self._host} receives this "
+                "connection's token"
+            )
+        found = parts.path.rsplit("/", 1)[-1]
+        if parts.path != f"{urlsplit(self._base).path}/{entity_set}":
+            raise ConfigurationError(f"the {what} reads {found!r}, not {entity_set!r}")
+        if marker not in parse_qs(parts.query, keep_blank_values=True):
+            raise ConfigurationError(f"the {what} of {entity_set!r} carries no {marker}")
+
+    def _definition(self, object_name: str, options: dict[str, str]) -> dict[str, Any]:
+        name = odata.identifier(object_name).lower()
+        url = f"{self._base}/EntityDefinitions(LogicalName={odata.string_literal(name)})?{odata.encode(options)}"
+        try:
+            body = self._json(url)
+        except CrmRequestRejected as exc:
+            if exc.status == 404:
+                raise ConfigurationError(self._unknown_table(name)) from None
+            raise
+        self._tables[name] = _Table(
+            logical_name=str(body["LogicalName"]),
+            entity_set=odata.identifier(str(body["EntitySetName"])),
+            primary_id=odata.identifier(str(body["PrimaryIdAttribute"])),
+            change_tracking=bool(body.get("ChangeTrackingEnabled", False)),
+        )
+        return body
+
+    def _unknown_table(self, name: str) -> str:
+        options = {"$select": "LogicalName", "$filter": f"EntitySetName eq {odata.string_literal(name)}"}
+        found = self._json(f"{self._base}/EntityDefinitions?{odata.encode(options)}").get("value") or []
+        hint = (
+            f"; {name!r} is the entity set of table {found[0]['LogicalName']!r}: name the table by its logical name"
+            if found
+            else ""
+        )
+        return f"Dynamics has no table {name!r} visible to connection {self.connection.name!r}{hint}"
+
+    def _table(self, object_name: str) -> _Table:
+        name = object_name.lower()
+        if name not in self._tables:
+            self._definition(name, {"$select": _ENTITY_SELECT})
+        return self._tables[name]
+
+    # -- port --------------------------------------------------------------------------------------
+    def _whoami(self) -> requests.Response:
+        return self._get(f"{self._base}/WhoAmI")
+
+    def server_time(self) -> datetime:
+        self._whoami()
+        return self.session.crm_clock("Dynamics")
+
+    def limits(self) -> ApiLimits:
+        """What the service-protection headers tell: requests and execution time left in the window."""
+        self._whoami()
+        return self.api_usage() or ApiLimits()
+
+    def api_usage(self) -> ApiLimits | None:
+        """The service-protection window as the last answer reported it (Dataverse documents 6,000
+        requests per user per 300-second window)."""
+        if not self.service_protection:
+            return None
+        details: dict[str, Any] = {"window_seconds": SERVICE_PROTECTION_WINDOW_SECONDS}
+        used: int | None = None
+        if BURST_REMAINING in self.service_protection:
+            remaining = int(self.service_protection[BURST_REMAINING].replace(",", ""))
+            details["requests_remaining"] = remaining
+            used = max(0, SERVICE_PROTECTION_REQUESTS - remaining)
+        if TIME_REMAINING in self.service_protection:
+            details["execution_ms_remaining"] = float(self.service_protection[TIME_REMAINING].replace(",", ""))
+        return ApiLimits(
+            used=used, maximum=SERVICE_PROTECTION_REQUESTS if used is not None else None, details=details
+        )
+
+    def list_objects(self) -> list[ObjectSummary]:
+        options = {"$select": "LogicalName,EntitySetName,DisplayName,IsCustomEntity"}
+        body = self._json(f"{self._base}/EntityDefinitions?{odata.encode(options)}")
+        return sorted(
+            (
+                ObjectSummary(
+                    name=str(e["LogicalName"]),
+                    label=_label(e.get("DisplayName")) or str(e["LogicalName"]),
+                    custom=bool(e.get("IsCustomEntity")),
+                    queryable=bool(e.get("EntitySetName")),
+                )
+                for e in body.get("value", [])
+            ),
+            key=lambda o: o.name,
+        )
+
+    def describe(self, object_name: str) -> ObjectDescription:
+        body = self._definition(object_name, {"$select": _ENTITY_SELECT, "$expand": "Attributes"})
+        table = self._tables[object_name.lower()]
+        fields: dict[str, FieldDescription] = {}
+        for raw in body.get("Attributes", []):
+            if raw.get("AttributeOf") or not raw.get("IsValidForRead", True):
+                continue
+            required = (raw.get("RequiredLevel") or {}).get("Value", "None")
+            description = FieldDescription(
+                name=str(raw["LogicalName"]),
+                crm_type=field_type(raw),
+                label=_label(raw.get("DisplayName")),
+                length=raw.get("MaxLength") or None,
+                nillable=required not in ("SystemRequired", "ApplicationRequired"),
+                createable=bool(raw.get("IsValidForCreate", False)),
+                updateable=bool(raw.get("IsValidForUpdate", False)),
+                raw_type=str(raw.get("AttributeType", "")),
+            )
+            fields[description.name.lower()] = description
+        return ObjectDescription(
+            name=table.logical_name,
+            id_field=table.primary_id,
+            fields=fields,
+            label=_label(body.get("DisplayName")),
+            custom=bool(body.get("IsCustomEntity", False)),
+            entity_set=table.entity_set,
+            change_tracking=table.change_tracking,
+        )
+
+    def _prefer(self, cursor: _Cursor) -> list[str]:
+        prefer = [f"odata.maxpagesize={cursor.page_size}"]
+        if cursor.tracking:
+            prefer.append("odata.track-changes")
+        if cursor.labels:
+            prefer.append(f'odata.include-annotations="{FORMATTED}"')
+        return prefer
+
+    @staticmethod
+    def _record(row: dict[str, Any], labels: tuple[str, ...]) -> dict[str, Any]:
+        """Columns by logical name (`_x_value` lookups as `x`), annotations dropped, labels where asked."""
+        record = {odata.column_of(key): value for key, value in row.items() if "@" not in key}
+        for name in labels:
+            if record.get(name) is not None:
+                record[name] = row.get(f"_{name}_value@{FORMATTED}", row.get(f"{name}@{FORMATTED}"))
+        return record
+
+    def _follow(self, cursor: _Cursor) -> RecordPage:
+        body = self._json(cursor.link, self._prefer(cursor))
+        records: list[dict[str, Any]] = []
+        deleted: list[str] = []
+        for row in body.get("value", []):
+            if _is_deletion(row):
+                deleted.append(str(row["id"]).lower())
+            else:
+                records.append(self._record(row, cursor.labels))
+        next_link = body.get("@odata.nextLink")
+        if next_link:
+            self._check_link(next_link, cursor.entity_set, "$skiptoken")
+        delta_link = body.get("@odata.deltaLink")
+        if delta_link:
+            self._check_link(delta_link, cursor.entity_set, "$deltatoken")
+        return RecordPage(
+            records=records,
+            next_cursor=replace(cursor, link=next_link).encode() if next_link else None,
+            deleted_ids=tuple(deleted),
+            delta_link=delta_link,
+        )
+
+    def _cursor(self, table: _Table, link: str, query: RecordQuery, *, tracking: bool) -> _Cursor:
+        size = max(1, min(query.page_size, MAX_PAGE_SIZE))
+        return _Cursor(link, table.entity_set, size, tracking, tuple(odata.identifier(n) for n in query.labels))
+
+    def read_first_page(self, query: RecordQuery) -> RecordPage:
+        table = self._table(query.object)
+        options = odata.query_options(query, table.primary_id)
+        link = f"{self._base}/{table.entity_set}?{odata.encode(options)}"
+        return self._follow(self._cursor(table, link, query, tracking=False))
+
+    def read_next_page(self, cursor: str) -> RecordPage:
+        decoded = _Cursor.decode(cursor)
+        self._check_link(decoded.link, decoded.entity_set, "$skiptoken")
+        return self._follow(decoded)
+
+    def read_changes(self, query: RecordQuery, delta_link: str | None) -> RecordPage:
+        table = self._table(query.object)
+        if delta_link is None:
+            link = f"{self._base}/{table.entity_set}?{odata.encode({'$select': odata.select(query)})}"
+        else:
+            self._check_link(delta_link, table.entity_set, "$deltatoken")
+            link = delta_link
+        return self._follow(self._cursor(table, link, query, tracking=True))
+
+    def check_delta_link(self, delta_link: str, object_name: str) -> None:
+        self._check_link(delta_link, self._table(object_name).entity_set, "$deltatoken")
+
+    def read_by_ids(self, query: RecordQuery) -> list[dict[str, Any]]:
+        """Chunks of ids read side by side, never more at once than the connection's max_concurrency."""
+        ids = [odata.guid(i) for i in query.ids]
+        chunks = [tuple(ids[start : start + ID_CHUNK]) for start in range(0, len(ids), ID_CHUNK)]
+
+        def read(chunk: tuple[str, ...]) -> list[dict[str, Any]]:
+            page = self.read_first_page(replace(query, ids=chunk, window_field=None, order_by=(), filter=None))
+            records = list(page.records)
+            while page.next_cursor:
+                page = self.read_next_page(page.next_cursor)
+                records.extend(page.records)
+            return records
+
+        if len(chunks) <= 1:
+            return [record for chunk in chunks for record in read(chunk)]
+        with ThreadPoolExecutor(max_workers=min(self.connection.max_concurrency, len(chunks))) as pool:
+            return [record for records in pool.map(read, chunks) for record in records]
