@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -17,6 +17,7 @@ from ...domain.types import CrmFieldType
 from ...errors import (
     ConfigurationError,
     CrmAuthenticationFailed,
+    CrmOutcomeUnknown,
     CrmRateLimited,
     CrmRequestRejected,
     CrmsyncError,
@@ -26,7 +27,9 @@ from ..http import CrmHttpSession
 from ..port import ApiLimits, FieldDescription, ObjectDescription, ObjectSummary, RecordPage, RecordQuery
 from ..retry import RetryPolicy
 from .auth import SalesforceToken, SalesforceTokenProvider
-from .soql import identifier, render_query
+from .bulk2 import BulkApi2
+from .collections import SObjectCollections
+from .soql import identifier, render_query, render_value_lookups
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -88,6 +91,20 @@ def classify(exc: Exception) -> CrmsyncError:
     return CrmUnavailable(f"unexpected failure talking to Salesforce: {type(exc).__name__}")
 
 
+def classify_write(exc: Exception) -> CrmsyncError:
+    """Like `classify`, for a call that changes data: a failure after the request may have reached
+    Salesforce is an unknown outcome, not a plain retryable error. Only refusals Salesforce answers
+    before doing anything - 503 SERVER_UNAVAILABLE, rate limits, an unopened connection - are safe to repeat.
+    """
+    error = classify(exc)
+    refused = isinstance(exc, requests.ConnectTimeout) or (
+        isinstance(exc, SalesforceError) and exc.status == 503
+    )
+    if type(error) is CrmUnavailable and not refused:
+        return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
+    return error
+
+
 def _strip(record: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key != "attributes"}
 
@@ -125,37 +142,82 @@ class SalesforceConnector:
             self._client = (token, client)
         return self._client[1]
 
-    def _call(self, operation: Callable[[Salesforce], T]) -> T:
+    def _call(self, operation: Callable[[Salesforce], T], *, idempotent: bool = True) -> T:
+        """Run one call with token renewal and the retry policy; a non-idempotent call whose outcome is
+        unknown raises `CrmOutcomeUnknown` at once instead of being repeated."""
+        classifier = classify if idempotent else classify_write
+
         def attempt() -> T:
             token = self.tokens.token()
             try:
-                return self._once(operation, token)
+                return self._once(operation, token, classifier)
             except SalesforceExpiredSession:
                 logger.info("Salesforce session expired; renewing the token of %s", self.connection.name)
                 fresh = self.tokens.renew(token)
                 try:
-                    return self._once(operation, fresh)
+                    return self._once(operation, fresh, classifier)
                 except SalesforceExpiredSession as exc:
                     raise classify(exc) from None
 
         def log_retry(attempt_number: int, error: Exception) -> None:
             logger.warning("Salesforce call retried (attempt %d): %s", attempt_number + 1, error)
 
-        return self.retry.run(attempt, on_retry=log_retry)
+        return self.retry.run(attempt, on_retry=log_retry, give_up=(CrmOutcomeUnknown,))
 
-    def _once(self, operation: Callable[[Salesforce], T], token: SalesforceToken) -> T:
+    def _once(
+        self,
+        operation: Callable[[Salesforce], T],
+        token: SalesforceToken,
+        classifier: Callable[[Exception], CrmsyncError],
+    ) -> T:
         client = self._salesforce(token)
         try:
             result = operation(client)
         except SalesforceExpiredSession:
             raise
         except (SalesforceError, requests.RequestException) as exc:
-            raise classify(exc) from None
+            raise classifier(exc) from None
         finally:
             usage = client.api_usage.get("api-usage")
             if usage is not None:
                 self.last_usage = (int(usage.used), int(usage.total))
         return result
+
+    def request(
+        self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any
+    ) -> requests.Response:
+        """One REST call under `/services/data/vXX.X/`, answered raw (CSV bodies, empty bodies)."""
+        return self._call(
+            lambda sf: sf._call_salesforce(method, sf.base_url + path, name=path, **kwargs),
+            idempotent=idempotent,
+        )
+
+    def rest(self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any) -> Any:
+        """One REST call under `/services/data/vXX.X/`, answered as JSON (None for an empty body)."""
+        response = self.request(method, path, idempotent=idempotent, **kwargs)
+        return response.json() if response.content else None
+
+    @property
+    def collections(self) -> SObjectCollections:
+        return SObjectCollections(self)
+
+    @property
+    def bulk(self) -> BulkApi2:
+        return BulkApi2(self)
+
+    def find(
+        self, object_name: str, field: str, values: Iterable[str], fields: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        """Live records of `object_name` whose `field` equals one of `values` (case-insensitive for
+        text, as SOQL compares), read with as few queries as the SOQL length limit allows."""
+        records: list[dict[str, Any]] = []
+        for soql in render_value_lookups(object_name, field, values, fields):
+            page = self._page(self._call(lambda sf, q=soql: sf.query(q)))
+            records.extend(page.records)
+            while page.next_cursor:
+                page = self.read_next_page(page.next_cursor)
+                records.extend(page.records)
+        return records
 
     # -- port --------------------------------------------------------------------------------------
     def server_time(self) -> datetime:
