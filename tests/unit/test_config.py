@@ -42,7 +42,11 @@ def problems_of(raw) -> list[str]:
 
 def test_example_configuration_is_valid():
     config = load_config(EXAMPLE.read_text(), environ={})
-    assert [s.id for s in config.syncs] == ["sf-contacts", "sf-subscriptions"]
+    assert [(s.id, s.operation) for s in config.syncs] == [
+        ("sf-contacts", "import"),
+        ("sf-subscriptions", "import"),
+        ("sf-people-export", "export"),
+    ]
 
 
 def test_default_option_name_is_lastimport_instance_sync():

@@ -357,10 +357,14 @@ class ExportWatermarkSettings(_Model):
 
     option: str | None = Field(default=None, description="option name; default LASTEXPORT_<instance>_<sync>")
     overlap_seconds: int = Field(
-        default=60, ge=0, le=86_400, description="each run also reads this long before the last one ended"
+        default=60,
+        ge=1,
+        le=86_400,
+        description="each run also reads this long before the last one ended; covers the change index's "
+        "propagation delay, so a change is never missed",
     )
     lag_seconds: int = Field(
-        default=5, ge=0, le=3_600, description="changes younger than this wait for the next run"
+        default=0, ge=0, le=3_600, description="changes younger than this wait for the next run"
     )
 
     _option = field_validator("option")(_option_name)
@@ -411,7 +415,9 @@ class ExportSync(_Sync):
     owner: OwnerSync | None = None
     watermark: ExportWatermarkSettings = Field(default_factory=ExportWatermarkSettings)
     timezone: str = Field(default="UTC", description="IANA time zone of local date-times (SPEC E3)")
-    batch_size: int = Field(default=1000, ge=200, le=10_000, description="records per batch (and per ledger entry)")
+    batch_size: int = Field(
+        default=1000, ge=200, le=10_000, description="records per batch (and per ledger entry)"
+    )
     bulk_threshold: int = Field(
         default=10_000, ge=1, description="populations of at least this many records use the bulk API"
     )

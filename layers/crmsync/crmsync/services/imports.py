@@ -10,20 +10,20 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..config import ImportSync
 from ..connectors.salesforce.soql import is_salesforce_id
 from ..domain.records import LocalRecord, RecordRejected, Reject, RejectCode
 from ..domain.windows import ImportWindow, compute_window, format_watermark, parse_watermark
-from ..errors import ConfigurationError, LeaseLost, RunAlreadyInProgress
-from ..stores.dynamo import TransactionConflict, transact_write
+from ..errors import ConfigurationError
 from ..stores.rejects import RejectContext
 from ..stores.runs import RunKey
 from ..wiring import Container
 from .import_plan import ImportPlan, resolve_import_plan
+from .runs import ExecutionEvent, close_run, normalize_started_at
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +48,6 @@ class Population(BaseModel):
         if self.s3_uri is not None and not _S3_URI.match(self.s3_uri):
             raise ValueError(f"{self.s3_uri!r} is not an s3://bucket/key URI")
         return self
-
-
-class ExecutionEvent(BaseModel):
-    """A step event built by the state machine: the execution's input under `input`, plus its identity."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _flatten_input(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and isinstance(raw.get("input"), dict):
-            return {**raw["input"], **{k: v for k, v in raw.items() if k != "input"}}
-        return raw
 
 
 class StartImportEvent(ExecutionEvent):
@@ -145,23 +132,14 @@ class RunSummary(Totals):
 
 
 # ------------------------------------------------------------------------------------- steps
-def _started_at(event: StartImportEvent) -> str:
-    if event.started_at:
-        try:
-            return (
-                datetime.fromisoformat(event.started_at.replace("Z", "+00:00"))
-                .astimezone(UTC)
-                .isoformat(timespec="seconds")
-            )
-        except ValueError:
-            pass
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def start_import(event: StartImportEvent, container: Container) -> ImportState:
     """Take the lease, check the sync against the CRM, compute the window, record the run."""
     stored = container.definitions.sync(event.sync_id)
     sync, connection = stored.sync, stored.connection
+    if not isinstance(sync, ImportSync):
+        raise ConfigurationError(
+            f"sync {sync.id!r} is an {sync.operation}; the import state machine runs imports only"
+        )
     if not sync.enabled and event.trigger == "schedule":
         raise ConfigurationError(f"sync {sync.id!r} is disabled; scheduled runs are refused")
     ledger = container.runs
@@ -170,7 +148,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
         connector = container.connector(connection)
         calls_before = connector.api_calls
         plan = resolve_import_plan(sync, connector.describe(sync.object), connection.kind)
-        started_at = _started_at(event)
+        started_at = normalize_started_at(event.started_at)
         run = RunContext(
             sync_id=sync.id,
             run_id=event.run_id,
@@ -390,7 +368,6 @@ def finish_import(state: ImportState, container: Container) -> RunSummary:
     run = state.run
     if not state.page.done:
         raise ConfigurationError("finish was called before the last page was applied")
-    ledger = container.runs
     window = run.window()
     summary = RunSummary(
         sync_id=run.sync_id,
@@ -400,29 +377,12 @@ def finish_import(state: ImportState, container: Container) -> RunSummary:
         variables=window.variables() if window else {},
         **state.totals.model_dump(),
     )
-    moves = window is not None and (window.previous is None or window.end > window.previous)
-    actions = [ledger.release_action(run.sync_id, run.run_id)]
-    if moves:
-        assert window is not None
-        actions.append(container.watermarks.advance_action(window.option, window.end, run.run_id))
-    summary.watermark_moved = moves
-    actions.append(ledger.finish_action(run.key, "SUCCEEDED", summary.model_dump(mode="json")))
-    try:
-        transact_write(container.aws.client("dynamodb"), actions)
-    except TransactionConflict as conflict:
-        if 0 in conflict.failed:
-            raise LeaseLost(
-                f"run {run.run_id} lost its lease before finishing; the watermark was not moved"
-            ) from None
-        # The watermark is already past this window's end (moved by hand): keep it, close the run.
-        summary.watermark_moved = False
-        transact_write(
-            container.aws.client("dynamodb"),
-            [
-                ledger.release_action(run.sync_id, run.run_id),
-                ledger.finish_action(run.key, "SUCCEEDED", summary.model_dump(mode="json")),
-            ],
-        )
+
+    def recorded(moved: bool) -> dict[str, Any]:
+        summary.watermark_moved = moved
+        return summary.model_dump(mode="json")
+
+    summary.watermark_moved = close_run(container, run.key, recorded, window=window)
     logger.info(
         "import run finished",
         extra={"sync_id": run.sync_id, "run_id": run.run_id, "watermark_moved": summary.watermark_moved},
@@ -430,84 +390,12 @@ def finish_import(state: ImportState, container: Container) -> RunSummary:
     return summary
 
 
-# ------------------------------------------------------------------------------------- failure
-class RunFailedEvent(ExecutionEvent):
-    """The state at the failed step, with the error Step Functions caught (`Error`, `Cause`)."""
-
-    sync_id: str | None = None
-    run_id: str | None = None
-    started_at: str | None = None
-    operation: str = "import"
-    run: RunContext | None = None
-    totals: Totals | None = None
-    error: dict[str, Any] = Field(default_factory=dict)
-
-
-def _error_fields(error: dict[str, Any]) -> dict[str, str]:
-    name = str(error.get("Error", "States.Runtime"))
-    cause = error.get("Cause", "")
-    message = cause
-    if isinstance(cause, str):
-        try:
-            parsed = json.loads(cause)
-            if isinstance(parsed, dict):
-                message = parsed.get("errorMessage", cause)
-                name = parsed.get("errorType", name) if name == "Unhandled" else name
-        except ValueError:
-            pass
-    return {"type": name, "message": str(message)[:2000]}
-
-
-def record_failure(event: RunFailedEvent, container: Container) -> RunSummary:
-    """Record the failed run and release its lease; the watermark stays where it was (SPEC R2)."""
-    error = _error_fields(event.error)
-    run = event.run
-    sync_id = run.sync_id if run else event.sync_id
-    run_id = run.run_id if run else event.run_id
-    if not sync_id or not run_id:
-        raise ConfigurationError("a failed run without sync_id and run_id cannot be recorded")
-    refused = error["type"] == RunAlreadyInProgress.__name__
-    status: Literal["FAILED", "REFUSED"] = "REFUSED" if refused else "FAILED"
-    totals = event.totals or Totals()
-    summary = RunSummary(
-        sync_id=sync_id,
-        run_id=run_id,
-        status=status,
-        operation=event.operation,
-        error=error,
-        window={"option": run.option, "start": run.window_start, "end": run.window_end}
-        if run and run.option
-        else None,
-        **totals.model_dump(),
-    )
-    ledger = container.runs
-    key = (
-        run.key
-        if run
-        else RunKey(
-            sync_id,
-            run_id,
-            _started_at(StartImportEvent(sync_id=sync_id, run_id=run_id, started_at=event.started_at)),
-        )
-    )
-    if run is None:
-        ledger.record_start(key, operation=event.operation, trigger="unknown", details={})
-    ledger.record_end(key, status, summary.model_dump(mode="json"))
-    if not refused:
-        ledger.release(sync_id, run_id)
-    log = logger.info if refused else logger.error
-    log("run %s", status.lower(), extra={"sync_id": sync_id, "run_id": run_id, "error_type": error["type"]})
-    return summary
-
-
 __all__ = [
     "ImportState",
     "Population",
-    "RunFailedEvent",
     "RunSummary",
     "StartImportEvent",
     "finish_import",
     "import_page",
-    "record_failure",
     "start_import",
 ]

@@ -16,13 +16,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..config import CrmsyncConfig, ImportSync
+from ..config import CrmsyncConfig, SyncDefinition
 from ..domain.windows import parse_watermark
 from ..errors import ConfigurationError
 from ..stores.watermarks import Watermark
 from ..wiring import AwsClients, Container, Settings
 
-OPERATIONS = ("import",)
+OPERATIONS = ("import", "export")
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
@@ -94,7 +94,7 @@ class Operator:
         self.container.definitions.apply(config)
         return [self._schedule(sync) for sync in config.syncs]
 
-    def _schedule(self, sync: ImportSync) -> ScheduleChange:
+    def _schedule(self, sync: SyncDefinition) -> ScheduleChange:
         scheduler = self.aws.client("scheduler")
         group = self.names.schedule_group
         try:

@@ -9,12 +9,17 @@ Profiles table items:
 
 Reads are `BatchGetItem` (100 keys a call); writes are `TransactWriteItems` (100 actions a call)
 grouped per record, so a record's profile and its lookups are written together or not at all.
+
+Every profile carries `changeShard` (a fixed hash of its id, one of `CHANGE_SHARDS`) next to
+`updatedAt`: the sparse index `ByChange` on those two finds the profiles changed since an export's
+watermark with one query per shard - reading only what changed, with writes spread over the shards.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +48,9 @@ from .dynamo import (
 )
 
 MAX_RECONCILE_ROUNDS = 4
+CHANGE_INDEX = "ByChange"
+CHANGE_SHARDS = 16
+LINKS_PER_TRANSACTION = TRANSACTION_LIMIT // 2
 
 
 def _now() -> str:
@@ -64,6 +72,27 @@ def unique_key(attribute: str, normalized: str) -> str:
         else "sha256:" + hashlib.sha256(normalized.encode()).hexdigest()
     )
     return f"K#{attribute}#{value}"
+
+
+def change_shard(profile_id: str) -> str:
+    return f"{int(hashlib.sha256(profile_id.encode()).hexdigest()[:8], 16) % CHANGE_SHARDS:02d}"
+
+
+@dataclass(frozen=True)
+class ExportLink:
+    """A CRM record an export created or found for a profile, to write back (`externalIds`, `X#`)."""
+
+    profile_id: str
+    connection: str
+    object: str
+    crm_id: str
+
+
+@dataclass
+class LinkResult:
+    linked: int = 0
+    missing: list[str] = field(default_factory=list)
+    conflicts: list[ExportLink] = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +132,37 @@ class ProfileStore:
         found = batch_get(self.client, self.table, [{"pk": crm_id_key(connection, object_name, crm_id)}])
         return self.get(found[0]["profileId"]) if found else None
 
+    def get_many(self, profile_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The profiles among `profile_ids` that exist, 100 a call."""
+        return batch_get(self.client, self.table, [{"pk": f"P#{p}"} for p in profile_ids])
+
+    def changed_profile_ids(self, since: str | None, until: str) -> Iterator[list[str]]:
+        """Pages of ids of the profiles whose `updatedAt` is in [since, until), shard by shard.
+
+        The index is eventually consistent: callers leave a lag before `until` and overlap `since`.
+        """
+        for shard in range(CHANGE_SHARDS):
+            values = {":s": f"{shard:02d}", ":b": until}
+            condition = "changeShard = :s AND updatedAt < :b"
+            if since:
+                values[":a"] = since
+                condition = "changeShard = :s AND updatedAt BETWEEN :a AND :b"
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": CHANGE_INDEX,
+                "KeyConditionExpression": condition,
+                "ExpressionAttributeValues": serialize(values),
+            }
+            while True:
+                response = self.client.query(**kwargs)
+                items = [deserialize(i) for i in response.get("Items", [])]
+                ids = [i["pk"][2:] for i in items if i.get("updatedAt") != until]
+                if ids:
+                    yield ids
+                if "LastEvaluatedKey" not in response:
+                    break
+                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     def _lookup(self, keys: list[str]) -> dict[str, str]:
         items = batch_get(self.client, self.table, [{"pk": k} for k in keys])
         return {item["pk"]: item["profileId"] for item in items}
@@ -130,6 +190,52 @@ class ProfileStore:
         self, attributes: dict[str, Any], *, key_attribute: str | None = None, case_insensitive: bool = True
     ) -> str:
         """A profile born on the marketing side (a form, a CSV), with its unique-key lookup."""
+        created = self.create_local_many(
+            [attributes], key_attribute=key_attribute, case_insensitive=case_insensitive
+        )
+        if created[0] is None:
+            raise TransactionConflict([1], [{"Code": "ConditionalCheckFailed"}])
+        return created[0]
+
+    def create_local_many(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        key_attribute: str | None = None,
+        case_insensitive: bool = True,
+    ) -> list[str | None]:
+        """Profiles born on the marketing side, many per transaction; the id of each, or None where
+        its unique key already belongs to another profile."""
+        groups = [self._local_actions(attributes, key_attribute, case_insensitive) for attributes in rows]
+        created: list[str | None] = [profile_id for profile_id, _ in groups]
+        batch: list[int] = []
+        size = 0
+
+        def flush() -> None:
+            if not batch:
+                return
+            try:
+                transact_write(self.client, [a for index in batch for a in groups[index][1]])
+            except TransactionConflict:
+                for index in batch:
+                    try:
+                        transact_write(self.client, groups[index][1])
+                    except TransactionConflict:
+                        created[index] = None
+            batch.clear()
+
+        for index, (_, actions) in enumerate(groups):
+            if size + len(actions) > TRANSACTION_LIMIT:
+                flush()
+                size = 0
+            batch.append(index)
+            size += len(actions)
+        flush()
+        return created
+
+    def _local_actions(
+        self, attributes: dict[str, Any], key_attribute: str | None, case_insensitive: bool
+    ) -> tuple[str, list[dict[str, Any]]]:
         profile_id, now = str(uuid.uuid4()), _now()
         key = (
             normalize_key(attributes.get(key_attribute), case_insensitive=case_insensitive)
@@ -148,6 +254,7 @@ class ProfileStore:
             "version": 1,
             "createdAt": now,
             "updatedAt": now,
+            "changeShard": change_shard(profile_id),
         }
         absent = "attribute_not_exists(pk)"
         actions: list[dict[str, Any]] = [
@@ -171,8 +278,137 @@ class ProfileStore:
                     }
                 }
             )
+        return profile_id, actions
+
+    def update_local(
+        self,
+        profile_id: str,
+        changes: dict[str, Any],
+        *,
+        key_attribute: str | None = None,
+        case_insensitive: bool = True,
+    ) -> None:
+        """A change made on the marketing side: attributes set, stamped now with source `marketing`."""
+        profile = self.get(profile_id)
+        if profile is None:
+            raise KeyError(profile_id)
+        stored = _stored(profile)
+        now = _now()
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {
+            ":ver": serialize_value(stored.version),
+            ":one": serialize_value(1),
+            ":now": serialize_value(now),
+            ":src": serialize_value("marketing"),
+            ":shard": serialize_value(change_shard(profile_id)),
+        }
+        sets = ["version = version + :one", "updatedAt = :now", "changeShard = :shard"]
+        for index, (name, value) in enumerate(changes.items()):
+            names[f"#a{index}"] = name
+            values[f":a{index}"] = serialize_value(value)
+            sets += [
+                f"attrs.#a{index} = :a{index}",
+                f"attrChangedAt.#a{index} = :now",
+                f"attrSource.#a{index} = :src",
+            ]
+        actions: list[dict[str, Any]] = []
+        old_key = stored.key_value
+        new_key = old_key
+        if key_attribute and key_attribute in changes:
+            new_key = normalize_key(changes[key_attribute], case_insensitive=case_insensitive)
+        if new_key != old_key and key_attribute:
+            if new_key is not None:
+                sets.append("keyValue = :key")
+                values[":key"] = serialize_value(new_key)
+                actions.append(
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                            "Item": serialize(
+                                {
+                                    "pk": unique_key(key_attribute, new_key),
+                                    "kind": "unique-key",
+                                    "profileId": profile_id,
+                                }
+                            ),
+                        }
+                    }
+                )
+            if old_key is not None:
+                actions.append(
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": serialize({"pk": unique_key(key_attribute, old_key)}),
+                        }
+                    }
+                )
+        expression = "SET " + ", ".join(sets) + (" REMOVE keyValue" if new_key is None and old_key else "")
+        actions.insert(
+            0,
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": serialize({"pk": f"P#{profile_id}"}),
+                    "UpdateExpression": expression,
+                    "ConditionExpression": "version = :ver",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            },
+        )
         transact_write(self.client, actions)
-        return profile_id
+
+    # -- export ------------------------------------------------------------------------------------
+    def link_exported(self, links: list[ExportLink]) -> LinkResult:
+        """Write back the CRM ids an export created or matched: `externalIds`, `externalId` and the `X#`
+        lookup, idempotently. A CRM record already linked to another profile is reported, not moved."""
+        result = LinkResult()
+        for start in range(0, len(links), LINKS_PER_TRANSACTION):
+            chunk = links[start : start + LINKS_PER_TRANSACTION]
+            try:
+                transact_write(self.client, [a for link in chunk for a in self._link_actions(link)])
+                result.linked += len(chunk)
+            except TransactionConflict:
+                for link in chunk:
+                    try:
+                        transact_write(self.client, self._link_actions(link))
+                        result.linked += 1
+                    except TransactionConflict as conflict:
+                        if 0 in conflict.failed:
+                            result.missing.append(link.profile_id)
+                        else:
+                            result.conflicts.append(link)
+        return result
+
+    def _link_actions(self, link: ExportLink) -> list[dict[str, Any]]:
+        return [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": serialize({"pk": f"P#{link.profile_id}"}),
+                    "UpdateExpression": "SET externalIds.#link = :cid, externalId = if_not_exists(externalId, :cid)",
+                    "ConditionExpression": "attribute_exists(pk)",
+                    "ExpressionAttributeNames": {"#link": link_name(link.connection, link.object)},
+                    "ExpressionAttributeValues": serialize({":cid": link.crm_id}),
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": serialize(
+                        {
+                            "pk": crm_id_key(link.connection, link.object, link.crm_id),
+                            "kind": "crm-id",
+                            "profileId": link.profile_id,
+                        }
+                    ),
+                    "ConditionExpression": "attribute_not_exists(pk) OR profileId = :pid",
+                    "ExpressionAttributeValues": serialize({":pid": link.profile_id}),
+                }
+            },
+        ]
 
     # -- import ------------------------------------------------------------------------------------
     def apply_import(
@@ -254,6 +490,7 @@ class ProfileStore:
             "version": 1,
             "createdAt": now,
             "updatedAt": now,
+            "changeShard": change_shard(create.profile_id),
             "lastRunId": run_id,
         }
         if create.key is not None:
@@ -307,8 +544,10 @@ class ProfileStore:
             ":cid": serialize_value(record.crm_id),
             ":run": serialize_value(run_id),
             ":src": serialize_value(f"crm:{connection}"),
+            ":shard": serialize_value(change_shard(profile.profile_id)),
         }
         sets = [
+            "changeShard = if_not_exists(changeShard, :shard)",
             "externalId = if_not_exists(externalId, :cid)",
             "version = version + :one",
             "updatedAt = :now",

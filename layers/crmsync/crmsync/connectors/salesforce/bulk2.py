@@ -140,7 +140,17 @@ class BulkApi2:
         )
 
     def close(self, job_id: str) -> BulkJob:
-        return self._set_state(job_id, "UploadComplete")
+        """Mark the upload complete; Salesforce starts processing. Closing a job a lost answer had
+        already closed finds it past Open and carries on."""
+        try:
+            return self._set_state(job_id, "UploadComplete")
+        except CrmRequestRejected as refused:
+            if refused.status != 409:
+                raise
+            job = self.job(job_id)
+            if job.state == "Open":
+                raise
+            return job
 
     def abort(self, job_id: str, *, query: bool = False) -> BulkJob:
         return self._set_state(job_id, "Aborted", query=query)
@@ -224,7 +234,9 @@ class BulkApi2:
     ) -> Iterator[dict[str, str]]:
         """Run a query job and stream its rows (id-set comparisons, large extracts)."""
         job = self.wait(
-            self.create_query_job(soql, include_deleted=include_deleted).id, budget_seconds=budget_seconds, query=True
+            self.create_query_job(soql, include_deleted=include_deleted).id,
+            budget_seconds=budget_seconds,
+            query=True,
         )
         if job.state != "JobComplete":
             raise CrmRequestRejected(

@@ -97,9 +97,7 @@ def classify_write(exc: Exception) -> CrmsyncError:
     before doing anything - 503 SERVER_UNAVAILABLE, rate limits, an unopened connection - are safe to repeat.
     """
     error = classify(exc)
-    refused = isinstance(exc, requests.ConnectTimeout) or (
-        isinstance(exc, SalesforceError) and exc.status == 503
-    )
+    refused = isinstance(exc, requests.ConnectTimeout) or (isinstance(exc, SalesforceError) and exc.status == 503)
     if type(error) is CrmUnavailable and not refused:
         return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
     return error
@@ -183,9 +181,7 @@ class SalesforceConnector:
                 self.last_usage = (int(usage.used), int(usage.total))
         return result
 
-    def request(
-        self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any
-    ) -> requests.Response:
+    def request(self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any) -> requests.Response:
         """One REST call under `/services/data/vXX.X/`, answered raw (CSV bodies, empty bodies)."""
         return self._call(
             lambda sf: sf._call_salesforce(method, sf.base_url + path, name=path, **kwargs),
@@ -212,7 +208,7 @@ class SalesforceConnector:
         text, as SOQL compares), read with as few queries as the SOQL length limit allows."""
         records: list[dict[str, Any]] = []
         for soql in render_value_lookups(object_name, field, values, fields):
-            page = self._page(self._call(lambda sf, q=soql: sf.query(q)))
+            page = self.read_soql(soql)
             records.extend(page.records)
             while page.next_cursor:
                 page = self.read_next_page(page.next_cursor)
@@ -296,8 +292,10 @@ class SalesforceConnector:
         )
 
     def read_first_page(self, query: RecordQuery) -> RecordPage:
-        soql = render_query(query)
-        batch = max(200, min(query.page_size, 2000))
+        return self.read_soql(render_query(query), max(200, min(query.page_size, 2000)))
+
+    def read_soql(self, soql: str, batch: int = 2000) -> RecordPage:
+        """The first page of a query rendered by `soql.py` (never text from outside)."""
         body = self._call(lambda sf: sf.query(soql, headers={"Sforce-Query-Options": f"batchSize={batch}"}))
         return self._page(body)
 

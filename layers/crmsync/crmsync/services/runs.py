@@ -1,0 +1,183 @@
+"""What every run shares, whatever its operation: the execution event it starts from, and its error
+path - record the failure, release the lease, leave the watermark where it was (SPEC R2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..domain.windows import ImportWindow
+from ..errors import ConfigurationError, LeaseLost, RunAlreadyInProgress
+from ..stores.dynamo import TransactionConflict, transact_write
+from ..stores.runs import RunKey
+from ..wiring import Container
+
+logger = logging.getLogger(__name__)
+
+
+class ExecutionEvent(BaseModel):
+    """A step event built by the state machine: the execution's input under `input`, plus its identity."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten_input(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("input"), dict):
+            return {**raw["input"], **{k: v for k, v in raw.items() if k != "input"}}
+        return raw
+
+
+def normalize_started_at(started_at: str | None) -> str:
+    """The execution's start time in UTC to the second (the run ledger's sort key), or now."""
+    if started_at:
+        try:
+            return (
+                datetime.fromisoformat(started_at.replace("Z", "+00:00"))
+                .astimezone(UTC)
+                .isoformat(timespec="seconds")
+            )
+        except ValueError:
+            pass
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class RunIdentity(BaseModel):
+    """The part of any operation's run context the error path needs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    sync_id: str
+    run_id: str
+    started_at: str
+    option: str | None = None
+    window_start: str | None = None
+    window_end: str | None = None
+
+    @property
+    def key(self) -> RunKey:
+        return RunKey(self.sync_id, self.run_id, self.started_at)
+
+
+class RunFailedEvent(ExecutionEvent):
+    """The state at the failed step, with the error Step Functions caught (`Error`, `Cause`)."""
+
+    sync_id: str | None = None
+    run_id: str | None = None
+    started_at: str | None = None
+    operation: str = "import"
+    run: RunIdentity | None = None
+    totals: dict[str, Any] | None = None
+    error: dict[str, Any] = Field(default_factory=dict)
+
+
+class FailedRunSummary(BaseModel):
+    """The result of a run that took its error path, with the totals it had reached."""
+
+    model_config = ConfigDict(extra="allow")
+
+    sync_id: str
+    run_id: str
+    status: Literal["FAILED", "REFUSED"]
+    operation: str
+    window: dict[str, str | None] | None = None
+    error: dict[str, str]
+
+
+def close_run(
+    container: Container,
+    key: RunKey,
+    summary: Callable[[bool], dict[str, Any]],
+    *,
+    window: ImportWindow | None,
+    also: tuple[dict[str, Any], ...] = (),
+) -> bool:
+    """End a successful run in one transaction: release the lease, move the watermark to the window's
+    end (only forward, only under this run's lease), record the summary, plus the caller's `also`
+    actions. `summary(moved)` gives the summary to record. Answers whether the watermark moved."""
+    ledger = container.runs
+    client = container.aws.client("dynamodb")
+    moves = window is not None and (window.previous is None or window.end > window.previous)
+    actions = [ledger.release_action(key.sync_id, key.run_id)]
+    if moves:
+        assert window is not None
+        actions.append(container.watermarks.advance_action(window.option, window.end, key.run_id))
+    try:
+        transact_write(client, [*actions, ledger.finish_action(key, "SUCCEEDED", summary(moves)), *also])
+    except TransactionConflict as conflict:
+        if 0 in conflict.failed:
+            raise LeaseLost(
+                f"run {key.run_id} lost its lease before finishing; the watermark was not moved"
+            ) from None
+        # The watermark is already past this window's end (moved by hand): keep it, close the run.
+        transact_write(
+            client,
+            [actions[0], ledger.finish_action(key, "SUCCEEDED", summary(False)), *also],
+        )
+        return False
+    return moves
+
+
+def error_fields(error: dict[str, Any]) -> dict[str, str]:
+    """The caught error's type and message (a Lambda's `Unhandled` error names its class in the cause)."""
+    name = str(error.get("Error", "States.Runtime"))
+    cause = error.get("Cause", "")
+    message = cause
+    if isinstance(cause, str):
+        try:
+            parsed = json.loads(cause)
+            if isinstance(parsed, dict):
+                message = parsed.get("errorMessage", cause)
+                name = parsed.get("errorType", name) if name == "Unhandled" else name
+        except ValueError:
+            pass
+    return {"type": name, "message": str(message)[:2000]}
+
+
+def record_failure(event: RunFailedEvent, container: Container) -> FailedRunSummary:
+    """Record the failed run and release its lease; the watermark stays where it was (SPEC R2)."""
+    error = error_fields(event.error)
+    run = event.run
+    sync_id = run.sync_id if run else event.sync_id
+    run_id = run.run_id if run else event.run_id
+    if not sync_id or not run_id:
+        raise ConfigurationError("a failed run without sync_id and run_id cannot be recorded")
+    refused = error["type"] == RunAlreadyInProgress.__name__
+    status: Literal["FAILED", "REFUSED"] = "REFUSED" if refused else "FAILED"
+    summary = FailedRunSummary(
+        sync_id=sync_id,
+        run_id=run_id,
+        status=status,
+        operation=event.operation,
+        error=error,
+        window={"option": run.option, "start": run.window_start, "end": run.window_end}
+        if run and run.option
+        else None,
+        **(event.totals or {}),
+    )
+    ledger = container.runs
+    key = run.key if run else RunKey(sync_id, run_id, normalize_started_at(event.started_at))
+    if run is None:
+        ledger.record_start(key, operation=event.operation, trigger="unknown", details={})
+    ledger.record_end(key, status, summary.model_dump(mode="json"))
+    if not refused:
+        ledger.release(sync_id, run_id)
+    log = logger.info if refused else logger.error
+    log("run %s", status.lower(), extra={"sync_id": sync_id, "run_id": run_id, "error_type": error["type"]})
+    return summary
+
+
+__all__ = [
+    "ExecutionEvent",
+    "FailedRunSummary",
+    "RunFailedEvent",
+    "close_run",
+    "normalize_started_at",
+    "record_failure",
+]
