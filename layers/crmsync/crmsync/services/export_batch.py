@@ -21,7 +21,7 @@ from ..domain.records import RecordRejected, Reject, RejectCode
 from ..domain.routing import CrmMatch, Route, route_by_link, route_lead_or_contact
 from ..errors import CrmOutcomeUnknown
 from ..privacy import mask_personal_data
-from ..stores.profiles import ExportLink, link_name
+from ..stores.profiles import ExportedProfile, ExportLink, link_name
 from .export_plan import ExportPlan, ObjectTarget
 
 logger = logging.getLogger(__name__)
@@ -36,21 +36,36 @@ class SnapshotRecord:
     profile_id: str
     attributes: dict[str, Any]
     links: dict[str, str] = field(default_factory=dict)
+    version: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"profileId": self.profile_id, "attrs": self.attributes, "links": self.links}
+        return {
+            "profileId": self.profile_id,
+            "attrs": self.attributes,
+            "links": self.links,
+            "version": self.version,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SnapshotRecord:
-        return cls(str(data["profileId"]), dict(data.get("attrs") or {}), dict(data.get("links") or {}))
+        return cls(
+            str(data["profileId"]),
+            dict(data.get("attrs") or {}),
+            dict(data.get("links") or {}),
+            data.get("version"),
+        )
 
 
 @dataclass
 class BatchResult:
     outcomes: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
-    links: list[ExportLink] = field(default_factory=list)
+    exported: list[ExportedProfile] = field(default_factory=list)
     owners_unmatched: int = 0
+
+    @property
+    def links(self) -> list[ExportLink]:
+        return [e.link for e in self.exported if e.link is not None]
 
     def counts(self) -> dict[str, int]:
         tally: dict[str, int] = defaultdict(int)
@@ -105,8 +120,7 @@ class BatchExporter:
                 )
                 continue
             if route.kind == "update" and not payload:
-                self._linked(result, record, route.object, route.crm_id)
-                result.outcomes.append(self._outcome(record, route, "unchanged", route.crm_id))
+                self._exported(result, record, route, "unchanged", route.crm_id)
                 continue
             groups[(route.object, route.kind)].append(_Pending(record, route, payload))
         for (object_name, kind), pending in groups.items():
@@ -304,19 +318,24 @@ class BatchExporter:
     def _record(self, result: BatchResult, pending: _Pending, write: WriteResult) -> None:
         record, route = pending.record, pending.route
         if write.success:
-            self._linked(result, record, route.object, write.crm_id)
-            status = "created" if write.created else "updated"
-            result.outcomes.append(self._outcome(record, route, status, write.crm_id))
+            self._exported(result, record, route, "created" if write.created else "updated", write.crm_id)
             return
         error = write.errors[0]
         message = "; ".join(e.message for e in write.errors)
         fields = tuple(dict.fromkeys(f for e in write.errors for f in e.fields))
         self._reject(result, record, route, error.code, message, fields, pending.payload, write.crm_id)
 
-    def _linked(self, result: BatchResult, record: SnapshotRecord, object_name: str, crm_id: str | None) -> None:
-        name = link_name(self.plan.connection, object_name)
-        if crm_id and record.links.get(name) != crm_id:
-            result.links.append(ExportLink(record.profile_id, self.plan.connection, object_name, crm_id))
+    def _exported(
+        self, result: BatchResult, record: SnapshotRecord, route: Route, status: str, crm_id: str | None
+    ) -> None:
+        """A record the CRM now holds: its outcome, and what to write back - the version exported, and
+        the link when the CRM id is new to the profile."""
+        link = None
+        if crm_id and record.links.get(link_name(self.plan.connection, route.object)) != crm_id:
+            link = ExportLink(record.profile_id, self.plan.connection, route.object, crm_id)
+        if link is not None or record.version is not None:
+            result.exported.append(ExportedProfile(record.profile_id, record.version, link))
+        result.outcomes.append(self._outcome(record, route, status, crm_id))
 
     def _reject(
         self,

@@ -278,7 +278,7 @@ def _plan_run(
         run.window_end = format_watermark(window.end)
         run.previous_watermark = format_watermark(window.previous) if window.previous else None
         records = _changed_profiles(
-            container, plan, window, until=now - timedelta(seconds=sync.watermark.lag_seconds)
+            container, plan, sync.id, window, until=now - timedelta(seconds=sync.watermark.lag_seconds)
         )
     elif population.ids is not None:
         records = _given_profiles(container, plan, population.ids, rejects)
@@ -326,12 +326,16 @@ def _snapshot(item: dict[str, Any], plan: ExportPlan) -> SnapshotRecord:
         profile_id=item["profileId"],
         attributes={k: v for k, v in attrs.items() if k in plan.local_attributes},
         links={k: v for k, v in links.items() if k in names},
+        version=item.get("version"),
     )
 
 
-def _due(item: dict[str, Any], plan: ExportPlan, since: datetime | None) -> bool:
-    """A profile is due when an attribute the export reads changed since `since`, unless the change came
-    from this very connection's import: a value the sync wrote never echoes back (SPEC O3)."""
+def _due(item: dict[str, Any], plan: ExportPlan, sync_id: str, since: datetime | None) -> bool:
+    """A profile is due when an attribute the export reads changed since `since` and since this sync
+    last exported it, unless the change came from this very connection's import: a value the sync wrote
+    never echoes back (SPEC O3)."""
+    if item.get(f"exportedVersion:{sync_id}") == item.get("version"):
+        return False
     own = f"crm:{plan.connection}"
     attrs = item.get("attrs") or {}
     sources = item.get("attrSource") or {}
@@ -350,7 +354,7 @@ def _due(item: dict[str, Any], plan: ExportPlan, since: datetime | None) -> bool
 
 
 def _changed_profiles(
-    container: Container, plan: ExportPlan, window: ImportWindow, *, until: datetime
+    container: Container, plan: ExportPlan, sync_id: str, window: ImportWindow, *, until: datetime
 ) -> Iterator[SnapshotRecord]:
     """Due profiles changed from the window's start up to `until`, to the microsecond: the watermark
     keeps whole seconds (the window's end), so the next run's overlap covers the second in between."""
@@ -358,7 +362,7 @@ def _changed_profiles(
     profiles = container.profiles
     for ids in profiles.changed_profile_ids(since, until.isoformat()):
         for item in profiles.get_many(ids):
-            if _due(item, plan, window.start):
+            if _due(item, plan, sync_id, window.start):
                 yield _snapshot(item, plan)
 
 
@@ -518,7 +522,7 @@ def export_batch(event: ExportBatchEvent, container: Container) -> BatchOutcome:
     result = BatchExporter(
         plan, writer, journal, bulk=before.api == "bulk", interrupted=before.interrupted
     ).export(records)
-    linked = container.profiles.link_exported(result.links)
+    linked = container.profiles.record_exported(run.sync_id, result.exported)
     for conflict in linked.conflicts:
         logger.warning(
             "a CRM record is already linked to another profile; not linked again",
@@ -532,7 +536,10 @@ def export_batch(event: ExportBatchEvent, container: Container) -> BatchOutcome:
         ledger.complete(run.sync_id, run.ledger_run, event.number, result.outcomes, counts)
     except BatchAlreadyDone:
         return BatchOutcome(number=event.number, skipped=True)
-    logger.info("export batch done", extra={"run_id": run.run_id, "batch": event.number, **counts})
+    logger.info(
+        "export batch done",
+        extra={"run_id": run.run_id, "batch": event.number, **{f"batch_{k}": v for k, v in counts.items()}},
+    )
     return BatchOutcome(number=event.number, totals=ExportTotals().plus(counts))
 
 

@@ -50,7 +50,6 @@ from .dynamo import (
 MAX_RECONCILE_ROUNDS = 4
 CHANGE_INDEX = "ByChange"
 CHANGE_SHARDS = 16
-LINKS_PER_TRANSACTION = TRANSACTION_LIMIT // 2
 
 
 def _now() -> str:
@@ -86,6 +85,15 @@ class ExportLink:
     connection: str
     object: str
     crm_id: str
+
+
+@dataclass(frozen=True)
+class ExportedProfile:
+    """A profile an export batch wrote (or found unchanged): the version it exported, the link it made."""
+
+    profile_id: str
+    version: int | None = None
+    link: ExportLink | None = None
 
 
 @dataclass
@@ -361,54 +369,86 @@ class ProfileStore:
         transact_write(self.client, actions)
 
     # -- export ------------------------------------------------------------------------------------
-    def link_exported(self, links: list[ExportLink]) -> LinkResult:
-        """Write back the CRM ids an export created or matched: `externalIds`, `externalId` and the `X#`
-        lookup, idempotently. A CRM record already linked to another profile is reported, not moved."""
+    def record_exported(self, sync_id: str, exported: list[ExportedProfile]) -> LinkResult:
+        """After an export batch: each profile's exported version (`exportedVersion:<sync>`, so the next
+        run skips it until it changes again) and the CRM ids the export created or matched (`externalIds`,
+        `externalId`, the `X#` lookup), idempotently. A CRM record already linked to another profile is
+        reported, not moved."""
         result = LinkResult()
-        for start in range(0, len(links), LINKS_PER_TRANSACTION):
-            chunk = links[start : start + LINKS_PER_TRANSACTION]
+        groups = [(item, self._exported_actions(sync_id, item)) for item in exported]
+        batch: list[tuple[ExportedProfile, list[dict[str, Any]]]] = []
+        size = 0
+
+        def flush() -> None:
+            if not batch:
+                return
             try:
-                transact_write(self.client, [a for link in chunk for a in self._link_actions(link)])
-                result.linked += len(chunk)
+                transact_write(self.client, [a for _, actions in batch for a in actions])
+                result.linked += sum(1 for item, _ in batch if item.link)
             except TransactionConflict:
-                for link in chunk:
+                for item, actions in batch:
                     try:
-                        transact_write(self.client, self._link_actions(link))
-                        result.linked += 1
+                        transact_write(self.client, actions)
+                        result.linked += 1 if item.link else 0
                     except TransactionConflict as conflict:
                         if 0 in conflict.failed:
-                            result.missing.append(link.profile_id)
-                        else:
-                            result.conflicts.append(link)
+                            result.missing.append(item.profile_id)
+                        elif item.link is not None:
+                            result.conflicts.append(item.link)
+            batch.clear()
+
+        for item, actions in groups:
+            if size + len(actions) > TRANSACTION_LIMIT:
+                flush()
+                size = 0
+            batch.append((item, actions))
+            size += len(actions)
+        flush()
         return result
 
-    def _link_actions(self, link: ExportLink) -> list[dict[str, Any]]:
-        return [
+    def _exported_actions(self, sync_id: str, item: ExportedProfile) -> list[dict[str, Any]]:
+        sets: list[str] = []
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        if item.version is not None:
+            sets.append("#exp = :ver")
+            names["#exp"] = f"exportedVersion:{sync_id}"
+            values[":ver"] = item.version
+        link = item.link
+        if link is not None:
+            sets += ["externalIds.#link = :cid", "externalId = if_not_exists(externalId, :cid)"]
+            names["#link"] = link_name(link.connection, link.object)
+            values[":cid"] = link.crm_id
+        actions: list[dict[str, Any]] = [
             {
                 "Update": {
                     "TableName": self.table,
-                    "Key": serialize({"pk": f"P#{link.profile_id}"}),
-                    "UpdateExpression": "SET externalIds.#link = :cid, externalId = if_not_exists(externalId, :cid)",
+                    "Key": serialize({"pk": f"P#{item.profile_id}"}),
+                    "UpdateExpression": "SET " + ", ".join(sets),
                     "ConditionExpression": "attribute_exists(pk)",
-                    "ExpressionAttributeNames": {"#link": link_name(link.connection, link.object)},
-                    "ExpressionAttributeValues": serialize({":cid": link.crm_id}),
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": serialize(values),
                 }
-            },
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": serialize(
-                        {
-                            "pk": crm_id_key(link.connection, link.object, link.crm_id),
-                            "kind": "crm-id",
-                            "profileId": link.profile_id,
-                        }
-                    ),
-                    "ConditionExpression": "attribute_not_exists(pk) OR profileId = :pid",
-                    "ExpressionAttributeValues": serialize({":pid": link.profile_id}),
-                }
-            },
+            }
         ]
+        if link is not None:
+            actions.append(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": serialize(
+                            {
+                                "pk": crm_id_key(link.connection, link.object, link.crm_id),
+                                "kind": "crm-id",
+                                "profileId": link.profile_id,
+                            }
+                        ),
+                        "ConditionExpression": "attribute_not_exists(pk) OR profileId = :pid",
+                        "ExpressionAttributeValues": serialize({":pid": link.profile_id}),
+                    }
+                }
+            )
+        return actions
 
     # -- import ------------------------------------------------------------------------------------
     def apply_import(

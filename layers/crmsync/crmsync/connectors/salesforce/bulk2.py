@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ...errors import BulkJobInProgress, CrmRequestRejected
-from .soql import identifier
+from .soql import identifier, is_salesforce_id
 
 if TYPE_CHECKING:
     from .connector import SalesforceConnector
@@ -26,6 +26,12 @@ IngestOperation = Literal["insert", "update", "upsert", "delete", "hardDelete"]
 FINAL_STATES = frozenset({"JobComplete", "Failed", "Aborted"})
 NULL = "#N/A"
 QUERY_PAGE_RECORDS = 50_000
+
+
+def _job(job_id: str) -> str:
+    if not is_salesforce_id(job_id):
+        raise CrmRequestRejected(f"{job_id!r} is not a Salesforce job id")
+    return job_id
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,7 @@ class BulkApi2:
         """The job's one upload; Salesforce refuses a second one, so an uncertain upload means a new job."""
         self.connector.request(
             "PUT",
-            f"jobs/ingest/{identifier(job_id)}/batches",
+            f"jobs/ingest/{_job(job_id)}/batches",
             data=data.encode("utf-8"),
             headers={"Content-Type": "text/csv"},
             idempotent=False,
@@ -157,12 +163,12 @@ class BulkApi2:
 
     def _set_state(self, job_id: str, state: str, *, query: bool = False) -> BulkJob:
         kind = "query" if query else "ingest"
-        body = self.connector.rest("PATCH", f"jobs/{kind}/{identifier(job_id)}", json={"state": state})
+        body = self.connector.rest("PATCH", f"jobs/{kind}/{_job(job_id)}", json={"state": state})
         return BulkJob.from_info(body)
 
     def job(self, job_id: str, *, query: bool = False) -> BulkJob:
         kind = "query" if query else "ingest"
-        return BulkJob.from_info(self.connector.rest("GET", f"jobs/{kind}/{identifier(job_id)}"))
+        return BulkJob.from_info(self.connector.rest("GET", f"jobs/{kind}/{_job(job_id)}"))
 
     def wait(self, job_id: str, *, budget_seconds: float, query: bool = False) -> BulkJob:
         """Poll with growing intervals until the job ends; past the budget, `BulkJobInProgress`."""
@@ -178,7 +184,7 @@ class BulkApi2:
             interval = min(interval * 2, self.max_poll_seconds)
 
     def _result_file(self, job_id: str, name: str) -> list[dict[str, str]]:
-        response = self.connector.request("GET", f"jobs/ingest/{identifier(job_id)}/{name}")
+        response = self.connector.request("GET", f"jobs/ingest/{_job(job_id)}/{name}")
         return decode_csv(response.content.decode("utf-8-sig"))
 
     def results(self, job: BulkJob) -> IngestResults:
@@ -223,7 +229,7 @@ class BulkApi2:
             params: dict[str, Any] = {"maxRecords": page_records}
             if locator:
                 params["locator"] = locator
-            response = self.connector.request("GET", f"jobs/query/{identifier(job_id)}/results", params=params)
+            response = self.connector.request("GET", f"jobs/query/{_job(job_id)}/results", params=params)
             yield from decode_csv(response.content.decode("utf-8-sig"))
             locator = response.headers.get("Sforce-Locator")
             if not locator or locator == "null":
