@@ -42,7 +42,7 @@ def _run(console: Console, operator: Operator, sync_id: str, title: str) -> dict
     return summary
 
 
-def _export(console: Console, operator: Operator, crm: Any) -> dict[str, Any]:
+def _export(console: Console, operator: Operator, crm: Any, contact_ids: list[str]) -> dict[str, Any]:
     """New sign-ups and edited profiles on the marketing side, exported to Salesforce (SPEC E1-E6, R1)."""
     from crmsync_local.cli import rejects_by_symbol
 
@@ -69,8 +69,10 @@ def _export(console: Console, operator: Operator, crm: Any) -> dict[str, Any]:
     )
     profiles = operator.container.profiles
     profiles.create_local_many([*people, *REFUSED], key_attribute="email")
-    imported = [p for p in profiles.scan_profiles() if "sf-prod:Contact" in (p.get("externalIds") or {})]
-    for n, profile in enumerate(imported[:EDITED]):
+    imported = [
+        profiles.find_by_crm_id("sf-prod", "Contact", crm_id) for crm_id in contact_ids[100 : 100 + EDITED]
+    ]
+    for n, profile in enumerate(p for p in imported if p is not None):
         profiles.update_local(profile["profileId"], {"phone": f"+33 1 00 00 00 {n:02d}"})
     console.print(
         f"marketing side: {SIGNUPS} sign-ups ({KNOWN_LEADS} already Leads in Salesforce, {len(REFUSED)} with data "
@@ -144,7 +146,7 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
         option, mark = operator.watermark("sf-contacts")
         console.print(f"watermark {option} = {mark.text if mark else None}", highlight=False)
 
-        export = _export(console, operator, crm)
+        export = _export(console, operator, crm, ids)
 
         accounted = sum(second.get(k, 0) for k in ("created", "updated", "unchanged", "rejected"))
         ok = (
