@@ -17,65 +17,41 @@ import codecs
 import csv
 import json
 import logging
-import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import ExportSync
 from ..connectors.port import WriteJournal
 from ..domain.conversions import parse_crm_datetime
 from ..domain.records import Reject, RejectCode
-from ..domain.windows import ImportWindow, compute_window, format_watermark, parse_watermark
+from ..domain.windows import ImportWindow, compute_window, format_watermark
 from ..errors import ConfigurationError
 from ..stores.batches import BatchAlreadyDone, BatchLedger, BatchPlan, BatchStatus
 from ..stores.profiles import link_name
 from ..stores.rejects import RejectContext
-from ..stores.runs import RunKey
 from ..wiring import Container
 from .export_batch import BatchExporter, SnapshotRecord
 from .export_plan import ExportPlan, resolve_export_plan
-from .runs import ExecutionEvent, close_run, normalize_started_at
+from .runs import S3_URI, PopulationSource, RunIdentity, StartRunEvent, close_run, normalize_started_at
 
 logger = logging.getLogger(__name__)
 
 OPERATION = "export"
 DIRECTION = "marketing-to-crm"
-MAX_INLINE_PROFILES = 5_000
 PROFILE_READ_CHUNK = 500
-_S3_URI = re.compile(r"^s3://([a-z0-9.-]{3,63})/(.+)$")
 
 
 # ------------------------------------------------------------------------------------- payloads
-class ExportPopulation(BaseModel):
-    """Instead of the changes since the watermark: these profiles, or an S3 file of records."""
-
-    model_config = ConfigDict(extra="forbid")
-    ids: list[str] | None = Field(
-        default=None, max_length=MAX_INLINE_PROFILES, description="marketing profile ids"
-    )
-    s3_uri: str | None = Field(
-        default=None,
-        description="s3://bucket/key of records to export: CSV with a header or JSON lines, local attribute "
-        "names as columns, and a profileId column",
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ExportPopulation:
-        if (self.ids is None) == (self.s3_uri is None):
-            raise ValueError("a population gives either 'ids' or 's3_uri'")
-        if self.s3_uri is not None and not _S3_URI.match(self.s3_uri):
-            raise ValueError(f"{self.s3_uri!r} is not an s3://bucket/key URI")
-        return self
+class ExportPopulation(PopulationSource):
+    """Instead of the changes since the watermark: these marketing profile ids, or an S3 file of records
+    (CSV with a header or JSON lines, local attribute names as columns, and a profileId column)."""
 
 
-class StartExportEvent(ExecutionEvent):
-    sync_id: str
-    run_id: str
-    started_at: str | None = None
-    trigger: Literal["schedule", "manual", "replay"] = "manual"
+class StartExportEvent(StartRunEvent):
     population: ExportPopulation | None = None
 
 
@@ -96,23 +72,16 @@ class ExportTotals(BaseModel):
         )
 
 
-class ExportRun(BaseModel):
+class ExportRun(RunIdentity):
     """The run context every step carries. `ledger_run` names the run whose snapshot and batches these
     are: this run's own, or the unfinished one it resumes."""
 
-    sync_id: str
-    run_id: str
-    started_at: str
     trigger: str
     connection: str
     object: str
     ledger_run: str
     resumed_from: str | None = None
     mode: Literal["changes", "profiles", "records"]
-    option: str | None = None
-    window_start: str | None = None
-    window_end: str | None = None
-    previous_watermark: str | None = None
     prefix: str
     manifest_key: str
     batches: int = 0
@@ -120,20 +89,6 @@ class ExportRun(BaseModel):
     rejected_at_start: int = 0
     api: Literal["collections", "bulk"] = "collections"
     max_concurrency: int = 4
-
-    @property
-    def key(self) -> RunKey:
-        return RunKey(self.sync_id, self.run_id, self.started_at)
-
-    def window(self) -> ImportWindow | None:
-        if self.mode != "changes" or self.option is None or self.window_end is None:
-            return None
-        return ImportWindow(
-            option=self.option,
-            start=parse_watermark(self.window_start) if self.window_start else None,
-            end=parse_watermark(self.window_end),
-            previous=parse_watermark(self.previous_watermark) if self.previous_watermark else None,
-        )
 
 
 class ExportState(BaseModel):
@@ -411,7 +366,7 @@ def _file_records(
     container: Container, plan: ExportPlan, uri: str, rejects: list[Reject]
 ) -> Iterator[SnapshotRecord]:
     """Records given in a file: their values as given, their CRM links from the profile store."""
-    match = _S3_URI.match(uri)
+    match = S3_URI.match(uri)
     assert match is not None
     body = container.aws.client("s3").get_object(Bucket=match.group(1), Key=match.group(2))["Body"]
     pending: list[dict[str, Any]] = []
@@ -471,23 +426,19 @@ def _write_snapshot(
 
 
 # ------------------------------------------------------------------------------------- one batch
+@dataclass
 class _LedgerJournal:
     """The writer port's journal, kept in the batch's ledger entry (one slot per write of the batch)."""
 
-    def __init__(self, ledger: BatchLedger, run: ExportRun, number: int, slot: str, job_id: str | None) -> None:
-        self.ledger = ledger
-        self.run = run
-        self.number = number
-        self.slot = slot
-        self._job_id = job_id
-
-    @property
-    def job_id(self) -> str | None:
-        return self._job_id
+    ledger: BatchLedger
+    run: ExportRun
+    number: int
+    slot: str
+    job_id: str | None
 
     def record_job(self, job_id: str | None) -> None:
         self.ledger.record_job(self.run.sync_id, self.run.ledger_run, self.number, self.slot, job_id)
-        self._job_id = job_id
+        self.job_id = job_id
 
 
 def export_batch(event: ExportBatchEvent, container: Container) -> BatchOutcome:
@@ -566,21 +517,13 @@ def finish_export(state: ExportState, container: Container) -> ExportSummary:
         window={"option": run.option, "start": run.window_start, "end": run.window_end} if window else None,
         **totals.model_dump(),
     )
-
-    def recorded(moved: bool) -> dict[str, Any]:
-        summary.watermark_moved = moved
-        return summary.model_dump(mode="json")
-
-    summary.watermark_moved = close_run(
+    close_run(
         container,
         run.key,
-        recorded,
+        summary,
+        operation=OPERATION,
         window=window,
         also=(container.batches.finished_action(run.sync_id, OPERATION),),
-    )
-    logger.info(
-        "export run finished",
-        extra={"sync_id": run.sync_id, "run_id": run.run_id, "watermark_moved": summary.watermark_moved},
     )
     return summary
 

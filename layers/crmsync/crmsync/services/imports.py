@@ -12,51 +12,32 @@ import logging
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 
 from ..config import ImportSync
 from ..connectors.salesforce.soql import is_salesforce_id
 from ..domain.records import LocalRecord, RecordRejected, Reject, RejectCode
-from ..domain.windows import ImportWindow, compute_window, format_watermark, parse_watermark
+from ..domain.windows import compute_window, format_watermark
 from ..errors import ConfigurationError
 from ..stores.rejects import RejectContext
-from ..stores.runs import RunKey
 from ..wiring import Container
 from .import_plan import ImportPlan, resolve_import_plan
-from .runs import ExecutionEvent, close_run, normalize_started_at
+from .runs import S3_URI, PopulationSource, RunIdentity, StartRunEvent, close_run, normalize_started_at
 
 logger = logging.getLogger(__name__)
 
 POPULATION_CHUNK = 500
-MAX_INLINE_POPULATION = 5_000
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_S3_URI = re.compile(r"^s3://([a-z0-9.-]{3,63})/(.+)$")
 
 
 # ------------------------------------------------------------------------------------- payloads
-class Population(BaseModel):
+class Population(PopulationSource):
     """Record identification: exactly these CRM ids instead of a window (SPEC I8)."""
 
-    model_config = ConfigDict(extra="forbid")
-    ids: list[str] | None = Field(default=None, max_length=MAX_INLINE_POPULATION)
     s3_uri: str | None = Field(default=None, description="s3://bucket/key of a file with one id per line")
 
-    @model_validator(mode="after")
-    def _one_source(self) -> Population:
-        if (self.ids is None) == (self.s3_uri is None):
-            raise ValueError("a population gives either 'ids' or 's3_uri'")
-        if self.s3_uri is not None and not _S3_URI.match(self.s3_uri):
-            raise ValueError(f"{self.s3_uri!r} is not an s3://bucket/key URI")
-        return self
 
-
-class StartImportEvent(ExecutionEvent):
-    """What the state machine hands the start step: the execution's input and identity."""
-
-    sync_id: str
-    run_id: str
-    started_at: str | None = None
-    trigger: Literal["schedule", "manual", "replay"] = "manual"
+class StartImportEvent(StartRunEvent):
     population: Population | None = None
 
 
@@ -73,34 +54,13 @@ class Totals(BaseModel):
         return Totals(**{name: getattr(self, name) + getattr(other, name) for name in Totals.model_fields})
 
 
-class RunContext(BaseModel):
-    sync_id: str
-    run_id: str
-    started_at: str
+class RunContext(RunIdentity):
     trigger: str
     connection: str
     object: str
     mode: Literal["window", "population"]
-    option: str | None = None
-    window_start: str | None = None
-    window_end: str | None = None
-    previous_watermark: str | None = None
     population_prefix: str | None = None
     population_chunks: int = 0
-
-    @property
-    def key(self) -> RunKey:
-        return RunKey(self.sync_id, self.run_id, self.started_at)
-
-    def window(self) -> ImportWindow | None:
-        if self.mode != "window" or self.option is None or self.window_end is None:
-            return None
-        return ImportWindow(
-            option=self.option,
-            start=parse_watermark(self.window_start) if self.window_start else None,
-            end=parse_watermark(self.window_end),
-            previous=parse_watermark(self.previous_watermark) if self.previous_watermark else None,
-        )
 
 
 class PageCursor(BaseModel):
@@ -216,7 +176,7 @@ def _stage_population(container: Container, run: RunContext, population: Populat
     if population.ids is not None:
         ids = population.ids
     else:
-        match = _S3_URI.match(population.s3_uri or "")
+        match = S3_URI.match(population.s3_uri or "")
         assert match is not None
         body = s3.get_object(Bucket=match.group(1), Key=match.group(2))["Body"].read().decode("utf-8-sig")
         ids = [line.split(",")[0].strip().strip('"') for line in body.splitlines()]
@@ -377,16 +337,7 @@ def finish_import(state: ImportState, container: Container) -> RunSummary:
         variables=window.variables() if window else {},
         **state.totals.model_dump(),
     )
-
-    def recorded(moved: bool) -> dict[str, Any]:
-        summary.watermark_moved = moved
-        return summary.model_dump(mode="json")
-
-    summary.watermark_moved = close_run(container, run.key, recorded, window=window)
-    logger.info(
-        "import run finished",
-        extra={"sync_id": run.sync_id, "run_id": run.run_id, "watermark_moved": summary.watermark_moved},
-    )
+    close_run(container, run.key, summary, operation="import", window=window)
     return summary
 
 

@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..domain.windows import ImportWindow
+from ..domain.windows import ImportWindow, parse_watermark
 from ..errors import ConfigurationError, LeaseLost, RunAlreadyInProgress
 from ..stores.dynamo import TransactionConflict, transact_write
 from ..stores.runs import RunKey
 from ..wiring import Container
 
 logger = logging.getLogger(__name__)
+
+MAX_INLINE_POPULATION = 5_000
+S3_URI = re.compile(r"^s3://([a-z0-9.-]{3,63})/(.+)$")
 
 
 class ExecutionEvent(BaseModel):
@@ -48,8 +51,34 @@ def normalize_started_at(started_at: str | None) -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+class PopulationSource(BaseModel):
+    """A population given when a run starts, instead of a window: ids inline, or an S3 object."""
+
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str] | None = Field(default=None, max_length=MAX_INLINE_POPULATION)
+    s3_uri: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PopulationSource:
+        if (self.ids is None) == (self.s3_uri is None):
+            raise ValueError("a population gives either 'ids' or 's3_uri'")
+        if self.s3_uri is not None and not S3_URI.match(self.s3_uri):
+            raise ValueError(f"{self.s3_uri!r} is not an s3://bucket/key URI")
+        return self
+
+
+class StartRunEvent(ExecutionEvent):
+    """What the state machine hands a start step: the execution's input and identity."""
+
+    sync_id: str
+    run_id: str
+    started_at: str | None = None
+    trigger: Literal["schedule", "manual", "replay"] = "manual"
+
+
 class RunIdentity(BaseModel):
-    """The part of any operation's run context the error path needs."""
+    """What every operation's run context has: who it is and, for a windowed run, its window. The error
+    path reads any operation's context through this."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -59,10 +88,22 @@ class RunIdentity(BaseModel):
     option: str | None = None
     window_start: str | None = None
     window_end: str | None = None
+    previous_watermark: str | None = None
 
     @property
     def key(self) -> RunKey:
         return RunKey(self.sync_id, self.run_id, self.started_at)
+
+    def window(self) -> ImportWindow | None:
+        """The window a windowed run reads (a run given a population has none)."""
+        if self.option is None or self.window_end is None:
+            return None
+        return ImportWindow(
+            option=self.option,
+            start=parse_watermark(self.window_start) if self.window_start else None,
+            end=parse_watermark(self.window_end),
+            previous=parse_watermark(self.previous_watermark) if self.previous_watermark else None,
+        )
 
 
 class RunFailedEvent(ExecutionEvent):
@@ -90,38 +131,56 @@ class FailedRunSummary(BaseModel):
     error: dict[str, str]
 
 
+class RunSummaryModel(Protocol):
+    """A successful run's summary, whatever its operation."""
+
+    watermark_moved: bool
+
+    def model_dump(self, *, mode: str) -> dict[str, Any]: ...
+
+
 def close_run(
     container: Container,
     key: RunKey,
-    summary: Callable[[bool], dict[str, Any]],
+    summary: RunSummaryModel,
     *,
+    operation: str,
     window: ImportWindow | None,
     also: tuple[dict[str, Any], ...] = (),
-) -> bool:
+) -> None:
     """End a successful run in one transaction: release the lease, move the watermark to the window's
-    end (only forward, only under this run's lease), record the summary, plus the caller's `also`
-    actions. `summary(moved)` gives the summary to record. Answers whether the watermark moved."""
+    end (only forward, only under this run's lease), record `summary` - its `watermark_moved` set to
+    what happened - plus the caller's `also` actions."""
     ledger = container.runs
     client = container.aws.client("dynamodb")
     moves = window is not None and (window.previous is None or window.end > window.previous)
+
+    def recorded(moved: bool) -> dict[str, Any]:
+        summary.watermark_moved = moved
+        return summary.model_dump(mode="json")
+
     actions = [ledger.release_action(key.sync_id, key.run_id)]
     if moves:
         assert window is not None
         actions.append(container.watermarks.advance_action(window.option, window.end, key.run_id))
     try:
-        transact_write(client, [*actions, ledger.finish_action(key, "SUCCEEDED", summary(moves)), *also])
+        transact_write(client, [*actions, ledger.finish_action(key, "SUCCEEDED", recorded(moves)), *also])
     except TransactionConflict as conflict:
         if 0 in conflict.failed:
             raise LeaseLost(
                 f"run {key.run_id} lost its lease before finishing; the watermark was not moved"
             ) from None
         # The watermark is already past this window's end (moved by hand): keep it, close the run.
-        transact_write(
-            client,
-            [actions[0], ledger.finish_action(key, "SUCCEEDED", summary(False)), *also],
-        )
-        return False
-    return moves
+        transact_write(client, [actions[0], ledger.finish_action(key, "SUCCEEDED", recorded(False)), *also])
+    logger.info(
+        "%s run finished",
+        operation,
+        extra={
+            "sync_id": key.sync_id,
+            "run_id": key.run_id,
+            "watermark_moved": summary.watermark_moved,
+        },
+    )
 
 
 def error_fields(error: dict[str, Any]) -> dict[str, str]:
@@ -176,7 +235,10 @@ def record_failure(event: RunFailedEvent, container: Container) -> FailedRunSumm
 __all__ = [
     "ExecutionEvent",
     "FailedRunSummary",
+    "PopulationSource",
     "RunFailedEvent",
+    "RunIdentity",
+    "StartRunEvent",
     "close_run",
     "normalize_started_at",
     "record_failure",

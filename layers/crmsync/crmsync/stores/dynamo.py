@@ -157,3 +157,37 @@ def transact_write(client: Any, actions: list[dict[str, Any]], *, attempts: int 
                 continue
             raise
     raise StoreThrottled("DynamoDB kept refusing a transaction (conflicts or throttling)")
+
+
+def transact_groups(client: Any, groups: Sequence[list[dict[str, Any]]]) -> list[TransactionConflict | None]:
+    """Write each group of actions all or nothing, packing groups into transactions of at most 100
+    actions. When a shared transaction is cancelled, its groups are written one by one, so one conflict
+    does not hold the others back. Answers, per group, the conflict that refused it, or None."""
+    outcome: list[TransactionConflict | None] = [None] * len(groups)
+    batch: list[int] = []
+    size = 0
+
+    def flush() -> None:
+        if not batch:
+            return
+        try:
+            transact_write(client, [action for index in batch for action in groups[index]])
+        except TransactionConflict as conflict:
+            if len(batch) == 1:
+                outcome[batch[0]] = conflict
+            else:
+                for index in batch:
+                    try:
+                        transact_write(client, groups[index])
+                    except TransactionConflict as alone:
+                        outcome[index] = alone
+        batch.clear()
+
+    for index, group in enumerate(groups):
+        if size + len(group) > TRANSACTION_LIMIT:
+            flush()
+            size = 0
+        batch.append(index)
+        size += len(group)
+    flush()
+    return outcome

@@ -37,13 +37,13 @@ from ..domain.reconciliation import (
 from ..domain.records import LocalRecord, RecordRejected
 from ..errors import StoreThrottled
 from .dynamo import (
-    TRANSACTION_LIMIT,
     TransactionConflict,
     batch_get,
     batch_write,
     deserialize,
     serialize,
     serialize_value,
+    transact_groups,
     transact_write,
 )
 
@@ -71,6 +71,22 @@ def unique_key(attribute: str, normalized: str) -> str:
         else "sha256:" + hashlib.sha256(normalized.encode()).hexdigest()
     )
     return f"K#{attribute}#{value}"
+
+
+def _attribute_sets(
+    changes: dict[str, Any], stamp: str, names: dict[str, str], values: dict[str, Any]
+) -> list[str]:
+    """SET clauses writing attributes with their change time (`stamp`) and source (`:src`)."""
+    sets: list[str] = []
+    for index, (name, value) in enumerate(changes.items()):
+        names[f"#a{index}"] = name
+        values[f":a{index}"] = serialize_value(value)
+        sets += [
+            f"attrs.#a{index} = :a{index}",
+            f"attrChangedAt.#a{index} = {stamp}",
+            f"attrSource.#a{index} = :src",
+        ]
+    return sets
 
 
 def change_shard(profile_id: str) -> str:
@@ -215,31 +231,10 @@ class ProfileStore:
         """Profiles born on the marketing side, many per transaction; the id of each, or None where
         its unique key already belongs to another profile."""
         groups = [self._local_actions(attributes, key_attribute, case_insensitive) for attributes in rows]
-        created: list[str | None] = [profile_id for profile_id, _ in groups]
-        batch: list[int] = []
-        size = 0
-
-        def flush() -> None:
-            if not batch:
-                return
-            try:
-                transact_write(self.client, [a for index in batch for a in groups[index][1]])
-            except TransactionConflict:
-                for index in batch:
-                    try:
-                        transact_write(self.client, groups[index][1])
-                    except TransactionConflict:
-                        created[index] = None
-            batch.clear()
-
-        for index, (_, actions) in enumerate(groups):
-            if size + len(actions) > TRANSACTION_LIMIT:
-                flush()
-                size = 0
-            batch.append(index)
-            size += len(actions)
-        flush()
-        return created
+        outcomes = transact_groups(self.client, [actions for _, actions in groups])
+        return [
+            None if conflict else profile_id for (profile_id, _), conflict in zip(groups, outcomes, strict=True)
+        ]
 
     def _local_actions(
         self, attributes: dict[str, Any], key_attribute: str | None, case_insensitive: bool
@@ -311,14 +306,7 @@ class ProfileStore:
             ":shard": serialize_value(change_shard(profile_id)),
         }
         sets = ["version = version + :one", "updatedAt = :now", "changeShard = :shard"]
-        for index, (name, value) in enumerate(changes.items()):
-            names[f"#a{index}"] = name
-            values[f":a{index}"] = serialize_value(value)
-            sets += [
-                f"attrs.#a{index} = :a{index}",
-                f"attrChangedAt.#a{index} = :now",
-                f"attrSource.#a{index} = :src",
-            ]
+        sets += _attribute_sets(changes, ":now", names, values)
         actions: list[dict[str, Any]] = []
         old_key = stored.key_value
         new_key = old_key
@@ -375,35 +363,14 @@ class ProfileStore:
         `externalId`, the `X#` lookup), idempotently. A CRM record already linked to another profile is
         reported, not moved."""
         result = LinkResult()
-        groups = [(item, self._exported_actions(sync_id, item)) for item in exported]
-        batch: list[tuple[ExportedProfile, list[dict[str, Any]]]] = []
-        size = 0
-
-        def flush() -> None:
-            if not batch:
-                return
-            try:
-                transact_write(self.client, [a for _, actions in batch for a in actions])
-                result.linked += sum(1 for item, _ in batch if item.link)
-            except TransactionConflict:
-                for item, actions in batch:
-                    try:
-                        transact_write(self.client, actions)
-                        result.linked += 1 if item.link else 0
-                    except TransactionConflict as conflict:
-                        if 0 in conflict.failed:
-                            result.missing.append(item.profile_id)
-                        elif item.link is not None:
-                            result.conflicts.append(item.link)
-            batch.clear()
-
-        for item, actions in groups:
-            if size + len(actions) > TRANSACTION_LIMIT:
-                flush()
-                size = 0
-            batch.append((item, actions))
-            size += len(actions)
-        flush()
+        outcomes = transact_groups(self.client, [self._exported_actions(sync_id, item) for item in exported])
+        for item, conflict in zip(exported, outcomes, strict=True):
+            if conflict is None:
+                result.linked += 1 if item.link is not None else 0
+            elif 0 in conflict.failed:
+                result.missing.append(item.profile_id)
+            elif item.link is not None:
+                result.conflicts.append(item.link)
         return result
 
     def _exported_actions(self, sync_id: str, item: ExportedProfile) -> list[dict[str, Any]]:
@@ -595,14 +562,7 @@ class ProfileStore:
             "crmModifiedAt.#link = :mod",
             "externalIds.#link = :cid",
         ]
-        for index, (name, value) in enumerate(update.changed.items()):
-            names[f"#a{index}"] = name
-            values[f":a{index}"] = serialize_value(value)
-            sets += [
-                f"attrs.#a{index} = :a{index}",
-                f"attrChangedAt.#a{index} = :mod",
-                f"attrSource.#a{index} = :src",
-            ]
+        sets += _attribute_sets(update.changed, ":mod", names, values)
         removes = []
         if update.key_changed:
             if update.key is None:
@@ -687,34 +647,16 @@ class ProfileStore:
             (c, self._create_actions(c, connection, object_name, key_attribute, run_id)) for c in plan.creates
         ] + [(u, self._update_actions(u, connection, object_name, key_attribute, run_id)) for u in plan.updates]
         conflicted: list[LocalRecord] = []
-        batch: list[tuple[Create | Update, list[dict[str, Any]]]] = []
-
-        def flush() -> None:
-            if not batch:
-                return
-            actions = [a for _, group in batch for a in group]
-            try:
-                transact_write(self.client, actions)
-            except TransactionConflict:
-                conflicted.extend(decision.record for decision, _ in batch)
+        outcomes = transact_groups(self.client, [actions for _, actions in groups])
+        for (decision, _), conflict in zip(groups, outcomes, strict=True):
+            if conflict is not None:
+                conflicted.append(decision.record)
+            elif isinstance(decision, Create):
+                result.created += 1
+                result.profile_ids[decision.record.crm_id] = decision.profile_id
             else:
-                for decision, _ in batch:
-                    if isinstance(decision, Create):
-                        result.created += 1
-                        result.profile_ids[decision.record.crm_id] = decision.profile_id
-                    else:
-                        result.updated += 1
-                        result.profile_ids[decision.record.crm_id] = decision.profile.profile_id
-            batch.clear()
-
-        size = 0
-        for decision, group in groups:
-            if size + len(group) > TRANSACTION_LIMIT:
-                flush()
-                size = 0
-            batch.append((decision, group))
-            size += len(group)
-        flush()
+                result.updated += 1
+                result.profile_ids[decision.record.crm_id] = decision.profile.profile_id
         return conflicted
 
 

@@ -208,11 +208,14 @@ class SalesforceConnector:
         text, as SOQL compares), read with as few queries as the SOQL length limit allows."""
         records: list[dict[str, Any]] = []
         for soql in render_value_lookups(object_name, field, values, fields):
-            page = self.read_soql(soql)
+            records.extend(self._every_page(self.read_soql(soql)))
+        return records
+
+    def _every_page(self, page: RecordPage) -> list[dict[str, Any]]:
+        records = list(page.records)
+        while page.next_cursor:
+            page = self.read_next_page(page.next_cursor)
             records.extend(page.records)
-            while page.next_cursor:
-                page = self.read_next_page(page.next_cursor)
-                records.extend(page.records)
         return records
 
     # -- port --------------------------------------------------------------------------------------
@@ -315,9 +318,5 @@ class SalesforceConnector:
                 page_size=2000,
                 field_types=query.field_types,
             )
-            page = self.read_first_page(chunk)
-            records.extend(page.records)
-            while page.next_cursor:
-                page = self.read_next_page(page.next_cursor)
-                records.extend(page.records)
+            records.extend(self._every_page(self.read_first_page(chunk)))
         return records
