@@ -234,7 +234,7 @@ def runs(
         sys.stdout.write(json.dumps(records, default=str) + "\n")
         return
     table = Table(title=f"runs of {sync_id}")
-    for column in ("started", "run", "status", "read", "created", "updated", "rejected", "error"):
+    for column in ("started", "run", "status", "read/selected", "created", "updated", "rejected", "error"):
         table.add_column(column)
     for record in records:
         result = record.get("result") or {}
@@ -243,7 +243,8 @@ def runs(
             record.get("startedAt", ""),
             record.get("runId", ""),
             record.get("status", ""),
-            *(str(result.get(k, "")) for k in ("read", "created", "updated", "rejected")),
+            str(result.get("read", result.get("selected", ""))),
+            *(str(result.get(k, "")) for k in ("created", "updated", "rejected")),
             error,
         )
     console.print(table)

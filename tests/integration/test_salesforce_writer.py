@@ -237,3 +237,36 @@ def test_the_bulk_path_and_the_collections_path_give_the_same_end_state(crm, con
     assert len(states[True]) == 30
     assert outcomes[False] == outcomes[True]
     assert outcomes[True][1] == [("bad", "REQUIRED_FIELD_MISSING")]
+
+
+def test_bulk_query_streams_every_row_across_result_pages(crm, connector):
+    crm.control.seed("Lead", [{"LastName": f"L{i}", "Company": "A"} for i in range(25)])
+    bulk = instant_bulk(connector)
+    job = bulk.wait(bulk.create_query_job("SELECT Id, LastName FROM Lead").id, budget_seconds=60, query=True)
+    rows = list(bulk.query_rows(job.id, page_records=10))
+    assert sorted(r["LastName"] for r in rows) == sorted(f"L{i}" for i in range(25))
+
+
+def test_bulk_query_all_includes_deleted_records(crm, connector):
+    first, _ = crm.control.seed(
+        "Lead", [{"LastName": "Gone", "Company": "A"}, {"LastName": "Here", "Company": "A"}]
+    )
+    crm.control.delete("Lead", first)
+    rows = list(instant_bulk(connector).query("SELECT Id, IsDeleted FROM Lead", include_deleted=True))
+    assert sorted(r["IsDeleted"] for r in rows) == ["false", "true"]
+
+
+def test_bulk_delete_job_reports_deleted_and_unknown_ids(crm, connector):
+    (lead,) = crm.control.seed("Lead", [{"LastName": "Doomed", "Company": "A"}])
+    ghost = to_18("00QDn00000ZZZZZ")
+    results = instant_bulk(connector).ingest("Lead", "delete", encode_csv([{"Id": lead}, {"Id": ghost}], ["Id"]))
+    assert [r["sf__Id"] for r in results.successful] == [lead]
+    assert results.failed[0]["sf__Error"].startswith("INVALID_CROSS_REFERENCE_KEY")
+    assert stored(crm)[0]["IsDeleted"] is True
+
+
+def test_collections_delete_answers_one_result_per_id(crm, connector):
+    (lead,) = crm.control.seed("Lead", [{"LastName": "Doomed", "Company": "A"}])
+    results = connector.collections.delete([lead, to_18("00QDn00000ZZZZZ")])
+    assert [(r.id, r.success) for r in results] == [(lead, True), (to_18("00QDn00000ZZZZZ"), False)]
+    assert results[1].errors[0].code == "INVALID_CROSS_REFERENCE_KEY"
