@@ -191,10 +191,10 @@ class BatchExporter:
                 vocabulary.user_object,
                 vocabulary.user_email_field,
                 sorted(values),
-                [vocabulary.user_id_field, vocabulary.user_email_field, "IsActive"],
+                [vocabulary.user_id_field, vocabulary.user_email_field, vocabulary.user_active_field],
             ):
                 key = normalize_key(row.get(vocabulary.user_email_field), case_insensitive=True)
-                if key and (key not in users or row.get("IsActive") in (True, "true")):
+                if key and (key not in users or row.get(vocabulary.user_active_field) in (True, "true")):
                     users[key] = str(row[vocabulary.user_id_field])
         owners = {v: users[k] for v in values if (k := normalize_key(v, case_insensitive=True)) in users}
         unmatched = values - set(owners)

@@ -36,6 +36,7 @@ class CrmVocabulary:
     user_object: str
     user_email_field: str
     user_id_field: str
+    user_active_field: str
 
 
 VOCABULARY = {
@@ -48,6 +49,7 @@ VOCABULARY = {
         user_object="User",
         user_email_field="Email",
         user_id_field="Id",
+        user_active_field="IsActive",
     ),
 }
 
