@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +155,8 @@ def simple_salesforce_bulk(env: LocalEnvironment, rows: list[tuple[dict[str, Any
     }
 
 
-def bench(count: int, latency_ms: int, sample: int) -> dict[str, Any]:
+def bench(count: int, latency_ms: int, sample: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each way's figures, as soon as it has run."""
     with LocalEnvironment(time_scale=0, log_path=ROOT / ".crmsync" / "bench-lambda.log") as env:
         os.environ["CRMSYNC_RETRY_BASE_DELAY_SECONDS"] = "0"
         control = env.salesforce_control
@@ -199,13 +201,10 @@ def bench(count: int, latency_ms: int, sample: int) -> dict[str, Any]:
         print(f"seeded {count:,} marketing profiles in moto in {time.perf_counter() - seeded:.0f}s", flush=True)
         pairs = [(row, profile_id) for row, profile_id in zip(rows, ids, strict=True) if profile_id]
         control.add_fault(".*", latency_ms=latency_ms, times=None)
-        results = {
-            "a_crmsync_bulk": crmsync_export(env, operator, bulk.id),
-            "a_crmsync_collections": crmsync_export(env, operator, collections.id),
-            "b_per_record_rest": per_record(env, pairs, sample),
-            "c_simple_salesforce_bulk2": simple_salesforce_bulk(env, pairs),
-        }
-        return results
+        yield "a_crmsync_bulk", crmsync_export(env, operator, bulk.id)
+        yield "a_crmsync_collections", crmsync_export(env, operator, collections.id)
+        yield "b_per_record_rest", per_record(env, pairs, sample)
+        yield "c_simple_salesforce_bulk2", simple_salesforce_bulk(env, pairs)
 
 
 def main() -> None:
@@ -215,38 +214,40 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=1_000, help="records (b) is measured on")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results = bench(args.records, args.latency_ms, args.sample)
-    if args.json:
-        print(json.dumps(results))
-        return
-    base = results["a_crmsync_bulk"]
-    print(f"{args.records:,} records to Salesforce Leads, {args.latency_ms} ms latency injected per CRM call")
     labels = {
         "a_crmsync_bulk": "(a)  crmsync export, Bulk API 2.0",
         "a_crmsync_collections": "(a') crmsync export, sObject Collections",
         "b_per_record_rest": "(b)  per-record REST client",
         "c_simple_salesforce_bulk2": "(c)  simple-salesforce bulk2 helper",
     }
-    for key, label in labels.items():
-        row = results[key]
-        line = (
-            f"{label:<42} CRM calls {row['crm_calls']:>7,} ({row['crm_calls'] / base['crm_calls']:>7.1f}x (a)) | "
-            f"wall {row['seconds']:>8.1f}s ({row['seconds'] / base['seconds']:>5.2f}x (a))"
+    results: dict[str, dict[str, Any]] = {}
+    if not args.json:
+        print(f"{args.records:,} records to Salesforce Leads, {args.latency_ms} ms latency injected per CRM call")
+    for key, row in bench(args.records, args.latency_ms, args.sample):
+        results[key] = row
+        if not args.json:
+            print(describe(labels[key], row, results["a_crmsync_bulk"]), flush=True)
+    if args.json:
+        print(json.dumps(results))
+
+
+def describe(label: str, row: dict[str, Any], base: dict[str, Any]) -> str:
+    line = (
+        f"{label:<42} CRM calls {row['crm_calls']:>7,} ({row['crm_calls'] / base['crm_calls']:>7.1f}x (a)) | "
+        f"wall {row['seconds']:>8.1f}s ({row['seconds'] / base['seconds']:>5.2f}x (a))"
+    )
+    if "start_seconds" in row:
+        return line + (
+            f" = start {row['start_seconds']:.1f}s (profile store + snapshot, moto) + batches "
+            f"{row['batch_seconds']:.1f}s | {row['batches']} batches, {row['created']:,} created, "
+            f"{row['leads']:,} leads in the CRM"
         )
-        if "start_seconds" in row:
-            line += (
-                f" = start {row['start_seconds']:.1f}s (profile store + snapshot, moto) + batches "
-                f"{row['batch_seconds']:.1f}s | {row['batches']} batches, {row['created']:,} created, "
-                f"{row['leads']:,} leads in the CRM"
-            )
-        elif "measured_on" in row:
-            line += (
-                f" | EXTRAPOLATED from {row['measured_on']:,} records: {row['measured_calls']:,} calls in "
-                f"{row['measured_seconds']:.1f}s"
-            )
-        else:
-            line += f" | {row['created']:,} created, {row['leads']:,} leads in the CRM"
-        print(line, flush=True)
+    if "measured_on" in row:
+        return line + (
+            f" | EXTRAPOLATED from {row['measured_on']:,} records: {row['measured_calls']:,} calls in "
+            f"{row['measured_seconds']:.1f}s"
+        )
+    return line + f" | {row['created']:,} created, {row['leads']:,} leads in the CRM"
 
 
 if __name__ == "__main__":
