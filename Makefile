@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test lint bench venv clean build
+.PHONY: demo test lint bench bench-export venv clean build
 
 venv: $(STAMP)
 
@@ -38,6 +38,9 @@ lint: venv node_modules/.installed
 
 bench: venv
 	$(BIN)/python bench/import_bench.py
+
+bench-export: venv
+	$(BIN)/python bench/export_bench.py
 
 build:
 	sam build

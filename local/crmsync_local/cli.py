@@ -8,6 +8,7 @@ the sync's lease).
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import sys
@@ -25,14 +26,14 @@ from rich.table import Table
 
 from crmsync.config import CrmsyncConfig, config_json_schema, load_config
 from crmsync.errors import ConfigurationError, CrmsyncError
-from crmsync.services.operations import ConnectionCheck, Operator
+from crmsync.services.operations import ConnectionCheck, Operator, data_loader_error_file
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="crmsync: keep a marketing database and a CRM in step."
 )
 config_app = typer.Typer(no_args_is_help=True, help="Validate and apply configuration files.")
 watermark_app = typer.Typer(no_args_is_help=True, help="Read or move a sync's automatic index.")
-rejects_app = typer.Typer(no_args_is_help=True, help="Inspect the records a sync refused.")
+rejects_app = typer.Typer(no_args_is_help=True, help="Inspect, export and replay the records a sync refused.")
 local_app = typer.Typer(no_args_is_help=True, help="The embedded local environment (emulated AWS and CRMs).")
 connection_app = typer.Typer(no_args_is_help=True, help="Check a CRM connection.")
 app.add_typer(config_app, name="config")
@@ -212,7 +213,21 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     }
     if summary.get("change_tracking") in reads:
         table.add_row("read by", reads[summary["change_tracking"]])
-    for key in ("read", "created", "updated", "unchanged", "rejected", "deleted", "api_calls", "pages"):
+    if summary.get("resumed_from"):
+        table.add_row("resumed run", str(summary["resumed_from"]))
+    for key in (
+        "read",
+        "selected",
+        "created",
+        "updated",
+        "unchanged",
+        "rejected",
+        "deleted",
+        "owners_unmatched",
+        "api_calls",
+        "pages",
+        "batches",
+    ):
         if key in summary:
             table.add_row(key.replace("_", " "), f"{summary[key]:,}")
     if summary.get("deleted_unknown"):
@@ -261,10 +276,19 @@ def run(
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to end and print its summary.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     ids: Annotated[
-        str | None, typer.Option("--ids", help="Import exactly these CRM ids (comma separated).")
+        str | None,
+        typer.Option(
+            "--ids",
+            help="Only these (comma separated): CRM ids for an import, marketing profile ids for an export.",
+        ),
     ] = None,
     population_uri: Annotated[
-        str | None, typer.Option("--population", help="s3:// file of CRM ids to import.")
+        str | None,
+        typer.Option(
+            "--population",
+            help="s3:// file: CRM ids to import, or records to export (CSV with a header or JSON lines, "
+            "with a profileId column).",
+        ),
     ] = None,
     stack: StackOption = "crmsync",
 ) -> None:
@@ -292,7 +316,7 @@ def runs(
         sys.stdout.write(json.dumps(records, default=str) + "\n")
         return
     table = Table(title=f"runs of {sync_id}")
-    for column in ("started", "run", "status", "read", "created", "updated", "rejected", "error"):
+    for column in ("started", "run", "status", "read/selected", "created", "updated", "rejected", "error"):
         table.add_column(column)
     for record in records:
         result = record.get("result") or {}
@@ -301,7 +325,8 @@ def runs(
             record.get("startedAt", ""),
             record.get("runId", ""),
             record.get("status", ""),
-            *(str(result.get(k, "")) for k in ("read", "created", "updated", "rejected")),
+            str(result.get("read", result.get("selected", ""))),
+            *(str(result.get(k, "")) for k in ("created", "updated", "rejected")),
             error,
         )
     console.print(table)
@@ -363,6 +388,53 @@ def rejects_list(
             reject.get("errorMessage", ""),
         )
     console.print(table)
+
+
+@rejects_app.command("export")
+def rejects_export(
+    sync_id: str,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="CSV file (default: standard output).")
+    ] = None,
+    stack: StackOption = "crmsync",
+) -> None:
+    """The sync's rejects as a CSV shaped like Data Loader's error file: the record's columns, then ERROR."""
+    rejects = guarded(lambda: operator(stack).rejects(sync_id))
+    header, rows = data_loader_error_file(rejects)
+    if output is None:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return
+    with output.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    errors.print(f"{len(rows)} reject(s) written to {output}", highlight=False)
+
+
+@rejects_app.command("replay")
+def rejects_replay(
+    sync_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """Export the rejected profiles again (after their data was fixed) and wait for the run. A reject
+    leaves the queue once its record was exported, or once the run replaced it with a new reject."""
+    op = operator(stack)
+    report = guarded(lambda: op.replay_rejects(sync_id))
+    if as_json:
+        sys.stdout.write(json.dumps(asdict(report), ensure_ascii=False, default=str) + "\n")
+    else:
+        if report.summary:
+            console.print(summary_table(report.summary, title=f"replay of {sync_id}"))
+        console.print(
+            f"{report.rejects} reject(s) of {report.profiles} profile(s): {report.exported} exported, "
+            f"{report.rejected_again} refused again, {report.consumed} reject(s) left the queue",
+            highlight=False,
+        )
+    status = report.summary.get("status", "SUCCEEDED") if report.summary else "SUCCEEDED"
+    raise typer.Exit(STATUS_EXIT.get(status, 1))
 
 
 # ------------------------------------------------------------------------------------- local

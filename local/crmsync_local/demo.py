@@ -2,8 +2,10 @@
 
 Emulated AWS (the real template, ASL and handlers), an emulated Salesforce org and an emulated Dynamics
 365 org, each seeded with a realistic contact set; the example configuration is applied, first imports
-run, some records change (and, in Dynamics, some are deleted), and incremental imports read only those
-changes: a window on SystemModstamp for Salesforce, the change-tracking delta link for Dynamics.
+run, some records change, and an incremental import reads only those changes. Then the marketing side
+changes: new people sign up (a few with data Salesforce refuses, some already known there as Leads) and
+imported profiles are edited; an export sends exactly those to Salesforce. Last, Dynamics: first imports,
+changes and deletions, and incremental imports through the change-tracking delta link.
 """
 
 from __future__ import annotations
@@ -21,6 +23,15 @@ from crmsync_local.emulators.dynamics import DynamicsControl
 from crmsync_local.environment import LocalEnvironment
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "syncs.yaml"
+EXPORT = "sf-people-export"
+SIGNUPS = 40
+KNOWN_LEADS = 6
+EDITED = 12
+REFUSED = (
+    {"email": "jean.dupont@example", "lastName": "Dupont", "company": "Acme"},
+    {"email": "sans.nom@example.net", "company": "Acme"},
+    {"email": "long.name@example.net", "lastName": "de la Fuente y Gómez " * 5, "company": "Acme"},
+)
 
 
 def _run(console: Console, operator: Operator, sync_id: str, title: str) -> dict[str, Any]:
@@ -86,6 +97,54 @@ def _dynamics(console: Console, crm: DynamicsControl, url: str, operator: Operat
     )
 
 
+def _export(console: Console, operator: Operator, crm: Any, contact_ids: list[str]) -> dict[str, Any]:
+    """New sign-ups and edited profiles on the marketing side, exported to Salesforce (SPEC E1-E6, R1)."""
+    from crmsync_local.cli import rejects_by_symbol
+
+    for sobject in ("Lead", "Contact"):
+        crm.define_object(
+            sobject,
+            fields=[
+                {
+                    "name": "Marketing_Profile_Id__c",
+                    "type": "string",
+                    "length": 64,
+                    "externalId": True,
+                    "unique": True,
+                }
+            ],
+        )
+    people = demo_data.marketing_people(SIGNUPS - len(REFUSED))
+    crm.seed(
+        "Lead",
+        [
+            {"LastName": p["lastName"], "Company": "Known already", "Email": p["email"].upper()}
+            for p in people[:KNOWN_LEADS]
+        ],
+    )
+    profiles = operator.container.profiles
+    profiles.create_local_many([*people, *REFUSED], key_attribute="email")
+    imported = [
+        profiles.find_by_crm_id("sf-prod", "Contact", crm_id) for crm_id in contact_ids[100 : 100 + EDITED]
+    ]
+    for n, profile in enumerate(p for p in imported if p is not None):
+        profiles.update_local(profile["profileId"], {"phone": f"+33 1 00 00 00 {n:02d}"})
+    console.print(
+        f"marketing side: {SIGNUPS} sign-ups ({KNOWN_LEADS} already Leads in Salesforce, {len(REFUSED)} with data "
+        f"Salesforce refuses) and {EDITED} edited profiles that came from Salesforce Contacts"
+    )
+    summary = _run(console, operator, EXPORT, f"export of {EXPORT} (new and changed profiles to Salesforce)")
+    export_rejects = [r for r in operator.rejects(EXPORT) if r.get("operation") == "export"]
+    console.print(rejects_by_symbol(export_rejects))
+    console.print(
+        "crmsync rejects export sf-people-export  # Data Loader-style CSV; fix the data, then: "
+        "crmsync rejects replay sf-people-export",
+        highlight=False,
+        style="dim",
+    )
+    return summary
+
+
 def run_demo(console: Console, *, contacts: int = 2400) -> int:
     from crmsync_local.cli import rejects_by_symbol
 
@@ -142,6 +201,9 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
         option, mark = operator.watermark("sf-contacts")
         console.print(f"watermark {option} = {mark.text if mark else None}", highlight=False)
 
+        console.rule("Export to Salesforce")
+        export = _export(console, operator, crm, ids)
+
         console.rule("Dynamics 365")
         dynamics_ok = _dynamics(
             console,
@@ -157,6 +219,10 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
             and 0 < second.get("read", 0) <= len(changed) + len(new_rows)
             and accounted == second.get("read")
             and dynamics_ok
+            and export.get("status") == "SUCCEEDED"
+            and export.get("selected", 0) == EDITED + SIGNUPS
+            and export.get("rejected", 0) == len(REFUSED)
+            and export.get("created", 0) + export.get("updated", 0) == EDITED + SIGNUPS - len(REFUSED)
         )
         if not ok:
             console.print("[red]the demo did not end as expected; see .crmsync/local-lambda.log[/red]")

@@ -151,3 +151,22 @@ def dynamics_subscriptions(contact_ids: list[str], *, now: datetime, seed: int =
             }
         )
     return rows
+
+
+def marketing_people(count: int, *, seed: int = 23) -> list[dict[str, Any]]:
+    """People who signed up on the marketing side (forms, events): attributes of new profiles."""
+    rng = random.Random(seed)
+    rows = []
+    for index in range(count):
+        first, last, country = PEOPLE[(index * 7) % len(PEOPLE)]
+        rows.append(
+            {
+                "firstName": first,
+                "lastName": last,
+                "email": f"{ascii_slug(first) or 'lead'}.{ascii_slug(last) or 'web'}.m{index}@example.com",
+                "phone": f"+33 6 {rng.randint(10, 99)} {rng.randint(10, 99)} {rng.randint(10, 99)} {rng.randint(10, 99)}",
+                "country": country,
+                "company": ["Acme", "Globex", "Initech", "Umbrella", "Hooli"][index % 5],
+            }
+        )
+    return rows

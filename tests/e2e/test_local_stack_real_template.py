@@ -17,6 +17,9 @@ FUNCTIONS = {
     "ImportStartFunction": "crmsync-import-start",
     "ImportPageFunction": "crmsync-import-page",
     "ImportFinishFunction": "crmsync-import-finish",
+    "ExportStartFunction": "crmsync-export-start",
+    "ExportBatchFunction": "crmsync-export-batch",
+    "ExportFinishFunction": "crmsync-export-finish",
     "RunFailedFunction": "crmsync-run-failed",
 }
 TABLES = {
@@ -49,11 +52,11 @@ def test_queues_bucket_state_machine_group_and_role_exist_under_their_names(aws_
     assert sqs.get_queue_url(QueueName="crmsync-rejects-dlq")["QueueUrl"].endswith("/crmsync-rejects-dlq")
     assert aws_env.names["RejectsQueue"] == f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/crmsync-rejects"
     aws_env.client("s3").head_bucket(Bucket=f"crmsync-data-{ACCOUNT}-us-east-1")
-    machine_arn = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-import"
-    assert aws_env.names["ImportStateMachine"] == machine_arn
-    assert aws_env.client("stepfunctions").describe_state_machine(stateMachineArn=machine_arn)["name"] == (
-        "crmsync-import"
-    )
+    for operation in ("import", "export"):
+        machine_arn = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-{operation}"
+        assert aws_env.names[f"{operation.title()}StateMachine"] == machine_arn
+        described = aws_env.client("stepfunctions").describe_state_machine(stateMachineArn=machine_arn)
+        assert described["name"] == f"crmsync-{operation}"
     assert aws_env.client("scheduler").get_schedule_group(Name="crmsync-syncs")["Name"] == "crmsync-syncs"
     assert aws_env.client("iam").get_role(RoleName="crmsync-scheduler")["Role"]["Arn"] == (
         f"arn:aws:iam::{ACCOUNT}:role/crmsync-scheduler"
@@ -144,6 +147,7 @@ def test_https_only_deny_is_in_the_template_but_left_out_locally(local_stack: Lo
 def test_outputs_resolve(local_stack: LocalStack) -> None:
     assert local_stack.outputs == {
         "ImportStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-import",
+        "ExportStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-export",
         "RejectsQueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/crmsync-rejects",
         "SchedulerRoleArn": f"arn:aws:iam::{ACCOUNT}:role/crmsync-scheduler",
         "SyncScheduleGroupName": "crmsync-syncs",

@@ -83,3 +83,38 @@ def test_an_item_over_400_kb_is_still_refused(stack: LocalStack) -> None:
     big = {"pk": {"S": "big"}, "sk": {"S": "tx"}, **{f"a{i}": {"S": "x" * 100_000} for i in range(5)}}
     with pytest.raises(dynamodb.exceptions.ClientError, match="Item size has exceeded"):
         dynamodb.put_item(TableName=table, Item=big)
+
+
+def test_item_reads_answer_exactly_what_moto_serializer_answers(stack: LocalStack) -> None:
+    from crmsync_local.stack import speedups
+
+    dynamodb = stack.client("dynamodb")
+    table = stack.resource_names()["CanaryTable"]
+    item = {
+        "pk": {"S": "reads-1"},
+        "sk": {"S": "tx"},
+        "attrs": {"M": {"name": {"S": "Zoé"}, "score": {"N": "4.5"}, "tags": {"L": [{"S": "a"}, {"BOOL": True}]}}},
+        "none": {"NULL": True},
+        "blob": {"B": b"\x00\x01"},
+        "set": {"SS": ["x", "y"]},
+    }
+    dynamodb.put_item(TableName=table, Item=item)
+    key = {"pk": {"S": "reads-1"}, "sk": {"S": "tx"}}
+
+    def reads() -> list[object]:
+        return [
+            dynamodb.get_item(TableName=table, Key=key)["Item"],
+            dynamodb.batch_get_item(RequestItems={table: {"Keys": [key]}})["Responses"],
+            dynamodb.query(
+                TableName=table,
+                KeyConditionExpression="pk = :p",
+                ExpressionAttributeValues={":p": {"S": "reads-1"}},
+            )["Items"],
+        ]
+
+    fast = reads()
+    speedups.uninstall()
+    try:
+        assert reads() == fast
+    finally:
+        speedups.install()

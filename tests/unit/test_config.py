@@ -42,7 +42,13 @@ def problems_of(raw) -> list[str]:
 
 def test_example_configuration_is_valid():
     config = load_config(EXAMPLE.read_text(), environ={})
-    assert [s.id for s in config.syncs] == ["sf-contacts", "sf-subscriptions", "dyn-contacts", "dyn-subscriptions"]
+    assert [(s.id, s.operation) for s in config.syncs] == [
+        ("sf-contacts", "import"),
+        ("sf-subscriptions", "import"),
+        ("dyn-contacts", "import"),
+        ("dyn-subscriptions", "import"),
+        ("sf-people-export", "export"),
+    ]
     assert config.connection("dyn-prod").authority is None
 
 

@@ -11,13 +11,16 @@ EVENTS = sorted((ROOT / "events").glob("*/*.json"))
 
 
 def handler_model(function: str):
-    from crmsync.services import imports
+    from crmsync.services import exports, imports, runs
 
     return {
+        "export_start": exports.StartExportEvent,
+        "export_batch": exports.ExportBatchEvent,
+        "export_finish": exports.ExportState,
         "import_start": imports.StartImportEvent,
         "import_page": imports.ImportState,
         "import_finish": imports.ImportState,
-        "run_failed": imports.RunFailedEvent,
+        "run_failed": runs.RunFailedEvent,
     }[function]
 
 

@@ -49,15 +49,26 @@ def test_retried_errors_are_retryable_crmsync_errors(path):
         assert issubclass(cls, errors.RetryableError), f"{path.name} retries {name}, a permanent error"
 
 
-def test_every_retryable_error_is_retried_by_the_import_page_step():
-    definition = json.loads((ROOT / "statemachines/import.asl.json").read_text())
-    retried = {n for r in definition["States"]["ImportPage"]["Retry"] for n in r["ErrorEquals"]}
+@pytest.mark.parametrize(("machine", "step"), [("import", "ImportPage"), ("export", "ExportBatch")])
+def test_every_retryable_error_is_retried_by_the_step_that_talks_to_the_crm(machine, step):
+    definition = json.loads((ROOT / f"statemachines/{machine}.asl.json").read_text())
+    (state,) = [s for name, s in _states(definition) if name == step]
+    retried = {n for r in state["Retry"] for n in r["ErrorEquals"]}
     retryable = {
         name
         for name, cls in inspect.getmembers(errors, inspect.isclass)
         if issubclass(cls, errors.RetryableError) and cls is not errors.RetryableError
     }
     assert retryable <= retried
+
+
+def test_the_export_map_keeps_no_results_in_its_output():
+    """The batch ledger holds the results; Distributed Map output (and moto's ResultWriter) is not used."""
+    definition = json.loads((ROOT / "statemachines/export.asl.json").read_text())
+    batches = definition["States"]["ExportBatches"]
+    assert batches["ResultPath"] is None
+    assert batches["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert "ResultWriter" not in batches
 
 
 @pytest.mark.parametrize("path", ASL_FILES, ids=lambda p: p.name)

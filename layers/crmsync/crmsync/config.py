@@ -28,6 +28,7 @@ API_VERSION_DYN = re.compile(r"^9\.[0-2]$")
 TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 CRON = re.compile(r"^cron\(([^()]+)\)$")
+OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 RULE_HTTPS = "rule C1: only https:// URLs are accepted"
@@ -51,6 +52,20 @@ def _https_url(value: str) -> str:
 
 def _optional_path(value: str | None) -> str | None:
     return value or None
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Paris)") from None
+    return value
+
+
+def _option_name(value: str | None) -> str | None:
+    if value is not None and not OPTION_NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid option name (letters, digits, _ . : -; 128 max)")
+    return value
 
 
 def _identifier(value: str) -> str:
@@ -225,12 +240,7 @@ class WatermarkSettings(_Model):
     def _field(cls, value: str | None) -> str | None:
         return None if value is None else check_field_name(value)
 
-    @field_validator("option")
-    @classmethod
-    def _option(cls, value: str | None) -> str | None:
-        if value is not None and not OPTION_NAME.match(value):
-            raise ValueError(f"{value!r} is not a valid option name (letters, digits, _ . : -; 128 max)")
-        return value
+    _option = field_validator("option")(_option_name)
 
 
 class Reconciliation(_Model):
@@ -247,14 +257,7 @@ class Target(_Model):
     resource: str | None = None
     timezone: str = Field(default="UTC", description="IANA time zone of local date-times (SPEC I3)")
 
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Paris)") from None
-        return value
+    _tz = field_validator("timezone")(_timezone)
 
     @model_validator(mode="after")
     def _resource_named(self) -> Target:
@@ -273,27 +276,19 @@ class RejectSettings(_Model):
     )
 
 
-class ImportSync(_Model):
-    """Incremental import of one CRM object (SPEC I1-I12)."""
+class _Sync(_Model):
+    """What every sync has: its identity, its connection and object, a schedule, reject routing."""
 
     id: str
-    operation: Literal["import"]
     connection: str
     object: str
     description: str | None = None
     enabled: bool = True
-    fields: list[FieldMapping] = Field(min_length=1)
-    filter: FilterNode | None = None
-    order_by: list[OrderBy] = Field(default_factory=list)
-    watermark: WatermarkSettings = Field(default_factory=WatermarkSettings)
-    reconciliation: Reconciliation = Field(default_factory=Reconciliation)
-    target: Target = Field(default_factory=Target)
     schedule: str | None = Field(
         default=None, description="EventBridge Scheduler expression: rate(...) or cron(...)"
     )
     schedule_timezone: str = "UTC"
     rejects: RejectSettings = Field(default_factory=RejectSettings)
-    page_size: int = Field(default=2000, ge=200, le=5000)
 
     _id = field_validator("id")(_identifier)
     _conn = field_validator("connection")(_identifier)
@@ -301,7 +296,7 @@ class ImportSync(_Model):
     @field_validator("object")
     @classmethod
     def _object(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,79}$", value):
+        if not OBJECT_NAME.match(value):
             raise ValueError(f"{value!r} is not a CRM object name")
         return value
 
@@ -327,28 +322,44 @@ class ImportSync(_Model):
             return value
         raise ValueError(f"{value!r} is not a schedule; use rate(20 minutes) or cron(0/20 * * * ? *)")
 
-    @field_validator("schedule_timezone")
-    @classmethod
-    def _schedule_tz(cls, value: str) -> str:
-        return Target._tz(value)
+    _schedule_tz = field_validator("schedule_timezone")(_timezone)
+
+
+def _mapping_problems(fields: list[FieldMapping], where: str) -> tuple[list[str], dict[str, int]]:
+    """One local attribute and one remote field per mapping line; returns problems and locals seen."""
+    problems = []
+    locals_seen: dict[str, int] = {}
+    remotes_seen: dict[str, int] = {}
+    for index, mapping in enumerate(fields):
+        if mapping.local in locals_seen:
+            problems.append(
+                f"{where}[{index}].local: {mapping.local!r} is already mapped by {where}[{locals_seen[mapping.local]}]"
+            )
+        locals_seen.setdefault(mapping.local, index)
+        remote = mapping.remote.lower()
+        if remote in remotes_seen:
+            problems.append(
+                f"{where}[{index}].remote: {mapping.remote!r} is already mapped by {where}[{remotes_seen[remote]}]"
+            )
+        remotes_seen.setdefault(remote, index)
+    return problems, locals_seen
+
+
+class ImportSync(_Sync):
+    """Incremental import of one CRM object (SPEC I1-I12)."""
+
+    operation: Literal["import"]
+    fields: list[FieldMapping] = Field(min_length=1)
+    filter: FilterNode | None = None
+    order_by: list[OrderBy] = Field(default_factory=list)
+    watermark: WatermarkSettings = Field(default_factory=WatermarkSettings)
+    reconciliation: Reconciliation = Field(default_factory=Reconciliation)
+    target: Target = Field(default_factory=Target)
+    page_size: int = Field(default=2000, ge=200, le=5000)
 
     @model_validator(mode="after")
     def _coherent(self) -> ImportSync:
-        problems = []
-        locals_seen: dict[str, int] = {}
-        remotes_seen: dict[str, int] = {}
-        for index, mapping in enumerate(self.fields):
-            if mapping.local in locals_seen:
-                problems.append(
-                    f"fields[{index}].local: {mapping.local!r} is already mapped by fields[{locals_seen[mapping.local]}]"
-                )
-            locals_seen.setdefault(mapping.local, index)
-            remote = mapping.remote.lower()
-            if remote in remotes_seen:
-                problems.append(
-                    f"fields[{index}].remote: {mapping.remote!r} is already mapped by fields[{remotes_seen[remote]}]"
-                )
-            remotes_seen.setdefault(remote, index)
+        problems, locals_seen = _mapping_problems(self.fields, "fields")
         if self.reconciliation.key is not None and self.reconciliation.key not in locals_seen:
             problems.append(
                 f"reconciliation.key: {self.reconciliation.key!r} is not a mapped local attribute "
@@ -371,7 +382,144 @@ class ImportSync(_Model):
         return self.watermark.option or f"LASTIMPORT_{instance}_{self.id}"
 
 
-SyncDefinition = ImportSync
+# ------------------------------------------------------------------------------------- export
+PROFILE_ID = "profileId"
+RULE_EXACTLY_ONCE = "rule E4: an export that can insert needs a correlation field so no record is created twice"
+
+
+class ExportWatermarkSettings(_Model):
+    """This export's own index: profiles changed since its last successful run are exported."""
+
+    option: str | None = Field(default=None, description="option name; default LASTEXPORT_<instance>_<sync>")
+    overlap_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=86_400,
+        description="each run also reads this long before the last one ended; covers the change index's "
+        "propagation delay, so a change is never missed",
+    )
+    lag_seconds: int = Field(
+        default=0, ge=0, le=3_600, description="changes younger than this wait for the next run"
+    )
+
+    _option = field_validator("option")(_option_name)
+
+
+class ExternalIdKey(_Model):
+    """Upsert key: a CRM external-id field and the local attribute (or `profileId`) it holds (SPEC E1)."""
+
+    remote: str
+    local: str = Field(default=PROFILE_ID, description="local attribute, or profileId for the profile's id")
+
+    _remote = field_validator("remote")(check_field_name)
+
+
+class LeadOrContact(_Model):
+    """Create unknown people as Leads; update those found as a Lead or a Contact in that form (SPEC E5)."""
+
+    match: str = Field(description="local attribute compared with the CRM's e-mail field, e.g. email")
+    contact_fields: list[FieldMapping] | None = Field(
+        default=None, description="the mapping for people found as Contacts; default: the sync's fields"
+    )
+
+
+class OwnerSync(_Model):
+    """Record owners (SPEC E6): a local attribute naming the CRM user, by e-mail or by CRM user id."""
+
+    local: str
+    by: Literal["email", "id"] = "email"
+
+
+class ExportSync(_Sync):
+    """Export of marketing profiles to one CRM object (SPEC E1-E6, R1)."""
+
+    operation: Literal["export"]
+    fields: list[FieldMapping] = Field(min_length=1, description="local attribute -> remote field (SPEC E3)")
+    write: Literal["insert_or_update", "upsert", "update"] = Field(
+        default="insert_or_update",
+        description="insert_or_update: update the CRM record a profile is linked to, insert otherwise; "
+        "upsert: by external_id; update: linked profiles only",
+    )
+    external_id: ExternalIdKey | None = None
+    correlation_field: str | None = Field(
+        default=None,
+        description="CRM text field that receives the marketing profile id (SPEC M5); inserts are checked "
+        "against it after an uncertain call, so a record is never created twice",
+    )
+    lead_or_contact: LeadOrContact | None = None
+    owner: OwnerSync | None = None
+    watermark: ExportWatermarkSettings = Field(default_factory=ExportWatermarkSettings)
+    timezone: str = Field(default="UTC", description="IANA time zone of local date-times (SPEC E3)")
+    batch_size: int = Field(
+        default=1000, ge=200, le=10_000, description="records per batch (and per ledger entry)"
+    )
+    bulk_threshold: int = Field(
+        default=10_000, ge=1, description="populations of at least this many records use the bulk API"
+    )
+    bulk_batch_size: int = Field(default=10_000, ge=200, le=100_000, description="records per bulk job")
+    max_concurrency: int = Field(
+        default=4, ge=1, le=25, description="batches written at once (Salesforce allows 25 long requests)"
+    )
+
+    _timezone = field_validator("timezone")(_timezone)
+
+    @field_validator("correlation_field")
+    @classmethod
+    def _correlation(cls, value: str | None) -> str | None:
+        return None if value is None else check_field_name(value)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ExportSync:
+        problems, locals_seen = _mapping_problems(self.fields, "fields")
+        if self.lead_or_contact is not None:
+            if self.lead_or_contact.contact_fields is not None:
+                contact_problems, contact_locals = _mapping_problems(
+                    self.lead_or_contact.contact_fields, "lead_or_contact.contact_fields"
+                )
+                problems += contact_problems
+                locals_seen = {**contact_locals, **locals_seen}
+            if self.lead_or_contact.match not in locals_seen:
+                problems.append(
+                    f"lead_or_contact.match: {self.lead_or_contact.match!r} is not a mapped local attribute "
+                    f"(mapped: {', '.join(sorted(locals_seen))})"
+                )
+            if self.object != "Lead":
+                problems.append(
+                    f"object: lead_or_contact creates Leads and updates Leads or Contacts; set object to Lead, "
+                    f"not {self.object!r}"
+                )
+            if self.write != "insert_or_update":
+                problems.append("lead_or_contact: works with write: insert_or_update only")
+        if self.write == "upsert":
+            if self.external_id is None:
+                problems.append("external_id: write: upsert needs the external-id field to upsert on (rule E1)")
+            elif self.external_id.local != PROFILE_ID and self.external_id.local not in locals_seen:
+                problems.append(
+                    f"external_id.local: {self.external_id.local!r} is neither profileId nor a mapped attribute"
+                )
+        elif self.external_id is not None:
+            problems.append("external_id: only used by write: upsert")
+        if self.write == "insert_or_update" and self.correlation_field is None:
+            problems.append(f"correlation_field: required by write: insert_or_update ({RULE_EXACTLY_ONCE})")
+        if self.correlation_field is not None and any(
+            m.remote.lower() == self.correlation_field.lower() for m in self.fields
+        ):
+            problems.append(
+                f"correlation_field: {self.correlation_field!r} is written by crmsync; do not map it in fields"
+            )
+        if self.owner is not None and self.owner.local == PROFILE_ID:
+            problems.append("owner.local: must be a local attribute naming the owner")
+        if self.bulk_batch_size < self.batch_size:
+            problems.append("bulk_batch_size: must be at least batch_size")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def watermark_option(self, instance: str) -> str:
+        return self.watermark.option or f"LASTEXPORT_{instance}_{self.id}"
+
+
+SyncDefinition = Annotated[ImportSync | ExportSync, Field(discriminator="operation")]
 
 
 class CrmsyncConfig(_Model):
@@ -483,6 +631,8 @@ def _location(loc: tuple[int | str, ...], raw: Any) -> str:
         else:
             if part in ("salesforce", "dynamics") and loc[0] == "connections":
                 continue
+            if part in ("import", "export") and loc[0] == "syncs" and index == 2:
+                continue
             out += f".{part}" if out else str(part)
         if isinstance(node, dict):
             node = node.get(part)
@@ -508,8 +658,6 @@ def format_validation_error(error: ValidationError, raw: Any) -> list[str]:
                 f"{ctx.get('discriminator', 'kind').strip(chr(39))}: {ctx.get('tag')!r} is not one of "
                 f"{ctx.get('expected_tags')}"
             )
-        elif item["type"] == "literal_error" and where.endswith("operation"):
-            message = f"{item.get('input')!r} is not an operation this version supports; expected 'import'"
         for line in message.split("\n"):
             sub, sep, rest = line.partition(": ")
             if sep and re.match(r"^[A-Za-z_]+(\[\d+\])?(\.[A-Za-z_]+(\[\d+\])?)*$", sub):
@@ -561,6 +709,7 @@ __all__ = [
     "Connection",
     "CrmsyncConfig",
     "DynamicsConnection",
+    "ExportSync",
     "FieldMapping",
     "ImportSync",
     "NotOf",

@@ -7,6 +7,8 @@ renaming it in `statemachines/*.asl.json`; `tests/unit/test_state_machines.py` k
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CrmsyncError(Exception):
     """Base of every error crmsync raises on purpose."""
@@ -40,6 +42,23 @@ class CrmRateLimited(RetryableError):
     def __init__(self, message: str, retry_after_seconds: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+
+
+class CrmOutcomeUnknown(CrmUnavailable):
+    """A write may or may not have been applied: the connection was cut or timed out after it was sent.
+
+    Never retried blindly: the caller resolves the outcome first (an upsert may be re-sent; an insert
+    is looked up by its correlation value), so a record is never created twice (SPEC E4).
+    `completed` holds the results of the records a writer finished before the uncertain call.
+    """
+
+    def __init__(self, message: str, completed: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.completed = completed
+
+
+class BulkJobInProgress(RetryableError):
+    """A CRM bulk job is still running when the step's polling budget ran out; the step resumes it."""
 
 
 class StoreThrottled(RetryableError):

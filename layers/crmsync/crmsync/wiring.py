@@ -21,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .config import DynamicsConnection, SalesforceConnection
 from .connectors.http import CrmHttpSession
-from .connectors.port import CrmConnector
+from .connectors.port import CrmConnector, CrmWriter
 from .connectors.retry import RetryPolicy
 from .errors import ConfigurationError
+from .stores.batches import BatchLedger
 from .stores.definitions import DefinitionStore
 from .stores.profiles import ProfileStore, ResourceStore
 from .stores.rejects import RejectRouter
@@ -146,6 +147,12 @@ class Container:
         return RunLedger(self.aws.client("dynamodb"), self.settings.runs_table)
 
     @property
+    def batches(self) -> BatchLedger:
+        return BatchLedger(
+            self.aws.client("dynamodb"), self.settings.runs_table, self.aws.client("s3"), self.settings.data_bucket
+        )
+
+    @property
     def profiles(self) -> ProfileStore:
         return ProfileStore(self.aws.client("dynamodb"), self.settings.profiles_table)
 
@@ -188,6 +195,10 @@ class Container:
             self._connectors[connection.name] = (fingerprint, connector)
             return connector
 
+    def writer(self, connection: SalesforceConnection | DynamicsConnection) -> CrmWriter:
+        """The writer port over the connection's (cached) connector."""
+        return build_writer(self.connector(connection))
+
 
 def build_connector(
     connection: SalesforceConnection | DynamicsConnection, secret: dict[str, Any], retry: RetryPolicy
@@ -204,6 +215,15 @@ def build_connector(
     from .connectors.dynamics.connector import DynamicsConnector
 
     return DynamicsConnector(connection, DynamicsTokenProvider(connection, secret, session), session, retry)
+
+
+def build_writer(connector: CrmConnector) -> CrmWriter:
+    from .connectors.salesforce.connector import SalesforceConnector
+    from .connectors.salesforce.writer import SalesforceWriter
+
+    if isinstance(connector, SalesforceConnector):
+        return SalesforceWriter(connector)
+    raise ConfigurationError(f"exports to {connector.kind} are not supported by this build yet")
 
 
 _container: tuple[Settings, Container] | None = None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..domain.filters import Filter, OrderBy
 from ..domain.types import CrmFieldType
@@ -133,3 +134,84 @@ class ChangeTrackingConnector(CrmConnector, Protocol):
 
     def check_delta_link(self, delta_link: str, object_name: str) -> None:
         """Refuse a delta link that is not the org's, or that reads another table than `object_name`."""
+
+
+# ------------------------------------------------------------------------------------- writes
+WriteKind = Literal["insert", "update", "upsert"]
+
+
+@dataclass(frozen=True)
+class WriteError:
+    """Why the CRM refused one record: its own code (Salesforce `statusCode`), message and fields."""
+
+    code: str
+    message: str
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecordWrite:
+    """One record to write. `ref` is the caller's name for it (a profile id), echoed in its result."""
+
+    ref: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    """Records of one object written the same way (SPEC E1, E2).
+
+    `key_field` is the CRM id field for an update and the external-id field (or alternate key) for an
+    upsert; each record carries its value. `match_field` holds a value unique to each record - the
+    correlation value of an insert - so results can be matched to records whatever order they come
+    back in. `bulk` asks for the CRM's asynchronous bulk API where it has one.
+    """
+
+    object: str
+    kind: WriteKind
+    records: tuple[RecordWrite, ...]
+    key_field: str | None = None
+    match_field: str | None = None
+    bulk: bool = False
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    ref: str
+    crm_id: str | None
+    created: bool
+    errors: tuple[WriteError, ...] = ()
+
+    @property
+    def success(self) -> bool:
+        return not self.errors
+
+
+class WriteJournal(Protocol):
+    """Where a writer keeps what it must find again after a crash (the id of a bulk job it started)."""
+
+    @property
+    def job_id(self) -> str | None: ...
+
+    def record_job(self, job_id: str | None) -> None: ...
+
+
+class CrmWriter(Protocol):
+    """The port an export (and a deletion) writes through; one adapter per CRM.
+
+    `write` answers one result per record. A call whose outcome is unknown raises `CrmOutcomeUnknown`
+    with the results known so far in its `completed`; the caller resolves the rest before sending it
+    again.
+    """
+
+    kind: str
+
+    @property
+    def api_calls(self) -> int: ...
+
+    def write(self, request: WriteRequest, journal: WriteJournal) -> list[WriteResult]: ...
+
+    def find(
+        self, object_name: str, field: str, values: Iterable[str], fields: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        """Records whose `field` equals one of `values`, batched; never one call per value."""

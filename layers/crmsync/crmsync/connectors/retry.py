@@ -45,12 +45,19 @@ class RetryPolicy:
         backoff = min(self.base_delay * (2**attempt), self.max_delay)
         return float(backoff * (0.5 + self.jitter() / 2))
 
-    def run(self, call: Callable[[], T], on_retry: Callable[[int, RetryableError], None] | None = None) -> T:
+    def run(
+        self,
+        call: Callable[[], T],
+        on_retry: Callable[[int, RetryableError], None] | None = None,
+        *,
+        give_up: tuple[type[RetryableError], ...] = (),
+    ) -> T:
+        """Call until it succeeds; errors of the `give_up` classes surface at once (unsafe to repeat)."""
         for attempt in range(self.attempts):
             try:
                 return call()
             except RetryableError as error:
-                if attempt + 1 >= self.attempts:
+                if attempt + 1 >= self.attempts or isinstance(error, give_up):
                     raise
                 if on_retry is not None:
                     on_retry(attempt + 1, error)

@@ -1,13 +1,14 @@
 """The one conversion table between CRM values and local values (SPEC I3, I4, S3).
 
-Import uses `to_local`; export (the other direction) will use the same table in reverse.
+Import reads CRM values with `convert_from_crm` and `coerce_to_local`; export writes local values with
+`convert_to_crm`, the same conversions in reverse (SPEC E3).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -137,3 +138,80 @@ def coerce_to_local(value: Any, local_type: LocalType, remote_name: str, local_n
         except ValueError:
             pass
     raise mismatch("a date-time")
+
+
+def format_crm_datetime(moment: datetime) -> str:
+    """The UTC text CRMs accept for a date-time: `2024-03-01T08:00:00.000Z`."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _local_datetime(text: str, tz: ZoneInfo) -> datetime:
+    """A local date-time; one written without an offset is wall-clock time in the sync's time zone."""
+    stripped = text.strip()
+    parsed = datetime.fromisoformat(_SF_OFFSET.sub(r"\1:\2", stripped).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
+
+
+def convert_to_crm(
+    value: Any, crm_type: CrmFieldType, conversion: Conversion, tz: ZoneInfo, remote_name: str
+) -> Any:
+    """Apply the field's conversion to one local value, the reverse of `convert_from_crm`.
+
+    `default` sends local date-times (with their offset, or in the sync's time zone) as UTC;
+    `no_offset` sends the wall-clock digits as they are; `date_only` sends a local date as that day's
+    midnight in the sync's time zone; `raw` sends the value's text untouched.
+    """
+    if value is None:
+        return None
+    if conversion is Conversion.RAW:
+        return _as_text(value)
+
+    def mismatch(kind: str, code: RejectCode = RejectCode.TYPE_MISMATCH) -> RecordRejected:
+        return RecordRejected(code, f"{remote_name}: {value!r} is not {kind}", (remote_name,))
+
+    if crm_type is CrmFieldType.DATETIME:
+        if not isinstance(value, str):
+            raise mismatch("a date-time", RejectCode.INVALID_DATE)
+        try:
+            if conversion is Conversion.DATE_ONLY:
+                return format_crm_datetime(datetime.combine(parse_crm_date(value), time(0), tz))
+            moment = _local_datetime(value, tz)
+        except ValueError:
+            raise mismatch("a date-time", RejectCode.INVALID_DATE) from None
+        if conversion is Conversion.NO_OFFSET:
+            moment = moment.replace(tzinfo=UTC)
+        return format_crm_datetime(moment)
+    if crm_type is CrmFieldType.DATE:
+        if not isinstance(value, str):
+            raise mismatch("a date", RejectCode.INVALID_DATE)
+        try:
+            return parse_crm_date(value).isoformat()
+        except ValueError:
+            pass
+        try:
+            return _local_datetime(value, tz).astimezone(tz).date().isoformat()
+        except ValueError:
+            raise mismatch("a date", RejectCode.INVALID_DATE) from None
+    if crm_type is CrmFieldType.BOOLEAN:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise mismatch("a boolean")
+    if crm_type in (CrmFieldType.INTEGER, CrmFieldType.NUMBER):
+        number: Any = value
+        if isinstance(value, str):
+            try:
+                number = json.loads(value.strip())
+            except ValueError:
+                raise mismatch("a number") from None
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise mismatch("a number")
+        if crm_type is CrmFieldType.INTEGER:
+            if isinstance(number, float) and not number.is_integer():
+                raise mismatch("an integer")
+            return int(number)
+        return number
+    return value if isinstance(value, str) else _as_text(value)

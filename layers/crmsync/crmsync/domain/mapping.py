@@ -1,8 +1,10 @@
-"""Field mappings and the mapper that turns one CRM record into local attributes (SPEC I2-I4, S3)."""
+"""Field mappings, the mapper that turns one CRM record into local attributes (SPEC I2-I4, S3), and the
+one that turns local attributes into a CRM record's fields (SPEC E3)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .conversions import coerce_to_local, convert_from_crm, parse_crm_datetime, replacement_key
+from .conversions import coerce_to_local, convert_from_crm, convert_to_crm, parse_crm_datetime, replacement_key
 from .filters import check_field_name
 from .records import LocalRecord, RecordRejected, RejectCode
 from .types import NATURAL_LOCAL_TYPE, Conversion, CrmFieldType, LocalType
@@ -186,6 +188,43 @@ class RecordMapper:
                 RejectCode.STRING_TOO_LONG,
                 f"{field.remote}: {len(value)} characters, more than the {field.max_length} allowed for "
                 f"{field.local}",
+                (field.remote,),
+            )
+        return value
+
+
+class PayloadMapper:
+    """Maps a profile's local attributes onto CRM fields, with the import's conversions in reverse.
+
+    In an export sync a field's `replace` rules map local values (as text) to CRM values. An attribute
+    that is absent or empty is left out, so the CRM keeps its value rather than losing it; a value
+    that cannot be converted rejects the record.
+    """
+
+    def __init__(self, fields: Sequence[ResolvedField], timezone: str) -> None:
+        self.fields = fields
+        self.tz = ZoneInfo(timezone)
+
+    def map(self, attributes: Mapping[str, Any]) -> dict[str, Any]:
+        payload: dict[str, Any] = {}
+        for field in self.fields:
+            value = self.map_value(field, attributes.get(field.local))
+            if value is not None:
+                payload[field.remote] = value
+        return payload
+
+    def map_value(self, field: ResolvedField, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if field.replace:
+            key = replacement_key(value)
+            if key in field.replace:
+                value = field.replace[key]
+        value = convert_to_crm(value, field.crm_type, field.conversion, self.tz, field.remote)
+        if field.max_length is not None and isinstance(value, str) and len(value) > field.max_length:
+            raise RecordRejected(
+                RejectCode.STRING_TOO_LONG,
+                f"{field.remote}: {len(value)} characters, more than the {field.max_length} allowed",
                 (field.remote,),
             )
         return value

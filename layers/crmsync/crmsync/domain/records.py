@@ -16,6 +16,9 @@ class RejectCode(StrEnum):
     STRING_TOO_LONG = "STRING_TOO_LONG"
     INVALID_ID = "INVALID_ID"
     NOT_FOUND = "NOT_FOUND"
+    NOT_LINKED = "NOT_LINKED"
+    MULTIPLE_MATCHES = "MULTIPLE_MATCHES"
+    NOT_PROCESSED = "NOT_PROCESSED"
     DUPLICATE_KEY = "DUPLICATE_KEY"
     MISSING_ID = "MISSING_ID"
     MISSING_WATERMARK = "MISSING_WATERMARK"
@@ -30,9 +33,10 @@ class Reject:
     record: dict[str, Any]
     crm_id: str | None = None
     fields: tuple[str, ...] = ()
+    profile_id: str | None = None
 
     def as_message(self, *, sync_id: str, run_id: str, operation: str, direction: str) -> dict[str, Any]:
-        return {
+        message = {
             "syncId": sync_id,
             "runId": run_id,
             "operation": operation,
@@ -43,6 +47,9 @@ class Reject:
             "fields": list(self.fields),
             "record": self.record,
         }
+        if self.profile_id is not None:
+            message["profileId"] = self.profile_id
+        return message
 
 
 class RecordRejected(Exception):

@@ -111,7 +111,8 @@ class ImportPlan:
         )
 
 
-def _unknown(kind: str, name: str, description: ObjectDescription) -> str:
+def unknown_field(kind: str, name: str, description: ObjectDescription) -> str:
+    """The problem line for a field the object lacks, with the closest real name as a hint."""
     names = [f.name for f in description.fields.values()]
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
     hint = f" (did you mean {close[0]}?)" if close else ""
@@ -129,7 +130,7 @@ def resolve_import_plan(sync: ImportSync, description: ObjectDescription, crm_ki
     for index, mapping in enumerate(sync.fields):
         found = description.field(mapping.remote)
         if found is None:
-            problems.append(f"{where}: " + _unknown(f"fields[{index}].remote", mapping.remote, description))
+            problems.append(f"{where}: " + unknown_field(f"fields[{index}].remote", mapping.remote, description))
             continue
         field_types[found.name] = found.crm_type
         crm_type = CrmFieldType.STRING if mapping.label else found.crm_type  # a label is text
@@ -153,7 +154,7 @@ def resolve_import_plan(sync: ImportSync, description: ObjectDescription, crm_ki
     watermark_name = sync.watermark.field or DEFAULT_WATERMARK_FIELD[crm_kind]
     watermark = description.field(watermark_name)
     if watermark is None:
-        problems.append(f"{where}: " + _unknown("watermark.field", watermark_name, description))
+        problems.append(f"{where}: " + unknown_field("watermark.field", watermark_name, description))
     elif watermark.crm_type is not CrmFieldType.DATETIME:
         problems.append(
             f"{where}: watermark.field: {watermark.name} is {watermark.crm_type.value}, not a date-time"
@@ -165,7 +166,7 @@ def resolve_import_plan(sync: ImportSync, description: ObjectDescription, crm_ki
         for condition in filter_conditions(sync.filter):
             found = description.field(condition.field)
             if found is None:
-                problems.append(f"{where}: " + _unknown("filter", condition.field, description))
+                problems.append(f"{where}: " + unknown_field("filter", condition.field, description))
                 continue
             if not found.filterable:
                 problems.append(f"{where}: filter: {found.name} cannot be filtered on in {description.name}")
@@ -186,7 +187,7 @@ def resolve_import_plan(sync: ImportSync, description: ObjectDescription, crm_ki
     for index, order in enumerate(sync.order_by):
         found = description.field(order.field)
         if found is None:
-            problems.append(f"{where}: " + _unknown(f"order_by[{index}]", order.field, description))
+            problems.append(f"{where}: " + unknown_field(f"order_by[{index}]", order.field, description))
         elif not found.sortable:
             problems.append(f"{where}: order_by[{index}]: {found.name} cannot be sorted on")
         else:

@@ -17,70 +17,38 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 
+from ..config import ImportSync
 from ..connectors.dynamics.odata import is_guid
 from ..connectors.port import ChangeTrackingConnector, CrmConnector, RecordPage, RecordQuery
 from ..connectors.salesforce.soql import is_salesforce_id
 from ..domain.records import CrmDeletion, DeletionResult, LocalRecord, RecordRejected, Reject, RejectCode
-from ..domain.windows import ImportWindow, compute_window, format_watermark, parse_watermark
-from ..errors import ConfigurationError, DeltaTokenExpired, LeaseLost, RunAlreadyInProgress
-from ..stores.dynamo import TransactionConflict, transact_write
+from ..domain.windows import ImportWindow, compute_window, format_watermark
+from ..errors import ConfigurationError, DeltaTokenExpired
 from ..stores.rejects import RejectContext
-from ..stores.runs import RunKey
 from ..wiring import Container
 from .import_plan import ImportPlan, resolve_import_plan
+from .runs import S3_URI, PopulationSource, RunIdentity, StartRunEvent, close_run, normalize_started_at
 
 logger = logging.getLogger(__name__)
 
 POPULATION_CHUNK = 500
-MAX_INLINE_POPULATION = 5_000
 SWEEP_CHUNK = 500
-_S3_URI = re.compile(r"^s3://([a-z0-9.-]{3,63})/(.+)$")
 
 
 # ------------------------------------------------------------------------------------- payloads
-class Population(BaseModel):
+class Population(PopulationSource):
     """Record identification: exactly these CRM ids instead of a window (SPEC I8)."""
 
-    model_config = ConfigDict(extra="forbid")
-    ids: list[str] | None = Field(default=None, max_length=MAX_INLINE_POPULATION)
     s3_uri: str | None = Field(default=None, description="s3://bucket/key of a file with one id per line")
 
-    @model_validator(mode="after")
-    def _one_source(self) -> Population:
-        if (self.ids is None) == (self.s3_uri is None):
-            raise ValueError("a population gives either 'ids' or 's3_uri'")
-        if self.s3_uri is not None and not _S3_URI.match(self.s3_uri):
-            raise ValueError(f"{self.s3_uri!r} is not an s3://bucket/key URI")
-        return self
 
-
-class ExecutionEvent(BaseModel):
-    """A step event built by the state machine: the execution's input under `input`, plus its identity."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _flatten_input(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and isinstance(raw.get("input"), dict):
-            return {**raw["input"], **{k: v for k, v in raw.items() if k != "input"}}
-        return raw
-
-
-class StartImportEvent(ExecutionEvent):
-    """What the state machine hands the start step: the execution's input and identity."""
-
-    sync_id: str
-    run_id: str
-    started_at: str | None = None
-    trigger: Literal["schedule", "manual", "replay"] = "manual"
+class StartImportEvent(StartRunEvent):
     population: Population | None = None
 
 
@@ -99,26 +67,15 @@ class Totals(BaseModel):
         return Totals(**{name: getattr(self, name) + getattr(other, name) for name in Totals.model_fields})
 
 
-class RunContext(BaseModel):
-    sync_id: str
-    run_id: str
-    started_at: str
+class RunContext(RunIdentity):
     trigger: str
     connection: str
     object: str
     mode: Literal["window", "population", "changes"]
     delta_link: str | None = None
     resync: bool = False
-    option: str | None = None
-    window_start: str | None = None
-    window_end: str | None = None
-    previous_watermark: str | None = None
     population_prefix: str | None = None
     population_chunks: int = 0
-
-    @property
-    def key(self) -> RunKey:
-        return RunKey(self.sync_id, self.run_id, self.started_at)
 
     @property
     def change_tracking(self) -> Literal["initial", "delta", "resync"] | None:
@@ -131,14 +88,7 @@ class RunContext(BaseModel):
         return "delta" if self.delta_link else "initial"
 
     def window(self) -> ImportWindow | None:
-        if self.mode == "population" or self.option is None or self.window_end is None:
-            return None
-        return ImportWindow(
-            option=self.option,
-            start=parse_watermark(self.window_start) if self.window_start else None,
-            end=parse_watermark(self.window_end),
-            previous=parse_watermark(self.previous_watermark) if self.previous_watermark else None,
-        )
+        return None if self.mode == "population" else super().window()
 
 
 class PageCursor(BaseModel):
@@ -178,23 +128,14 @@ class RunSummary(Totals):
 
 
 # ------------------------------------------------------------------------------------- steps
-def _started_at(event: StartImportEvent) -> str:
-    if event.started_at:
-        try:
-            return (
-                datetime.fromisoformat(event.started_at.replace("Z", "+00:00"))
-                .astimezone(UTC)
-                .isoformat(timespec="seconds")
-            )
-        except ValueError:
-            pass
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def start_import(event: StartImportEvent, container: Container) -> ImportState:
     """Take the lease, check the sync against the CRM, compute the window, record the run."""
     stored = container.definitions.sync(event.sync_id)
     sync, connection = stored.sync, stored.connection
+    if not isinstance(sync, ImportSync):
+        raise ConfigurationError(
+            f"sync {sync.id!r} is an {sync.operation}; the import state machine runs imports only"
+        )
     if not sync.enabled and event.trigger == "schedule":
         raise ConfigurationError(f"sync {sync.id!r} is disabled; scheduled runs are refused")
     ledger = container.runs
@@ -203,7 +144,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
         connector = container.connector(connection)
         calls_before = connector.api_calls
         plan = resolve_import_plan(sync, connector.describe(sync.object), connection.kind)
-        started_at = _started_at(event)
+        started_at = normalize_started_at(event.started_at)
         run = RunContext(
             sync_id=sync.id,
             run_id=event.run_id,
@@ -312,7 +253,7 @@ def _stage_population(container: Container, run: RunContext, population: Populat
     if population.ids is not None:
         ids = population.ids
     else:
-        match = _S3_URI.match(population.s3_uri or "")
+        match = S3_URI.match(population.s3_uri or "")
         assert match is not None
         if match.group(1) != container.settings.data_bucket or not match.group(2).startswith("populations/"):
             raise ConfigurationError(
@@ -566,7 +507,6 @@ def finish_import(state: ImportState, container: Container) -> RunSummary:
     run = state.run
     if not state.page.done:
         raise ConfigurationError("finish was called before the last page was applied")
-    ledger = container.runs
     window = run.window()
     summary = RunSummary(
         sync_id=run.sync_id,
@@ -578,122 +518,23 @@ def finish_import(state: ImportState, container: Container) -> RunSummary:
         change_tracking=run.change_tracking,
         **state.totals.model_dump(),
     )
-    # A change-tracking run stores its new delta link even when the clock did not move past the last end.
-    moves = window is not None and (
-        window.previous is None
-        or window.end > window.previous
-        or (run.mode == "changes" and window.end == window.previous)
+    close_run(
+        container,
+        run.key,
+        summary,
+        operation="import",
+        window=window,
+        delta_link=state.next_delta_link if run.mode == "changes" else None,
     )
-    actions = [ledger.release_action(run.sync_id, run.run_id)]
-    if moves:
-        assert window is not None
-        delta_link = state.next_delta_link if run.mode == "changes" else None
-        actions.append(
-            container.watermarks.advance_action(window.option, window.end, run.run_id, delta_link=delta_link)
-        )
-    summary.watermark_moved = moves
-    actions.append(ledger.finish_action(run.key, "SUCCEEDED", summary.model_dump(mode="json")))
-    try:
-        transact_write(container.aws.client("dynamodb"), actions)
-    except TransactionConflict as conflict:
-        if 0 in conflict.failed:
-            raise LeaseLost(
-                f"run {run.run_id} lost its lease before finishing; the watermark was not moved"
-            ) from None
-        # The watermark is already past this window's end (moved by hand): keep it, close the run.
-        summary.watermark_moved = False
-        transact_write(
-            container.aws.client("dynamodb"),
-            [
-                ledger.release_action(run.sync_id, run.run_id),
-                ledger.finish_action(run.key, "SUCCEEDED", summary.model_dump(mode="json")),
-            ],
-        )
-    logger.info(
-        "import run finished",
-        extra={"sync_id": run.sync_id, "run_id": run.run_id, "watermark_moved": summary.watermark_moved},
-    )
-    return summary
-
-
-# ------------------------------------------------------------------------------------- failure
-class RunFailedEvent(ExecutionEvent):
-    """The state at the failed step, with the error Step Functions caught (`Error`, `Cause`)."""
-
-    sync_id: str | None = None
-    run_id: str | None = None
-    started_at: str | None = None
-    operation: str = "import"
-    run: RunContext | None = None
-    totals: Totals | None = None
-    error: dict[str, Any] = Field(default_factory=dict)
-
-
-def _error_fields(error: dict[str, Any]) -> dict[str, str]:
-    name = str(error.get("Error", "States.Runtime"))
-    cause = error.get("Cause", "")
-    message = cause
-    if isinstance(cause, str):
-        try:
-            parsed = json.loads(cause)
-            if isinstance(parsed, dict):
-                message = parsed.get("errorMessage", cause)
-                name = parsed.get("errorType", name) if name == "Unhandled" else name
-        except ValueError:
-            pass
-    return {"type": name, "message": str(message)[:2000]}
-
-
-def record_failure(event: RunFailedEvent, container: Container) -> RunSummary:
-    """Record the failed run and release its lease; the watermark stays where it was (SPEC R2)."""
-    error = _error_fields(event.error)
-    run = event.run
-    sync_id = run.sync_id if run else event.sync_id
-    run_id = run.run_id if run else event.run_id
-    if not sync_id or not run_id:
-        raise ConfigurationError("a failed run without sync_id and run_id cannot be recorded")
-    refused = error["type"] == RunAlreadyInProgress.__name__
-    status: Literal["FAILED", "REFUSED"] = "REFUSED" if refused else "FAILED"
-    totals = event.totals or Totals()
-    summary = RunSummary(
-        sync_id=sync_id,
-        run_id=run_id,
-        status=status,
-        operation=event.operation,
-        error=error,
-        window={"option": run.option, "start": run.window_start, "end": run.window_end}
-        if run and run.option
-        else None,
-        **totals.model_dump(),
-    )
-    ledger = container.runs
-    key = (
-        run.key
-        if run
-        else RunKey(
-            sync_id,
-            run_id,
-            _started_at(StartImportEvent(sync_id=sync_id, run_id=run_id, started_at=event.started_at)),
-        )
-    )
-    if run is None:
-        ledger.record_start(key, operation=event.operation, trigger="unknown", details={})
-    ledger.record_end(key, status, summary.model_dump(mode="json"))
-    if not refused:
-        ledger.release(sync_id, run_id)
-    log = logger.info if refused else logger.error
-    log("run %s", status.lower(), extra={"sync_id": sync_id, "run_id": run_id, "error_type": error["type"]})
     return summary
 
 
 __all__ = [
     "ImportState",
     "Population",
-    "RunFailedEvent",
     "RunSummary",
     "StartImportEvent",
     "finish_import",
     "import_page",
-    "record_failure",
     "start_import",
 ]

@@ -10,20 +10,20 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..config import CrmsyncConfig, DynamicsConnection, ImportSync, SalesforceConnection
+from ..config import CrmsyncConfig, DynamicsConnection, SalesforceConnection, SyncDefinition
 from ..connectors.port import ApiLimits, ObjectSummary
 from ..domain.windows import parse_watermark
 from ..errors import ConfigurationError
 from ..stores.watermarks import Watermark
 from ..wiring import AwsClients, Container, Settings
 
-OPERATIONS = ("import",)
+OPERATIONS = ("import", "export")
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
@@ -57,6 +57,17 @@ class StartedRun:
     sync_id: str
     run_id: str
     execution_arn: str
+
+
+@dataclass
+class ReplayReport:
+    sync_id: str
+    rejects: int
+    profiles: int
+    summary: dict[str, Any] = field(default_factory=dict)
+    exported: int = 0
+    rejected_again: int = 0
+    consumed: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,7 @@ class Operator:
         self.container.definitions.apply(config)
         return [self._schedule(sync) for sync in config.syncs]
 
-    def _schedule(self, sync: ImportSync) -> ScheduleChange:
+    def _schedule(self, sync: SyncDefinition) -> ScheduleChange:
         scheduler = self.aws.client("scheduler")
         group = self.names.schedule_group
         try:
@@ -249,13 +260,18 @@ class Operator:
         """Peek at the sync's rejects: read the queue, then make every message visible again at once."""
         return list(self._peek(sync_id, limit))
 
-    def _peek(self, sync_id: str, limit: int) -> Iterator[dict[str, Any]]:
+    def _peek(
+        self, sync_id: str, limit: int | None, *, consume: Callable[[dict[str, Any]], bool] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The sync's rejects, once each (by `rejectId`); those `consume` picks are deleted from the queue,
+        every other message is made visible again."""
         sqs, url = self.aws.client("sqs"), self.container.settings.rejects_queue_url
         seen: set[str] = set()
         handles: list[str] = []
+        consumed: list[str] = []
         found = 0
         try:
-            while found < limit:
+            while limit is None or found < limit:
                 response = sqs.receive_message(
                     QueueUrl=url,
                     MaxNumberOfMessages=10,
@@ -267,8 +283,11 @@ class Operator:
                 if not messages:
                     return
                 for message in messages:
-                    handles.append(message["ReceiptHandle"])
                     body = json.loads(message["Body"])
+                    if body.get("syncId") == sync_id and consume is not None and consume(body):
+                        consumed.append(message["ReceiptHandle"])
+                        continue
+                    handles.append(message["ReceiptHandle"])
                     if body.get("syncId") != sync_id:
                         continue
                     reject_id = body.get("rejectId") or message["MessageId"]
@@ -282,6 +301,13 @@ class Operator:
                         "sentAt": message.get("Attributes", {}).get("SentTimestamp"),
                     }
         finally:
+            for start in range(0, len(consumed), 10):
+                sqs.delete_message_batch(
+                    QueueUrl=url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(consumed[start : start + 10])
+                    ],
+                )
             for start in range(0, len(handles), 10):
                 sqs.change_message_visibility_batch(
                     QueueUrl=url,
@@ -290,3 +316,58 @@ class Operator:
                         for i, h in enumerate(handles[start : start + 10])
                     ],
                 )
+
+    def replay_rejects(self, sync_id: str, *, timeout: float = 3600, poll: float = 0.5) -> ReplayReport:
+        """Send an export sync's rejects through the export again, after the data was fixed.
+
+        The rejected profiles are exported as a population, read fresh from the profile store. Once that
+        run has succeeded, a replayed reject leaves the queue: because its record was exported, or because
+        the run refused it again and routed a new reject, with the new error, in its place. A failed run
+        consumes nothing.
+        """
+        stored = self.container.definitions.sync(sync_id)
+        if stored.sync.operation != "export":
+            raise ConfigurationError(
+                f"sync {sync_id!r} is an {stored.sync.operation}; only export rejects are replayed"
+            )
+        rejects = [r for r in self.rejects(sync_id) if r.get("operation") == "export"]
+        profile_ids = list(dict.fromkeys(str(r["profileId"]) for r in rejects if r.get("profileId")))
+        report = ReplayReport(sync_id=sync_id, rejects=len(rejects), profiles=len(profile_ids))
+        if not profile_ids:
+            return report
+        run = self.start(sync_id, population={"ids": profile_ids}, trigger="replay")
+        report.summary = self.wait(run, timeout=timeout, poll=poll)
+        if report.summary.get("status") != "SUCCEEDED":
+            return report
+        outcomes = self.export_outcomes(sync_id, run.run_id)
+        report.exported = sum(1 for p in profile_ids if outcomes.get(p) in ("created", "updated", "unchanged"))
+        report.rejected_again = sum(1 for p in profile_ids if outcomes.get(p, "rejected") == "rejected")
+        replayed = {r["rejectId"] for r in rejects if r.get("profileId") in set(profile_ids)}
+        for _ in self._peek(sync_id, None, consume=lambda body: body.get("rejectId") in replayed):
+            pass
+        report.consumed = len(replayed)
+        return report
+
+    def export_outcomes(self, sync_id: str, run_id: str) -> dict[str, str]:
+        """Each profile's outcome in an export run (created, updated, unchanged, rejected), from its ledger."""
+        ledger = self.container.batches
+        outcomes: dict[str, str] = {}
+        for entry in ledger.entries(sync_id, run_id):
+            for result in ledger.results(entry):
+                outcomes[result["profileId"]] = result["status"]
+        return outcomes
+
+
+def data_loader_error_file(rejects: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Rejects as Salesforce Data Loader writes its error file: each record's columns, then `ERROR`
+    holding `<errorSymbol>:<errorMessage>`. Columns are the union of the records', in first-seen order."""
+    columns: dict[str, None] = {}
+    for reject in rejects:
+        columns.update(dict.fromkeys(reject.get("record") or {}))
+    header = [*columns, "ERROR"]
+    rows = []
+    for reject in rejects:
+        record = reject.get("record") or {}
+        cells = ["" if record.get(c) is None else str(record[c]) for c in columns]
+        rows.append([*cells, f"{reject.get('errorSymbol', '')}:{reject.get('errorMessage', '')}"])
+    return header, rows

@@ -157,3 +157,51 @@ def transact_write(client: Any, actions: list[dict[str, Any]], *, attempts: int 
                 continue
             raise
     raise StoreThrottled("DynamoDB kept refusing a transaction (conflicts or throttling)")
+
+
+def _item_identity(action: dict[str, Any], key_names: tuple[str, ...]) -> tuple[str, str]:
+    ((kind, body),) = action.items()
+    source = body["Key"] if kind != "Put" else {k: v for k, v in body["Item"].items() if k in key_names}
+    return body["TableName"], repr(sorted(source.items()))
+
+
+def transact_groups(
+    client: Any, groups: Sequence[list[dict[str, Any]]], *, key_names: tuple[str, ...] = ("pk", "sk")
+) -> list[TransactionConflict | None]:
+    """Write each group of actions all or nothing, packing groups into transactions of at most 100
+    actions; two groups touching one item (`key_names` are the tables' key attributes) never share a
+    transaction, which DynamoDB refuses. When a shared transaction is cancelled, its groups are written
+    one by one, so one conflict does not hold the others back. Answers, per group, the conflict that
+    refused it, or None."""
+    outcome: list[TransactionConflict | None] = [None] * len(groups)
+    batch: list[int] = []
+    touched: set[tuple[str, str]] = set()
+    size = 0
+
+    def flush() -> None:
+        if not batch:
+            return
+        try:
+            transact_write(client, [action for index in batch for action in groups[index]])
+        except TransactionConflict as conflict:
+            if len(batch) == 1:
+                outcome[batch[0]] = conflict
+            else:
+                for index in batch:
+                    try:
+                        transact_write(client, groups[index])
+                    except TransactionConflict as alone:
+                        outcome[index] = alone
+        batch.clear()
+        touched.clear()
+
+    for index, group in enumerate(groups):
+        items = {_item_identity(action, key_names) for action in group}
+        if size + len(group) > TRANSACTION_LIMIT or items & touched:
+            flush()
+            size = 0
+        batch.append(index)
+        touched.update(items)
+        size += len(group)
+    flush()
+    return outcome

@@ -13,6 +13,10 @@ grouped per record, so a record's profile and its lookups are written together o
 
 A record deleted in the CRM flags its profile `deletedInCrm` with `deletedInCrmAt` (SPEC D2, the
 default); the profile and its lookups stay, so a record restored in the CRM finds it again.
+
+Every profile carries `changeShard` (a fixed hash of its id, one of `CHANGE_SHARDS`) next to
+`updatedAt`: the sparse index `ByChange` on those two finds the profiles changed since an export's
+watermark with one query per shard - reading only what changed, with writes spread over the shards.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,11 +49,14 @@ from .dynamo import (
     deserialize,
     serialize,
     serialize_value,
+    transact_groups,
     transact_write,
 )
 
 MAX_RECONCILE_ROUNDS = 4
 CRM_LINK_INDEX = "CrmLinkIndex"
+CHANGE_INDEX = "ByChange"
+CHANGE_SHARDS = 16
 
 
 def _now() -> str:
@@ -85,6 +92,52 @@ def unique_key(attribute: str, normalized: str) -> str:
         else "sha256:" + hashlib.sha256(normalized.encode()).hexdigest()
     )
     return f"K#{attribute}#{value}"
+
+
+def _attribute_sets(
+    changes: dict[str, Any], stamp: str, names: dict[str, str], values: dict[str, Any]
+) -> list[str]:
+    """SET clauses writing attributes with their change time (`stamp`) and source (`:src`)."""
+    sets: list[str] = []
+    for index, (name, value) in enumerate(changes.items()):
+        names[f"#a{index}"] = name
+        values[f":a{index}"] = serialize_value(value)
+        sets += [
+            f"attrs.#a{index} = :a{index}",
+            f"attrChangedAt.#a{index} = {stamp}",
+            f"attrSource.#a{index} = :src",
+        ]
+    return sets
+
+
+def change_shard(profile_id: str) -> str:
+    return f"{int(hashlib.sha256(profile_id.encode()).hexdigest()[:8], 16) % CHANGE_SHARDS:02d}"
+
+
+@dataclass(frozen=True)
+class ExportLink:
+    """A CRM record an export created or found for a profile, to write back (`externalIds`, `X#`)."""
+
+    profile_id: str
+    connection: str
+    object: str
+    crm_id: str
+
+
+@dataclass(frozen=True)
+class ExportedProfile:
+    """A profile an export batch wrote (or found unchanged): the version it exported, the link it made."""
+
+    profile_id: str
+    version: int | None = None
+    link: ExportLink | None = None
+
+
+@dataclass
+class LinkResult:
+    linked: int = 0
+    missing: list[str] = field(default_factory=list)
+    conflicts: list[ExportLink] = field(default_factory=list)
 
 
 @dataclass
@@ -124,6 +177,37 @@ class ProfileStore:
         found = batch_get(self.client, self.table, [{"pk": crm_id_key(connection, object_name, crm_id)}])
         return self.get(found[0]["profileId"]) if found else None
 
+    def get_many(self, profile_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The profiles among `profile_ids` that exist, 100 a call."""
+        return batch_get(self.client, self.table, [{"pk": f"P#{p}"} for p in profile_ids])
+
+    def changed_profile_ids(self, since: str | None, until: str) -> Iterator[list[str]]:
+        """Pages of ids of the profiles whose `updatedAt` is in [since, until), shard by shard.
+
+        The index is eventually consistent: callers leave a lag before `until` and overlap `since`.
+        """
+        for shard in range(CHANGE_SHARDS):
+            values = {":s": f"{shard:02d}", ":b": until}
+            condition = "changeShard = :s AND updatedAt < :b"
+            if since:
+                values[":a"] = since
+                condition = "changeShard = :s AND updatedAt BETWEEN :a AND :b"
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": CHANGE_INDEX,
+                "KeyConditionExpression": condition,
+                "ExpressionAttributeValues": serialize(values),
+            }
+            while True:
+                response = self.client.query(**kwargs)
+                items = [deserialize(i) for i in response.get("Items", [])]
+                ids = [i["pk"][2:] for i in items if i.get("updatedAt") != until]
+                if ids:
+                    yield ids
+                if "LastEvaluatedKey" not in response:
+                    break
+                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     def _lookup(self, keys: list[str]) -> dict[str, str]:
         items = batch_get(self.client, self.table, [{"pk": k} for k in keys])
         return {item["pk"]: item["profileId"] for item in items}
@@ -151,6 +235,31 @@ class ProfileStore:
         self, attributes: dict[str, Any], *, key_attribute: str | None = None, case_insensitive: bool = True
     ) -> str:
         """A profile born on the marketing side (a form, a CSV), with its unique-key lookup."""
+        created = self.create_local_many(
+            [attributes], key_attribute=key_attribute, case_insensitive=case_insensitive
+        )
+        if created[0] is None:
+            raise TransactionConflict([1], [{"Code": "ConditionalCheckFailed"}])
+        return created[0]
+
+    def create_local_many(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        key_attribute: str | None = None,
+        case_insensitive: bool = True,
+    ) -> list[str | None]:
+        """Profiles born on the marketing side, many per transaction; the id of each, or None where
+        its unique key already belongs to another profile."""
+        groups = [self._local_actions(attributes, key_attribute, case_insensitive) for attributes in rows]
+        outcomes = transact_groups(self.client, [actions for _, actions in groups])
+        return [
+            None if conflict else profile_id for (profile_id, _), conflict in zip(groups, outcomes, strict=True)
+        ]
+
+    def _local_actions(
+        self, attributes: dict[str, Any], key_attribute: str | None, case_insensitive: bool
+    ) -> tuple[str, list[dict[str, Any]]]:
         profile_id, now = str(uuid.uuid4()), _now()
         key = (
             normalize_key(attributes.get(key_attribute), case_insensitive=case_insensitive)
@@ -169,6 +278,7 @@ class ProfileStore:
             "version": 1,
             "createdAt": now,
             "updatedAt": now,
+            "changeShard": change_shard(profile_id),
         }
         absent = "attribute_not_exists(pk)"
         actions: list[dict[str, Any]] = [
@@ -192,8 +302,141 @@ class ProfileStore:
                     }
                 }
             )
+        return profile_id, actions
+
+    def update_local(
+        self,
+        profile_id: str,
+        changes: dict[str, Any],
+        *,
+        key_attribute: str | None = None,
+        case_insensitive: bool = True,
+    ) -> None:
+        """A change made on the marketing side: attributes set, stamped now with source `marketing`."""
+        profile = self.get(profile_id)
+        if profile is None:
+            raise KeyError(profile_id)
+        stored = _stored(profile)
+        now = _now()
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {
+            ":ver": serialize_value(stored.version),
+            ":one": serialize_value(1),
+            ":now": serialize_value(now),
+            ":src": serialize_value("marketing"),
+            ":shard": serialize_value(change_shard(profile_id)),
+        }
+        sets = ["version = version + :one", "updatedAt = :now", "changeShard = :shard"]
+        sets += _attribute_sets(changes, ":now", names, values)
+        actions: list[dict[str, Any]] = []
+        old_key = stored.key_value
+        new_key = old_key
+        if key_attribute and key_attribute in changes:
+            new_key = normalize_key(changes[key_attribute], case_insensitive=case_insensitive)
+        if new_key != old_key and key_attribute:
+            if new_key is not None:
+                sets.append("keyValue = :key")
+                values[":key"] = serialize_value(new_key)
+                actions.append(
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                            "Item": serialize(
+                                {
+                                    "pk": unique_key(key_attribute, new_key),
+                                    "kind": "unique-key",
+                                    "profileId": profile_id,
+                                }
+                            ),
+                        }
+                    }
+                )
+            if old_key is not None:
+                actions.append(
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": serialize({"pk": unique_key(key_attribute, old_key)}),
+                        }
+                    }
+                )
+        expression = "SET " + ", ".join(sets) + (" REMOVE keyValue" if new_key is None and old_key else "")
+        actions.insert(
+            0,
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": serialize({"pk": f"P#{profile_id}"}),
+                    "UpdateExpression": expression,
+                    "ConditionExpression": "version = :ver",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            },
+        )
         transact_write(self.client, actions)
-        return profile_id
+
+    # -- export ------------------------------------------------------------------------------------
+    def record_exported(self, sync_id: str, exported: list[ExportedProfile]) -> LinkResult:
+        """After an export batch: each profile's exported version (`exportedVersion:<sync>`, so the next
+        run skips it until it changes again) and the CRM ids the export created or matched (`externalIds`,
+        `externalId`, the `X#` lookup), idempotently. A CRM record already linked to another profile is
+        reported, not moved."""
+        result = LinkResult()
+        outcomes = transact_groups(self.client, [self._exported_actions(sync_id, item) for item in exported])
+        for item, conflict in zip(exported, outcomes, strict=True):
+            if conflict is None:
+                result.linked += 1 if item.link is not None else 0
+            elif 0 in conflict.failed:
+                result.missing.append(item.profile_id)
+            elif item.link is not None:
+                result.conflicts.append(item.link)
+        return result
+
+    def _exported_actions(self, sync_id: str, item: ExportedProfile) -> list[dict[str, Any]]:
+        sets: list[str] = []
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        if item.version is not None:
+            sets.append("#exp = :ver")
+            names["#exp"] = f"exportedVersion:{sync_id}"
+            values[":ver"] = item.version
+        link = item.link
+        if link is not None:
+            sets += ["externalIds.#link = :cid", "externalId = if_not_exists(externalId, :cid)"]
+            names["#link"] = link_name(link.connection, link.object)
+            values[":cid"] = link.crm_id
+        actions: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": serialize({"pk": f"P#{item.profile_id}"}),
+                    "UpdateExpression": "SET " + ", ".join(sets),
+                    "ConditionExpression": "attribute_exists(pk)",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": serialize(values),
+                }
+            }
+        ]
+        if link is not None:
+            actions.append(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": serialize(
+                            {
+                                "pk": crm_id_key(link.connection, link.object, link.crm_id),
+                                "kind": "crm-id",
+                                "profileId": link.profile_id,
+                            }
+                        ),
+                        "ConditionExpression": "attribute_not_exists(pk) OR profileId = :pid",
+                        "ExpressionAttributeValues": serialize({":pid": link.profile_id}),
+                    }
+                }
+            )
+        return actions
 
     # -- import ------------------------------------------------------------------------------------
     def apply_import(
@@ -275,6 +518,7 @@ class ProfileStore:
             "version": 1,
             "createdAt": now,
             "updatedAt": now,
+            "changeShard": change_shard(create.profile_id),
             "lastRunId": run_id,
         }
         if create.key is not None:
@@ -322,8 +566,10 @@ class ProfileStore:
             ":cid": serialize_value(record.crm_id),
             ":run": serialize_value(run_id),
             ":src": serialize_value(f"crm:{connection}"),
+            ":shard": serialize_value(change_shard(profile.profile_id)),
         }
         sets = [
+            "changeShard = if_not_exists(changeShard, :shard)",
             "externalId = if_not_exists(externalId, :cid)",
             "version = version + :one",
             "updatedAt = :now",
@@ -331,14 +577,7 @@ class ProfileStore:
             "crmModifiedAt.#link = :mod",
             "externalIds.#link = :cid",
         ]
-        for index, (name, value) in enumerate(update.changed.items()):
-            names[f"#a{index}"] = name
-            values[f":a{index}"] = serialize_value(value)
-            sets += [
-                f"attrs.#a{index} = :a{index}",
-                f"attrChangedAt.#a{index} = :mod",
-                f"attrSource.#a{index} = :src",
-            ]
+        sets += _attribute_sets(update.changed, ":mod", names, values)
         removes = []
         if update.key_changed:
             if update.key is None:
@@ -417,34 +656,16 @@ class ProfileStore:
             (c, self._create_actions(c, connection, object_name, key_attribute, run_id)) for c in plan.creates
         ] + [(u, self._update_actions(u, connection, object_name, key_attribute, run_id)) for u in plan.updates]
         conflicted: list[LocalRecord] = []
-        batch: list[tuple[Create | Update, list[dict[str, Any]]]] = []
-
-        def flush() -> None:
-            if not batch:
-                return
-            actions = [a for _, group in batch for a in group]
-            try:
-                transact_write(self.client, actions)
-            except TransactionConflict:
-                conflicted.extend(decision.record for decision, _ in batch)
+        outcomes = transact_groups(self.client, [actions for _, actions in groups])
+        for (decision, _), conflict in zip(groups, outcomes, strict=True):
+            if conflict is not None:
+                conflicted.append(decision.record)
+            elif isinstance(decision, Create):
+                result.created += 1
+                result.profile_ids[decision.record.crm_id] = decision.profile_id
             else:
-                for decision, _ in batch:
-                    if isinstance(decision, Create):
-                        result.created += 1
-                        result.profile_ids[decision.record.crm_id] = decision.profile_id
-                    else:
-                        result.updated += 1
-                        result.profile_ids[decision.record.crm_id] = decision.profile.profile_id
-            batch.clear()
-
-        size = 0
-        for decision, group in groups:
-            if size + len(group) > TRANSACTION_LIMIT:
-                flush()
-                size = 0
-            batch.append((decision, group))
-            size += len(group)
-        flush()
+                result.updated += 1
+                result.profile_ids[decision.record.crm_id] = decision.profile.profile_id
         return conflicted
 
     # -- deletions (SPEC D1, D2) ---------------------------------------------------------------------

@@ -76,10 +76,12 @@ class RejectRouter:
             operation=context.operation,
             direction=context.direction,
         )
-        # A retried step may route the same reject again; readers de-duplicate on this id.
-        message["rejectId"] = hashlib.sha256(
-            f"{context.run_id}|{reject.crm_id}|{reject.error_symbol}".encode()
-        ).hexdigest()[:24]
+        # A retried step may route the same reject again; readers de-duplicate on this id. An export
+        # reject may have no CRM id yet: its profile id tells it apart.
+        identity = f"{context.run_id}|{reject.crm_id}|{reject.error_symbol}"
+        if reject.profile_id is not None:
+            identity += f"|{reject.profile_id}"
+        message["rejectId"] = hashlib.sha256(identity.encode()).hexdigest()[:24]
         body = json.dumps(message, ensure_ascii=False, default=str)
         if len(body.encode()) > OFFLOAD_ABOVE_BYTES:
             body = json.dumps(self._offload(message, context), ensure_ascii=False, default=str)

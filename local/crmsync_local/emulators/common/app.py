@@ -37,7 +37,8 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 @dataclass
 class Fault:
-    """One injected fault. `times=None` means until reset."""
+    """One injected fault. `times=None` means until reset; `after` lets that many matching requests
+    through untouched first (a crash after k of n batches)."""
 
     match: re.Pattern[str]
     status: int | None = None
@@ -46,7 +47,9 @@ class Fault:
     drop_response: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    after: int = 0
     fired: int = 0
+    passed: int = 0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -55,6 +58,7 @@ class Fault:
             "times": self.times,
             "latency_ms": self.latency_ms,
             "drop_response": self.drop_response,
+            "after": self.after,
             "fired": self.fired,
         }
 
@@ -80,6 +84,7 @@ class FaultInjector:
             drop_response=bool(spec.get("drop_response", False)),
             headers={str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
             body=spec.get("body"),
+            after=int(spec.get("after", 0)),
         )
         with self._lock:
             self._faults.append(fault)
@@ -93,6 +98,9 @@ class FaultInjector:
                 if fault.times is not None and fault.fired >= fault.times:
                     continue
                 if fault.match.search(key):
+                    if fault.passed < fault.after:
+                        fault.passed += 1
+                        continue
                     fault.fired += 1
                     return fault
         return None

@@ -68,14 +68,17 @@ class SalesforceControl:
         drop_response: bool = False,
         headers: dict[str, str] | None = None,
         body: Any = None,
+        after: int = 0,
     ) -> dict[str, Any]:
-        """Inject a fault on requests whose `"<METHOD> <path?query>"` matches the regular expression."""
+        """Inject a fault on requests whose `"<METHOD> <path?query>"` matches the regular expression;
+        `after` lets that many matching requests through first."""
         spec: dict[str, Any] = {
             "match": match,
             "status": status,
             "times": times,
             "latency_ms": latency_ms,
             "drop_response": drop_response,
+            "after": after,
         }
         if headers:
             spec["headers"] = headers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -17,6 +17,7 @@ from ...domain.types import CrmFieldType
 from ...errors import (
     ConfigurationError,
     CrmAuthenticationFailed,
+    CrmOutcomeUnknown,
     CrmRateLimited,
     CrmRequestRejected,
     CrmsyncError,
@@ -26,7 +27,9 @@ from ..http import CrmHttpSession, unreachable
 from ..port import ApiLimits, FieldDescription, ObjectDescription, ObjectSummary, RecordPage, RecordQuery
 from ..retry import RetryPolicy, log_retries
 from .auth import SalesforceToken, SalesforceTokenProvider
-from .soql import identifier, render_query
+from .bulk2 import BulkApi2
+from .collections import SObjectCollections
+from .soql import identifier, render_query, render_value_lookups
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -84,6 +87,18 @@ def classify(exc: Exception) -> CrmsyncError:
     return unreachable(exc, "Salesforce")
 
 
+def classify_write(exc: Exception) -> CrmsyncError:
+    """Like `classify`, for a call that changes data: a failure after the request may have reached
+    Salesforce is an unknown outcome, not a plain retryable error. Only refusals Salesforce answers
+    before doing anything - 503 SERVER_UNAVAILABLE, rate limits, an unopened connection - are safe to repeat.
+    """
+    error = classify(exc)
+    refused = isinstance(exc, requests.ConnectTimeout) or (isinstance(exc, SalesforceError) and exc.status == 503)
+    if type(error) is CrmUnavailable and not refused:
+        return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
+    return error
+
+
 def _strip(record: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key != "attributes"}
 
@@ -121,34 +136,80 @@ class SalesforceConnector:
             self._client = (token, client)
         return self._client[1]
 
-    def _call(self, operation: Callable[[Salesforce], T]) -> T:
+    def _call(self, operation: Callable[[Salesforce], T], *, idempotent: bool = True) -> T:
+        """Run one call with token renewal and the retry policy; a non-idempotent call whose outcome is
+        unknown raises `CrmOutcomeUnknown` at once instead of being repeated."""
+        classifier = classify if idempotent else classify_write
+
         def attempt() -> T:
             token = self.tokens.token()
             try:
-                return self._once(operation, token)
+                return self._once(operation, token, classifier)
             except SalesforceExpiredSession:
                 logger.info("Salesforce session expired; renewing the token of %s", self.connection.name)
                 fresh = self.tokens.renew(token)
                 try:
-                    return self._once(operation, fresh)
+                    return self._once(operation, fresh, classifier)
                 except SalesforceExpiredSession as exc:
                     raise classify(exc) from None
 
-        return self.retry.run(attempt, on_retry=log_retries("Salesforce"))
+        return self.retry.run(attempt, on_retry=log_retries("Salesforce"), give_up=(CrmOutcomeUnknown,))
 
-    def _once(self, operation: Callable[[Salesforce], T], token: SalesforceToken) -> T:
+    def _once(
+        self,
+        operation: Callable[[Salesforce], T],
+        token: SalesforceToken,
+        classifier: Callable[[Exception], CrmsyncError],
+    ) -> T:
         client = self._salesforce(token)
         try:
             result = operation(client)
         except SalesforceExpiredSession:
             raise
         except (SalesforceError, requests.RequestException) as exc:
-            raise classify(exc) from None
+            raise classifier(exc) from None
         finally:
             usage = client.api_usage.get("api-usage")
             if usage is not None:
                 self.last_usage = (int(usage.used), int(usage.total))
         return result
+
+    def request(self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any) -> requests.Response:
+        """One REST call under `/services/data/vXX.X/`, answered raw (CSV bodies, empty bodies)."""
+        return self._call(
+            lambda sf: sf._call_salesforce(method, sf.base_url + path, name=path, **kwargs),
+            idempotent=idempotent,
+        )
+
+    def rest(self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any) -> Any:
+        """One REST call under `/services/data/vXX.X/`, answered as JSON (None for an empty body)."""
+        response = self.request(method, path, idempotent=idempotent, **kwargs)
+        return response.json() if response.content else None
+
+    @property
+    def collections(self) -> SObjectCollections:
+        return SObjectCollections(self)
+
+    @property
+    def bulk(self) -> BulkApi2:
+        return BulkApi2(self)
+
+    def find(
+        self, object_name: str, field: str, values: Iterable[str], fields: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        """Live records of `object_name` whose `field` equals one of `values` (case-insensitive for
+        text, as SOQL compares), read with as few queries as the SOQL length limit allows."""
+        records: list[dict[str, Any]] = []
+        for soql in render_value_lookups(object_name, field, values, fields):
+            records.extend(self._every_page(self.read_soql(soql)))
+        return records
+
+    def _every_page(self, page: RecordPage) -> list[dict[str, Any]]:
+        records = list(page.records)
+        while page.next_cursor:
+            page = self.read_next_page(page.next_cursor)
+            records.extend(page.records)
+        return records
 
     # -- port --------------------------------------------------------------------------------------
     def server_time(self) -> datetime:
@@ -230,8 +291,10 @@ class SalesforceConnector:
         )
 
     def read_first_page(self, query: RecordQuery) -> RecordPage:
-        soql = render_query(query)
-        batch = max(200, min(query.page_size, 2000))
+        return self.read_soql(render_query(query), max(200, min(query.page_size, 2000)))
+
+    def read_soql(self, soql: str, batch: int = 2000) -> RecordPage:
+        """The first page of a query rendered by `soql.py` (never text from outside)."""
         body = self._call(lambda sf: sf.query(soql, headers={"Sforce-Query-Options": f"batchSize={batch}"}))
         return self._page(body)
 
@@ -251,9 +314,5 @@ class SalesforceConnector:
                 page_size=2000,
                 field_types=query.field_types,
             )
-            page = self.read_first_page(chunk)
-            records.extend(page.records)
-            while page.next_cursor:
-                page = self.read_next_page(page.next_cursor)
-                records.extend(page.records)
+            records.extend(self._every_page(self.read_first_page(chunk)))
         return records

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from ...domain.filters import Condition, Filter, OrderBy
 from ...domain.types import CrmFieldType
@@ -25,6 +25,8 @@ _ESCAPES = {
 }
 _OPERATORS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 MAX_SOQL_LENGTH = 100_000
+# A query travels in the URL of a GET; Salesforce refuses URIs over 16,384 bytes, escapes included.
+LOOKUP_QUERY_CHARS = 8_000
 
 
 def identifier(name: str) -> str:
@@ -85,3 +87,22 @@ def render_query(query: RecordQuery) -> str:
     if len(soql) > MAX_SOQL_LENGTH:
         raise ConfigurationError(f"the SOQL query is {len(soql)} characters, over Salesforce's {MAX_SOQL_LENGTH}")
     return soql
+
+
+def render_value_lookups(
+    object_name: str, field: str, values: Iterable[str], fields: Iterable[str]
+) -> Iterator[str]:
+    """`SELECT … FROM … WHERE field IN (…)` queries covering `values`, each short enough for a URL."""
+    columns = ", ".join(identifier(f) for f in dict.fromkeys([*fields, field]))
+    head = f"SELECT {columns} FROM {identifier(object_name)} WHERE {identifier(field)} IN ("  # noqa: S608 - identifiers checked, literals escaped
+    literals: list[str] = []
+    size = len(head) + 1
+    for value in dict.fromkeys(values):
+        literal = string_literal(value)
+        if literals and size + len(literal) + 2 > LOOKUP_QUERY_CHARS:
+            yield head + ", ".join(literals) + ")"
+            literals, size = [], len(head) + 1
+        literals.append(literal)
+        size += len(literal) + 2
+    if literals:
+        yield head + ", ".join(literals) + ")"
