@@ -88,6 +88,20 @@ class DeltaTokenExpired(PermanentError):
     to a full read and an id comparison, so this never ends a run by itself."""
 
 
+class DeletionPeriodRefused(PermanentError):
+    """The period starts before the oldest deletion the CRM keeps (Salesforce `INVALID_REPLICATION_DATE`);
+    `earliest_available` says from when it can answer (SPEC D1)."""
+
+    def __init__(self, message: str, earliest_available: str | None = None) -> None:
+        super().__init__(message)
+        self.earliest_available = earliest_available
+
+
+class TooManyDeletedIds(PermanentError):
+    """One period holds more deleted ids than the CRM returns at once (Salesforce `EXCEEDED_ID_LIMIT`,
+    600,000): the period is split, so this never ends a run by itself."""
+
+
 class CrmSecretInvalid(PermanentError):
     """The Secrets Manager secret of a connection is missing or lacks a field its auth flow needs."""
 

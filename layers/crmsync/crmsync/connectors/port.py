@@ -136,8 +136,58 @@ class ChangeTrackingConnector(CrmConnector, Protocol):
         """Refuse a delta link that is not the org's, or that reads another table than `object_name`."""
 
 
+# ------------------------------------------------------------------------------------- deletions
+@dataclass(frozen=True)
+class DeletedRecord:
+    crm_id: str
+    deleted_at: datetime
+
+
+@dataclass(frozen=True)
+class DeletedRecords:
+    """What the CRM reports deleted in a period (Salesforce `getDeleted`, SPEC D1).
+
+    `latest_covered` is the last moment the CRM vouches for: the next period starts there.
+    `earliest_available` is the oldest start the CRM still accepts (its recycle-bin retention).
+    """
+
+    records: list[DeletedRecord]
+    earliest_available: datetime | None
+    latest_covered: datetime | None
+
+
+@runtime_checkable
+class DeletedRecordsConnector(CrmConnector, Protocol):
+    """A CRM that lists the records deleted in a period (Salesforce `sobjects/{Type}/deleted`)."""
+
+    def read_deleted(self, object_name: str, start: datetime, end: datetime) -> DeletedRecords:
+        """Records of `object_name` deleted between `start` and `end`, both included.
+
+        `DeletionPeriodRefused` when `start` is older than the CRM keeps deletions
+        (`INVALID_REPLICATION_DATE`, its message names the earliest date available);
+        `TooManyDeletedIds` when the period holds more ids than one answer may (`EXCEEDED_ID_LIMIT`):
+        the caller splits the period.
+        """
+
+
+@dataclass(frozen=True)
+class IdPage:
+    ids: list[str]
+    next_cursor: str | None
+
+
+@runtime_checkable
+class IdSetConnector(CrmConnector, Protocol):
+    """Every id of an object, page by page, read the cheapest way the CRM has (Salesforce Bulk API 2.0
+    query, Dataverse 5,000-row pages of the key alone): the id-set comparison of SPEC D1."""
+
+    def read_ids_first(self, object_name: str) -> IdPage: ...
+
+    def read_ids_next(self, cursor: str) -> IdPage: ...
+
+
 # ------------------------------------------------------------------------------------- writes
-WriteKind = Literal["insert", "update", "upsert"]
+WriteKind = Literal["insert", "update", "upsert", "delete"]
 
 
 @dataclass(frozen=True)
@@ -161,8 +211,8 @@ class RecordWrite:
 class WriteRequest:
     """Records of one object written the same way (SPEC E1, E2).
 
-    `key_field` is the CRM id field for an update and the external-id field (or alternate key) for an
-    upsert; each record carries its value. `match_field` holds a value unique to each record - the
+    `key_field` is the CRM id field for an update or a delete and the external-id field (or alternate
+    key) for an upsert; each record carries its value (a delete's record holds nothing else). `match_field` holds a value unique to each record - the
     correlation value of an insert - so results can be matched to records whatever order they come
     back in. `bulk` asks for the CRM's asynchronous bulk API where it has one.
     """
@@ -181,6 +231,9 @@ class WriteResult:
     crm_id: str | None
     created: bool
     errors: tuple[WriteError, ...] = ()
+    gone: bool = False
+    """A delete of a record the CRM no longer has (Salesforce `ENTITY_IS_DELETED`, Dataverse 404): done,
+    not refused (SPEC D3)."""
 
     @property
     def success(self) -> bool:
