@@ -519,7 +519,72 @@ class ExportSync(_Sync):
         return self.watermark.option or f"LASTEXPORT_{instance}_{self.id}"
 
 
-SyncDefinition = Annotated[ImportSync | ExportSync, Field(discriminator="operation")]
+# ------------------------------------------------------------------------------------- deletions
+class DeletionWatermarkSettings(_Model):
+    """Where the last run of a deletion import stopped: the CRM's `latestDateCovered` (SPEC D1)."""
+
+    option: str | None = Field(default=None, description="option name; default LASTDELETED_<instance>_<sync>")
+
+    _option = field_validator("option")(_option_name)
+
+
+class DeletionImportSync(_Sync):
+    """Deletions made in the CRM, applied to the records an import brought in (SPEC D1, D2)."""
+
+    operation: Literal["import_deleted"]
+    mode: Literal["auto", "period", "changes", "compare"] = Field(
+        default="auto",
+        description="period: the CRM's deleted-records list for a period (Salesforce getDeleted); changes: "
+        "the deletions of Dynamics change tracking; compare: read every id of the object and flag the local "
+        "records whose id is gone (catches deletions older than the CRM keeps); auto: period on Salesforce, "
+        "changes on Dynamics",
+    )
+    apply: Literal["flag", "remove"] = Field(
+        default="flag",
+        description="flag: set deletedInCrm and deletedInCrmAt on the local record (default); remove: delete "
+        "the local record (SPEC D2)",
+    )
+    target: Target = Field(default_factory=Target)
+    watermark: DeletionWatermarkSettings = Field(default_factory=DeletionWatermarkSettings)
+    lookback_days: int = Field(
+        default=15,
+        ge=1,
+        le=30,
+        description="without a watermark or a given period, the first run starts this many days back "
+        "(Salesforce keeps deletions 15 days at least)",
+    )
+
+    def watermark_option(self, instance: str) -> str:
+        return self.watermark.option or f"LASTDELETED_{instance}_{self.id}"
+
+
+class CrmDeleteSync(_Sync):
+    """Deletion of records in the CRM, in batches, resumable like an export (SPEC D3)."""
+
+    operation: Literal["delete"]
+    flag: str = Field(
+        default="deleteInCrm",
+        description="local attribute that marks a profile for deletion in the CRM (a run without given ids "
+        "deletes the linked CRM records of the profiles flagged since its last run)",
+    )
+    watermark: ExportWatermarkSettings = Field(default_factory=ExportWatermarkSettings)
+    batch_size: int = Field(
+        default=1000, ge=200, le=10_000, description="records per batch (and per ledger entry)"
+    )
+    bulk_threshold: int = Field(
+        default=10_000, ge=1, description="populations of at least this many ids use the bulk API (Salesforce)"
+    )
+    max_concurrency: int = Field(default=4, ge=1, le=25, description="batches deleted at once")
+
+    _flag = field_validator("flag")(check_field_name)
+
+    def watermark_option(self, instance: str) -> str:
+        return self.watermark.option or f"LASTDELETE_{instance}_{self.id}"
+
+
+SyncDefinition = Annotated[
+    ImportSync | ExportSync | DeletionImportSync | CrmDeleteSync, Field(discriminator="operation")
+]
 
 
 class CrmsyncConfig(_Model):
@@ -561,7 +626,7 @@ class CrmsyncConfig(_Model):
                 problems += [
                     f"{where}.fields[{i}].label: labels (formatted values) are read from Dynamics; Salesforce "
                     "picklists arrive as their values"
-                    for i, mapping in enumerate(sync.fields)
+                    for i, mapping in enumerate(getattr(sync, "fields", ()))
                     if mapping.label
                 ]
         if problems:

@@ -17,7 +17,7 @@ import codecs
 import csv
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -30,10 +30,11 @@ from ..domain.conversions import parse_crm_datetime
 from ..domain.records import Reject, RejectCode
 from ..domain.windows import ImportWindow, compute_window, format_watermark
 from ..errors import ConfigurationError
-from ..stores.batches import BatchAlreadyDone, BatchLedger, BatchPlan, BatchStatus
+from ..stores.batches import BatchAlreadyDone, BatchLedger
 from ..stores.profiles import link_name
 from ..stores.rejects import RejectContext
 from ..wiring import Container
+from .batched_runs import ledger_counts, plan_batches, read_part, write_snapshot
 from .export_batch import BatchExporter, SnapshotRecord
 from .export_plan import ExportPlan, resolve_export_plan
 from .runs import S3_URI, PopulationSource, RunIdentity, StartRunEvent, close_run, normalize_started_at
@@ -240,35 +241,32 @@ def _plan_run(
     else:
         records = _file_records(container, plan, population.s3_uri or "", rejects)
 
-    parts = _write_snapshot(container, run, plan, records)
+    parts = write_snapshot(
+        container,
+        run.prefix,
+        (r.to_json() for r in records),
+        part_size=plan.batch_size,
+        identity=lambda row: str(row["profileId"]),
+    )
     total = sum(size for _, size in parts)
     run.records = total
     run.api = "bulk" if total >= plan.bulk_threshold else "collections"
-    per_batch = max(1, plan.bulk_batch_size // plan.batch_size) if run.api == "bulk" else 1
-    batches = [
-        BatchPlan(
-            number=n,
-            keys=tuple(key for key, _ in parts[start : start + per_batch]),
-            size=sum(size for _, size in parts[start : start + per_batch]),
-            api=run.api,
-        )
-        for n, start in enumerate(range(0, len(parts), per_batch), start=1)
-    ]
-    run.batches = len(batches)
-    s3 = container.aws.client("s3")
-    s3.put_object(
-        Bucket=container.settings.data_bucket,
-        Key=run.manifest_key,
-        Body=json.dumps([{"number": b.number, "size": b.size} for b in batches]).encode(),
-        ContentType="application/json",
+    batches = plan_batches(
+        container,
+        sync_id=run.sync_id,
+        ledger_run=run.ledger_run,
+        manifest_key=run.manifest_key,
+        parts=parts,
+        parts_per_batch=max(1, plan.bulk_batch_size // plan.batch_size) if run.api == "bulk" else 1,
+        api=run.api,
     )
+    run.batches = len(batches)
     if rejects:
         container.rejects.route(
             rejects, RejectContext(run.sync_id, run.run_id, OPERATION, DIRECTION), enabled=plan.route_rejects
         )
         run.rejected_at_start = len(rejects)
     if batches:
-        container.batches.plan(run.sync_id, run.ledger_run, batches)
         container.batches.mark_unfinished(run.sync_id, OPERATION, run.model_dump(mode="json"))
     return run
 
@@ -393,38 +391,6 @@ def _file_records(
     yield from flush()
 
 
-def _write_snapshot(
-    container: Container, run: ExportRun, plan: ExportPlan, records: Iterable[SnapshotRecord]
-) -> list[tuple[str, int]]:
-    """The population in parts of `batch_size` records under the run's prefix; (key, size) of each."""
-    s3 = container.aws.client("s3")
-    parts: list[tuple[str, int]] = []
-    part: list[dict[str, Any]] = []
-    seen: set[str] = set()
-
-    def flush() -> None:
-        if part:
-            key = f"{run.prefix}/snapshot/{len(parts) + 1:06d}.json"
-            s3.put_object(
-                Bucket=container.settings.data_bucket,
-                Key=key,
-                Body=json.dumps(part, ensure_ascii=False, default=str).encode(),
-                ContentType="application/json",
-            )
-            parts.append((key, len(part)))
-            part.clear()
-
-    for record in records:
-        if record.profile_id in seen:
-            continue
-        seen.add(record.profile_id)
-        part.append(record.to_json())
-        if len(part) == plan.batch_size:
-            flush()
-    flush()
-    return parts
-
-
 # ------------------------------------------------------------------------------------- one batch
 @dataclass
 class _LedgerJournal:
@@ -452,13 +418,7 @@ def export_batch(event: ExportBatchEvent, container: Container) -> BatchOutcome:
     except BatchAlreadyDone:
         logger.info("batch already done", extra={"run_id": run.run_id, "batch": event.number})
         return BatchOutcome(number=event.number, skipped=True)
-    records = [
-        SnapshotRecord.from_json(item)
-        for key in before.keys
-        for item in json.loads(
-            container.aws.client("s3").get_object(Bucket=container.settings.data_bucket, Key=key)["Body"].read()
-        )
-    ]
+    records = [SnapshotRecord.from_json(item) for key in before.keys for item in read_part(container, key)]
     writer = container.writer(container.definitions.connection(run.connection))
     calls_before = writer.api_calls
 
@@ -500,11 +460,8 @@ def finish_export(state: ExportState, container: Container) -> ExportSummary:
     close this one - in one transaction."""
     run = state.run
     totals = ExportTotals(api_calls=state.totals.api_calls, batches=run.batches, rejected=run.rejected_at_start)
-    undone: list[int] = []
-    for entry in container.batches.entries(run.sync_id, run.ledger_run):
-        if entry.status is not BatchStatus.DONE:
-            undone.append(entry.number)
-        totals = totals.plus({k: v for k, v in entry.counts.items() if k != "batches"})
+    counts, undone = ledger_counts(container, run.sync_id, run.ledger_run)
+    totals = totals.plus({k: v for k, v in counts.items() if k != "batches"})
     if undone:
         raise ConfigurationError(
             f"batches {undone[:10]} of run {run.ledger_run} are not done; the run stays resumable"

@@ -33,6 +33,7 @@ from ..errors import ConfigurationError, DeltaTokenExpired
 from ..stores.rejects import RejectContext
 from ..wiring import Container
 from .import_plan import ImportPlan, resolve_import_plan
+from .local_deletions import LocalTarget, apply_deletions, local_crm_ids
 from .runs import S3_URI, PopulationSource, RunIdentity, StartRunEvent, close_run, normalize_started_at
 
 logger = logging.getLogger(__name__)
@@ -441,33 +442,25 @@ def _read_changes(
     return changes.read_changes(plan.query(), None), run
 
 
+def _target(plan: ImportPlan, run: RunContext) -> LocalTarget:
+    kind: Literal["profiles", "resource"] = "resource" if plan.target_kind == "resource" else "profiles"
+    return LocalTarget(run.connection, plan.object, kind, plan.resource)
+
+
 def _apply_deletions(
     container: Container, plan: ImportPlan, run: RunContext, crm_ids: Sequence[str]
 ) -> DeletionResult:
     """Flag the local records of CRM deletions (SPEC D2, the default), dated by the run that saw them:
     change tracking does not say when a record was deleted."""
-    if not crm_ids:
-        return DeletionResult()
     seen = datetime.fromisoformat(run.started_at)
     deletions = [CrmDeletion(crm_id, seen) for crm_id in crm_ids]
-    if plan.target_kind == "resource":
-        assert plan.resource is not None
-        return container.resources.mark_deleted(
-            deletions, resource=plan.resource, connection=run.connection, run_id=run.run_id
-        )
-    return container.profiles.mark_deleted(
-        deletions, connection=run.connection, object_name=plan.object, run_id=run.run_id
-    )
+    return apply_deletions(container, _target(plan, run), deletions, run_id=run.run_id)
 
 
 def _local_crm_ids(
     container: Container, plan: ImportPlan, run: RunContext, *, after: str | None = None, limit: int
 ) -> tuple[list[str], str | None]:
-    """A page of the CRM ids this sync's records have locally (its connection and object, or resource)."""
-    if plan.target_kind == "resource":
-        assert plan.resource is not None
-        return container.resources.crm_ids(plan.resource, run.connection, after=after, limit=limit)
-    return container.profiles.crm_ids(run.connection, plan.object, after=after, limit=limit)
+    return local_crm_ids(container, _target(plan, run), after=after, limit=limit)
 
 
 def _sweep(state: ImportState, plan: ImportPlan, container: Container, connector: CrmConnector) -> ImportState:

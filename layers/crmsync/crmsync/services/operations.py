@@ -23,7 +23,7 @@ from ..errors import ConfigurationError
 from ..stores.watermarks import Watermark
 from ..wiring import AwsClients, Container, Settings
 
-OPERATIONS = ("import", "export")
+OPERATIONS = ("import", "export", "import_deleted", "delete")
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
@@ -37,7 +37,7 @@ class StackNames:
     partition: str = "aws"
 
     def state_machine_arn(self, operation: str) -> str:
-        return f"arn:{self.partition}:states:{self.region}:{self.account}:stateMachine:{self.stack}-{operation}"
+        return f"arn:{self.partition}:states:{self.region}:{self.account}:stateMachine:{self.stack}-{operation.replace('_', '-')}"
 
     @property
     def schedule_group(self) -> str:
@@ -183,13 +183,24 @@ class Operator:
 
     # -- runs ------------------------------------------------------------------------------------------
     def start(
-        self, sync_id: str, *, population: dict[str, Any] | None = None, trigger: str = "manual"
+        self,
+        sync_id: str,
+        *,
+        population: dict[str, Any] | None = None,
+        period: dict[str, Any] | None = None,
+        trigger: str = "manual",
     ) -> StartedRun:
         stored = self.container.definitions.sync(sync_id)
+        if period is not None and stored.sync.operation != "import_deleted":
+            raise ConfigurationError(
+                f"sync {sync_id!r} is an {stored.sync.operation}; a period is given to deletion imports only"
+            )
         run_id = execution_name(sync_id, trigger)
         payload: dict[str, Any] = {"sync_id": sync_id, "trigger": trigger}
         if population is not None:
             payload["population"] = population
+        if period is not None:
+            payload["period"] = period
         response = self.aws.client("stepfunctions").start_execution(
             stateMachineArn=self.names.state_machine_arn(stored.sync.operation),
             name=run_id,

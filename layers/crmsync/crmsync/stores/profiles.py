@@ -711,6 +711,105 @@ class ProfileStore:
             )
         return result
 
+    def remove_deleted(
+        self, deletions: Sequence[CrmDeletion], *, connection: str, object_name: str, run_id: str
+    ) -> DeletionResult:
+        """Removal instead of a flag (SPEC D2 `apply: remove`): the link to the deleted record and its
+        lookup go; a profile left with no CRM link goes too, with its unique-key lookup. Idempotent: a
+        record removed before is unknown the second time."""
+        result = DeletionResult()
+        link = link_name(connection, object_name)
+        pending = {d.crm_id: d for d in deletions}
+        for _ in range(MAX_RECONCILE_ROUNDS):
+            if not pending:
+                return result
+            keys = {crm_id: crm_id_key(connection, object_name, crm_id) for crm_id in pending}
+            lookups = self._lookup(list(keys.values()))
+            items = {
+                item["profileId"]: item
+                for item in batch_get(self.client, self.table, [{"pk": f"P#{p}"} for p in set(lookups.values())])
+            }
+            retry: dict[str, CrmDeletion] = {}
+            for crm_id, deletion in pending.items():
+                item = items.get(lookups.get(keys[crm_id], ""))
+                if item is None or (item.get("externalIds") or {}).get(link) != crm_id:
+                    result.unknown += 1
+                    continue
+                try:
+                    transact_write(self.client, self._removal_actions(item, link, keys[crm_id], run_id))
+                except TransactionConflict:
+                    retry[crm_id] = deletion
+                else:
+                    result.marked += 1
+            pending = retry
+        if pending:
+            raise StoreThrottled(f"{len(pending)} removals kept conflicting with concurrent writers; page retried")
+        return result
+
+    def _removal_actions(self, item: dict[str, Any], link: str, lookup: str, run_id: str) -> list[dict[str, Any]]:
+        profile_id = item["profileId"]
+        owned = serialize({":p": profile_id})
+        actions: list[dict[str, Any]] = [
+            {
+                "Delete": {
+                    "TableName": self.table,
+                    "Key": serialize({"pk": lookup}),
+                    "ConditionExpression": "profileId = :p",
+                    "ExpressionAttributeValues": owned,
+                }
+            }
+        ]
+        version = serialize({":ver": int(item.get("version", 0))})
+        if set(item.get("externalIds") or {}) - {link}:
+            actions.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": serialize({"pk": f"P#{profile_id}"}),
+                        "UpdateExpression": "SET version = version + :one, updatedAt = :now, lastRunId = :run "
+                        "REMOVE externalIds.#l, crmModifiedAt.#l",
+                        "ConditionExpression": "version = :ver",
+                        "ExpressionAttributeNames": {"#l": link},
+                        "ExpressionAttributeValues": serialize({":one": 1, ":now": _now(), ":run": run_id})
+                        | version,
+                    }
+                }
+            )
+            return actions
+        actions.append(
+            {
+                "Delete": {
+                    "TableName": self.table,
+                    "Key": serialize({"pk": f"P#{profile_id}"}),
+                    "ConditionExpression": "version = :ver",
+                    "ExpressionAttributeValues": version,
+                }
+            }
+        )
+        key_value = item.get("keyValue")
+        if key_value:
+            attrs = item.get("attrs") or {}
+            candidates = [
+                unique_key(name, key_value)
+                for name, value in attrs.items()
+                if isinstance(value, str)
+                and key_value
+                in (normalize_key(value, case_insensitive=True), normalize_key(value, case_insensitive=False))
+            ]
+            for lookup_item in self._lookup(candidates).items():
+                if lookup_item[1] == profile_id:
+                    actions.append(
+                        {
+                            "Delete": {
+                                "TableName": self.table,
+                                "Key": serialize({"pk": lookup_item[0]}),
+                                "ConditionExpression": "profileId = :p",
+                                "ExpressionAttributeValues": owned,
+                            }
+                        }
+                    )
+        return actions
+
     def _deletion_action(self, deletion: CrmDeletion, profile: StoredProfile, run_id: str) -> dict[str, Any]:
         return {
             "Update": {
@@ -823,6 +922,22 @@ class ResourceStore:
                 puts.append(stored | flags)
                 result.marked += 1
         batch_write(self.client, self.table, puts=puts)
+        return result
+
+    def remove_deleted(
+        self, deletions: Sequence[CrmDeletion], *, resource: str, connection: str
+    ) -> DeletionResult:
+        """Removal instead of a flag (SPEC D2 `apply: remove`); a row never imported is unknown."""
+        result = DeletionResult()
+        ids = list(dict.fromkeys(d.crm_id for d in deletions))
+        existing = {
+            item["sk"]: item
+            for item in batch_get(self.client, self.table, [{"pk": resource, "sk": i} for i in ids])
+        }
+        gone = [i for i in ids if i in existing and existing[i].get("connection") == connection]
+        batch_write(self.client, self.table, deletes=[{"pk": resource, "sk": i} for i in gone])
+        result.marked = len(gone)
+        result.unknown = len(ids) - len(gone)
         return result
 
     def crm_ids(

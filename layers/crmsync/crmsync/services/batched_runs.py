@@ -1,0 +1,104 @@
+"""What every resumable batched run shares (export, deletion in the CRM - SPEC E4, D3): its population
+as a snapshot in S3 parts, a manifest the state machine's Map reads, the batch ledger planned before any
+batch is claimed, and the ledger added up at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..stores.batches import BatchPlan, BatchStatus
+from ..wiring import Container
+
+
+def write_snapshot(
+    container: Container,
+    prefix: str,
+    rows: Iterable[dict[str, Any]],
+    *,
+    part_size: int,
+    identity: Callable[[dict[str, Any]], str],
+) -> list[tuple[str, int]]:
+    """The population in parts of `part_size` rows under `prefix/snapshot/`, each row once (by
+    `identity`); answers (key, size) of each part."""
+    s3 = container.aws.client("s3")
+    parts: list[tuple[str, int]] = []
+    part: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def flush() -> None:
+        if part:
+            key = f"{prefix}/snapshot/{len(parts) + 1:06d}.json"
+            s3.put_object(
+                Bucket=container.settings.data_bucket,
+                Key=key,
+                Body=json.dumps(part, ensure_ascii=False, default=str).encode(),
+                ContentType="application/json",
+            )
+            parts.append((key, len(part)))
+            part.clear()
+
+    for row in rows:
+        name = identity(row)
+        if name in seen:
+            continue
+        seen.add(name)
+        part.append(row)
+        if len(part) == part_size:
+            flush()
+    flush()
+    return parts
+
+
+def plan_batches(
+    container: Container,
+    *,
+    sync_id: str,
+    ledger_run: str,
+    manifest_key: str,
+    parts: list[tuple[str, int]],
+    parts_per_batch: int,
+    api: str,
+) -> list[BatchPlan]:
+    """Group the parts into batches, write the manifest the Map reads, record every batch as pending."""
+    batches = [
+        BatchPlan(
+            number=n,
+            keys=tuple(key for key, _ in parts[start : start + parts_per_batch]),
+            size=sum(size for _, size in parts[start : start + parts_per_batch]),
+            api=api,
+        )
+        for n, start in enumerate(range(0, len(parts), parts_per_batch), start=1)
+    ]
+    container.aws.client("s3").put_object(
+        Bucket=container.settings.data_bucket,
+        Key=manifest_key,
+        Body=json.dumps([{"number": b.number, "size": b.size} for b in batches]).encode(),
+        ContentType="application/json",
+    )
+    if batches:
+        container.batches.plan(sync_id, ledger_run, batches)
+    return batches
+
+
+def read_part(container: Container, key: str) -> list[dict[str, Any]]:
+    body = container.aws.client("s3").get_object(Bucket=container.settings.data_bucket, Key=key)["Body"].read()
+    rows: list[dict[str, Any]] = json.loads(body)
+    return rows
+
+
+def ledger_counts(container: Container, sync_id: str, ledger_run: str) -> tuple[dict[str, int], list[int]]:
+    """Every batch's counts added up, and the numbers of the batches not done."""
+    counts: dict[str, int] = {}
+    undone: list[int] = []
+    for entry in container.batches.entries(sync_id, ledger_run):
+        if entry.status is not BatchStatus.DONE:
+            undone.append(entry.number)
+        for name, value in entry.counts.items():
+            counts[name] = counts.get(name, 0) + value
+    return counts, undone
+
+
+__all__ = ["ledger_counts", "plan_batches", "read_part", "write_snapshot"]
