@@ -148,3 +148,11 @@ def test_updated_more_ids_than_the_limit_is_exceeded_id_limit(salesforce_emulato
     with pytest.raises(SalesforceMalformedRequest) as raised:
         salesforce_client.Contact.updated(NOW - timedelta(hours=1), NOW + timedelta(minutes=2))
     assert _error(raised)["errorCode"] == "EXCEEDED_ID_LIMIT"
+
+
+def test_start_exactly_one_minute_before_end_is_invalid_replication_date(salesforce_client, clock):
+    with pytest.raises(SalesforceMalformedRequest) as raised:
+        salesforce_client.Contact.deleted(NOW - timedelta(minutes=1), NOW)
+
+    assert _error(raised)["errorCode"] == "INVALID_REPLICATION_DATE"
+    assert salesforce_client.Contact.deleted(NOW - timedelta(minutes=2), NOW)["deletedRecords"] == []

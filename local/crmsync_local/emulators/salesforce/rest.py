@@ -313,7 +313,9 @@ class RestApi:
                 raise ApiError(400, "INVALID_REPLICATION_DATE", f"Invalid {name} date: {raw}")
             bounds.append(truncate_minute(moment))  # the API ignores seconds
         start, end = bounds
-        if end - start < timedelta(minutes=1):
+        # "must chronologically precede the specified endDate value by more than one minute" (getDeleted);
+        # deletions are answered for [start, latestDateCovered), so the end minute itself is not covered.
+        if end - start <= timedelta(minutes=1):
             raise ApiError(
                 400,
                 "INVALID_REPLICATION_DATE",

@@ -34,7 +34,15 @@ from ...errors import (
     DeltaTokenExpired,
 )
 from ..http import CrmHttpSession, unreachable
-from ..port import ApiLimits, FieldDescription, ObjectDescription, ObjectSummary, RecordPage, RecordQuery
+from ..port import (
+    ApiLimits,
+    FieldDescription,
+    IdPage,
+    ObjectDescription,
+    ObjectSummary,
+    RecordPage,
+    RecordQuery,
+)
 from ..retry import RetryPolicy, log_retries
 from . import odata
 from .auth import DynamicsTokenProvider
@@ -480,3 +488,30 @@ class DynamicsConnector:
             return [record for chunk in chunks for record in read(chunk)]
         with ThreadPoolExecutor(max_workers=min(self.connection.max_concurrency, len(chunks))) as pool:
             return [record for records in pool.map(read, chunks) for record in records]
+
+    # -- id-set comparison (SPEC D1) ---------------------------------------------------------------
+    def read_ids_first(self, object_name: str) -> IdPage:
+        """Every id of a table, 5,000 a page and nothing but the key: what an expired delta token falls
+        back to, so a deletion is found by its absence instead of being lost."""
+        table = self._table(object_name)
+        link = f"{self._base}/{table.entity_set}?{odata.encode({'$select': table.primary_id})}"
+        return self._id_page(_Cursor(link, table.entity_set, MAX_PAGE_SIZE), table.primary_id)
+
+    def read_ids_next(self, cursor: str) -> IdPage:
+        try:
+            raw = json.loads(cursor)
+            id_attribute, page = odata.identifier(str(raw["id"])), _Cursor.decode(str(raw["page"]))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise ConfigurationError("the id cursor is not a Dynamics id cursor") from None
+        self._check_link(page.link, page.entity_set, "$skiptoken")
+        return self._id_page(page, id_attribute)
+
+    def _id_page(self, cursor: _Cursor, id_attribute: str) -> IdPage:
+        page = self._follow(cursor)
+        following = None
+        if page.next_cursor is not None:
+            following = json.dumps({"id": id_attribute, "page": page.next_cursor}, separators=(",", ":"))
+        return IdPage(
+            ids=[str(r[id_attribute]).lower() for r in page.records if r.get(id_attribute)],
+            next_cursor=following,
+        )

@@ -222,17 +222,26 @@ class BulkApi2:
         body = {"operation": "queryAll" if include_deleted else "query", "query": soql}
         return BulkJob.from_info(self.connector.rest("POST", "jobs/query", json=body))
 
+    def query_page(
+        self, job_id: str, locator: str | None = None, *, page_records: int = QUERY_PAGE_RECORDS
+    ) -> tuple[list[dict[str, str]], str | None]:
+        """One result page of a completed query job and the locator of the next one (None after the
+        last): a caller that must stop between pages (a Lambda step) keeps the locator and resumes."""
+        params: dict[str, Any] = {"maxRecords": page_records}
+        if locator:
+            params["locator"] = locator
+        response = self.connector.request("GET", f"jobs/query/{_job(job_id)}/results", params=params)
+        rows = decode_csv(response.content.decode("utf-8-sig"))
+        following = response.headers.get("Sforce-Locator")
+        return rows, None if not following or following == "null" else following
+
     def query_rows(self, job_id: str, *, page_records: int = QUERY_PAGE_RECORDS) -> Iterator[dict[str, str]]:
         """Rows of a completed query job, one result page (`Sforce-Locator`) in memory at a time."""
         locator: str | None = None
         while True:
-            params: dict[str, Any] = {"maxRecords": page_records}
-            if locator:
-                params["locator"] = locator
-            response = self.connector.request("GET", f"jobs/query/{_job(job_id)}/results", params=params)
-            yield from decode_csv(response.content.decode("utf-8-sig"))
-            locator = response.headers.get("Sforce-Locator")
-            if not locator or locator == "null":
+            rows, locator = self.query_page(job_id, locator, page_records=page_records)
+            yield from rows
+            if locator is None:
                 return
 
     def query(

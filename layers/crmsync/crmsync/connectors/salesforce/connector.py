@@ -1,11 +1,13 @@
-"""Salesforce adapter of the CRM port, on simple-salesforce (SPEC C2, C3, I1-I8)."""
+"""Salesforce adapter of the CRM port, on simple-salesforce (SPEC C2, C3, I1-I8, D1)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import requests
@@ -13,8 +15,10 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
 
 from ...config import SalesforceConnection
+from ...domain.conversions import parse_crm_datetime
 from ...domain.types import CrmFieldType
 from ...errors import (
+    BulkJobInProgress,
     ConfigurationError,
     CrmAuthenticationFailed,
     CrmOutcomeUnknown,
@@ -22,19 +26,35 @@ from ...errors import (
     CrmRequestRejected,
     CrmsyncError,
     CrmUnavailable,
+    DeletionPeriodRefused,
+    TooManyDeletedIds,
 )
 from ..http import CrmHttpSession, unreachable
-from ..port import ApiLimits, FieldDescription, ObjectDescription, ObjectSummary, RecordPage, RecordQuery
+from ..port import (
+    ApiLimits,
+    DeletedRecord,
+    DeletedRecords,
+    FieldDescription,
+    IdPage,
+    ObjectDescription,
+    ObjectSummary,
+    RecordPage,
+    RecordQuery,
+)
 from ..retry import RetryPolicy, log_retries
 from .auth import SalesforceToken, SalesforceTokenProvider
 from .bulk2 import BulkApi2
 from .collections import SObjectCollections
-from .soql import identifier, render_query, render_value_lookups
+from .soql import identifier, is_salesforce_id, render_all_ids, render_query, render_value_lookups
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 ID_CHUNK = 500
+ID_PAGE_RECORDS = 50_000
+"""Ids per page of the id-set comparison: one Bulk API 2.0 results call each (`maxRecords`)."""
+ID_JOB_BUDGET_SECONDS = 60.0
+"""How long one step waits for the id query job before handing back a cursor (it is resumed later)."""
 _CURSOR = re.compile(r"^/services/data/v\d+\.\d/query(All)?/[A-Za-z0-9_-]+$")
 
 TYPE_MAP: dict[str, CrmFieldType] = {
@@ -103,6 +123,42 @@ def _strip(record: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key != "attributes"}
 
 
+def _minute(moment: datetime) -> datetime:
+    """UTC on a whole minute: Salesforce ignores the seconds of a replication period's bounds."""
+    return moment.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def _replication_date(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def _optional_datetime(value: Any) -> datetime | None:
+    return parse_crm_datetime(str(value)) if value else None
+
+
+@dataclass(frozen=True)
+class _IdCursor:
+    """Where an id-set read stands: its Bulk API 2.0 query job and the locator of the next results page
+    (None before the first page). Plain JSON, so it crosses a Lambda boundary in the state."""
+
+    job_id: str
+    locator: str | None
+
+    def encode(self) -> str:
+        return json.dumps({"job": self.job_id, "locator": self.locator}, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> _IdCursor:
+        try:
+            raw = json.loads(text)
+            job_id, locator = str(raw["job"]), raw.get("locator")
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise ConfigurationError("the id cursor is not a Salesforce query job cursor") from None
+        if not is_salesforce_id(job_id) or not (locator is None or isinstance(locator, str)):
+            raise ConfigurationError("the id cursor is not a Salesforce query job cursor")
+        return cls(job_id, locator)
+
+
 class SalesforceConnector:
     kind = "salesforce"
 
@@ -119,6 +175,8 @@ class SalesforceConnector:
         self.retry = retry or RetryPolicy()
         self.last_usage: tuple[int, int] | None = None
         self._client: tuple[SalesforceToken, Salesforce] | None = None
+        self.id_page_records = ID_PAGE_RECORDS
+        self.id_job_budget_seconds = ID_JOB_BUDGET_SECONDS
 
     @property
     def api_calls(self) -> int:
@@ -316,3 +374,116 @@ class SalesforceConnector:
             )
             records.extend(self._every_page(self.read_first_page(chunk)))
         return records
+
+    # -- deletions (SPEC D1) -----------------------------------------------------------------------
+    def read_deleted(self, object_name: str, start: datetime, end: datetime) -> DeletedRecords:
+        """`sobjects/{Type}/deleted`, with both ends of the period included.
+
+        Salesforce reads whole minutes and answers deletions before its end minute, so the request ends
+        one minute after `end`'s minute (two after the start's, as the start must precede the end by more
+        than a minute) and what lies outside the period is dropped. `latest_covered` never passes `end`:
+        the next period starts there and misses nothing that was dropped.
+        """
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ConfigurationError("a deletion period needs time-zone aware bounds")
+        if end < start:
+            raise ConfigurationError(f"the deletion period ends ({end.isoformat()}) before it starts")
+        name = identifier(object_name)
+        first = _minute(start)
+        last = max(_minute(end) + timedelta(minutes=1), first + timedelta(minutes=2))
+        try:
+            body = (
+                self.rest(
+                    "GET",
+                    f"sobjects/{name}/deleted/",
+                    params={"start": _replication_date(first), "end": _replication_date(last)},
+                )
+                or {}
+            )
+        except CrmRequestRejected as refused:
+            if refused.error_code == "INVALID_REPLICATION_DATE":
+                raise self._period_refused(name, start, refused) from None
+            if refused.error_code == "EXCEEDED_ID_LIMIT":
+                raise TooManyDeletedIds(
+                    f"Salesforce holds more deleted {name} ids between {start.isoformat()} and {end.isoformat()} "
+                    "than one answer returns; split the period"
+                ) from None
+            raise
+        records = [
+            DeletedRecord(crm_id=str(row["id"]), deleted_at=parse_crm_datetime(str(row["deletedDate"])))
+            for row in body.get("deletedRecords") or []
+        ]
+        covered = _optional_datetime(body.get("latestDateCovered"))
+        return DeletedRecords(
+            records=[r for r in records if start <= r.deleted_at <= end],
+            earliest_available=_optional_datetime(body.get("earliestDateAvailable")),
+            latest_covered=None if covered is None else min(covered, end),
+        )
+
+    def _period_refused(self, name: str, start: datetime, refused: CrmRequestRejected) -> DeletionPeriodRefused:
+        """Name the earliest date Salesforce still answers for. Its refusal says so only in prose, so a
+        two-minute period ending at the CRM's own clock asks for `earliestDateAvailable` (one call)."""
+        earliest: datetime | None = None
+        try:
+            now = _minute(self.session.crm_clock("Salesforce"))
+            probe = (
+                self.rest(
+                    "GET",
+                    f"sobjects/{name}/deleted/",
+                    params={
+                        "start": _replication_date(now - timedelta(minutes=2)),
+                        "end": _replication_date(now),
+                    },
+                )
+                or {}
+            )
+            earliest = _optional_datetime(probe.get("earliestDateAvailable"))
+        except (CrmsyncError, ValueError) as exc:
+            logger.warning("could not learn the earliest deletion date of %s: %s", name, exc)
+        if earliest is None:
+            return DeletionPeriodRefused(
+                f"Salesforce refused deleted {name} records from {start.isoformat()}: {refused}"
+            )
+        if start < earliest:
+            text = (
+                f"Salesforce keeps deleted {name} records only from {earliest.isoformat()}; "
+                f"a period starting {start.isoformat()} is older than that"
+            )
+        else:
+            text = (
+                f"Salesforce refused deleted {name} records from {start.isoformat()} ({refused}); "
+                f"the earliest date available is {earliest.isoformat()}"
+            )
+        return DeletionPeriodRefused(text, earliest_available=earliest.isoformat())
+
+    # -- id-set comparison (SPEC D1) ---------------------------------------------------------------
+    def read_ids_first(self, object_name: str) -> IdPage:
+        """Start a Bulk API 2.0 query job `SELECT Id FROM <Type>` (deleted rows excluded) and answer its
+        first page. A job still running after `id_job_budget_seconds` answers no ids and a cursor on the
+        job, so the next step resumes it instead of starting another."""
+        job = self.bulk.create_query_job(render_all_ids(object_name))
+        cursor = _IdCursor(job.id, None)
+        try:
+            return self._id_page(cursor)
+        except BulkJobInProgress:
+            logger.info("id query job %s is still running; the next step picks it up", job.id)
+            return IdPage(ids=[], next_cursor=cursor.encode())
+
+    def read_ids_next(self, cursor: str) -> IdPage:
+        """The page at `cursor`; `BulkJobInProgress` (retryable, the cursor still good) while its job runs."""
+        return self._id_page(_IdCursor.decode(cursor))
+
+    def _id_page(self, cursor: _IdCursor) -> IdPage:
+        bulk = self.bulk
+        if cursor.locator is None:
+            job = bulk.wait(cursor.job_id, budget_seconds=self.id_job_budget_seconds, query=True)
+            if job.state != "JobComplete":
+                raise CrmRequestRejected(
+                    f"bulk query job {job.id} ended {job.state}: {job.error_message or 'no message'}",
+                    error_code=job.state,
+                )
+        rows, locator = bulk.query_page(cursor.job_id, cursor.locator, page_records=self.id_page_records)
+        return IdPage(
+            ids=[row["Id"] for row in rows if row.get("Id")],
+            next_cursor=None if locator is None else _IdCursor(cursor.job_id, locator).encode(),
+        )

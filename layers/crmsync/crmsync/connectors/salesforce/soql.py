@@ -106,3 +106,8 @@ def render_value_lookups(
         size += len(literal) + 2
     if literals:
         yield head + ", ".join(literals) + ")"
+
+
+def render_all_ids(object_name: str) -> str:
+    """`SELECT Id FROM <Type>`: every live id of an object, for the id-set comparison (SPEC D1)."""
+    return f"SELECT Id FROM {identifier(object_name)}"  # noqa: S608 - the identifier is checked
