@@ -36,7 +36,7 @@ from ..connectors.port import (
 from ..domain.conversions import parse_crm_datetime
 from ..domain.records import CrmDeletion
 from ..domain.windows import ImportWindow, format_watermark, parse_watermark
-from ..errors import ConfigurationError, DeltaTokenExpired, TooManyDeletedIds
+from ..errors import ConfigurationError, DeletionPeriodRefused, DeltaTokenExpired, TooManyDeletedIds
 from ..wiring import Container
 from .local_deletions import LocalTarget, apply_deletions, local_crm_ids
 from .runs import RunIdentity, StartRunEvent, close_run, normalize_started_at
@@ -117,6 +117,8 @@ class DeletionCursor(BaseModel):
     cursor: str | None = None
     id_files: int = 0
     next_delta_link: str | None = None
+    from_earliest: bool = False
+    """A first run without a given period: a start older than the CRM keeps moves to its earliest date."""
     done: bool = False
 
 
@@ -211,13 +213,15 @@ def start_deletion_import(event: StartDeletionImportEvent, container: Container)
                 if event.period
                 else previous.value
                 if previous
-                else end - timedelta(days=sync.lookback_days)
+                else now - timedelta(days=sync.lookback_days)
             )
             if start > end:
                 raise ConfigurationError(
                     f"the period starts ({start.isoformat()}) after it ends ({end.isoformat()})"
                 )
-            page = DeletionCursor(phase="deleted", periods=[(start, end)])
+            page = DeletionCursor(
+                phase="deleted", periods=[(start, end)], from_earliest=event.period is None and previous is None
+            )
             if event.period is None:
                 run.option = option
             run.window_start, run.window_end = format_watermark(start), format_watermark(end)
@@ -296,6 +300,17 @@ def _deleted_period(
     start, end = page.periods[0]
     try:
         found = connector.read_deleted(run.object, start, end)
+    except DeletionPeriodRefused as refused:
+        if not (page.from_earliest and refused.earliest_available):
+            raise
+        earliest = datetime.fromisoformat(refused.earliest_available)
+        logger.info(
+            "first run: starting at the earliest date the CRM keeps", extra={"start": earliest.isoformat()}
+        )
+        periods = [(earliest, end), *page.periods[1:]]
+        return page.model_copy(
+            update={"periods": periods, "from_earliest": False, "earliest_available": earliest}
+        ), totals
     except TooManyDeletedIds:
         if end - start <= MIN_SPLIT:
             raise ConfigurationError(
