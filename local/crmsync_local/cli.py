@@ -26,6 +26,7 @@ from rich.table import Table
 
 from crmsync.config import CrmsyncConfig, config_json_schema, load_config
 from crmsync.errors import ConfigurationError, CrmsyncError
+from crmsync.services.deletion_imports import parse_period
 from crmsync.services.operations import ConnectionCheck, Operator, data_loader_error_file
 
 app = typer.Typer(
@@ -33,6 +34,21 @@ app = typer.Typer(
 )
 config_app = typer.Typer(no_args_is_help=True, help="Validate and apply configuration files.")
 watermark_app = typer.Typer(no_args_is_help=True, help="Read or move a sync's automatic index.")
+DELETION_MODES = {
+    "period": "the CRM's deleted-records list for the period (both ends included)",
+    "changes": "change tracking: the deletions since the delta link",
+    "compare": "id-set comparison: every CRM id against the local records",
+}
+
+SUMMARY_LABELS = {
+    "reported": "deletions reported",
+    "compared": "CRM ids compared",
+    "checked": "local records checked",
+    "already": "flagged before",
+    "already_gone": "already gone in the CRM",
+    "unknown": "never imported",
+}
+
 rejects_app = typer.Typer(no_args_is_help=True, help="Inspect, export and replay the records a sync refused.")
 local_app = typer.Typer(no_args_is_help=True, help="The embedded local environment (emulated AWS and CRMs).")
 connection_app = typer.Typer(no_args_is_help=True, help="Check a CRM connection.")
@@ -204,7 +220,8 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     table.add_row("run", str(summary.get("run_id")))
     window = summary.get("window") or {}
     if window:
-        table.add_row("window", f"{window.get('start') or '(beginning)'} -> {window.get('end')} (end excluded)")
+        end = "end included" if summary.get("operation") == "import_deleted" else "end excluded"
+        table.add_row("window", f"{window.get('start') or '(beginning)'} -> {window.get('end')} ({end})")
         table.add_row("option", str(window.get("option")))
     reads = {
         "initial": "change tracking, first read of every record",
@@ -215,21 +232,30 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
         table.add_row("read by", reads[summary["change_tracking"]])
     if summary.get("resumed_from"):
         table.add_row("resumed run", str(summary["resumed_from"]))
+    if summary.get("operation") == "import_deleted":
+        table.add_row("found by", DELETION_MODES.get(summary.get("mode", ""), str(summary.get("mode"))))
     for key in (
         "read",
         "selected",
+        "reported",
+        "compared",
+        "checked",
         "created",
         "updated",
         "unchanged",
         "rejected",
         "deleted",
+        "already",
+        "already_gone",
+        "unknown",
+        "splits",
         "owners_unmatched",
         "api_calls",
         "pages",
         "batches",
     ):
         if key in summary:
-            table.add_row(key.replace("_", " "), f"{summary[key]:,}")
+            table.add_row(SUMMARY_LABELS.get(key, key.replace("_", " ")), f"{summary[key]:,}")
     if summary.get("deleted_unknown"):
         table.add_row("deletions of records never imported", f"{summary['deleted_unknown']:,}")
     usage = summary.get("crm_api_usage")
@@ -245,9 +271,15 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
 
 
 def run_and_report(
-    op: Operator, sync_id: str, *, wait: bool, as_json: bool, population: dict[str, Any] | None
+    op: Operator,
+    sync_id: str,
+    *,
+    wait: bool,
+    as_json: bool,
+    population: dict[str, Any] | None,
+    period: dict[str, Any] | None = None,
 ) -> int:
-    started = guarded(lambda: op.start(sync_id, population=population))
+    started = guarded(lambda: op.start(sync_id, population=population, period=period))
     if not wait:
         payload = {"sync_id": started.sync_id, "run_id": started.run_id, "execution_arn": started.execution_arn}
         console.print_json(json.dumps(payload)) if as_json else console.print(f"started run {started.run_id}")
@@ -279,28 +311,51 @@ def run(
         str | None,
         typer.Option(
             "--ids",
-            help="Only these (comma separated): CRM ids for an import, marketing profile ids for an export.",
+            help="Only these (comma separated): CRM ids for an import or a deletion in the CRM, marketing "
+            "profile ids for an export.",
         ),
     ] = None,
     population_uri: Annotated[
         str | None,
         typer.Option(
             "--population",
-            help="s3:// file: CRM ids to import, or records to export (CSV with a header or JSON lines, "
-            "with a profileId column).",
+            help="s3:// file: CRM ids to import or to delete, or records to export (CSV with a header or JSON "
+            "lines, with a profileId column).",
         ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Deletion imports: the period's start, included (ISO 8601 or yyyy/MM/dd hh:mm:ss, UTC); "
+            "default: the watermark.",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--to", help="Deletion imports: the period's end, included; default: the CRM's clock."),
     ] = None,
     stack: StackOption = "crmsync",
 ) -> None:
     """Start SYNC_ID now (runs of one sync never overlap: a second one is refused)."""
     if ids and population_uri:
         raise fail("give either --ids or --population", 2)
+    if until and not since:
+        raise fail("--to needs --from", 2)
+    period = None
+    if since:
+        try:
+            period = parse_period(since, until)
+        except ValueError as bad:
+            raise fail(f"--from/--to: {bad}", 2) from None
     population = None
     if ids:
         population = {"ids": [i.strip() for i in ids.split(",") if i.strip()]}
     elif population_uri:
         population = {"s3_uri": population_uri}
-    raise typer.Exit(run_and_report(operator(stack), sync_id, wait=wait, as_json=as_json, population=population))
+    raise typer.Exit(
+        run_and_report(operator(stack), sync_id, wait=wait, as_json=as_json, population=population, period=period)
+    )
 
 
 @app.command("runs")

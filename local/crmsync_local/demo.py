@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from crmsync.config import load_config
+from crmsync.domain.conversions import parse_crm_datetime
 from crmsync.services.operations import Operator
 from crmsync_local import demo_data
 from crmsync_local.emulators.dynamics import DynamicsControl
@@ -34,10 +35,10 @@ REFUSED = (
 )
 
 
-def _run(console: Console, operator: Operator, sync_id: str, title: str) -> dict[str, Any]:
+def _run(console: Console, operator: Operator, sync_id: str, title: str, **start: Any) -> dict[str, Any]:
     from crmsync_local.cli import summary_table
 
-    started = operator.start(sync_id)
+    started = operator.start(sync_id, **start)
     with console.status(f"{title}: running {started.run_id}"):
         summary = operator.wait(started, timeout=900, poll=0.1)
     console.print(summary_table(summary, title=title))
@@ -88,8 +89,16 @@ def _dynamics(console: Console, crm: DynamicsControl, url: str, operator: Operat
         console, operator, "dyn-contacts", "2nd import of dyn-contacts (the delta link: changes, deletions)"
     )
     custom_second = _run(console, operator, "dyn-subscriptions", "2nd import of dyn-subscriptions (delta link)")
+    deletions = _run(
+        console,
+        operator,
+        "dyn-contacts-deleted",
+        "import of Dynamics deletions (first run: id-set comparison, then its own delta link)",
+    )
     return (
-        {first.get("status"), custom.get("status"), second.get("status"), custom_second.get("status")}
+        deletions.get("status") == "SUCCEEDED"
+        and deletions.get("deleted", 0) + deletions.get("already", 0) == len(deleted)
+        and {first.get("status"), custom.get("status"), second.get("status"), custom_second.get("status")}
         == {"SUCCEEDED"}
         and second.get("read") == len(changed) + len(new_rows)
         and second.get("deleted") == len(deleted)
@@ -143,6 +152,54 @@ def _export(console: Console, operator: Operator, crm: Any, contact_ids: list[st
         style="dim",
     )
     return summary
+
+
+def _deletions(console: Console, operator: Operator, crm: Any, contact_ids: list[str]) -> bool:
+    """Deletions both ways (SPEC D1-D3): records deleted in Salesforce flag their profiles; profiles
+    flagged on the marketing side have their Contacts deleted in Salesforce; an id-set comparison finds
+    records deleted longer ago than Salesforce keeps them."""
+    deleted_there = contact_ids[200:208]
+    for crm_id in deleted_there:
+        crm.delete("Contact", crm_id)
+    long_ago = parse_crm_datetime(crm.clock()["now"]) - timedelta(days=60)
+    purged = contact_ids[220:222]
+    for crm_id in purged:
+        crm.delete("Contact", crm_id, deleted_date=long_ago)  # older than getDeleted reaches back
+    crm.advance_clock(timedelta(minutes=2).total_seconds())
+    console.print(
+        f"deleted {len(deleted_there)} Contacts in Salesforce, and {len(purged)} more dated 60 days ago (older than "
+        "Salesforce keeps deletions)"
+    )
+    found = _run(console, operator, "sf-contacts-deleted", "import of Salesforce deletions (getDeleted)")
+    compared = _run(console, operator, "sf-contacts-compare", "id-set comparison of Salesforce Contacts")
+
+    profiles = operator.container.profiles
+    marked = [
+        p["profileId"]
+        for p in (profiles.find_by_crm_id("sf-prod", "Contact", i) for i in contact_ids[300:306])
+        if p is not None
+    ]
+    for profile_id in marked:
+        profiles.update_local(profile_id, {"deleteInCrm": True})
+    console.print(f"marketing side: {len(marked)} profiles flagged deleteInCrm")
+    removed = _run(
+        console, operator, "sf-contacts-delete", "deletion in Salesforce of the flagged profiles' Contacts"
+    )
+    again = _run(
+        console,
+        operator,
+        "sf-contacts-delete",
+        "the same Contacts deleted again, by id (harmless: already gone)",
+        population={"ids": contact_ids[300:306]},
+    )
+    return (
+        {found.get("status"), compared.get("status"), removed.get("status"), again.get("status")} == {"SUCCEEDED"}
+        and found.get("reported") == len(deleted_there)
+        and found.get("deleted", 0) + found.get("unknown", 0) == len(deleted_there)
+        and compared.get("deleted") == len(purged)
+        and removed.get("deleted") == len(marked)
+        and again.get("already_gone") == len(contact_ids[300:306])
+    )
 
 
 def run_demo(console: Console, *, contacts: int = 2400) -> int:
@@ -204,6 +261,9 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
         console.rule("Export to Salesforce")
         export = _export(console, operator, crm, ids)
 
+        console.rule("Deletions, both ways")
+        deletions_ok = _deletions(console, operator, crm, ids)
+
         console.rule("Dynamics 365")
         dynamics_ok = _dynamics(
             console,
@@ -219,6 +279,7 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
             and 0 < second.get("read", 0) <= len(changed) + len(new_rows)
             and accounted == second.get("read")
             and dynamics_ok
+            and deletions_ok
             and export.get("status") == "SUCCEEDED"
             and export.get("selected", 0) == EDITED + SIGNUPS
             and export.get("rejected", 0) == len(REFUSED)
