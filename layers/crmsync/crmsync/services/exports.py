@@ -243,7 +243,7 @@ def _plan_run(
     parts = _write_snapshot(container, run, plan, records)
     total = sum(size for _, size in parts)
     run.records = total
-    run.api = "bulk" if total >= plan.bulk_threshold else "collections"
+    run.api = "bulk" if plan.bulk_api and total >= plan.bulk_threshold else "collections"
     per_batch = max(1, plan.bulk_batch_size // plan.batch_size) if run.api == "bulk" else 1
     batches = [
         BatchPlan(
