@@ -122,7 +122,8 @@ def test_max_concurrency_above_salesforce_long_request_limit_is_refused():
 
 
 def dynamics_config(**sync_overrides):
-    raw = config(object="contact", correlation_field="new_marketingprofileid", **sync_overrides)
+    sync_overrides.setdefault("object", "contact")
+    raw = config(correlation_field="new_marketingprofileid", **sync_overrides)
     raw["connections"] = [
         {
             "name": "sf",
