@@ -540,7 +540,8 @@ class ExportSync(_Sync):
                 "a Dynamics export writes one table"
             )
         for setting in ("bulk_threshold", "bulk_batch_size"):
-            if setting in self.model_fields_set:
+            # Compared with the default, not `model_fields_set`: a stored definition has every field set.
+            if getattr(self, setting) != type(self).model_fields[setting].default:
                 problems.append(
                     f"{setting}: the bulk API is Salesforce-only (rule E2); Dynamics exports use $batch, "
                     "1,000 records a call"
