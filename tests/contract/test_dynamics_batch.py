@@ -7,6 +7,7 @@ import re
 import uuid
 from typing import Any
 
+import pytest
 import requests
 
 from tests.fixtures.dynamics_emulator import DynamicsEmulatorHandle
@@ -179,3 +180,30 @@ def test_get_inside_a_changeset_is_refused(dynamics_emulator: DynamicsEmulatorHa
     response = _post_batch(dynamics_emulator, [[_request("GET", "/api/data/v9.2/contacts", content_id=1)]])
 
     assert response.status_code == 400
+
+
+def test_a_request_outside_a_changeset_gets_its_content_id_back(dynamics_emulator: DynamicsEmulatorHandle) -> None:
+    response = _post_batch(
+        dynamics_emulator,
+        [
+            _request("POST", "/api/data/v9.2/contacts", {"lastname": "First"}, content_id=7),
+            _request("POST", "/api/data/v9.2/contacts", {"lastname": "x" * 60}, content_id=8),
+        ],
+        Prefer="odata.continue-on-error",
+    )
+
+    assert re.findall(r"^Content-ID: (\d+)", response.text, flags=re.MULTILINE) == ["7", "8"]
+
+
+def test_a_dropped_batch_answer_is_cut_after_every_part_was_applied(
+    dynamics_emulator: DynamicsEmulatorHandle,
+) -> None:
+    dynamics_emulator.control.inject_fault(r"^POST /api/data/v9\.2/\$batch", drop_response=True)
+    with pytest.raises(requests.ConnectionError):
+        _post_batch(
+            dynamics_emulator,
+            [_request("POST", "/api/data/v9.2/contacts", {"lastname": f"L{i}"}, content_id=i) for i in range(3)],
+            Prefer="odata.continue-on-error",
+        )
+
+    assert len(dynamics_emulator.control.records("contacts")) == 3

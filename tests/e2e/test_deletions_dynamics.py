@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from crmsync.config import CrmDeleteSync
+
 pytestmark = pytest.mark.slow
 
 DELETED = "dyn-contacts-deleted"
@@ -50,3 +52,20 @@ def test_an_expired_delta_token_still_finds_the_deletions(dynamics_env):
     assert summary["status"] == "SUCCEEDED"
     assert (summary["compared"], summary["deleted"]) == (5, 1)
     assert flagged(dynamics_env, ids) == {i: i == ids[4] for i in ids}
+
+
+def add_delete_sync(env):
+    sync = CrmDeleteSync(id="dyn-contacts-delete", operation="delete", connection="dyn-prod", object="contact")
+    env.operator.apply(env.config.model_copy(update={"syncs": [*env.config.syncs, sync]}))
+
+
+def test_records_are_deleted_in_dynamics_through_batch_and_twice_is_harmless(dynamics_env):
+    ids = imported(dynamics_env, 4)
+    add_delete_sync(dynamics_env)
+    first = dynamics_env.run("dyn-contacts-delete", population={"ids": ids[:3]})
+    assert (first["status"], first["deleted"], first["already_gone"], first["rejected"]) == ("SUCCEEDED", 3, 0, 0)
+    remaining = {r["contactid"] for r in dynamics_env.crm.control.records("contacts")}
+    assert remaining == {ids[3]}
+    assert flagged(dynamics_env, ids) == {i: i in ids[:3] for i in ids}
+    again = dynamics_env.run("dyn-contacts-delete", population={"ids": ids[:3]})
+    assert (again["deleted"], again["already_gone"], again["rejected"]) == (0, 3, 0)

@@ -48,6 +48,7 @@ def test_example_configuration_is_valid():
         ("dyn-contacts", "import"),
         ("dyn-subscriptions", "import"),
         ("sf-people-export", "export"),
+        ("dyn-people-export", "export"),
         ("sf-contacts-deleted", "import_deleted"),
         ("sf-contacts-compare", "import_deleted"),
         ("dyn-contacts-deleted", "import_deleted"),

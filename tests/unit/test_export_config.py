@@ -117,7 +117,50 @@ def test_an_unknown_operation_names_the_ones_this_version_supports():
 
 def test_max_concurrency_above_salesforce_long_request_limit_is_refused():
     assert problems_of(config(max_concurrency=50)) == [
-        "syncs[0] (sf-export).max_concurrency: Input should be less than or equal to 25"
+        "syncs[0] (sf-export).max_concurrency: 50 is over 25, the most a salesforce connection takes at once"
+    ]
+
+
+def dynamics_config(**sync_overrides):
+    sync_overrides.setdefault("object", "contact")
+    raw = config(correlation_field="new_marketingprofileid", **sync_overrides)
+    raw["connections"] = [
+        {
+            "name": "sf",
+            "kind": "dynamics",
+            "instance_url": "https://acme.crm.dynamics.com",
+            "tenant_id": "acme.onmicrosoft.com",
+            "secret": "crmsync/dyn",
+        }
+    ]
+    return raw
+
+
+def test_a_dynamics_export_may_write_up_to_52_batches_at_once_but_not_more():
+    assert parse_config(dynamics_config(max_concurrency=52)).syncs[0].max_concurrency == 52
+    assert problems_of(dynamics_config(max_concurrency=53)) == [
+        "syncs[0] (sf-export).max_concurrency: Input should be less than or equal to 52"
+    ]
+
+
+def test_lead_or_contact_on_a_dynamics_export_is_refused_as_salesforce_only():
+    raw = dynamics_config(object="Lead", lead_or_contact={"match": "email"})
+    assert (
+        "syncs[0] (sf-export).lead_or_contact: Salesforce-only (rule E5 routes people to Salesforce Leads and "
+        "Contacts); a Dynamics export writes one table" in problems_of(raw)
+    )
+
+
+def test_bulk_settings_on_a_dynamics_export_are_refused_as_salesforce_only():
+    assert problems_of(dynamics_config(bulk_threshold=5000)) == [
+        "syncs[0] (sf-export).bulk_threshold: the bulk API is Salesforce-only (rule E2); Dynamics exports use "
+        "$batch, 1,000 records a call"
+    ]
+
+
+def test_owner_sync_on_a_dynamics_export_is_refused():
+    assert problems_of(dynamics_config(owner={"local": "owner"})) == [
+        "syncs[0] (sf-export).owner: owner sync (rule E6) is Salesforce-only in this build"
     ]
 
 

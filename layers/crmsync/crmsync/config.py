@@ -384,6 +384,7 @@ class ImportSync(_Sync):
 
 # ------------------------------------------------------------------------------------- export
 PROFILE_ID = "profileId"
+MAX_EXPORT_CONCURRENCY = {"salesforce": 25, "dynamics": 52}
 RULE_EXACTLY_ONCE = "rule E4: an export that can insert needs a correlation field so no record is created twice"
 
 
@@ -458,7 +459,11 @@ class ExportSync(_Sync):
     )
     bulk_batch_size: int = Field(default=10_000, ge=200, le=100_000, description="records per bulk job")
     max_concurrency: int = Field(
-        default=4, ge=1, le=25, description="batches written at once (Salesforce allows 25 long requests)"
+        default=4,
+        ge=1,
+        le=max(MAX_EXPORT_CONCURRENCY.values()),
+        description="batches written at once: at most 25 on Salesforce (its concurrent long requests) and 52 "
+        "on Dynamics (Dataverse's concurrent requests per user)",
     )
 
     _timezone = field_validator("timezone")(_timezone)
@@ -517,6 +522,33 @@ class ExportSync(_Sync):
 
     def watermark_option(self, instance: str) -> str:
         return self.watermark.option or f"LASTEXPORT_{instance}_{self.id}"
+
+    def crm_problems(self, kind: str) -> list[str]:
+        """What this export asks that its connection's CRM cannot do, one line per setting."""
+        problems: list[str] = []
+        bound = MAX_EXPORT_CONCURRENCY.get(kind)
+        if bound is not None and self.max_concurrency > bound:
+            problems.append(
+                f"max_concurrency: {self.max_concurrency} is over {bound}, the most a {kind} connection "
+                "takes at once"
+            )
+        if kind != "dynamics":
+            return problems
+        if self.lead_or_contact is not None:
+            problems.append(
+                "lead_or_contact: Salesforce-only (rule E5 routes people to Salesforce Leads and Contacts); "
+                "a Dynamics export writes one table"
+            )
+        for setting in ("bulk_threshold", "bulk_batch_size"):
+            # Compared with the default, not `model_fields_set`: a stored definition has every field set.
+            if getattr(self, setting) != type(self).model_fields[setting].default:
+                problems.append(
+                    f"{setting}: the bulk API is Salesforce-only (rule E2); Dynamics exports use $batch, "
+                    "1,000 records a call"
+                )
+        if self.owner is not None:
+            problems.append("owner: owner sync (rule E6) is Salesforce-only in this build")
+        return problems
 
 
 # ------------------------------------------------------------------------------------- deletions
@@ -622,6 +654,8 @@ class CrmsyncConfig(_Model):
                 problems.append(f"{where}.watermark.option: {option!r} is also used by sync {options[option]!r}")
             options.setdefault(option, sync.id)
             kind = next((c.kind for c in self.connections if c.name == sync.connection), None)
+            if kind is not None and isinstance(sync, ExportSync):
+                problems += [f"{where}.{problem}" for problem in sync.crm_problems(kind)]
             if kind == "salesforce":
                 problems += [
                     f"{where}.fields[{i}].label: labels (formatted values) are read from Dynamics; Salesforce "

@@ -218,12 +218,17 @@ def build_connector(
 
 
 def build_writer(connector: CrmConnector) -> CrmWriter:
+    """The writer over a connector, sharing its session, tokens and retry policy."""
+    from .connectors.dynamics.connector import DynamicsConnector
+    from .connectors.dynamics.writer import DynamicsWriter
     from .connectors.salesforce.connector import SalesforceConnector
     from .connectors.salesforce.writer import SalesforceWriter
 
     if isinstance(connector, SalesforceConnector):
         return SalesforceWriter(connector)
-    raise ConfigurationError(f"exports to {connector.kind} are not supported by this build yet")
+    if isinstance(connector, DynamicsConnector):
+        return DynamicsWriter(connector)
+    raise ConfigurationError(f"exports to {connector.kind} are not supported by this build")
 
 
 _container: tuple[Settings, Container] | None = None

@@ -22,6 +22,9 @@ from ..errors import ConfigurationError
 from .import_plan import unknown_field
 
 TEXT_TYPES = frozenset({CrmFieldType.STRING, CrmFieldType.OTHER})
+EXPORT_KINDS = frozenset({"salesforce", "dynamics"})
+BULK_API_KINDS = frozenset({"salesforce"})
+"""CRMs with an asynchronous bulk API; the others write every population through their batch API."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,10 @@ class ExportPlan:
         return PayloadMapper(target.fields, self.timezone)
 
     @property
+    def bulk_api(self) -> bool:
+        return self.crm_kind in BULK_API_KINDS
+
+    @property
     def vocabulary(self) -> CrmVocabulary:
         return VOCABULARY[self.crm_kind]
 
@@ -187,6 +194,7 @@ def _resolve_fields(
     inserts: bool,
     updates: bool,
     problems: list[str],
+    crm_kind: str,
 ) -> tuple[ResolvedField, ...]:
     resolved: list[ResolvedField] = []
     for index, mapping in enumerate(mappings):
@@ -207,6 +215,12 @@ def _resolve_fields(
                 f"{found.name} is {found.crm_type.value}"
             )
             continue
+        if crm_kind == "dynamics" and found.crm_type is CrmFieldType.REFERENCE:
+            problems.append(
+                f"{label}: {description.name}.{found.name} is a lookup; exports do not bind Dynamics lookups "
+                "(@odata.bind) in this build"
+            )
+            continue
         if mapping.type is not None and not is_compatible(
             found.crm_type, mapping.type, mapping.conversion, bool(mapping.replace)
         ):
@@ -223,17 +237,26 @@ def resolve_export_plan(
     sync: ExportSync, describe: Callable[[str], ObjectDescription], crm_kind: str
 ) -> ExportPlan:
     """Check the sync against the CRM's schema; every problem is one line of a ConfigurationError."""
-    problems: list[str] = []
     where = f"sync {sync.id}"
+    if crm_kind not in EXPORT_KINDS:
+        raise ConfigurationError(f"{where}: exports to {crm_kind} are not supported by this build")
+    problems = [f"{where}: {problem}" for problem in sync.crm_problems(crm_kind)]
+    if problems:
+        raise ConfigurationError(problems)
     vocabulary = VOCABULARY.get(crm_kind)
-    if vocabulary is None:
-        raise ConfigurationError(f"{where}: exports to {crm_kind} are not supported by this build yet")
 
     inserts = sync.write in ("insert_or_update", "upsert")
     updates = sync.write in ("insert_or_update", "update", "upsert")
     primary_description = describe(sync.object)
     primary_fields = _resolve_fields(
-        where, "fields", sync.fields, primary_description, inserts=inserts, updates=updates, problems=problems
+        where,
+        "fields",
+        sync.fields,
+        primary_description,
+        inserts=inserts,
+        updates=updates,
+        problems=problems,
+        crm_kind=crm_kind,
     )
 
     def special(name: str, setting: str, description: ObjectDescription, *, required: bool) -> str | None:
@@ -255,9 +278,9 @@ def resolve_export_plan(
     if sync.correlation_field is not None:
         correlation = special(sync.correlation_field, "correlation_field", primary_description, required=True)
 
-    owner_field = vocabulary.owner_field
     owner_primary = False
-    if sync.owner is not None:
+    if sync.owner is not None and vocabulary is not None:
+        owner_field = vocabulary.owner_field
         found_owner = primary_description.field(owner_field)
         if found_owner is None or not (found_owner.createable and found_owner.updateable):
             problems.append(f"{where}: owner: {primary_description.name} has no writable {owner_field}")
@@ -280,7 +303,7 @@ def resolve_export_plan(
     contact: ObjectTarget | None = None
     email_primary: str | None = None
     converted: str | None = None
-    if sync.lead_or_contact is not None:
+    if sync.lead_or_contact is not None and vocabulary is not None:
         contact_description = describe(vocabulary.contact)
         setting = "lead_or_contact.contact_fields" if sync.lead_or_contact.contact_fields is not None else "fields"
         contact_fields = _resolve_fields(
@@ -293,6 +316,7 @@ def resolve_export_plan(
             inserts=False,
             updates=True,
             problems=problems,
+            crm_kind=crm_kind,
         )
         for description in (primary_description, contact_description):
             if description.field(vocabulary.email_field) is None:
@@ -300,7 +324,7 @@ def resolve_export_plan(
         email_primary = vocabulary.email_field
         if vocabulary.lead_converted_field and primary_description.field(vocabulary.lead_converted_field):
             converted = vocabulary.lead_converted_field
-        owner_contact = sync.owner is not None and contact_description.field(owner_field) is not None
+        owner_contact = sync.owner is not None and contact_description.field(vocabulary.owner_field) is not None
         contact = ObjectTarget(
             object=contact_description.name,
             id_field=contact_description.id_field,

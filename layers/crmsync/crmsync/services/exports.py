@@ -250,7 +250,7 @@ def _plan_run(
     )
     total = sum(size for _, size in parts)
     run.records = total
-    run.api = "bulk" if total >= plan.bulk_threshold else "collections"
+    run.api = "bulk" if plan.bulk_api and total >= plan.bulk_threshold else "collections"
     batches = plan_batches(
         container,
         sync_id=run.sync_id,

@@ -8,7 +8,8 @@ an earlier request created. Without `Prefer: odata.continue-on-error` the batch 
 and takes that failure's status; with it, every part runs and the batch answers 200. More than 1,000
 requests (change set members counted one by one) are refused before anything runs. Responses are written
 like Dataverse's: `--batchresponse_<guid>` parts, nested `changesetresponse_<guid>`, CRLF line breaks,
-`HTTP/1.1 <status> <reason>` lines, `Content-ID` echoed inside change sets.
+`HTTP/1.1 <status> <reason>` lines, `Content-ID` echoed on every part that had one (OData 4.0, 11.7.4:
+a response part carries the Content-ID of its request, inside a change set or not).
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def execute(
                 break
             continue
         response = run(part)
-        out.append(_section(boundary, response, None))
+        out.append(_section(boundary, response, part.content_id))
         if response.status >= 400 and not continue_on_error:
             status = response.status
             break

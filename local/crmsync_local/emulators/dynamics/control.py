@@ -146,13 +146,16 @@ class DynamicsControl:
         drop_response: bool = False,
         headers: dict[str, str] | None = None,
         body: Any = None,
+        after: int = 0,
     ) -> dict[str, Any]:
-        """`match` is a regular expression on `"<METHOD> <path?query>"`."""
+        """`match` is a regular expression on `"<METHOD> <path?query>"`; `after` lets that many matching
+        requests through first (a crash after k of n batches)."""
         spec: dict[str, Any] = {
             "match": match,
             "times": times,
             "latency_ms": latency_ms,
             "drop_response": drop_response,
+            "after": after,
         }
         if status is not None:
             spec["status"] = status

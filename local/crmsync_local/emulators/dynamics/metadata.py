@@ -372,6 +372,13 @@ def default_entities() -> list[EntityDef]:
             _string("address1_postalcode", 20, "Address 1: ZIP/Postal Code"),
             _string("address1_country", 80, "Address 1: Country/Region"),
             AttributeDef("birthdate", "DateTime", display_name="Birthday", date_behavior="DateOnly"),
+            _string(
+                "new_marketingprofileid",
+                100,
+                "Marketing Profile ID",
+                schema_name="new_MarketingProfileId",
+                is_custom=True,
+            ),
             *_contact_preferences("contact"),
             _picklist("contact", "gendercode", "Gender", [(1, "Male"), (2, "Female")]),
             _picklist(

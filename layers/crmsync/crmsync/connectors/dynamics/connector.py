@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -27,6 +27,7 @@ from ...domain.types import CrmFieldType
 from ...errors import (
     ConfigurationError,
     CrmAuthenticationFailed,
+    CrmOutcomeUnknown,
     CrmRateLimited,
     CrmRequestRejected,
     CrmsyncError,
@@ -145,12 +146,27 @@ def classify(failure: requests.Response | Exception) -> CrmsyncError:
     return CrmRequestRejected(text, error_code=code, status=status)
 
 
+def classify_write(failure: requests.Response | Exception) -> CrmsyncError:
+    """Like `classify`, for a call that changes data: a failure after the request may have reached
+    Dataverse is an unknown outcome, not a plain retryable error. Only refusals Dataverse answers before
+    doing anything - service protection (429), 503, a connection never opened - are safe to repeat."""
+    error = classify(failure)
+    refused = isinstance(failure, requests.ConnectTimeout) or (
+        isinstance(failure, requests.Response) and failure.status_code == 503
+    )
+    if type(error) is CrmUnavailable and not refused:
+        return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
+    return error
+
+
 def _is_deletion(row: dict[str, Any]) -> bool:
     return row.get("reason") == "deleted" or str(row.get("@odata.context", "")).endswith("/$deletedEntity")
 
 
 @dataclass(frozen=True)
-class _Table:
+class Table:
+    """A table's Web API identity: where its records live and what names them."""
+
     logical_name: str
     entity_set: str
     primary_id: str
@@ -211,7 +227,7 @@ class DynamicsConnector:
         self.service_protection: dict[str, str] = {}
         self._base = f"{connection.instance_url}/api/data/v{connection.api_version}"
         self._host = urlsplit(connection.instance_url).netloc.lower()
-        self._tables: dict[str, _Table] = {}
+        self._tables: dict[str, Table] = {}
         self._slots = threading.BoundedSemaphore(connection.max_concurrency)
 
     @property
@@ -219,38 +235,67 @@ class DynamicsConnector:
         return self.session.calls
 
     # -- plumbing ----------------------------------------------------------------------------------
-    def _send(self, url: str, token: str, prefer: Sequence[str]) -> requests.Response:
-        headers = {
+    def _send(
+        self,
+        method: str,
+        url: str,
+        token: str,
+        prefer: Sequence[str],
+        headers: Mapping[str, str] | None,
+        body: bytes | None,
+        classifier: Callable[[requests.Response | Exception], CrmsyncError],
+    ) -> requests.Response:
+        sent = {
             "Authorization": f"Bearer {token}",
             "Accept": "application/json",
             "OData-MaxVersion": "4.0",
             "OData-Version": "4.0",
+            **(headers or {}),
         }
         if prefer:
-            headers["Prefer"] = ",".join(prefer)
+            sent["Prefer"] = ",".join(prefer)
         with self._slots:
             try:
-                return self.session.get(url, headers=headers)
+                return self.session.request(method, url, headers=sent, data=body)
             except requests.RequestException as exc:
-                raise classify(exc) from None
+                raise classifier(exc) from None
 
-    def _get(self, url: str, prefer: Sequence[str] = ()) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        prefer: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        idempotent: bool = True,
+    ) -> requests.Response:
+        """One Web API call with token renewal, service-protection bookkeeping and the retry policy.
+
+        A call that is not idempotent (a `$batch` of writes) is never repeated once it may have been
+        applied: its failure is `CrmOutcomeUnknown`, which the caller resolves before sending again.
+        """
+        classifier = classify if idempotent else classify_write
+
         def attempt() -> requests.Response:
             token = self.tokens.token()
-            response = self._send(url, token, prefer)
+            response = self._send(method, url, token, prefer, headers, body, classifier)
             if response.status_code == 401:
                 logger.info("Dynamics refused the access token; renewing it for %s", self.connection.name)
-                response = self._send(url, self.tokens.renew(token), prefer)
+                response = self._send(method, url, self.tokens.renew(token), prefer, headers, body, classifier)
                 if response.status_code == 401:
                     raise self._token_refused(response)
             for header in (BURST_REMAINING, TIME_REMAINING):
                 if header in response.headers:
                     self.service_protection[header] = response.headers[header]
             if response.status_code >= 400:
-                raise classify(response)
+                raise classifier(response)
             return response
 
-        return self.retry.run(attempt, on_retry=log_retries("Dynamics"))
+        return self.retry.run(attempt, on_retry=log_retries("Dynamics"), give_up=(CrmOutcomeUnknown,))
+
+    def _get(self, url: str, prefer: Sequence[str] = ()) -> requests.Response:
+        return self.request("GET", url, prefer=prefer)
 
     def _json(self, url: str, prefer: Sequence[str] = ()) -> dict[str, Any]:
         response = self._get(url, prefer)
@@ -306,7 +351,7 @@ class DynamicsConnector:
             if exc.status == 404:
                 raise ConfigurationError(self._unknown_table(name)) from None
             raise
-        self._tables[name] = _Table(
+        self._tables[name] = Table(
             logical_name=str(body["LogicalName"]),
             entity_set=odata.identifier(str(body["EntitySetName"])),
             primary_id=odata.identifier(str(body["PrimaryIdAttribute"])),
@@ -324,11 +369,20 @@ class DynamicsConnector:
         )
         return f"Dynamics has no table {name!r} visible to connection {self.connection.name!r}{hint}"
 
-    def _table(self, object_name: str) -> _Table:
+    def _table(self, object_name: str) -> Table:
         name = object_name.lower()
         if name not in self._tables:
             self._definition(name, {"$select": _ENTITY_SELECT})
         return self._tables[name]
+
+    def table(self, object_name: str) -> Table:
+        """The table's entity set and primary id attribute, read once per connector (the writer's URLs)."""
+        return self._table(object_name)
+
+    @property
+    def api_url(self) -> str:
+        """The Web API root of the org, `https://<org>/api/data/v9.2`."""
+        return self._base
 
     # -- port --------------------------------------------------------------------------------------
     def _whoami(self) -> requests.Response:
@@ -377,8 +431,14 @@ class DynamicsConnector:
         )
 
     def describe(self, object_name: str) -> ObjectDescription:
-        body = self._definition(object_name, {"$select": _ENTITY_SELECT, "$expand": "Attributes"})
+        body = self._definition(object_name, {"$select": _ENTITY_SELECT, "$expand": "Attributes,Keys"})
         table = self._tables[object_name.lower()]
+        # A one-column alternate key is what an upsert can address a record by (SPEC E1).
+        key_columns = {
+            str(key["KeyAttributes"][0]).lower()
+            for key in body.get("Keys", [])
+            if len(key.get("KeyAttributes") or []) == 1
+        }
         fields: dict[str, FieldDescription] = {}
         for raw in body.get("Attributes", []):
             if raw.get("AttributeOf") or not raw.get("IsValidForRead", True):
@@ -392,6 +452,8 @@ class DynamicsConnector:
                 nillable=required not in ("SystemRequired", "ApplicationRequired"),
                 createable=bool(raw.get("IsValidForCreate", False)),
                 updateable=bool(raw.get("IsValidForUpdate", False)),
+                external_id=str(raw["LogicalName"]).lower() in key_columns,
+                unique=str(raw["LogicalName"]).lower() in key_columns,
                 raw_type=str(raw.get("AttributeType", "")),
             )
             fields[description.name.lower()] = description
@@ -444,7 +506,7 @@ class DynamicsConnector:
             delta_link=delta_link,
         )
 
-    def _cursor(self, table: _Table, link: str, query: RecordQuery, *, tracking: bool) -> _Cursor:
+    def _cursor(self, table: Table, link: str, query: RecordQuery, *, tracking: bool) -> _Cursor:
         size = max(1, min(query.page_size, MAX_PAGE_SIZE))
         return _Cursor(link, table.entity_set, size, tracking, tuple(odata.identifier(n) for n in query.labels))
 
@@ -515,3 +577,22 @@ class DynamicsConnector:
             ids=[str(r[id_attribute]).lower() for r in page.records if r.get(id_attribute)],
             next_cursor=following,
         )
+
+    def find(
+        self, object_name: str, field: str, values: Iterable[str], fields: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        """Records of `object_name` whose `field` equals one of `values` (Dataverse compares text without
+        regard to case), with their id and `fields`: one `In` query per chunk of values that fits a URL."""
+        table = self._table(object_name)
+        column = odata.identifier(field)
+        select = ",".join(dict.fromkeys([table.primary_id, *(odata.identifier(f) for f in fields)]))
+        records: list[dict[str, Any]] = []
+        for chunk in odata.value_chunks(dict.fromkeys(str(v) for v in values)):
+            options = {"$select": select, "$filter": odata.values_in(column, chunk)}
+            link = f"{self._base}/{table.entity_set}?{odata.encode(options)}"
+            page = self._follow(_Cursor(link, table.entity_set, MAX_PAGE_SIZE))
+            records.extend(page.records)
+            while page.next_cursor:
+                page = self.read_next_page(page.next_cursor)
+                records.extend(page.records)
+        return records

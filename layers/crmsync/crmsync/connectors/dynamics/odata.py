@@ -9,7 +9,7 @@ and `$orderby`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import quote
 
 from ...domain.filters import Condition, Filter, OrderBy
@@ -24,6 +24,9 @@ _LOOKUP_PROPERTY = re.compile(r"^_([a-z0-9_]+)_value$")
 _OPERATORS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
 _SAFE = "$(),'=:@/*"  # OData punctuation stays readable; spaces, quotes' neighbours, & and # are encoded
 MAX_URL_LENGTH = 32_768
+VALUES_BUDGET = 24_000
+"""Characters of an `In` value list; the rest of a 32,768-character URL is left to the path and $select."""
+MAX_VALUES_PER_QUERY = 1000
 
 
 def identifier(name: str) -> str:
@@ -80,12 +83,31 @@ def render_order_by(order_by: Iterable[OrderBy], field_types: Mapping[str, CrmFi
     return ",".join(f"{property_name(o.field, field_types)} {o.direction}" for o in order_by)
 
 
+def values_in(field: str, values: Iterable[str]) -> str:
+    """`Microsoft.Dynamics.CRM.In` over text values, each written as an escaped string literal."""
+    listed = ",".join(string_literal(v) for v in values)
+    return f"Microsoft.Dynamics.CRM.In(PropertyName={string_literal(identifier(field))},PropertyValues=[{listed}])"
+
+
 def ids_in(id_field: str, ids: Iterable[str]) -> str:
     """`Microsoft.Dynamics.CRM.In` over record ids, each one checked and written as a string literal."""
-    values = ",".join(string_literal(guid(i)) for i in ids)
-    return (
-        f"Microsoft.Dynamics.CRM.In(PropertyName={string_literal(identifier(id_field))},PropertyValues=[{values}])"
-    )
+    return values_in(id_field, (guid(i) for i in ids))
+
+
+def value_chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    """Values in chunks whose `In` list stays well inside the URL length limit, at most
+    `MAX_VALUES_PER_QUERY` each: a lookup of many values costs a few calls, never one per value."""
+    chunk: list[str] = []
+    length = 0
+    for value in values:
+        size = len(quote(string_literal(value), safe=_SAFE)) + 1
+        if chunk and (length + size > VALUES_BUDGET or len(chunk) == MAX_VALUES_PER_QUERY):
+            yield chunk
+            chunk, length = [], 0
+        chunk.append(value)
+        length += size
+    if chunk:
+        yield chunk
 
 
 def select(query: RecordQuery) -> str:
