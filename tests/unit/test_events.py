@@ -11,9 +11,15 @@ EVENTS = sorted((ROOT / "events").glob("*/*.json"))
 
 
 def handler_model(function: str):
-    from crmsync.services import exports, imports, runs
+    from crmsync.services import crm_deletes, deletion_imports, exports, imports, runs
 
     return {
+        "deletion_import_start": deletion_imports.StartDeletionImportEvent,
+        "deletion_import_page": deletion_imports.DeletionImportState,
+        "deletion_import_finish": deletion_imports.DeletionImportState,
+        "delete_start": crm_deletes.StartDeleteEvent,
+        "delete_batch": crm_deletes.DeleteBatchEvent,
+        "delete_finish": crm_deletes.DeleteState,
         "export_start": exports.StartExportEvent,
         "export_batch": exports.ExportBatchEvent,
         "export_finish": exports.ExportState,
