@@ -38,7 +38,8 @@ def test_a_deletion_import_parses_with_its_defaults():
 def test_an_unknown_deletion_mode_names_the_modes():
     (problem,) = problems_of(config(operation="import_deleted", mode="recycle"))
     assert problem.startswith("syncs[0] (sf-deleted).mode:")
-    assert "'period'" in problem and "'compare'" in problem
+    assert "'period'" in problem
+    assert "'compare'" in problem
 
 
 def test_a_lookback_beyond_what_a_crm_keeps_is_refused():
