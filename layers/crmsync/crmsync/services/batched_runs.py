@@ -7,10 +7,48 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
+from ..errors import ConfigurationError
 from ..stores.batches import BatchPlan, BatchStatus
 from ..wiring import Container
+from .runs import StartRunEvent
+
+RunT = TypeVar("RunT", bound=BaseModel)
+
+
+def resumed_run(
+    container: Container,
+    model: type[RunT],
+    event: StartRunEvent,
+    *,
+    operation: str,
+    started_at: str,
+    max_concurrency: int,
+    population_given: bool,
+) -> RunT | None:
+    """The sync's unfinished run of `operation`, taken over by this execution - same snapshot, same
+    batches, done ones skipped - or None. A new population is refused while one is unfinished."""
+    unfinished = container.batches.unfinished(event.sync_id, operation)
+    if unfinished is None:
+        return None
+    ledger_run = str(unfinished["ledger_run"])
+    if ledger_run != event.run_id and population_given:
+        raise ConfigurationError(
+            f"sync {event.sync_id!r} has an unfinished {operation} run ({ledger_run}); run the sync without a "
+            "population first: it resumes that run and sends nothing twice"
+        )
+    return model.model_validate(unfinished).model_copy(
+        update={
+            "run_id": event.run_id,
+            "started_at": started_at,
+            "trigger": event.trigger,
+            "resumed_from": None if ledger_run == event.run_id else ledger_run,
+            "max_concurrency": max_concurrency,
+        }
+    )
 
 
 def write_snapshot(
@@ -101,4 +139,4 @@ def ledger_counts(container: Container, sync_id: str, ledger_run: str) -> tuple[
     return counts, undone
 
 
-__all__ = ["ledger_counts", "plan_batches", "read_part", "write_snapshot"]
+__all__ = ["ledger_counts", "plan_batches", "read_part", "resumed_run", "write_snapshot"]

@@ -32,9 +32,18 @@ from ..stores.batches import BatchAlreadyDone, BatchLedger
 from ..stores.profiles import link_name
 from ..stores.rejects import RejectContext
 from ..wiring import Container
-from .batched_runs import ledger_counts, plan_batches, read_part, write_snapshot
+from .batched_runs import ledger_counts, plan_batches, read_part, resumed_run, write_snapshot
 from .local_deletions import LocalTarget, apply_deletions
-from .runs import S3_URI, PopulationSource, RunIdentity, StartRunEvent, close_run, normalize_started_at
+from .runs import (
+    S3_URI,
+    PopulationSource,
+    RunIdentity,
+    StartRunEvent,
+    close_run,
+    leased,
+    normalize_started_at,
+    sync_to_start,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,38 +130,22 @@ class DeleteSummary(DeleteTotals):
 # ------------------------------------------------------------------------------------- start
 def start_delete(event: StartDeleteEvent, container: Container) -> DeleteState:
     """Take the lease, check the object, then resume the unfinished run or snapshot a new population."""
-    stored = container.definitions.sync(event.sync_id)
-    sync, connection = stored.sync, stored.connection
-    if not isinstance(sync, CrmDeleteSync):
-        raise ConfigurationError(
-            f"sync {sync.id!r} is an {sync.operation}; the delete state machine runs deletions in the CRM only"
-        )
-    if not sync.enabled and event.trigger == "schedule":
-        raise ConfigurationError(f"sync {sync.id!r} is disabled; scheduled runs are refused")
-    container.runs.acquire(sync.id, event.run_id, container.settings.lease_seconds)
-    try:
+    sync, connection, instance = sync_to_start(container, event, CrmDeleteSync, "delete", "deletions in the CRM")
+    with leased(container, sync.id, event.run_id):
         connector = container.connector(connection)
         calls_before = connector.api_calls
         description = connector.describe(sync.object)
         started_at = normalize_started_at(event.started_at)
-        unfinished = container.batches.unfinished(sync.id, OPERATION)
-        if unfinished is not None and event.population is not None:
-            raise ConfigurationError(
-                f"sync {sync.id!r} has an unfinished deletion run ({unfinished['ledger_run']}); run the sync "
-                "without ids first: it resumes that run and sends nothing twice"
-            )
-        if unfinished is not None:
-            previous = DeleteRun.model_validate(unfinished)
-            run = previous.model_copy(
-                update={
-                    "run_id": event.run_id,
-                    "started_at": started_at,
-                    "trigger": event.trigger,
-                    "resumed_from": None if previous.ledger_run == event.run_id else previous.ledger_run,
-                    "max_concurrency": sync.max_concurrency,
-                }
-            )
-        else:
+        run = resumed_run(
+            container,
+            DeleteRun,
+            event,
+            operation=OPERATION,
+            started_at=started_at,
+            max_concurrency=sync.max_concurrency,
+            population_given=event.population is not None,
+        )
+        if run is None:
             run = DeleteRun(
                 sync_id=sync.id,
                 run_id=event.run_id,
@@ -173,7 +166,7 @@ def start_delete(event: StartDeleteEvent, container: Container) -> DeleteState:
                 max_concurrency=sync.max_concurrency,
                 route_rejects=sync.rejects.route,
             )
-            _plan(run, event, container, sync, stored.instance)
+            _plan(run, event, container, sync, instance)
         container.runs.record_start(
             run.key,
             operation=OPERATION,
@@ -193,9 +186,6 @@ def start_delete(event: StartDeleteEvent, container: Container) -> DeleteState:
             extra={"sync_id": sync.id, "run_id": run.run_id, "batches": run.batches, "records": run.records},
         )
         return DeleteState(run=run, totals=DeleteTotals(api_calls=connector.api_calls - calls_before))
-    except Exception:
-        container.runs.release(sync.id, event.run_id)
-        raise
 
 
 def _valid_crm_id(value: str, kind: str) -> bool:

@@ -39,7 +39,7 @@ from ..domain.windows import ImportWindow, format_watermark, parse_watermark
 from ..errors import ConfigurationError, DeletionPeriodRefused, DeltaTokenExpired, TooManyDeletedIds
 from ..wiring import Container
 from .local_deletions import LocalTarget, apply_deletions, local_crm_ids
-from .runs import RunIdentity, StartRunEvent, close_run, normalize_started_at
+from .runs import RunIdentity, StartRunEvent, close_run, leased, normalize_started_at, sync_to_start
 
 logger = logging.getLogger(__name__)
 
@@ -173,16 +173,10 @@ def _mode(
 
 def start_deletion_import(event: StartDeletionImportEvent, container: Container) -> DeletionImportState:
     """Take the lease, check the object, choose the period or the delta link, record the run."""
-    stored = container.definitions.sync(event.sync_id)
-    sync, connection = stored.sync, stored.connection
-    if not isinstance(sync, DeletionImportSync):
-        raise ConfigurationError(
-            f"sync {sync.id!r} is an {sync.operation}; the import-deleted state machine runs deletion imports only"
-        )
-    if not sync.enabled and event.trigger == "schedule":
-        raise ConfigurationError(f"sync {sync.id!r} is disabled; scheduled runs are refused")
-    container.runs.acquire(sync.id, event.run_id, container.settings.lease_seconds)
-    try:
+    sync, connection, instance = sync_to_start(
+        container, event, DeletionImportSync, "import-deleted", "deletion imports"
+    )
+    with leased(container, sync.id, event.run_id):
         connector = container.connector(connection)
         calls_before = connector.api_calls
         description = connector.describe(sync.object)
@@ -203,7 +197,7 @@ def start_deletion_import(event: StartDeletionImportEvent, container: Container)
             resource=sync.target.resource,
             remove=sync.apply == "remove",
         )
-        option = sync.watermark_option(stored.instance)
+        option = sync.watermark_option(instance)
         previous = container.watermarks.get(option)
         now = connector.server_time().astimezone(UTC)
         if mode == "period":
@@ -252,9 +246,6 @@ def start_deletion_import(event: StartDeletionImportEvent, container: Container)
         return DeletionImportState(
             run=run, page=page, totals=DeletionTotals(api_calls=connector.api_calls - calls_before)
         )
-    except Exception:
-        container.runs.release(sync.id, event.run_id)
-        raise
 
 
 # ------------------------------------------------------------------------------------- pages

@@ -34,10 +34,19 @@ from ..stores.batches import BatchAlreadyDone, BatchLedger
 from ..stores.profiles import link_name
 from ..stores.rejects import RejectContext
 from ..wiring import Container
-from .batched_runs import ledger_counts, plan_batches, read_part, write_snapshot
+from .batched_runs import ledger_counts, plan_batches, read_part, resumed_run, write_snapshot
 from .export_batch import BatchExporter, SnapshotRecord
 from .export_plan import ExportPlan, resolve_export_plan
-from .runs import S3_URI, PopulationSource, RunIdentity, StartRunEvent, close_run, normalize_started_at
+from .runs import (
+    S3_URI,
+    PopulationSource,
+    RunIdentity,
+    StartRunEvent,
+    close_run,
+    leased,
+    normalize_started_at,
+    sync_to_start,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,39 +139,21 @@ class ExportSummary(ExportTotals):
 # ------------------------------------------------------------------------------------- start
 def start_export(event: StartExportEvent, container: Container) -> ExportState:
     """Take the lease, check the sync against the CRM, then resume the unfinished run or plan a new one."""
-    stored = container.definitions.sync(event.sync_id)
-    sync, connection = stored.sync, stored.connection
-    if not isinstance(sync, ExportSync):
-        raise ConfigurationError(
-            f"sync {sync.id!r} is an {sync.operation}; the export state machine runs exports only"
-        )
-    if not sync.enabled and event.trigger == "schedule":
-        raise ConfigurationError(f"sync {sync.id!r} is disabled; scheduled runs are refused")
-    container.runs.acquire(sync.id, event.run_id, container.settings.lease_seconds)
-    try:
+    sync, connection, instance = sync_to_start(container, event, ExportSync, "export", "exports")
+    with leased(container, sync.id, event.run_id):
         connector = container.connector(connection)
         calls_before = connector.api_calls
         plan = resolve_export_plan(sync, connector.describe, connection.kind)
         started_at = normalize_started_at(event.started_at)
-        unfinished = container.batches.unfinished(sync.id, OPERATION)
-        if unfinished is not None and unfinished["ledger_run"] != event.run_id and event.population is not None:
-            raise ConfigurationError(
-                f"sync {sync.id!r} has an unfinished export run ({unfinished['ledger_run']}); run the sync without "
-                "a population first: it resumes that run and exports nothing twice"
-            )
-        if unfinished is not None:
-            previous = ExportRun.model_validate(unfinished)
-            run = previous.model_copy(
-                update={
-                    "run_id": event.run_id,
-                    "started_at": started_at,
-                    "trigger": event.trigger,
-                    "resumed_from": None if previous.ledger_run == event.run_id else previous.ledger_run,
-                    "max_concurrency": plan.max_concurrency,
-                }
-            )
-        else:
-            run = _plan_run(event, container, sync, plan, stored.instance, started_at)
+        run = resumed_run(
+            container,
+            ExportRun,
+            event,
+            operation=OPERATION,
+            started_at=started_at,
+            max_concurrency=plan.max_concurrency,
+            population_given=event.population is not None,
+        ) or _plan_run(event, container, sync, plan, instance, started_at)
         container.runs.record_start(
             run.key,
             operation=OPERATION,
@@ -186,9 +177,6 @@ def start_export(event: StartExportEvent, container: Container) -> ExportState:
             plan=plan.to_state(),
             totals=ExportTotals(api_calls=connector.api_calls - calls_before, batches=run.batches),
         )
-    except Exception:
-        container.runs.release(sync.id, event.run_id)
-        raise
 
 
 def _plan_run(

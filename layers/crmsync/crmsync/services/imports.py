@@ -34,7 +34,16 @@ from ..stores.rejects import RejectContext
 from ..wiring import Container
 from .import_plan import ImportPlan, resolve_import_plan
 from .local_deletions import LocalTarget, apply_deletions, local_crm_ids
-from .runs import S3_URI, PopulationSource, RunIdentity, StartRunEvent, close_run, normalize_started_at
+from .runs import (
+    S3_URI,
+    PopulationSource,
+    RunIdentity,
+    StartRunEvent,
+    close_run,
+    leased,
+    normalize_started_at,
+    sync_to_start,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -131,17 +140,9 @@ class RunSummary(Totals):
 # ------------------------------------------------------------------------------------- steps
 def start_import(event: StartImportEvent, container: Container) -> ImportState:
     """Take the lease, check the sync against the CRM, compute the window, record the run."""
-    stored = container.definitions.sync(event.sync_id)
-    sync, connection = stored.sync, stored.connection
-    if not isinstance(sync, ImportSync):
-        raise ConfigurationError(
-            f"sync {sync.id!r} is an {sync.operation}; the import state machine runs imports only"
-        )
-    if not sync.enabled and event.trigger == "schedule":
-        raise ConfigurationError(f"sync {sync.id!r} is disabled; scheduled runs are refused")
+    sync, connection, instance = sync_to_start(container, event, ImportSync, "import", "imports")
     ledger = container.runs
-    ledger.acquire(sync.id, event.run_id, container.settings.lease_seconds)
-    try:
+    with leased(container, sync.id, event.run_id):
         connector = container.connector(connection)
         calls_before = connector.api_calls
         plan = resolve_import_plan(sync, connector.describe(sync.object), connection.kind)
@@ -162,7 +163,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
             )
             done = run.population_chunks == 0
         else:
-            option = sync.watermark_option(stored.instance)
+            option = sync.watermark_option(instance)
             previous = container.watermarks.get(option)
             window = compute_window(
                 option,
@@ -210,9 +211,6 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
             totals=Totals(api_calls=connector.api_calls - calls_before),
             crm_api_usage=api_usage_of(connector, run),
         )
-    except Exception:
-        ledger.release(sync.id, event.run_id)
-        raise
 
 
 def api_usage_of(connector: CrmConnector, run: RunContext) -> dict[str, int] | None:

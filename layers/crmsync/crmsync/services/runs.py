@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..config import DynamicsConnection, SalesforceConnection
 from ..domain.windows import ImportWindow, parse_watermark
 from ..errors import ConfigurationError, LeaseLost, RunAlreadyInProgress
 from ..stores.dynamo import TransactionConflict, transact_write
@@ -74,6 +77,37 @@ class StartRunEvent(ExecutionEvent):
     run_id: str
     started_at: str | None = None
     trigger: Literal["schedule", "manual", "replay"] = "manual"
+
+
+SyncT = TypeVar("SyncT")
+
+
+def sync_to_start(
+    container: Container, event: StartRunEvent, kind: type[SyncT], machine: str, runs: str
+) -> tuple[SyncT, SalesforceConnection | DynamicsConnection, str]:
+    """The sync a start step runs, its connection and the instance name: refused when it is of another
+    operation than this state machine's, or disabled and started by its schedule."""
+    stored = container.definitions.sync(event.sync_id)
+    sync = stored.sync
+    if not isinstance(sync, kind):
+        raise ConfigurationError(
+            f"sync {sync.id!r} is an {sync.operation}; the {machine} state machine runs {runs} only"
+        )
+    if not sync.enabled and event.trigger == "schedule":
+        raise ConfigurationError(f"sync {sync.id!r} is disabled; scheduled runs are refused")
+    return sync, stored.connection, stored.instance
+
+
+@contextmanager
+def leased(container: Container, sync_id: str, run_id: str) -> Iterator[None]:
+    """The sync's lease, taken by a start step and released again if the step fails: two runs of one
+    sync never overlap, and a refused start leaves nothing held."""
+    container.runs.acquire(sync_id, run_id, container.settings.lease_seconds)
+    try:
+        yield
+    except Exception:
+        container.runs.release(sync_id, run_id)
+        raise
 
 
 class RunIdentity(BaseModel):
@@ -248,6 +282,8 @@ __all__ = [
     "RunIdentity",
     "StartRunEvent",
     "close_run",
+    "leased",
     "normalize_started_at",
     "record_failure",
+    "sync_to_start",
 ]
