@@ -196,3 +196,15 @@ def test_a_dynamics_import_runs_through_the_cli(served):
     summary = json.loads(crmsync("run", "dyn-contacts", "--wait", "--json", env=env, check=True).stdout)
 
     assert (summary["status"], summary["change_tracking"], summary["created"]) == ("SUCCEEDED", "initial", 1)
+
+
+def test_a_deletion_period_end_without_a_start_is_refused_before_anything_starts():
+    result = CliRunner().invoke(app, ["run", "sf-contacts-deleted", "--to", "2026-11-10T00:00:00Z"])
+    assert result.exit_code == 2
+    assert "--to needs --from" in result.output
+
+
+def test_a_deletion_period_that_is_not_a_date_is_refused_before_anything_starts():
+    result = CliRunner().invoke(app, ["run", "sf-contacts-deleted", "--from", "last tuesday"])
+    assert result.exit_code == 2
+    assert "--from/--to" in result.output
