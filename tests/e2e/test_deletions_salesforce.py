@@ -171,6 +171,18 @@ def test_an_id_that_is_not_a_crm_id_is_rejected_and_the_others_deleted(sync_env)
     assert reject["errorSymbol"] == "INVALID_ID"
 
 
+def test_a_file_of_ids_in_the_data_bucket_deletes_exactly_those(sync_env):
+    ids = imported(sync_env, 4)
+    bucket = sync_env.container.settings.data_bucket
+    sync_env.stack.client("s3").put_object(
+        Bucket=bucket, Key="populations/to-delete.csv", Body=f"Id\n{ids[1]}\n{ids[2]}\n".encode()
+    )
+    summary = sync_env.run(DELETE, population={"s3_uri": f"s3://{bucket}/populations/to-delete.csv"})
+    assert (summary["status"], summary["selected"], summary["deleted"]) == ("SUCCEEDED", 2, 2)
+    assert crm_alive(sync_env, ids) == {ids[0]: True, ids[1]: False, ids[2]: False, ids[3]: True}
+    assert summary["window"] is None
+
+
 def collection_deletes(control):
     return sum(
         n for call, n in control.stats()["calls"].items() if call.startswith("DELETE") and "composite" in call
