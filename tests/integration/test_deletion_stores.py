@@ -90,3 +90,52 @@ def test_resource_rows_are_flagged_and_listed_per_connection(container):
     assert resources.get("subs", "r1")["deletedInCrm"] is True
     assert sorted(resources.crm_ids("subs", "dyn")[0]) == ["r1", "r2"]
     assert resources.crm_ids("subs", "sf")[0] == []
+
+
+def unique_key_owner(container, email):
+    from crmsync.stores.profiles import unique_key
+
+    return container.profiles._lookup([unique_key("email", email)])
+
+
+def test_removal_deletes_a_profile_with_no_other_link_and_its_lookups(container):
+    import_profiles(container, [record("a", "a@example.net"), record("b", "b@example.net")])
+    profile_id = container.profiles.find_by_crm_id("dyn", "contact", "a")["profileId"]
+    result = container.profiles.remove_deleted(
+        [CrmDeletion("a", SEEN), CrmDeletion("never", SEEN)], connection="dyn", object_name="contact", run_id="r2"
+    )
+    assert (result.marked, result.unknown) == (1, 1)
+    assert container.profiles.get(profile_id) is None
+    assert container.profiles.find_by_crm_id("dyn", "contact", "a") is None
+    assert unique_key_owner(container, "a@example.net") == {}
+    assert container.profiles.find_by_crm_id("dyn", "contact", "b") is not None
+
+
+def test_removal_keeps_a_profile_linked_to_another_crm_record_and_drops_only_the_link(container):
+    import_profiles(container, [record("a", "a@example.net")])
+    import_profiles(container, [record("003A", "a@example.net")], connection="sf", object_name="Contact")
+    profile_id = container.profiles.find_by_crm_id("dyn", "contact", "a")["profileId"]
+    again = container.profiles.remove_deleted(
+        [CrmDeletion("a", SEEN)], connection="dyn", object_name="contact", run_id="r2"
+    )
+    assert again.marked == 1
+    profile = container.profiles.get(profile_id)
+    assert profile["externalIds"] == {"sf:Contact": "003A"}
+    assert container.profiles.find_by_crm_id("dyn", "contact", "a") is None
+    assert container.profiles.find_by_crm_id("sf", "Contact", "003A")["profileId"] == profile_id
+
+
+def test_removal_of_resource_rows_deletes_only_this_connections_rows(container):
+    resources = container.resources
+    rows = [LocalRecord(crm_id=i, modified_at=SEEN, attributes={"name": i}) for i in ("r1", "r2")]
+    resources.apply_import(rows, resource="subs", connection="dyn", run_id="r1")
+    resources.apply_import(
+        [LocalRecord(crm_id="r3", modified_at=SEEN, attributes={})], resource="subs", connection="sf", run_id="r1"
+    )
+    result = resources.remove_deleted(
+        [CrmDeletion("r1", SEEN), CrmDeletion("r3", SEEN)], resource="subs", connection="dyn"
+    )
+    assert (result.marked, result.unknown) == (1, 1)
+    assert resources.get("subs", "r1") is None
+    assert resources.get("subs", "r2") is not None
+    assert resources.get("subs", "r3") is not None
