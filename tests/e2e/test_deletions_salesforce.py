@@ -171,6 +171,16 @@ def test_an_id_that_is_not_a_crm_id_is_rejected_and_the_others_deleted(sync_env)
     assert reject["errorSymbol"] == "INVALID_ID"
 
 
+def test_an_id_of_another_object_is_rejected_not_deleted(sync_env):
+    ids = imported(sync_env, 1)
+    (lead,) = sync_env.crm.control.seed("Lead", [{"LastName": "Keep", "Company": "Acme"}])
+    summary = sync_env.run(DELETE, population={"ids": [ids[0], lead]})
+    assert (summary["deleted"], summary["rejected"]) == (1, 1)
+    assert not next(r for r in sync_env.crm.control.records("Lead") if r["Id"] == lead).get("IsDeleted")
+    (reject,) = [r for r in sync_env.operator.rejects(DELETE) if r["operation"] == "delete"]
+    assert "is not a Contact id" in reject["errorMessage"]
+
+
 def test_a_file_of_ids_in_the_data_bucket_deletes_exactly_those(sync_env):
     ids = imported(sync_env, 4)
     bucket = sync_env.container.settings.data_bucket

@@ -37,6 +37,8 @@ class ObjectDescription:
     custom: bool = False
     entity_set: str | None = None
     change_tracking: bool = False
+    key_prefix: str | None = None
+    """Salesforce: the first three characters of every id of the object (a Contact id starts 003)."""
 
     def field(self, name: str) -> FieldDescription | None:
         """Field names are case-insensitive in SOQL and OData; the canonical spelling comes back."""

@@ -166,7 +166,7 @@ def start_delete(event: StartDeleteEvent, container: Container) -> DeleteState:
                 max_concurrency=sync.max_concurrency,
                 route_rejects=sync.rejects.route,
             )
-            _plan(run, event, container, sync, instance)
+            _plan(run, event, container, sync, instance, description.key_prefix)
         container.runs.record_start(
             run.key,
             operation=OPERATION,
@@ -209,9 +209,15 @@ def _given_ids(container: Container, population: DeletePopulation) -> list[str]:
 
 
 def _plan(
-    run: DeleteRun, event: StartDeleteEvent, container: Container, sync: CrmDeleteSync, instance: str
+    run: DeleteRun,
+    event: StartDeleteEvent,
+    container: Container,
+    sync: CrmDeleteSync,
+    instance: str,
+    key_prefix: str | None,
 ) -> None:
-    """Resolve the population, snapshot it in parts, write the manifest, plan the ledger."""
+    """Resolve the population, snapshot it in parts, write the manifest, plan the ledger. A given id of
+    another object is refused: Salesforce deletes whatever id it is sent, of any object."""
     rejects: list[Reject] = []
     rows: Iterator[dict[str, Any]]
     if event.population is None:
@@ -236,12 +242,20 @@ def _plan(
         given: list[dict[str, Any]] = []
         for value in _given_ids(container, event.population):
             crm_id = value.lower() if run.crm_kind == "dynamics" else value
-            if _valid_crm_id(crm_id, run.crm_kind):
-                given.append({"crmId": crm_id})
-            else:
+            if not _valid_crm_id(crm_id, run.crm_kind):
                 rejects.append(
                     Reject(RejectCode.INVALID_ID, f"{value!r} is not a {run.crm_kind} record id", {"crmId": value})
                 )
+            elif key_prefix and not crm_id.startswith(key_prefix):
+                rejects.append(
+                    Reject(
+                        RejectCode.INVALID_ID,
+                        f"{value!r} is not a {run.object} id ({run.object} ids start {key_prefix}); not deleted",
+                        {"crmId": value},
+                    )
+                )
+            else:
+                given.append({"crmId": crm_id})
         rows = iter(given)
     parts = write_snapshot(container, run.prefix, rows, part_size=sync.batch_size, identity=lambda r: r["crmId"])
     run.records = sum(size for _, size in parts)

@@ -338,6 +338,7 @@ class SalesforceConnector:
             fields=fields,
             label=body.get("label", ""),
             custom=bool(body.get("custom", False)),
+            key_prefix=body.get("keyPrefix") or None,
         )
 
     def _page(self, body: dict[str, Any]) -> RecordPage:
