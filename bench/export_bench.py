@@ -79,8 +79,7 @@ def api_calls(env: LocalEnvironment) -> int:
 
 def empty_org(env: LocalEnvironment) -> None:
     control = env.salesforce_control
-    for record in control.records("Lead"):
-        control.delete("Lead", record["Id"], hard=True)
+    control.purge("Lead")
     control.reset_stats()
 
 

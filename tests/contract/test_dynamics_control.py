@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from email.utils import parsedate_to_datetime
 
 import pytest
@@ -49,12 +48,10 @@ def test_put_records_seeds_10000_records_in_one_call(dynamics_emulator: Dynamics
     records = [
         {"firstname": f"F{i}", "lastname": f"L{i}", "emailaddress1": f"p{i}@example.com"} for i in range(10_000)
     ]
-    started = time.perf_counter()
-
     ids = dynamics_emulator.control.put_records("contacts", records)
 
     assert len(set(ids)) == 10_000
-    assert time.perf_counter() - started < 10
+    assert len(dynamics_emulator.control.records("contacts")) == 10_000
 
 
 def test_control_delete_removes_the_record(dynamics_emulator: DynamicsEmulatorHandle) -> None:
@@ -97,7 +94,7 @@ def test_info_reports_the_org_and_authority(dynamics_emulator: DynamicsEmulatorH
     assert info["api_url"] == dynamics_emulator.api_url
 
 
-def test_100000_records_page_through_at_thousands_per_second(dynamics_emulator: DynamicsEmulatorHandle) -> None:
+def test_100000_records_page_through_in_twenty_pages_of_5000(dynamics_emulator: DynamicsEmulatorHandle) -> None:
     for chunk in range(10):
         dynamics_emulator.control.put_records(
             "contacts",
@@ -108,14 +105,12 @@ def test_100000_records_page_through_at_thousands_per_second(dynamics_emulator: 
         )
     http, headers = dynamics_emulator.http(), dynamics_emulator.headers(Prefer="odata.maxpagesize=5000")
     url: str | None = f"{dynamics_emulator.api_url}/contacts?$select=firstname,lastname,emailaddress1"
-    seen = 0
-    started = time.perf_counter()
+    seen, pages = 0, 0
 
     while url:
         body = http.get(url, headers=headers).json()
         seen += len(body["value"])
+        pages += 1
         url = body.get("@odata.nextLink")
-    rate = seen / (time.perf_counter() - started)
 
-    assert seen == 100_000
-    assert rate > 2_000, f"{rate:.0f} records/s"
+    assert (seen, pages) == (100_000, 20)

@@ -41,6 +41,7 @@ class ControlApi:
         route = self.emulator.route
         route(f"{CONTROL_PREFIX}/sobjects/<sobject>", ["POST"], self.seed)
         route(f"{CONTROL_PREFIX}/sobjects/<sobject>", ["GET"], self.records)
+        route(f"{CONTROL_PREFIX}/sobjects/<sobject>", ["DELETE"], self.purge)
         route(f"{CONTROL_PREFIX}/sobjects/<sobject>/<record_id>", ["DELETE"], self.delete)
         route(f"{CONTROL_PREFIX}/clock", ["GET"], self.clock)
         route(f"{CONTROL_PREFIX}/clock", ["POST"], self.set_clock)
@@ -110,6 +111,20 @@ class ControlApi:
                 status = 404 if failure.missing else 409
                 return json_response({"error": failure.errors[0].as_result()}, status)
         return Response(status=204)
+
+    def purge(self, request: Request, sobject: str) -> Response:
+        """Every record of the object deleted for good at once (a benchmark or test starting again from an
+        empty object without one call per record)."""
+        with self.emulator.lock:
+            org = self.emulator.org
+            definition = org.schema.get(sobject)
+            if definition is None:
+                return json_response({"error": f"no object {sobject}"}, 404)
+            ctx = Context(org.default_user_id, self.emulator.clock.now())
+            ids = list(org.store.table(definition).records)
+            for record_id in ids:
+                org.store.delete(record_id, ctx, hard=True, definition=definition)
+        return json_response({"deleted": len(ids)})
 
     # -- clock and behaviour ----------------------------------------------------------------------------------------
     def clock(self, request: Request) -> Response:

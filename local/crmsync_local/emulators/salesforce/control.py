@@ -57,6 +57,11 @@ class SalesforceControl:
             )
         self._call("DELETE", f"/sobjects/{sobject}/{record_id}", params=params)
 
+    def purge(self, sobject: str) -> int:
+        """Delete every record of `sobject` for good, in one call; answers how many there were."""
+        deleted: int = self._call("DELETE", f"/sobjects/{sobject}")["deleted"]
+        return deleted
+
     # -- faults and stats --------------------------------------------------------------------------------------
     def add_fault(
         self,
