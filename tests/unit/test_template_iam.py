@@ -9,7 +9,7 @@ ROOT = Path(__file__).parents[2]
 
 
 class _CfnLoader(yaml.SafeLoader):
-    pass
+    """SafeLoader that also reads CloudFormation's short tags (!Ref, !Sub, !GetAtt)."""
 
 
 def _tag(loader, suffix, node):

@@ -114,11 +114,9 @@ def _retry_after(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
+    if value.strip().replace(".", "", 1).isdigit():
+        return float(value)
+    try:  # the other form RFC 9110 allows: an HTTP date
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
