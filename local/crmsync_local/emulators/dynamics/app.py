@@ -26,6 +26,7 @@ from werkzeug.wrappers import Request, Response
 
 from ..common import CONTROL_PREFIX, EmulatorApp, json_response
 from . import batch, errors
+from .audit import audit_entity
 from .changetracking import ChangeTracker
 from .clock import EmulatorClock, parse_instant, utc_iso
 from .identity import AadError, EntraId, InvalidToken, RegisteredApp
@@ -76,6 +77,7 @@ class DynamicsEmulator(EmulatorApp):
     # -- state -------------------------------------------------------------------------------------------
     def _build_org(self) -> None:
         self.registry = MetadataRegistry()
+        self.registry.add(audit_entity())
         self.store = RecordStore(self.registry)
         self.tracker = ChangeTracker(self.store)
         self.writer = RecordWriter(self.store)
@@ -161,6 +163,7 @@ class DynamicsEmulator(EmulatorApp):
         self.route(f"{control}/resources", ["GET", "POST"], self._control_resources)
         self.route(f"{control}/tokens/expire", ["POST"], self._control_expire_access_tokens)
         self.route(f"{control}/entities", ["GET", "POST"], self._control_entities)
+        self.route(f"{control}/auditing", ["GET", "POST"], self._control_auditing)
 
     def stats_key(self, request: Request, rule: str) -> str:
         """Web API calls are counted per resource (`GET /api/data/v9.2/contacts({key})`), not per route."""
@@ -520,6 +523,44 @@ class DynamicsEmulator(EmulatorApp):
                 "token_lifetime_seconds": self.identity.token_lifetime,
             }
         )
+
+    def _control_auditing(self, request: Request) -> Response:
+        """Auditing's three switches: `{"environment": bool, "tables": {"contact": bool},
+        "columns": {"contact": {"donotemail": bool}}}` (each part optional)."""
+        with self.lock:
+            if request.method == "POST":
+                try:
+                    spec = self._body(request) or {}
+                    if not isinstance(spec, dict):
+                        raise ValueError("body must be a JSON object")
+                    if "environment" in spec:
+                        self.store.auditing.environment = bool(spec["environment"])
+                    for table, on in dict(spec.get("tables") or {}).items():
+                        self._control_entity_by_name(table).audit_enabled = bool(on)
+                    for table, columns in dict(spec.get("columns") or {}).items():
+                        entity = self._control_entity_by_name(table)
+                        for column, on in dict(columns).items():
+                            attribute = entity.attributes.get(column)
+                            if attribute is None:
+                                raise ValueError(f"no column {column!r} on {table}")
+                            attribute.audit_enabled = bool(on)
+                except (KeyError, ValueError, TypeError) as exc:
+                    return json_response({"error": str(exc)}, 400)
+            described = {
+                "environment": self.store.auditing.environment,
+                "tables": {e.logical_name: e.audit_enabled for e in self.registry.entities.values()},
+                "columns": {
+                    e.logical_name: sorted(a.logical_name for a in e.attributes.values() if not a.audit_enabled)
+                    for e in self.registry.entities.values()
+                },
+            }
+        return json_response({**described, "columns_off": described.pop("columns")})
+
+    def _control_entity_by_name(self, logical_name: str) -> EntityDef:
+        entity = self.registry.entity(logical_name)
+        if entity is None:
+            raise KeyError(f"no table {logical_name!r}")
+        return entity
 
     def _control_expire_tokens(self, request: Request) -> Response:
         with self.lock:

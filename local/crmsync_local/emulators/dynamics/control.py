@@ -91,6 +91,25 @@ class DynamicsControl:
             spec["token_lifetime_seconds"] = token_lifetime_seconds
         return dict(self._call("POST", "config", spec))
 
+    def set_auditing(
+        self,
+        *,
+        environment: bool | None = None,
+        tables: dict[str, bool] | None = None,
+        columns: dict[str, dict[str, bool]] | None = None,
+    ) -> dict[str, Any]:
+        """Auditing switches (all off in a new environment): the environment's, a table's `IsAuditEnabled`,
+        a column's (on by default). Answers the switches afterwards."""
+        spec: dict[str, Any] = {}
+        if environment is not None:
+            spec["environment"] = environment
+        if tables:
+            spec["tables"] = tables
+        if columns:
+            spec["columns"] = columns
+        result: dict[str, Any] = self._call("POST", "auditing", spec)
+        return result
+
     def expire_delta_tokens(self) -> None:
         """Every delta token issued so far answers ExpiredVersionStamp (0x80044352)."""
         self._call("POST", "changetracking/expire")

@@ -119,6 +119,7 @@ class AttributeDef:
     is_primary_name: bool = False
     is_custom: bool = False
     entity_logical_name: str = ""
+    audit_enabled: bool = True  # IsAuditEnabled: a column is audited once its table and environment are
 
     def __post_init__(self) -> None:
         if self.attribute_type not in ATTRIBUTE_TYPES:
@@ -181,6 +182,7 @@ class EntityDef:
     schema_name: str = ""
     attributes: dict[str, AttributeDef] = field(default_factory=dict)
     keys: list[AlternateKeyDef] = field(default_factory=list)
+    audit_enabled: bool = False  # IsAuditEnabled: off until turned on (control API `auditing`)
 
     def __post_init__(self) -> None:
         self.schema_name = self.schema_name or self.logical_name
@@ -310,7 +312,10 @@ def _contact_preferences(entity: str) -> list[AttributeDef]:
         ("donotfax", "Do not allow Faxes"),
         ("donotpostalmail", "Do not allow Mails"),
     ]
-    return [_bool(name, display, "Do Not Allow", "Allow") for name, display in names]
+    # "Send Marketing Materials", yet true means do NOT send (labelled "Do Not Send").
+    return [_bool(name, display, "Do Not Allow", "Allow") for name, display in names] + [
+        _bool("donotsendmm", "Send Marketing Materials", "Do Not Send", "Send")
+    ]
 
 
 def _entity(
@@ -739,6 +744,7 @@ def entity_json(entity: EntityDef) -> dict[str, Any]:
         "TableType": "Standard",
         "OwnershipType": entity.ownership,
         "ChangeTrackingEnabled": entity.change_tracking,
+        "IsAuditEnabled": managed(entity.audit_enabled, "canmodifyauditsettings"),
         "CanChangeTrackingBeEnabled": managed(True, "canchangetrackingbeenabled"),
         "IsOptimisticConcurrencyEnabled": True,
         "DisplayName": label(entity.display_name, entity.logical_name),
@@ -844,6 +850,7 @@ def attribute_json(attribute: AttributeDef, column_number: int = 0) -> dict[str,
         "IsPrimaryId": attribute.is_primary_id,
         "IsPrimaryName": attribute.is_primary_name,
         "IsCustomAttribute": attribute.is_custom,
+        "IsAuditEnabled": managed(attribute.audit_enabled, "canmodifyauditsettings"),
         "IsManaged": not attribute.is_custom,
         "IsLogical": False,
         "SourceType": 0,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import errors
+from .audit import AuditSettings, record_audit
 from .metadata import AlternateKeyDef, EntityDef, MetadataRegistry
 
 Row = dict[str, Any]
@@ -51,6 +52,7 @@ class RecordStore:
         self.generation = 0
         self.min_valid_version = 0  # delta tokens below this were expired through the control API
         self._undo: list[Callable[[], None]] | None = None
+        self.auditing = AuditSettings()
 
     # -- tables and indexes ----------------------------------------------------------------------------
     def table(self, entity: EntityDef) -> EntityTable:
@@ -216,7 +218,9 @@ class RecordWriter:
                 row[prop] = caller_id
                 row[prop + LOOKUP_TYPE] = "systemuser"
         self._finish(entity, row, creating=True)
-        return self.store.put(entity, row)
+        stored = self.store.put(entity, row)
+        record_audit(self.store, entity, None, stored, caller_id, now_iso)
+        return stored
 
     def update(
         self,
@@ -240,7 +244,9 @@ class RecordWriter:
             row["_modifiedby_value"] = caller_id
             row["_modifiedby_value" + LOOKUP_TYPE] = "systemuser"
         self._finish(entity, row, creating=False)
-        return self.store.put(entity, row)
+        stored = self.store.put(entity, row)
+        record_audit(self.store, entity, current, stored, caller_id, now_iso)
+        return stored
 
     def delete(self, entity: EntityDef, record_id: str, timestamp: float) -> Row | None:
         return self.store.remove(entity, record_id, timestamp)

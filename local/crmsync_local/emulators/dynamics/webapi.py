@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from . import errors, metadata, paging
+from .audit import change_history
 from .changetracking import ChangeTracker, DeltaToken
 from .clock import EmulatorClock, utc_iso
 from .metadata import EntityDef, MetadataRegistry
@@ -203,6 +204,8 @@ class WebApi:
         name, key = first.group("name"), first.group("key")
         if name == "WhoAmI" and len(segments) == 1:
             return self._whoami(method, ctx)
+        if name == "RetrieveRecordChangeHistory" and len(segments) == 1:
+            return self._record_change_history(method, key, args, ctx)
         if name == "EntityDefinitions":
             return self._entity_definitions(method, key, segments[1:], args, ctx)
         if name == "GlobalOptionSetDefinitions":
@@ -210,6 +213,8 @@ class WebApi:
         entity = self.registry.entity_for_set(name)
         if entity is None:
             raise errors.segment_not_found(name)
+        if entity.logical_name == "audit" and method != "GET":
+            raise _method_not_allowed(method, name)  # the audit table is read-only
         rest = segments[1:]
         if key is None:
             if rest == ["$count"] and method == "GET":
@@ -259,6 +264,34 @@ class WebApi:
             raise _method_not_allowed(method, "WhoAmI")
         body = {"@odata.context": f"{ctx.api_url}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse"}
         body.update(self.whoami(ctx.user_id))
+        return ApiResponse.json(body)
+
+    def _record_change_history(
+        self, method: str, key: str | None, args: Mapping[str, str], ctx: CallContext
+    ) -> ApiResponse:
+        """`RetrieveRecordChangeHistory(Target=@t)?@t={'@odata.id':'contacts(<id>)'}`: one row's audited
+        changes (old and new values, who, when)."""
+        if method != "GET":
+            raise _method_not_allowed(method, "RetrieveRecordChangeHistory")
+        parameters = dict(part.split("=", 1) for part in (key or "").split(",") if "=" in part)
+        target = parameters.get("Target", "").strip()
+        if target.startswith("@"):
+            target = _aliases(args).get(target, "")
+        match = re.search(r"'@odata\.id'\s*:\s*'([A-Za-z_]\w*)\(([^)]*)\)'", target) or re.search(
+            r'"@odata\.id"\s*:\s*"([A-Za-z_]\w*)\(([^)]*)\)"', target
+        )
+        if match is None:
+            raise errors.bad_request(
+                "RetrieveRecordChangeHistory needs Target, an entity reference {'@odata.id':'<set>(<id>)'}."
+            )
+        entity = self.registry.entity_for_set(match.group(1))
+        if entity is None:
+            raise errors.segment_not_found(match.group(1))
+        record_id = match.group(2).strip().lower()
+        with self.lock:
+            if self.store.get(entity, record_id) is None:
+                raise self._not_found(entity, record_id)
+            body = change_history(self.store, entity, record_id, ctx.api_url)
         return ApiResponse.json(body)
 
     # -- reading records ------------------------------------------------------------------------------------

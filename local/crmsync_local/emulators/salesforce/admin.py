@@ -54,6 +54,13 @@ class ControlApi:
         route(f"{CONTROL_PREFIX}/sessions", ["POST"], self.issue_session)
         route(f"{CONTROL_PREFIX}/sessions/expire", ["POST"], self.expire_sessions)
         route(f"{CONTROL_PREFIX}/schema/<sobject>", ["POST"], self.define_schema)
+        route(f"{CONTROL_PREFIX}/history/<sobject>", ["GET", "POST"], self.history_tracking)
+
+    def _acting_user(self, request: Request) -> str | None:
+        """Control-API edits act as the "human" user (ada.admin), or as `?as=<username>`."""
+        org = self.emulator.org
+        username = request.args.get("as")
+        return org.find_user(username) if username else org.human_user_id
 
     # -- records -------------------------------------------------------------------------------------------------
     def seed(self, request: Request, sobject: str) -> Response:
@@ -67,7 +74,10 @@ class ControlApi:
             definition = org.schema.get(sobject)
             if definition is None:
                 return json_response({"error": f"no object {sobject}"}, 404)
-            ctx = Context(org.default_user_id, self.emulator.clock.now())
+            user_id = self._acting_user(request)
+            if user_id is None:
+                return _bad_request(f"no user {request.args.get('as')}")
+            ctx = Context(user_id, self.emulator.clock.now())
             try:
                 ids = org.store.seed(definition, rows, ctx)
             except ValueError as exc:
@@ -104,7 +114,7 @@ class ControlApi:
             normalized = normalize_id(record_id)
             if definition is None or normalized is None:
                 return json_response({"error": f"no {sobject} {record_id}"}, 404)
-            ctx = Context(org.default_user_id, when or self.emulator.clock.now())
+            ctx = Context(org.human_user_id, when or self.emulator.clock.now())
             try:
                 org.store.delete(normalized, ctx, hard=hard, definition=definition)
             except RecordFailure as failure:
@@ -125,6 +135,24 @@ class ControlApi:
             for record_id in ids:
                 org.store.delete(record_id, ctx, hard=True, definition=definition)
         return json_response({"deleted": len(ids)})
+
+    def history_tracking(self, request: Request, sobject: str) -> Response:
+        """GET: the object's tracked fields; POST {"fields": [...]}: track exactly these (20 at most)."""
+        with self.emulator.lock:
+            org = self.emulator.org
+            definition = org.schema.get(sobject)
+            if definition is None:
+                return json_response({"error": f"no object {sobject}"}, 404)
+            if request.method == "POST":
+                body = _json(request)
+                if not isinstance(body, dict) or not isinstance(body.get("fields"), list):
+                    return _bad_request('body must be {"fields": [field names]}')
+                try:
+                    org.store.track_history(definition, body["fields"])
+                except ValueError as exc:
+                    return _bad_request(str(exc))
+            fields = list(org.store.tracked.get(definition.name, ()))
+        return json_response({"object": definition.name, "fields": fields})
 
     # -- clock and behaviour ----------------------------------------------------------------------------------------
     def clock(self, request: Request) -> Response:

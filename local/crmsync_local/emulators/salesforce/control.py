@@ -35,11 +35,23 @@ class SalesforceControl:
         self._call("POST", "/reset")
 
     # -- records ---------------------------------------------------------------------------------------------
-    def seed(self, sobject: str, records: Iterable[dict[str, Any]]) -> list[str]:
+    def seed(self, sobject: str, records: Iterable[dict[str, Any]], *, as_user: str | None = None) -> list[str]:
         """Create or update records with no validation; Id, CreatedDate, LastModifiedDate, SystemModstamp,
-        IsDeleted and `deletedDate` may be given. Returns the ids in order."""
-        ids: list[str] = self._call("POST", f"/sobjects/{sobject}", json=list(records))["ids"]
+        IsDeleted and `deletedDate` may be given. The edits act as the "human" user ada.admin (their
+        LastModifiedById and field-history rows say so), or as `as_user` (a username). Returns the ids."""
+        params = {"as": as_user} if as_user else None
+        ids: list[str] = self._call("POST", f"/sobjects/{sobject}", json=list(records), params=params)["ids"]
         return ids
+
+    def track_history(self, sobject: str, fields: Iterable[str]) -> list[str]:
+        """Turn field history tracking on for exactly `fields` of Contact or Lead (20 at most); every
+        later change of one writes a ContactHistory / LeadHistory row with the acting user."""
+        tracked: list[str] = self._call("POST", f"/history/{sobject}", json={"fields": list(fields)})["fields"]
+        return tracked
+
+    def tracked_fields(self, sobject: str) -> list[str]:
+        tracked: list[str] = self._call("GET", f"/history/{sobject}")["fields"]
+        return tracked
 
     def records(self, sobject: str) -> list[dict[str, Any]]:
         """Every stored record, deleted ones included (with IsDeleted and deletedDate)."""

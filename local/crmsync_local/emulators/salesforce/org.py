@@ -21,6 +21,9 @@ DEFAULT_CLIENT_SECRET = "crmsync-local-secret"
 DEFAULT_USERNAME = "integration@crmsync.example"
 DEFAULT_PASSWORD = "crmsync-password"
 DEFAULT_SECURITY_TOKEN = "LOCALTOKEN"
+# The person whose edits the control API's seeds, updates and deletions stand for: distinct from the
+# integration user the API's sessions act as, so a test can tell a human change from the sync's own.
+HUMAN_USERNAME = "ada.admin@crmsync.example"
 _SEED_USERS = (
     (DEFAULT_USERNAME, "Integration", "User", "integ"),
     ("ada.admin@crmsync.example", "Ada", "Admin", "aadmin"),
@@ -97,6 +100,7 @@ class Org:
         for username, first, last, alias in _SEED_USERS:
             self.add_user(username, first, last, alias, bootstrap)
         self.default_user_id = self.user_ids[DEFAULT_USERNAME.lower()]
+        self.human_user_id = self.user_ids[HUMAN_USERNAME.lower()]
         for record in self.store.table(user).records.values():
             record["CreatedById"] = record["LastModifiedById"] = self.default_user_id
         self.oauth.register_app(ConnectedApp(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, None, DEFAULT_USERNAME))

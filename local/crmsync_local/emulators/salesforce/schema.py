@@ -13,6 +13,10 @@ from typing import Any
 STRING_TYPES = frozenset({"id", "string", "email", "phone", "textarea", "picklist", "url", "reference"})
 NUMBER_TYPES = frozenset({"double", "currency", "percent", "int"})
 FIELD_TYPES = STRING_TYPES | NUMBER_TYPES | {"boolean", "date", "datetime"}
+# Field history: OldValue/NewValue hold any type and cannot be filtered; at most 20 tracked fields per object.
+ANY_TYPE = "anyType"
+MAX_TRACKED_FIELDS = 20
+HISTORY_OBJECTS = {"Contact": "ContactHistory", "Lead": "LeadHistory"}
 
 _SOAP_TYPES = {
     "id": "tns:ID",
@@ -24,6 +28,7 @@ _SOAP_TYPES = {
     "currency": "xsd:double",
     "percent": "xsd:double",
     "int": "xsd:int",
+    "anyType": "xsd:anyType",
 }
 _CUSTOM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*__c$")
 
@@ -72,7 +77,7 @@ class FieldDef:
             "defaultedOnCreate": self.defaulted_on_create,
             "digits": self.precision if self.type == "int" else 0,
             "externalId": self.external_id,
-            "filterable": self.type != "textarea" or self.length <= 255,
+            "filterable": self.type != ANY_TYPE and (self.type != "textarea" or self.length <= 255),
             "groupable": self.type not in {"textarea", "double", "currency", "percent", "datetime"},
             "htmlFormatted": False,
             "idLookup": self.id_lookup,
@@ -97,7 +102,7 @@ class FieldDef:
             "restrictedPicklist": self.restricted_picklist,
             "scale": self.scale,
             "soapType": _SOAP_TYPES.get(self.type, "xsd:string"),
-            "sortable": self.type != "textarea" or self.length <= 255,
+            "sortable": self.type != ANY_TYPE and (self.type != "textarea" or self.length <= 255),
             "type": self.type,
             "unique": self.unique,
             "updateable": self.updateable,
@@ -520,7 +525,49 @@ def standard_objects() -> list[ObjectDef]:
             _typed("textarea", "Notes__c", "Notes", 32768),
         ],
     )
-    return [account, contact, lead, opportunity, campaign, user, subscription]
+    return [
+        account,
+        contact,
+        lead,
+        opportunity,
+        campaign,
+        user,
+        subscription,
+        _history("ContactHistory", "Contact History", "017", "ContactId", "Contact"),
+        # Salesforce gives every history object the prefix 017; the emulator finds objects by prefix,
+        # so LeadHistory takes another (ids of history rows are never sent back to the API).
+        _history("LeadHistory", "Lead History", "01h", "LeadId", "Lead"),
+    ]
+
+
+def _history(name: str, label: str, prefix: str, parent_field: str, parent: str) -> ObjectDef:
+    """A field-history object (ContactHistory, LeadHistory): one read-only row per change of a tracked
+    field - Field, OldValue, NewValue (anyType: not filterable), DataType, CreatedDate, CreatedById."""
+    read_only: dict[str, Any] = {"createable": False, "updateable": False}
+    stamp: dict[str, Any] = {"nillable": False, "defaulted_on_create": True, **read_only}
+    fields = [
+        FieldDef(
+            "Id", "History ID", "id", 18, nillable=False, id_lookup=True, defaulted_on_create=True, **read_only
+        ),
+        FieldDef("IsDeleted", "Deleted", "boolean", nillable=False, defaulted_on_create=True, **read_only),
+        _lookup(parent_field, f"{parent} ID", parent, parent, nillable=False, **read_only),
+        FieldDef("Field", "Changed Field", "picklist", 255, nillable=False, **read_only),
+        FieldDef("DataType", "Data Type", "picklist", 255, **read_only),
+        FieldDef("OldValue", "Old Value", ANY_TYPE, **read_only),
+        FieldDef("NewValue", "New Value", ANY_TYPE, **read_only),
+        _lookup("CreatedById", "Created By ID", "User", "CreatedBy", **stamp),
+        FieldDef("CreatedDate", "Created Date", "datetime", **stamp),
+    ]
+    return ObjectDef(
+        name=name,
+        label=label,
+        label_plural=f"{label}s",
+        key_prefix=prefix,
+        createable=False,
+        updateable=False,
+        deletable=False,
+        fields={f.name: f for f in fields},
+    )
 
 
 class SchemaError(ValueError):

@@ -23,7 +23,7 @@ from typing import Any
 from .clock import format_date, format_datetime, parse_date, parse_datetime
 from .errors import ApiError
 from .ids import normalize_id
-from .schema import STRING_TYPES, FieldDef, ObjectDef, Schema
+from .schema import ANY_TYPE, STRING_TYPES, FieldDef, ObjectDef, Schema
 from .store import Store
 from .values import to_csv, to_json
 
@@ -801,6 +801,13 @@ class Compiler:
     def comparison(self, node: Comparison) -> Callable[[Row], bool]:
         column = self.resolve(node.ref)
         field_def = column.field_def
+        if field_def.type == ANY_TYPE:
+            raise _error(
+                self.query,
+                node.ref.token.pos,
+                "INVALID_FIELD",
+                f"field '{field_def.name}' can not be filtered in a query call",
+            )
         getter = column.getter
         folded = field_def.type in STRING_TYPES and field_def.type not in ("id", "reference")
         if folded:

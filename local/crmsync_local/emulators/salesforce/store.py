@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import RecordError, entity_is_deleted, invalid_cross_reference
 from .ids import IdGenerator, normalize_id
-from .schema import STRING_TYPES, FieldDef, ObjectDef, Schema
+from .schema import HISTORY_OBJECTS, MAX_TRACKED_FIELDS, STRING_TYPES, FieldDef, ObjectDef, Schema
 from .values import typed_for_control
 
 _EMAIL = re.compile(
@@ -97,6 +97,79 @@ class Store:
         self.ids = ids
         self.tables: dict[str, Table] = {}
         self._last_purge: datetime | None = None
+        # object name -> its fields with field history tracking on (Setup > Object Manager > Set History
+        # Tracking); Contact and Lead only, 20 at most each.
+        self.tracked: dict[str, tuple[str, ...]] = {}
+
+    # -- field history ------------------------------------------------------------------------------
+    def track_history(self, definition: ObjectDef, names: Iterable[str]) -> tuple[str, ...]:
+        """Turn field history on for exactly these fields of `definition` (an empty list turns it off)."""
+        if definition.name not in HISTORY_OBJECTS:
+            raise ValueError(
+                f"field history is emulated for {', '.join(sorted(HISTORY_OBJECTS))} only, not {definition.name}"
+            )
+        canonical: list[str] = []
+        for name in names:
+            field_def = definition.field(str(name))
+            if field_def is None:
+                raise ValueError(f"no field {name!r} on {definition.name}")
+            if field_def.name in (
+                "Id",
+                "CreatedDate",
+                "CreatedById",
+                "LastModifiedDate",
+                "LastModifiedById",
+                "SystemModstamp",
+                "IsDeleted",
+            ):
+                raise ValueError(f"{field_def.name} cannot be tracked")
+            if field_def.name not in canonical:
+                canonical.append(field_def.name)
+        if len(canonical) > MAX_TRACKED_FIELDS:
+            raise ValueError(
+                f"{len(canonical)} fields: Salesforce tracks at most {MAX_TRACKED_FIELDS} fields per object"
+            )
+        self.tracked[definition.name] = tuple(canonical)
+        return self.tracked[definition.name]
+
+    def _history(
+        self,
+        definition: ObjectDef,
+        record_id: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any],
+        ctx: Context,
+        when: datetime | None = None,
+    ) -> None:
+        """One history row per tracked field whose value changed (a save of the same value writes none),
+        or a `created` row for a new record, acting as the context's user."""
+        history_name = HISTORY_OBJECTS.get(definition.name)
+        tracked = self.tracked.get(definition.name)
+        if history_name is None or not tracked:
+            return
+        history = self.schema.get(history_name)
+        assert history is not None
+        parent_field = f"{definition.name}Id"
+        if before is None:
+            changes: list[tuple[str, Any, Any]] = [("created", None, None)]
+        else:
+            changes = [(n, before.get(n), after.get(n)) for n in tracked if before.get(n) != after.get(n)]
+        table = self.table(history)
+        for name, old, new in changes:
+            row_id = self.ids.next(history.key_prefix)
+            field_def = definition.fields.get(name)
+            self._journal(ctx, table, row_id)
+            table.records[row_id] = {
+                "Id": row_id,
+                "IsDeleted": False,
+                parent_field: record_id,
+                "Field": name,
+                "DataType": field_def.type.capitalize() if field_def is not None else None,
+                "OldValue": old,
+                "NewValue": new,
+                "CreatedById": ctx.user_id,
+                "CreatedDate": when or ctx.now,
+            }
 
     # -- lookup --------------------------------------------------------------------------------------
     def table(self, definition: ObjectDef) -> Table:
@@ -209,6 +282,7 @@ class Store:
         self._journal(ctx, table, record_id)
         table.records[record_id] = record
         self._index(table, record_id, record)
+        self._history(definition, record_id, None, record, ctx)
         return record_id
 
     def update(self, definition: ObjectDef, record_id: str, values: dict[str, Any], ctx: Context) -> None:
@@ -232,6 +306,7 @@ class Store:
             raise RecordFailure(*errors)
         self._journal(ctx, table, record_id)
         self._unindex(table, record_id, record)
+        before = dict(record)
         for name, value in values.items():
             if value is None:
                 record.pop(name, None)
@@ -241,6 +316,7 @@ class Store:
         record["LastModifiedById"] = ctx.user_id
         self._derive(definition, record)
         self._index(table, record_id, record)
+        self._history(definition, record_id, before, record, ctx)
 
     def upsert(
         self, definition: ObjectDef, field_def: FieldDef, key: Any, values: dict[str, Any], ctx: Context
@@ -476,6 +552,7 @@ class Store:
                 values[field_def.name] = value
             record_id = values.pop("Id", None)
             existing = table.records.get(record_id) if record_id else None
+            before: dict[str, Any] | None = None
             if record_id and record_id[:3] != definition.key_prefix:
                 raise ValueError(f"record {position}: id {record_id} is not a {definition.name} id")
             if existing is None:
@@ -485,6 +562,7 @@ class Store:
                     values["LastModifiedDate"] = values["CreatedDate"]
             else:
                 record = existing
+                before = dict(existing)
                 self._unindex(table, record_id, record)
                 record["LastModifiedDate"] = ctx.now
                 record["LastModifiedById"] = ctx.user_id
@@ -502,6 +580,8 @@ class Store:
                 del table.delete_log[record_id]  # seeded back to life (an undelete)
             table.records[record_id] = record
             self._index(table, record_id, record)
+            when = values.get("LastModifiedDate") or values.get("SystemModstamp")
+            self._history(definition, record_id, before, record, ctx, when)
             ids.append(record_id)
         return ids
 
