@@ -6,17 +6,21 @@ from __future__ import annotations
 import pytest
 import requests
 from simple_salesforce.exceptions import SalesforceMalformedRequest
+from simple_salesforce.format import format_soql
 
 
 def _history(client, record_id):
     return client.query_all(
-        "SELECT ContactId, Field, OldValue, NewValue, CreatedDate, CreatedById FROM ContactHistory "
-        f"WHERE ContactId = '{record_id}' ORDER BY CreatedDate"
+        format_soql(
+            "SELECT ContactId, Field, OldValue, NewValue, CreatedDate, CreatedById FROM ContactHistory "
+            "WHERE ContactId = {} ORDER BY CreatedDate",
+            record_id,
+        )
     )["records"]
 
 
 def _user_id(client, username):
-    return client.query(f"SELECT Id FROM User WHERE Username = '{username}'")["records"][0]["Id"]
+    return client.query(format_soql("SELECT Id FROM User WHERE Username = {}", username))["records"][0]["Id"]
 
 
 def test_a_change_of_a_tracked_field_writes_one_history_row_with_old_and_new_value(
