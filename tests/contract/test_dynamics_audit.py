@@ -139,3 +139,12 @@ def test_send_marketing_materials_is_a_do_not_flag(dynamics_emulator: DynamicsEm
     assert response.status_code == 200, response.text
     options = response.json()["OptionSet"]
     assert options["TrueOption"]["Label"]["UserLocalizedLabel"]["Label"] == "Do Not Send"
+
+
+def test_the_organization_says_whether_the_environment_audits(dynamics_emulator: DynamicsEmulatorHandle) -> None:
+    before = _send(dynamics_emulator, "GET", "organizations?$select=isauditenabled").json()["value"]
+    dynamics_emulator.control.set_auditing(environment=True)
+
+    after = _send(dynamics_emulator, "GET", "organizations?$select=isauditenabled").json()["value"]
+
+    assert (before[0]["isauditenabled"], after[0]["isauditenabled"]) == (False, True)

@@ -128,3 +128,17 @@ def test_tracking_is_off_until_turned_on(salesforce_emulator, salesforce_client)
 
     assert _history(salesforce_client, record_id) == []
     assert salesforce_emulator.control.tracked_fields("Contact") == []
+
+
+def test_field_definition_says_which_fields_history_tracks(salesforce_emulator, salesforce_client):
+    salesforce_emulator.control.track_history("Contact", ["DoNotCall"])
+
+    rows = salesforce_client.query(
+        "SELECT QualifiedApiName, IsFieldHistoryTracked FROM FieldDefinition "
+        "WHERE EntityDefinitionId = 'Contact' AND QualifiedApiName IN ('DoNotCall', 'HasOptedOutOfEmail')"
+    )["records"]
+
+    assert {r["QualifiedApiName"]: r["IsFieldHistoryTracked"] for r in rows} == {
+        "DoNotCall": True,
+        "HasOptedOutOfEmail": False,
+    }

@@ -614,8 +614,109 @@ class CrmDeleteSync(_Sync):
         return self.watermark.option or f"LASTDELETE_{instance}_{self.id}"
 
 
+# ------------------------------------------------------------------------------------- two-way
+OPT_OUT_ATTRIBUTES = (
+    "denyList",
+    "denyListEmail",
+    "denyListFax",
+    "denyListMobile",
+    "denyListPhone",
+    "denyListPostalMail",
+    "denyListPushnotification",
+    "ccpaOptOut",
+)
+# The CRMs' standard do-not-contact checkboxes (true = do not contact). Dynamics `donotsendmm` is labelled
+# "Send Marketing Materials", yet true means do NOT send.
+OPT_OUT_FIELDS = {
+    "salesforce": ("HasOptedOutOfEmail", "HasOptedOutOfFax", "DoNotCall"),
+    "dynamics": ("donotemail", "donotbulkemail", "donotphone", "donotfax", "donotpostalmail", "donotsendmm"),
+}
+RULE_BOOLEAN = "rule O2: only boolean (checkbox / two-option) fields may be mapped"
+RULE_OWNED = "rule O3: a field a two-way sync owns is written by nobody else"
+
+
+def _custom_field(kind: str, name: str) -> bool:
+    """A custom field, whose type only the CRM knows (checked against its describe when a run starts)."""
+    return name.endswith("__c") if kind == "salesforce" else "_" in name
+
+
+class OptOutSettings(_Model):
+    """Which way opt-outs move and onto which CRM fields (SPEC O1, O2)."""
+
+    direction: Literal["both", "crm_to_marketing", "marketing_to_crm", "disabled"] = Field(
+        default="both",
+        description="both: the latest change wins; crm_to_marketing / marketing_to_crm: one way only; "
+        "disabled: nothing moves",
+    )
+    fields: dict[
+        Literal[
+            "denyList",
+            "denyListEmail",
+            "denyListFax",
+            "denyListMobile",
+            "denyListPhone",
+            "denyListPostalMail",
+            "denyListPushnotification",
+            "ccpaOptOut",
+        ],
+        str,
+    ] = Field(min_length=1, description="marketing opt-out attribute -> CRM boolean field, e.g. "
+              "denyListEmail: HasOptedOutOfEmail")
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for local, remote in value.items():
+            check_field_name(remote)
+            if remote.lower() in seen:
+                raise ValueError(f"{remote!r} is mapped twice ({seen[remote.lower()]} and {local})")
+            seen[remote.lower()] = local
+        return value
+
+
+class TwoWaySync(_Sync):
+    """Two-way sync of one CRM object's linked records: what changed on either side since the last run,
+    decided per field (SPEC O1-O3; B1-B2 extend it to any field)."""
+
+    operation: Literal["two_way"]
+    opt_outs: OptOutSettings
+    tolerance_seconds: int = Field(
+        default=2, ge=0, le=300, description="two changes this close (whole seconds) are a tie: opted out wins"
+    )
+    watermark: WatermarkSettings = Field(default_factory=WatermarkSettings)
+    batch_size: int = Field(default=200, ge=1, le=1000, description="changed records per batch (and ledger entry)")
+    max_concurrency: int = Field(default=4, ge=1, le=25, description="batches written at once")
+
+    @model_validator(mode="after")
+    def _window_field(self) -> TwoWaySync:
+        if self.watermark.mode == "change_tracking":
+            raise ValueError("watermark.mode: a two-way sync reads a window on the watermark field")
+        return self
+
+    def watermark_option(self, instance: str) -> str:
+        return self.watermark.option or f"LASTTWOWAY_{instance}_{self.id}"
+
+    def owned_fields(self) -> dict[str, str]:
+        """CRM field (lower case) -> local attribute, for every field this sync writes."""
+        return {remote.lower(): local for local, remote in self.opt_outs.fields.items()}
+
+    def crm_problems(self, kind: str) -> list[str]:
+        known = OPT_OUT_FIELDS.get(kind, ())
+        lowered = {name.lower(): name for name in known}
+        problems = []
+        for local, remote in self.opt_outs.fields.items():
+            if remote.lower() in lowered or _custom_field(kind, remote):
+                continue
+            problems.append(
+                f"opt_outs.fields.{local}: {remote!r} is not a {kind} boolean opt-out field ({RULE_BOOLEAN}: "
+                f"{', '.join(known)}, or a custom checkbox)"
+            )
+        return problems
+
+
 SyncDefinition = Annotated[
-    ImportSync | ExportSync | DeletionImportSync | CrmDeleteSync, Field(discriminator="operation")
+    ImportSync | ExportSync | DeletionImportSync | CrmDeleteSync | TwoWaySync, Field(discriminator="operation")
 ]
 
 
@@ -654,7 +755,7 @@ class CrmsyncConfig(_Model):
                 problems.append(f"{where}.watermark.option: {option!r} is also used by sync {options[option]!r}")
             options.setdefault(option, sync.id)
             kind = next((c.kind for c in self.connections if c.name == sync.connection), None)
-            if kind is not None and isinstance(sync, ExportSync):
+            if kind is not None and isinstance(sync, ExportSync | TwoWaySync):
                 problems += [f"{where}.{problem}" for problem in sync.crm_problems(kind)]
             if kind == "salesforce":
                 problems += [
@@ -663,9 +764,30 @@ class CrmsyncConfig(_Model):
                     for i, mapping in enumerate(getattr(sync, "fields", ()))
                     if mapping.label
                 ]
+        problems += self._owned_field_problems()
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _owned_field_problems(self) -> list[str]:
+        """A field a two-way sync owns may not be mapped by an import or export of its connection and object."""
+        problems = []
+        for owner in self.syncs:
+            if not isinstance(owner, TwoWaySync):
+                continue
+            owned = owner.owned_fields()
+            for index, other in enumerate(self.syncs):
+                if not isinstance(other, ImportSync | ExportSync):
+                    continue
+                if other.connection != owner.connection or other.object.lower() != owner.object.lower():
+                    continue
+                for position, mapping in enumerate(other.fields):
+                    if mapping.remote.lower() in owned:
+                        problems.append(
+                            f"syncs[{index}] ({other.id}).fields[{position}].remote: {mapping.remote!r} is owned "
+                            f"by the two-way sync {owner.id!r} ({RULE_OWNED})"
+                        )
+        return problems
 
     def connection(self, name: str) -> SalesforceConnection | DynamicsConnection:
         for connection in self.connections:
@@ -730,7 +852,7 @@ def _location(loc: tuple[int | str, ...], raw: Any) -> str:
         else:
             if part in ("salesforce", "dynamics") and loc[0] == "connections":
                 continue
-            if part in ("import", "export", "import_deleted", "delete") and loc[0] == "syncs" and index == 2:
+            if part in ("import", "export", "import_deleted", "delete", "two_way") and loc[0] == "syncs" and index == 2:
                 continue
             out += f".{part}" if out else str(part)
         if isinstance(node, dict):
@@ -814,6 +936,7 @@ __all__ = [
     "NotOf",
     "SalesforceConnection",
     "SyncDefinition",
+    "TwoWaySync",
     "load_config",
     "parse_config",
 ]

@@ -30,6 +30,7 @@ from .stores.profiles import ProfileStore, ResourceStore
 from .stores.rejects import RejectRouter
 from .stores.runs import RunLedger
 from .stores.secrets import SecretReader
+from .stores.two_way import ConsentLedger, WriteLedger
 from .stores.watermarks import WatermarkStore
 
 
@@ -45,6 +46,8 @@ class Settings(BaseModel):
     resources_table: str = Field(alias="RESOURCES_TABLE")
     rejects_queue_url: str = Field(alias="REJECTS_QUEUE_URL")
     data_bucket: str = Field(alias="DATA_BUCKET")
+    sync_ledger_table: str | None = Field(default=None, alias="SYNC_LEDGER_TABLE")
+    consent_table: str | None = Field(default=None, alias="CONSENT_TABLE")
     stack_name: str = Field(default="crmsync", alias="STACK_NAME")
     region: str | None = Field(default=None, alias="AWS_REGION")
     retry_attempts: int = Field(default=4, ge=1, le=10, alias="CRMSYNC_RETRY_ATTEMPTS")
@@ -83,6 +86,8 @@ class Settings(BaseModel):
                 "RESOURCES_TABLE": f"{stack_name}-resources",
                 "REJECTS_QUEUE_URL": queue_url,
                 "DATA_BUCKET": f"{stack_name}-data-{account_id}-{region}",
+                "SYNC_LEDGER_TABLE": f"{stack_name}-sync-ledger",
+                "CONSENT_TABLE": f"{stack_name}-consent",
                 "STACK_NAME": stack_name,
                 "AWS_REGION": region,
             }
@@ -124,6 +129,13 @@ class AwsClients:
         return counter
 
 
+def _required(name: str | None, variable: str) -> str:
+    """A table only some functions have (the two-way sync's ledgers): named, or a configuration error."""
+    if not name:
+        raise ConfigurationError(f"the function's environment lacks {variable} (see template.yaml)")
+    return name
+
+
 class Container:
     """Stores and connectors of one deployment."""
 
@@ -159,6 +171,14 @@ class Container:
     @property
     def resources(self) -> ResourceStore:
         return ResourceStore(self.aws.client("dynamodb"), self.settings.resources_table)
+
+    @property
+    def write_ledger(self) -> WriteLedger:
+        return WriteLedger(self.aws.client("dynamodb"), _required(self.settings.sync_ledger_table, "SYNC_LEDGER_TABLE"))
+
+    @property
+    def consent(self) -> ConsentLedger:
+        return ConsentLedger(self.aws.client("dynamodb"), _required(self.settings.consent_table, "CONSENT_TABLE"))
 
     @property
     def rejects(self) -> RejectRouter:

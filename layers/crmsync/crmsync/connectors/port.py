@@ -188,6 +188,45 @@ class IdSetConnector(CrmConnector, Protocol):
     def read_ids_next(self, cursor: str) -> IdPage: ...
 
 
+# ------------------------------------------------------------------------------------- field history
+@dataclass(frozen=True)
+class FieldChange:
+    """One change of one field as the CRM recorded it (a history row, an audit detail)."""
+
+    record_id: str
+    field: str
+    value: Any
+    at: datetime
+    author: str | None
+
+
+@dataclass(frozen=True)
+class FieldTracking:
+    """Which fields the CRM records per-field changes of, and through what (SPEC O3)."""
+
+    source: Literal["history", "audit"]
+    tracked: dict[str, bool]
+    """Field (as asked) -> whether each change of it is recorded with its time and author."""
+    note: str = ""
+    """Why nothing is tracked when a switch above the field is off (environment, table)."""
+
+
+@runtime_checkable
+class FieldHistoryConnector(CrmConnector, Protocol):
+    """A CRM that can say who changed a field and when: Salesforce field history, Dataverse auditing."""
+
+    def integration_user(self) -> str:
+        """The id of the user crmsync acts as (Salesforce: the OAuth identity; Dataverse: WhoAmI)."""
+
+    def field_tracking(self, object_name: str, fields: Iterable[str]) -> FieldTracking: ...
+
+    def field_changes(
+        self, object_name: str, fields: Iterable[str], record_ids: Iterable[str], start: datetime | None, end: datetime
+    ) -> list[FieldChange]:
+        """The recorded changes of `fields` on `record_ids` made in [start, end) (every one when start is
+        None), oldest first."""
+
+
 # ------------------------------------------------------------------------------------- writes
 WriteKind = Literal["insert", "update", "upsert", "delete"]
 

@@ -26,7 +26,7 @@ from werkzeug.wrappers import Request, Response
 
 from ..common import CONTROL_PREFIX, EmulatorApp, json_response
 from . import batch, errors
-from .audit import audit_entity
+from .audit import audit_entity, organization_entity
 from .changetracking import ChangeTracker
 from .clock import EmulatorClock, parse_instant, utc_iso
 from .identity import AadError, EntraId, InvalidToken, RegisteredApp
@@ -78,6 +78,7 @@ class DynamicsEmulator(EmulatorApp):
     def _build_org(self) -> None:
         self.registry = MetadataRegistry()
         self.registry.add(audit_entity())
+        self.registry.add(organization_entity())
         self.store = RecordStore(self.registry)
         self.tracker = ChangeTracker(self.store)
         self.writer = RecordWriter(self.store)
@@ -99,6 +100,13 @@ class DynamicsEmulator(EmulatorApp):
             caller_id=None,
             now_iso=utc_iso(self.clock.now()),
             record_id=ADMIN_USER_ID,
+        )
+        self.writer.create(
+            self.registry.entities["organization"],
+            {"name": "crmsync emulator", "isauditenabled": False},
+            caller_id=ADMIN_USER_ID,
+            now_iso=utc_iso(self.clock.now()),
+            record_id=ORGANIZATION_ID,
         )
 
     def reset_state(self) -> None:
@@ -535,6 +543,16 @@ class DynamicsEmulator(EmulatorApp):
                         raise ValueError("body must be a JSON object")
                     if "environment" in spec:
                         self.store.auditing.environment = bool(spec["environment"])
+                        organization = self.registry.entities["organization"]
+                        current = self.store.get(organization, ORGANIZATION_ID)
+                        if current is not None:
+                            self.writer.update(
+                                organization,
+                                current,
+                                {"isauditenabled": self.store.auditing.environment},
+                                caller_id=ADMIN_USER_ID,
+                                now_iso=utc_iso(self.clock.now()),
+                            )
                     for table, on in dict(spec.get("tables") or {}).items():
                         self._control_entity_by_name(table).audit_enabled = bool(on)
                     for table, columns in dict(spec.get("columns") or {}).items():

@@ -65,6 +65,24 @@ def audit_entity() -> EntityDef:
     return entity
 
 
+def organization_entity() -> EntityDef:
+    """The `organization` table (one row): here only its name and the environment's auditing switch."""
+    return _entity(
+        "organization",
+        "organizations",
+        "name",
+        "Organization",
+        "Organizations",
+        1019,
+        [
+            AttributeDef("name", "String", display_name="Name", max_length=160),
+            AttributeDef("isauditenabled", "Boolean", display_name="Is Auditing Enabled"),
+        ],
+        change_tracking=False,
+        ownership="None",
+    )
+
+
 def column_numbers(entity: EntityDef) -> dict[str, int]:
     """Each column's `ColumnNumber` (its position in the table's metadata, from 1)."""
     return {name: index for index, name in enumerate(entity.attributes, start=1)}

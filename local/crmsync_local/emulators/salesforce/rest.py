@@ -262,6 +262,8 @@ class RestApi:
         if query is None:
             raise ApiError(400, "MALFORMED_QUERY", "A query string must be provided.")
         store = self.org.store
+        if "fielddefinition" in query.lower():
+            store.refresh_field_definitions()
         compiled = compile_query(query, self.org.schema, store, call.now)
         if include_deleted:
             store.purge_expired(call.now, self.emulator.retention)

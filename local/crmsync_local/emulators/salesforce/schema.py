@@ -537,7 +537,32 @@ def standard_objects() -> list[ObjectDef]:
         # Salesforce gives every history object the prefix 017; the emulator finds objects by prefix,
         # so LeadHistory takes another (ids of history rows are never sent back to the API).
         _history("LeadHistory", "Lead History", "01h", "LeadId", "Lead"),
+        _field_definition(),
     ]
+
+
+def _field_definition() -> ObjectDef:
+    """`FieldDefinition`, the metadata object SOQL reads field settings from (here: whether field history
+    tracks a field). Its rows are the schema's fields, rebuilt before each query of it."""
+    read_only: dict[str, Any] = {"createable": False, "updateable": False}
+    fields = [
+        FieldDef("Id", "Field Definition ID", "id", 18, nillable=False, id_lookup=True, **read_only),
+        _text("DurableId", "Durable ID", 255, **read_only),
+        _text("QualifiedApiName", "Qualified API Name", 255, **read_only),
+        _text("EntityDefinitionId", "Entity Definition ID", 255, **read_only),
+        _text("DataType", "Data Type", 255, **read_only),
+        FieldDef("IsFieldHistoryTracked", "Field History Tracked", "boolean", nillable=False, **read_only),
+    ]
+    return ObjectDef(
+        name="FieldDefinition",
+        label="Field Definition",
+        label_plural="Field Definitions",
+        key_prefix="0FD",
+        createable=False,
+        updateable=False,
+        deletable=False,
+        fields={f.name: f for f in fields},
+    )
 
 
 def _history(name: str, label: str, prefix: str, parent_field: str, parent: str) -> ObjectDef:

@@ -132,6 +132,26 @@ class Store:
         self.tracked[definition.name] = tuple(canonical)
         return self.tracked[definition.name]
 
+    def refresh_field_definitions(self) -> None:
+        """Rebuild the FieldDefinition rows from the schema and the tracked fields."""
+        definition = self.schema.get("FieldDefinition")
+        if definition is None:
+            return
+        table = self.table(definition)
+        table.records.clear()
+        for number, (owner, field_def) in enumerate(
+            (o, f) for o in self.schema.all() if o.name != "FieldDefinition" for f in o.fields.values()
+        ):
+            row_id = f"0FD{number:012d}"
+            table.records[row_id] = {
+                "Id": row_id,
+                "DurableId": f"{owner.name}.{field_def.name}",
+                "QualifiedApiName": field_def.name,
+                "EntityDefinitionId": owner.name,
+                "DataType": field_def.type,
+                "IsFieldHistoryTracked": field_def.name in self.tracked.get(owner.name, ()),
+            }
+
     def _history(
         self,
         definition: ObjectDef,

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from ...config import DynamicsConnection
+from ...domain.conversions import parse_crm_datetime
 from ...domain.types import CrmFieldType
 from ...errors import (
     ConfigurationError,
@@ -37,7 +38,9 @@ from ...errors import (
 from ..http import CrmHttpSession, unreachable
 from ..port import (
     ApiLimits,
+    FieldChange,
     FieldDescription,
+    FieldTracking,
     IdPage,
     ObjectDescription,
     ObjectSummary,
@@ -157,6 +160,16 @@ def classify_write(failure: requests.Response | Exception) -> CrmsyncError:
     return error
 
 
+def _instant(value: Any) -> datetime | None:
+    """An ISO date-time of an answer, or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_crm_datetime(value)
+    except ValueError:
+        return None
+
+
 def _is_deletion(row: dict[str, Any]) -> bool:
     return row.get("reason") == "deleted" or str(row.get("@odata.context", "")).endswith("/$deletedEntity")
 
@@ -227,6 +240,7 @@ class DynamicsConnector:
         self._host = urlsplit(connection.instance_url).netloc.lower()
         self._tables: dict[str, Table] = {}
         self._slots = threading.BoundedSemaphore(connection.max_concurrency)
+        self._user_id: str | None = None
 
     @property
     def api_calls(self) -> int:
@@ -575,6 +589,72 @@ class DynamicsConnector:
             ids=[str(r[id_attribute]).lower() for r in page.records if r.get(id_attribute)],
             next_cursor=following,
         )
+
+    # -- auditing (SPEC O3) ------------------------------------------------------------------------
+    def integration_user(self) -> str:
+        """The application user crmsync acts as (`WhoAmI`), read once per connector."""
+        if self._user_id is None:
+            body = self._whoami().json()
+            self._user_id = str(body["UserId"]).lower()
+        return self._user_id
+
+    def field_tracking(self, object_name: str, fields: Iterable[str]) -> FieldTracking:
+        """Auditing's three switches: the environment (`organizations.isauditenabled`), the table's and
+        each column's `IsAuditEnabled` - all three must be on for a column's changes to be audited."""
+        names = list(dict.fromkeys(fields))
+        organization = self._json(f"{self._base}/organizations?{odata.encode({'$select': 'isauditenabled'})}")
+        rows = organization.get("value") or [{}]
+        if not rows[0].get("isauditenabled"):
+            return FieldTracking("audit", dict.fromkeys(names, False), "auditing is off for the environment")
+        table = self._definition(object_name, {"$select": _ENTITY_SELECT + ",IsAuditEnabled"})
+        if not (table.get("IsAuditEnabled") or {}).get("Value"):
+            return FieldTracking("audit", dict.fromkeys(names, False), f"auditing is off for the table {object_name}")
+        name = odata.identifier(object_name).lower()
+        link = (
+            f"{self._base}/EntityDefinitions(LogicalName={odata.string_literal(name)})/Attributes?"
+            f"{odata.encode({'$select': 'LogicalName,IsAuditEnabled'})}"
+        )
+        columns = {
+            str(a["LogicalName"]).lower(): bool((a.get("IsAuditEnabled") or {}).get("Value"))
+            for a in self._json(link).get("value", [])
+        }
+        return FieldTracking("audit", {n: columns.get(n.lower(), False) for n in names})
+
+    def field_changes(
+        self,
+        object_name: str,
+        fields: Iterable[str],
+        record_ids: Iterable[str],
+        start: datetime | None,
+        end: datetime,
+    ) -> list[FieldChange]:
+        """`RetrieveRecordChangeHistory` for each changed record (side by side, up to the connection's
+        max_concurrency) - never `RetrieveAuditDetails` per audit row."""
+        table = self._table(object_name)
+        names = {f.lower(): f for f in fields}
+        ids = list(dict.fromkeys(odata.guid(i) for i in record_ids))
+
+        def read(record_id: str) -> list[FieldChange]:
+            target = "{'@odata.id':'" + f"{table.entity_set}({record_id})" + "'}"
+            url = f"{self._base}/RetrieveRecordChangeHistory(Target=@t)?{odata.encode({'@t': target})}"
+            details = (self._json(url).get("AuditDetailCollection") or {}).get("AuditDetails") or []
+            changes = []
+            for detail in details:
+                audit = detail.get("AuditRecord") or {}
+                moment = _instant(audit.get("createdon"))
+                if moment is None or moment >= end or (start is not None and moment < start):
+                    continue
+                for column, value in (detail.get("NewValue") or {}).items():
+                    field = names.get(column.lower())
+                    if field is not None:
+                        changes.append(FieldChange(record_id, field, value, moment, audit.get("_userid_value")))
+            return changes
+
+        if not names or not ids:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.connection.max_concurrency, len(ids))) as pool:
+            found = [change for changes in pool.map(read, ids) for change in changes]
+        return sorted(found, key=lambda c: c.at)
 
     def find(
         self, object_name: str, field: str, values: Iterable[str], fields: Iterable[str]

@@ -28,6 +28,12 @@ class SalesforceToken:
     access_token: str
     instance_url: str
     issued_at: float
+    identity: str | None = None
+    """The token response's `id`, `https://login.salesforce.com/id/<org id>/<user id>`."""
+
+    @property
+    def user_id(self) -> str | None:
+        return self.identity.rstrip("/").rsplit("/", 1)[-1] if self.identity else None
 
     def __repr__(self) -> str:
         return f"SalesforceToken(instance_url={self.instance_url!r}, issued_at={self.issued_at})"
@@ -129,4 +135,9 @@ class SalesforceTokenProvider:
                 f"{self.connection.name!r}: {error}" + (f" ({description})" if description else "")
             )
         instance_url = str(body.get("instance_url") or self.connection.instance_url).rstrip("/")
-        return SalesforceToken(access_token=body["access_token"], instance_url=instance_url, issued_at=time.time())
+        return SalesforceToken(
+            access_token=body["access_token"],
+            instance_url=instance_url,
+            issued_at=time.time(),
+            identity=str(body["id"]) if body.get("id") else None,
+        )

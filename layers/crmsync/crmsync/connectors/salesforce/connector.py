@@ -34,7 +34,9 @@ from ..port import (
     ApiLimits,
     DeletedRecord,
     DeletedRecords,
+    FieldChange,
     FieldDescription,
+    FieldTracking,
     IdPage,
     ObjectDescription,
     ObjectSummary,
@@ -45,7 +47,16 @@ from ..retry import RetryPolicy, log_retries
 from .auth import SalesforceToken, SalesforceTokenProvider
 from .bulk2 import BulkApi2
 from .collections import SObjectCollections
-from .soql import identifier, is_salesforce_id, render_all_ids, render_query, render_value_lookups
+from .soql import (
+    history_object,
+    identifier,
+    is_salesforce_id,
+    render_all_ids,
+    render_field_definitions,
+    render_history_query,
+    render_query,
+    render_value_lookups,
+)
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -375,6 +386,51 @@ class SalesforceConnector:
             )
             records.extend(self._every_page(self.read_first_page(chunk)))
         return records
+
+    # -- field history (SPEC O3) -------------------------------------------------------------------
+    def integration_user(self) -> str:
+        """The user of the OAuth identity crmsync signed in as (the token response's `id`)."""
+        user_id = self.tokens.token().user_id
+        if not user_id:
+            raise ConfigurationError(
+                f"the token of connection {self.connection.name!r} names no user (no `id` in the OAuth answer)"
+            )
+        return user_id
+
+    def field_tracking(self, object_name: str, fields: Iterable[str]) -> FieldTracking:
+        names = list(dict.fromkeys(fields))
+        history, _ = history_object(object_name)
+        visible = {o.name.lower() for o in self.list_objects()}
+        if history.lower() not in visible:
+            return FieldTracking("history", dict.fromkeys(names, False), f"{object_name} has no field history")
+        rows = self._every_page(self.read_soql(render_field_definitions(object_name, names)))
+        tracked = {str(r["QualifiedApiName"]).lower(): bool(r.get("IsFieldHistoryTracked")) for r in rows}
+        return FieldTracking("history", {name: tracked.get(name.lower(), False) for name in names})
+
+    def field_changes(
+        self,
+        object_name: str,
+        fields: Iterable[str],
+        record_ids: Iterable[str],
+        start: datetime | None,
+        end: datetime,
+    ) -> list[FieldChange]:
+        """One history query over the window (not one call per record); rows of other records are left."""
+        names = {f.lower(): f for f in fields}
+        wanted = set(record_ids)
+        if not names or not wanted:
+            return []
+        _, parent = history_object(object_name)
+        rows = self._every_page(self.read_soql(render_history_query(object_name, names.values(), start, end)))
+        changes = []
+        for row in rows:
+            record_id = str(row.get(parent) or "")
+            field = names.get(str(row.get("Field", "")).lower())
+            moment = _optional_datetime(row.get("CreatedDate"))
+            if field is None or moment is None or record_id not in wanted:
+                continue
+            changes.append(FieldChange(record_id, field, row.get("NewValue"), moment, row.get("CreatedById")))
+        return changes
 
     # -- deletions (SPEC D1) -----------------------------------------------------------------------
     def read_deleted(self, object_name: str, start: datetime, end: datetime) -> DeletedRecords:

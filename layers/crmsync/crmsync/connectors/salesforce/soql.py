@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 
 from ...domain.filters import Condition, Filter, OrderBy
 from ...domain.types import CrmFieldType
@@ -106,6 +107,38 @@ def render_value_lookups(
         size += len(literal) + 2
     if literals:
         yield head + ", ".join(literals) + ")"
+
+
+def history_object(object_name: str) -> tuple[str, str]:
+    """The field-history object of an object and its parent-id field: ContactHistory / ContactId,
+    LeadHistory / LeadId, Thing__History / ParentId for a custom object."""
+    name = identifier(object_name)
+    if name.endswith("__c"):
+        return name[: -len("__c")] + "__History", "ParentId"
+    return f"{name}History", f"{name}Id"
+
+
+def render_history_query(object_name: str, fields: Iterable[str], start: datetime | None, end: datetime) -> str:
+    """The history rows of `fields` created in [start, end). OldValue/NewValue cannot be filtered:
+    the window and the field names select the rows."""
+    history, parent = history_object(object_name)
+    names = ", ".join(string_literal(identifier(f)) for f in fields)
+    clauses = [f"Field IN ({names})", f"CreatedDate < {datetime_literal(end)}"]
+    if start is not None:
+        clauses.append(f"CreatedDate >= {datetime_literal(start)}")
+    return (
+        f"SELECT {parent}, Field, NewValue, CreatedDate, CreatedById FROM {history} "  # noqa: S608 - identifiers checked, literals escaped
+        f"WHERE {' AND '.join(clauses)} ORDER BY CreatedDate, Id"
+    )
+
+
+def render_field_definitions(object_name: str, fields: Iterable[str]) -> str:
+    """Whether field history tracks each of `fields` (FieldDefinition.IsFieldHistoryTracked)."""
+    names = ", ".join(string_literal(identifier(f)) for f in fields)
+    return (
+        "SELECT QualifiedApiName, IsFieldHistoryTracked FROM FieldDefinition "  # noqa: S608 - literals escaped
+        f"WHERE EntityDefinitionId = {string_literal(identifier(object_name))} AND QualifiedApiName IN ({names})"
+    )
 
 
 def render_all_ids(object_name: str) -> str:
