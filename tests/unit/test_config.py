@@ -49,6 +49,8 @@ def test_example_configuration_is_valid():
         ("dyn-subscriptions", "import"),
         ("sf-people-export", "export"),
         ("dyn-people-export", "export"),
+        ("sf-optouts", "two_way"),
+        ("dyn-optouts", "two_way"),
         ("sf-contacts-deleted", "import_deleted"),
         ("sf-contacts-compare", "import_deleted"),
         ("dyn-contacts-deleted", "import_deleted"),

@@ -11,7 +11,7 @@ EVENTS = sorted((ROOT / "events").glob("*/*.json"))
 
 
 def handler_model(function: str):
-    from crmsync.services import crm_deletes, deletion_imports, exports, imports, runs
+    from crmsync.services import crm_deletes, deletion_imports, exports, imports, runs, two_way
 
     return {
         "deletion_import_start": deletion_imports.StartDeletionImportEvent,
@@ -27,6 +27,9 @@ def handler_model(function: str):
         "import_page": imports.ImportState,
         "import_finish": imports.ImportState,
         "run_failed": runs.RunFailedEvent,
+        "two_way_start": runs.StartRunEvent,
+        "two_way_batch": two_way.TwoWayBatchEvent,
+        "two_way_finish": two_way.TwoWayState,
     }[function]
 
 

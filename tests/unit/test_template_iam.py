@@ -140,6 +140,36 @@ NEEDED = {
         ("dynamodb:UpdateItem", "RunsTable"),
         ("dynamodb:UpdateItem", "WatermarksTable"),
     },
+    "TwoWayStartFunction": {
+        ("dynamodb:GetItem", "DefinitionsTable"),
+        ("dynamodb:GetItem", "WatermarksTable"),
+        ("dynamodb:PutItem", "RunsTable"),
+        ("dynamodb:BatchWriteItem", "RunsTable"),
+        ("dynamodb:BatchGetItem", "ProfilesTable"),
+        ("dynamodb:Query", "ProfilesTable"),
+        ("dynamodb:BatchGetItem", "SyncLedgerTable"),
+        ("dynamodb:BatchWriteItem", "SyncLedgerTable"),
+        ("s3:PutObject", "DataBucket"),
+        ("secretsmanager:GetSecretValue", None),
+    },
+    "TwoWayBatchFunction": {
+        ("dynamodb:GetItem", "DefinitionsTable"),
+        ("dynamodb:UpdateItem", "RunsTable"),
+        ("dynamodb:BatchGetItem", "ProfilesTable"),
+        ("dynamodb:UpdateItem", "ProfilesTable"),
+        ("dynamodb:BatchWriteItem", "SyncLedgerTable"),
+        ("dynamodb:PutItem", "ConsentTable"),
+        ("s3:GetObject", "DataBucket"),
+        ("s3:PutObject", "DataBucket"),
+        ("sqs:SendMessage", "RejectsQueue"),
+        ("secretsmanager:GetSecretValue", None),
+    },
+    "TwoWayFinishFunction": {
+        ("dynamodb:Query", "RunsTable"),
+        ("dynamodb:DeleteItem", "RunsTable"),
+        ("dynamodb:UpdateItem", "RunsTable"),
+        ("dynamodb:UpdateItem", "WatermarksTable"),
+    },
     "RunFailedFunction": {
         ("dynamodb:UpdateItem", "RunsTable"),
         ("dynamodb:DeleteItem", "RunsTable"),
@@ -176,3 +206,11 @@ def test_function_policies_have_no_wildcard_actions_or_resources(function):
 def test_every_function_is_covered_by_this_table():
     functions = {k for k, v in TEMPLATE["Resources"].items() if v["Type"] == "AWS::Serverless::Function"}
     assert functions == set(NEEDED)
+
+
+def test_the_consent_ledger_is_append_only_for_every_function():
+    functions = [k for k, v in TEMPLATE["Resources"].items() if v["Type"] == "AWS::Serverless::Function"]
+    for function in functions:
+        for statement in statements(function):
+            if mentions(statement["Resource"], "ConsentTable"):
+                assert statement["Action"] == ["dynamodb:PutItem"], (function, statement)

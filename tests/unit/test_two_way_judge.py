@@ -108,7 +108,7 @@ def test_a_change_both_sides_already_hold_writes_nothing():
 def test_our_own_write_read_back_from_history_is_an_echo():
     row = FieldChangeRow(True, T0, "005integration")
 
-    change = crm_change(
+    change, _ = crm_change(
         field="HasOptedOutOfEmail",
         current=True,
         rows=[row],
@@ -125,7 +125,7 @@ def test_our_own_write_read_back_from_history_is_an_echo():
 def test_a_human_setting_the_value_we_wrote_is_still_a_change():
     row = FieldChangeRow(True, T0, "005human")
 
-    change = crm_change(
+    change, _ = crm_change(
         field="HasOptedOutOfEmail",
         current=True,
         rows=[row],
@@ -143,7 +143,7 @@ def test_a_human_setting_the_value_we_wrote_is_still_a_change():
 def test_a_human_change_before_our_write_is_not_hidden_by_it():
     rows = [FieldChangeRow(True, T0, "005human"), FieldChangeRow(False, T0 + timedelta(seconds=5), "005integration")]
 
-    change = crm_change(
+    change, _ = crm_change(
         field="HasOptedOutOfEmail",
         current=False,
         rows=rows,
@@ -159,7 +159,7 @@ def test_a_human_change_before_our_write_is_not_hidden_by_it():
 
 
 def test_without_history_a_record_change_to_the_synced_value_is_no_change():
-    change = crm_change(
+    change, _ = crm_change(
         field="DoNotCall",
         current=True,
         rows=None,
@@ -174,7 +174,7 @@ def test_without_history_a_record_change_to_the_synced_value_is_no_change():
 
 
 def test_without_history_a_new_value_is_a_change_at_the_record_time():
-    change = crm_change(
+    change, _ = crm_change(
         field="DoNotCall",
         current=True,
         rows=None,
@@ -190,7 +190,7 @@ def test_without_history_a_new_value_is_a_change_at_the_record_time():
 
 
 def test_a_marketing_value_equal_to_the_synced_one_is_no_change():
-    change = marketing_change(
+    change, _ = marketing_change(
         current=True, changed_at=T0, since=T0 - timedelta(hours=1), ledger_hash=value_hash(True), author=None, record="p"
     )
 
@@ -198,7 +198,7 @@ def test_a_marketing_value_equal_to_the_synced_one_is_no_change():
 
 
 def test_a_marketing_change_before_the_window_is_no_change():
-    change = marketing_change(
+    change, _ = marketing_change(
         current=True, changed_at=T0 - timedelta(hours=2), since=T0 - timedelta(hours=1), ledger_hash=None, author=None, record="p"
     )
 

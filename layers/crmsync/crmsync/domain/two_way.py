@@ -192,22 +192,26 @@ def crm_change(
     integration_user: str | None,
     source: TimeSource,
     record: str,
-) -> Change | None:
-    """The CRM side's change of one field, or None.
+) -> tuple[Change | None, int]:
+    """The CRM side's change of one field, or None, and how many of its rows were echoes skipped.
 
     `rows` are the field's history/audit rows in the run's window (None when the field has no
     per-field evidence: history or auditing off). With rows, the latest one that is not our own write
     read back is the change. Without, a record modified in the window whose value differs from the last
     synced value changed it, at the record's (possible) time."""
     if rows is not None:
+        echoes = 0
         for row in sorted(rows, key=lambda r: r.at, reverse=True):
             if row.author is not None and row.author == integration_user and value_hash(row.value) == ledger_hash:
-                continue  # our own write, read back: an echo
-            return Change("crm", row.value, row.at, source, row.author, record)
-        return None
-    if record_changed_at is None or value_hash(current) == ledger_hash:
-        return None
-    return Change("crm", current, record_changed_at, TimeSource.RECORD, None, record)
+                echoes += 1  # our own write, read back
+                continue
+            return Change("crm", row.value, row.at, source, row.author, record), echoes
+        return None, echoes
+    if record_changed_at is None:
+        return None, 0
+    if value_hash(current) == ledger_hash:
+        return None, 1
+    return Change("crm", current, record_changed_at, TimeSource.RECORD, None, record), 0
 
 
 def marketing_change(
@@ -218,14 +222,14 @@ def marketing_change(
     ledger_hash: str | None,
     author: str | None,
     record: str,
-) -> Change | None:
+) -> tuple[Change | None, int]:
     """The marketing side's change of one attribute since `since` (every value on a first run), or None
-    when its value is the one last synced (our own write, or a re-save of the same value)."""
+    when its value is the one last synced (our own write, or a re-save of the same value: an echo, 1)."""
     if changed_at is None or (since is not None and changed_at < since):
-        return None
+        return None, 0
     if value_hash(current) == ledger_hash:
-        return None
-    return Change("marketing", current, changed_at, TimeSource.PROFILE, author, record)
+        return None, 1
+    return Change("marketing", current, changed_at, TimeSource.PROFILE, author, record), 0
 
 
 __all__ = [
