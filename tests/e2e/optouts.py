@@ -91,7 +91,8 @@ def two_way_sync(side: CrmSide, sync_id: str, direction: str = "both") -> TwoWay
         connection=side.connection(),
         object=side.object,
         opt_outs=OptOutSettings(
-            direction=direction, fields={MARKETING[c]: f for c, f in side.fields.items()}  # type: ignore[arg-type]
+            direction=direction,
+            fields={MARKETING[c]: f for c, f in side.fields.items()},  # type: ignore[arg-type]
         ),
         watermark=WatermarkSettings(overlap_seconds=3600, lag_seconds=0),  # re-reads are harmless
         batch_size=200,
@@ -114,7 +115,9 @@ class OptOuts:
 
     def add(self, direction: str, sync_id: str) -> None:
         config = self.env.config
-        syncs = [s for s in config.syncs if not s.id.endswith("optouts")] + [two_way_sync(self.side, sync_id, direction)]
+        syncs = [s for s in config.syncs if not s.id.endswith("optouts")] + [
+            two_way_sync(self.side, sync_id, direction)
+        ]
         self.env.config = config.model_copy(update={"syncs": syncs})
         self.env.operator.apply(self.env.config)
 

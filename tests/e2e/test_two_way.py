@@ -44,7 +44,12 @@ def test_a_crm_opt_out_reaches_the_profile(optouts):
     assert optouts.marketing(0) == {"email": True, "phone": False}
     assert (summary["marketing"]["fields_written"], summary["crm"]["fields_written"]) == (1, 0)
     (row,) = optouts.consent(0)
-    assert (row["channel"], row["value"], row["sourceSide"], row["sourceRecord"]) == ("denyListEmail", True, "crm", crm_id)
+    assert (row["channel"], row["value"], row["sourceSide"], row["sourceRecord"]) == (
+        "denyListEmail",
+        True,
+        "crm",
+        crm_id,
+    )
     assert row["timeSource"] in ("history", "audit")
 
 

@@ -13,7 +13,9 @@ START = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def test_salesforce_names_the_user_of_its_oauth_identity(connector, salesforce_client, salesforce_oauth):
-    expected = salesforce_client.query(format_soql("SELECT Id FROM User WHERE Username = {}", salesforce_oauth.username))
+    expected = salesforce_client.query(
+        format_soql("SELECT Id FROM User WHERE Username = {}", salesforce_oauth.username)
+    )
 
     assert isinstance(connector, FieldHistoryConnector)
     assert connector.integration_user() == expected["records"][0]["Id"]
@@ -36,7 +38,9 @@ def test_salesforce_field_changes_come_from_one_history_query(connector, salesfo
     control.seed("Contact", [{"Id": i, "HasOptedOutOfEmail": True} for i in ids])
     calls = connector.api_calls
 
-    changes = connector.field_changes("Contact", ["HasOptedOutOfEmail"], ids[:2], START, START + timedelta(hours=1))
+    changes = connector.field_changes(
+        "Contact", ["HasOptedOutOfEmail"], ids[:2], START, START + timedelta(hours=1)
+    )
 
     assert sorted(c.record_id for c in changes) == sorted(ids[:2])
     assert {(c.value, c.at) for c in changes} == {(True, START + timedelta(minutes=5))}
@@ -69,7 +73,9 @@ def test_dynamics_field_changes_read_each_records_change_history(dynamics, dynam
     control.put_records("contacts", [{"contactid": ids[0], "donotemail": True}])
     now = datetime.now(UTC)
 
-    changes = dynamics.field_changes("contact", ["donotemail"], ids, now - timedelta(hours=1), now + timedelta(hours=1))
+    changes = dynamics.field_changes(
+        "contact", ["donotemail"], ids, now - timedelta(hours=1), now + timedelta(hours=1)
+    )
 
     latest = {c.record_id: c for c in changes}  # oldest first: the creation's values, then the update
     assert (latest[ids[0]].value, latest[ids[1]].value) == (True, False)

@@ -35,7 +35,9 @@ def _decide(crm, marketing, direction="both", *, current_crm=None, current_marke
         direction=direction,
         policy=LatestWins(tolerance_seconds=tolerance),
         current_crm=(crm.value if crm else False) if current_crm is None else current_crm,
-        current_marketing=(marketing.value if marketing else False) if current_marketing is None else current_marketing,
+        current_marketing=(marketing.value if marketing else False)
+        if current_marketing is None
+        else current_marketing,
     )
 
 
@@ -141,7 +143,10 @@ def test_a_human_setting_the_value_we_wrote_is_still_a_change():
 
 
 def test_a_human_change_before_our_write_is_not_hidden_by_it():
-    rows = [FieldChangeRow(True, T0, "005human"), FieldChangeRow(False, T0 + timedelta(seconds=5), "005integration")]
+    rows = [
+        FieldChangeRow(True, T0, "005human"),
+        FieldChangeRow(False, T0 + timedelta(seconds=5), "005integration"),
+    ]
 
     change, _ = crm_change(
         field="HasOptedOutOfEmail",
@@ -191,7 +196,12 @@ def test_without_history_a_new_value_is_a_change_at_the_record_time():
 
 def test_a_marketing_value_equal_to_the_synced_one_is_no_change():
     change, _ = marketing_change(
-        current=True, changed_at=T0, since=T0 - timedelta(hours=1), ledger_hash=value_hash(True), author=None, record="p"
+        current=True,
+        changed_at=T0,
+        since=T0 - timedelta(hours=1),
+        ledger_hash=value_hash(True),
+        author=None,
+        record="p",
     )
 
     assert change is None
@@ -199,7 +209,12 @@ def test_a_marketing_value_equal_to_the_synced_one_is_no_change():
 
 def test_a_marketing_change_before_the_window_is_no_change():
     change, _ = marketing_change(
-        current=True, changed_at=T0 - timedelta(hours=2), since=T0 - timedelta(hours=1), ledger_hash=None, author=None, record="p"
+        current=True,
+        changed_at=T0 - timedelta(hours=2),
+        since=T0 - timedelta(hours=1),
+        ledger_hash=None,
+        author=None,
+        record="p",
     )
 
     assert change is None

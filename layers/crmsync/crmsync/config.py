@@ -660,8 +660,10 @@ class OptOutSettings(_Model):
             "ccpaOptOut",
         ],
         str,
-    ] = Field(min_length=1, description="marketing opt-out attribute -> CRM boolean field, e.g. "
-              "denyListEmail: HasOptedOutOfEmail")
+    ] = Field(
+        min_length=1,
+        description="marketing opt-out attribute -> CRM boolean field, e.g. denyListEmail: HasOptedOutOfEmail",
+    )
 
     @field_validator("fields")
     @classmethod
@@ -852,7 +854,11 @@ def _location(loc: tuple[int | str, ...], raw: Any) -> str:
         else:
             if part in ("salesforce", "dynamics") and loc[0] == "connections":
                 continue
-            if part in ("import", "export", "import_deleted", "delete", "two_way") and loc[0] == "syncs" and index == 2:
+            if (
+                part in ("import", "export", "import_deleted", "delete", "two_way")
+                and loc[0] == "syncs"
+                and index == 2
+            ):
                 continue
             out += f".{part}" if out else str(part)
         if isinstance(node, dict):

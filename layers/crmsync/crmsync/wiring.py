@@ -174,7 +174,9 @@ class Container:
 
     @property
     def write_ledger(self) -> WriteLedger:
-        return WriteLedger(self.aws.client("dynamodb"), _required(self.settings.sync_ledger_table, "SYNC_LEDGER_TABLE"))
+        return WriteLedger(
+            self.aws.client("dynamodb"), _required(self.settings.sync_ledger_table, "SYNC_LEDGER_TABLE")
+        )
 
     @property
     def consent(self) -> ConsentLedger:

@@ -221,7 +221,12 @@ class FieldHistoryConnector(CrmConnector, Protocol):
     def field_tracking(self, object_name: str, fields: Iterable[str]) -> FieldTracking: ...
 
     def field_changes(
-        self, object_name: str, fields: Iterable[str], record_ids: Iterable[str], start: datetime | None, end: datetime
+        self,
+        object_name: str,
+        fields: Iterable[str],
+        record_ids: Iterable[str],
+        start: datetime | None,
+        end: datetime,
     ) -> list[FieldChange]:
         """The recorded changes of `fields` on `record_ids` made in [start, end) (every one when start is
         None), oldest first."""

@@ -107,7 +107,7 @@ class FieldPolicy(Protocol):
 
 def most_restrictive_bool(a: Any, b: Any) -> Any:
     """Opt-out flags: true (opted out, do not contact) is the restrictive value."""
-    return True if (a is True or b is True) else False
+    return a is True or b is True
 
 
 @dataclass(frozen=True)

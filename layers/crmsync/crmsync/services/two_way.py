@@ -282,7 +282,9 @@ def _plan(
     watermark_field = sync.watermark.field or ("SystemModstamp" if run.crm_kind == "salesforce" else "modifiedon")
     tracking = connector.field_tracking(run.object, remote_of.values())
     evidence = TimeSource.HISTORY if tracking.source == "history" else TimeSource.AUDIT
-    source_of = {remote: (evidence if tracking.tracked.get(remote) else TimeSource.RECORD) for remote in remote_of.values()}
+    source_of = {
+        remote: (evidence if tracking.tracked.get(remote) else TimeSource.RECORD) for remote in remote_of.values()
+    }
     run.tracking = {remote: source.value for remote, source in source_of.items()}
     decided: dict[str, int] = {}
 
@@ -354,8 +356,8 @@ def _plan(
     now = _iso(datetime.now(UTC))
     for crm_id, profile in profiles.items():
         in_window = crm_id in crm_records
-        record = crm_records.get(crm_id) or current_records.get(crm_id)
-        if record is None:
+        crm_record = crm_records.get(crm_id) or current_records.get(crm_id)
+        if crm_record is None:
             continue  # linked to a record the CRM no longer has: the deletion import's business
         attrs = profile.get("attrs") or {}
         changed_at = profile.get("attrChangedAt") or {}
@@ -372,7 +374,7 @@ def _plan(
         for local, remote in remote_of.items():
             entry = ledger.get((crm_id, local))
             synced = entry.hash if entry else None
-            crm_value = as_flag(record.get(remote))
+            crm_value = as_flag(crm_record.get(remote))
             marketing_value = as_flag(attrs.get(local))
             crm_side: Change | None = None
             if in_window and run.direction != "marketing_to_crm":
@@ -382,7 +384,7 @@ def _plan(
                     field=remote,
                     current=crm_value,
                     rows=field_rows,
-                    record_changed_at=_instant(record.get(watermark_field)),
+                    record_changed_at=_instant(crm_record.get(watermark_field)),
                     ledger_hash=synced,
                     integration_user=integration_user,
                     source=source,
@@ -416,7 +418,9 @@ def _plan(
                 changed = crm_side is not None or marketing_side is not None
                 if changed and crm_value == marketing_value and value_hash(crm_value) != synced:
                     # both sides hold the changed value already: remember it as synced, write nothing
-                    converged.append(LedgerEntry(sync.id, crm_id, local, value_hash(crm_value), "both", now, run.run_id))
+                    converged.append(
+                        LedgerEntry(sync.id, crm_id, local, value_hash(crm_value), "both", now, run.run_id)
+                    )
                 continue
             assert decision.reason is not None
             count(f"decided_by:{decision.reason.value}")
@@ -523,7 +527,8 @@ def two_way_batch(event: TwoWayBatchEvent, container: Container) -> TwoWayBatchO
             object=run.object,
             kind="update",
             records=tuple(
-                RecordWrite(ref=crm_id, fields={run.id_field: crm_id, **values}) for crm_id, values in crm_writes.items()
+                RecordWrite(ref=crm_id, fields={run.id_field: crm_id, **values})
+                for crm_id, values in crm_writes.items()
             ),
             key_field=run.id_field,
         )
@@ -580,7 +585,9 @@ def two_way_batch(event: TwoWayBatchEvent, container: Container) -> TwoWayBatchO
     consent: list[ConsentChange] = []
     for row in rows:
         crm_done = not row["crm"] or row["crmId"] not in failed_crm
-        profile_done = not row["marketing"] or row["profileId"] in written_profiles or row["profileId"] not in profile_writes
+        profile_done = (
+            not row["marketing"] or row["profileId"] in written_profiles or row["profileId"] not in profile_writes
+        )
         if not (crm_done and profile_done):
             continue
         entries += [
@@ -642,7 +649,11 @@ def _drop_applied(
         for item in container.profiles.get_many(list(profile_writes)):
             values = profile_writes[item["profileId"]]
             attrs, changed = item.get("attrs") or {}, item.get("attrChangedAt") or {}
-            for name in [n for n, v in values.items() if as_flag(attrs.get(n)) == v and changed.get(n) == stamps[item["profileId"]].get(n)]:
+            for name in [
+                n
+                for n, v in values.items()
+                if as_flag(attrs.get(n)) == v and changed.get(n) == stamps[item["profileId"]].get(n)
+            ]:
                 del values[name]
     for mapping in (crm_writes, profile_writes):
         for key in [k for k, v in mapping.items() if not v]:
@@ -655,7 +666,9 @@ def finish_two_way(state: TwoWayState, container: Container) -> TwoWaySummary:
     run = state.run
     counts, undone = ledger_counts(container, run.sync_id, run.ledger_run)
     if undone:
-        raise ConfigurationError(f"batches {undone[:10]} of run {run.ledger_run} are not done; the run stays resumable")
+        raise ConfigurationError(
+            f"batches {undone[:10]} of run {run.ledger_run} are not done; the run stays resumable"
+        )
     decided = run.decided
     window = run.window()
     summary = TwoWaySummary(
@@ -664,7 +677,9 @@ def finish_two_way(state: TwoWayState, container: Container) -> TwoWaySummary:
         direction=run.direction,
         resumed_from=run.resumed_from,
         window={"option": run.option, "start": run.window_start, "end": run.window_end} if window else None,
-        marketing_window={"option": run.marketing_option, "end": run.marketing_end} if run.marketing_option else None,
+        marketing_window={"option": run.marketing_option, "end": run.marketing_end}
+        if run.marketing_option
+        else None,
         crm=SideSummary(
             records_read=decided.get("crm_records_read", 0),
             records_written=counts.get("crm_records_written", 0),

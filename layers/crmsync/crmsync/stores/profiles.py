@@ -380,7 +380,9 @@ class ProfileStore:
         transact_write(self.client, actions)
 
     # -- two-way sync ------------------------------------------------------------------------------
-    def profiles_by_crm_ids(self, connection: str, object_name: str, crm_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def profiles_by_crm_ids(
+        self, connection: str, object_name: str, crm_ids: Iterable[str]
+    ) -> dict[str, dict[str, Any]]:
         """The profiles linked to these CRM records, by CRM id: the `X#` lookups, then the profiles, 100 a
         call each."""
         lookups = self._lookup([crm_id_key(connection, object_name, crm_id) for crm_id in crm_ids])
@@ -389,7 +391,12 @@ class ProfileStore:
         return {key[prefix:]: profiles[pid] for key, pid in lookups.items() if pid in profiles}
 
     def apply_synced(
-        self, profile_id: str, changes: dict[str, Any], changed_at: dict[str, str], seen: dict[str, str | None], source: str
+        self,
+        profile_id: str,
+        changes: dict[str, Any],
+        changed_at: dict[str, str],
+        seen: dict[str, str | None],
+        source: str,
     ) -> bool:
         """Attributes decided by a two-way sync, each stamped with the time of the change that won and its
         source. Written only if none of them changed since the run read them (`seen`: their change time
@@ -407,7 +414,11 @@ class ProfileStore:
             names[f"#a{index}"] = name
             values[f":a{index}"] = serialize_value(value)
             values[f":t{index}"] = serialize_value(changed_at[name])
-            sets += [f"attrs.#a{index} = :a{index}", f"attrChangedAt.#a{index} = :t{index}", f"attrSource.#a{index} = :src"]
+            sets += [
+                f"attrs.#a{index} = :a{index}",
+                f"attrChangedAt.#a{index} = :t{index}",
+                f"attrSource.#a{index} = :src",
+            ]
             before = seen.get(name)
             if before is None:
                 conditions.append(f"attribute_not_exists(attrChangedAt.#a{index})")

@@ -608,7 +608,9 @@ class DynamicsConnector:
             return FieldTracking("audit", dict.fromkeys(names, False), "auditing is off for the environment")
         table = self._definition(object_name, {"$select": _ENTITY_SELECT + ",IsAuditEnabled"})
         if not (table.get("IsAuditEnabled") or {}).get("Value"):
-            return FieldTracking("audit", dict.fromkeys(names, False), f"auditing is off for the table {object_name}")
+            return FieldTracking(
+                "audit", dict.fromkeys(names, False), f"auditing is off for the table {object_name}"
+            )
         name = odata.identifier(object_name).lower()
         link = (
             f"{self._base}/EntityDefinitions(LogicalName={odata.string_literal(name)})/Attributes?"
