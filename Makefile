@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test lint bench bench-export bench-deletions venv clean build
+.PHONY: demo test lint bench bench-export bench-deletions bench-two-way venv clean build
 
 venv: $(STAMP)
 
@@ -44,6 +44,9 @@ bench-export: venv
 
 bench-deletions: venv
 	$(BIN)/python bench/deletion_bench.py
+
+bench-two-way: venv
+	$(BIN)/python bench/two_way_bench.py
 
 build:
 	sam build

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +28,7 @@ from rich.table import Table
 from crmsync.config import CrmsyncConfig, config_json_schema, load_config
 from crmsync.errors import ConfigurationError, CrmsyncError
 from crmsync.services.deletion_imports import parse_period
-from crmsync.services.operations import ConnectionCheck, Operator, data_loader_error_file
+from crmsync.services.operations import ConnectionCheck, Operator, consent_rows, data_loader_error_file
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="crmsync: keep a marketing database and a CRM in step."
@@ -52,11 +53,15 @@ SUMMARY_LABELS = {
 rejects_app = typer.Typer(no_args_is_help=True, help="Inspect, export and replay the records a sync refused.")
 local_app = typer.Typer(no_args_is_help=True, help="The embedded local environment (emulated AWS and CRMs).")
 connection_app = typer.Typer(no_args_is_help=True, help="Check a CRM connection.")
+consent_app = typer.Typer(
+    no_args_is_help=True, help="The consent ledger: every opt-out change applied, from either side."
+)
 app.add_typer(config_app, name="config")
 app.add_typer(connection_app, name="connection")
 app.add_typer(watermark_app, name="watermark")
 app.add_typer(rejects_app, name="rejects")
 app.add_typer(local_app, name="local")
+app.add_typer(consent_app, name="consent")
 
 console = Console()
 errors = Console(stderr=True)
@@ -186,6 +191,7 @@ def connection_test(
             "objects": [asdict(o) for o in check.objects],
             "limits": {**asdict(check.limits), "remaining": check.limits.remaining},
             "api_calls": check.api_calls,
+            "field_tracking": check.field_tracking,
         }
         sys.stdout.write(json.dumps(payload, ensure_ascii=False, default=str) + "\n")
         return
@@ -205,6 +211,24 @@ def connection_test(
         table.caption = f"{len(ordered) - show:,} more (--show N, or --json)"
     console.print(table)
     console.print(limits_table(check))
+    if check.field_tracking:
+        console.print(tracking_table(check))
+
+
+def tracking_table(check: ConnectionCheck) -> Table:
+    """Per field a two-way sync maps: field history / auditing on, or only the record's time."""
+    table = Table(title=f"where change times come from ({check.connection})")
+    for column in ("sync", "field", "per-field changes", "times from", "why"):
+        table.add_column(column)
+    for row in check.field_tracking:
+        table.add_row(
+            row["sync"],
+            f"{row['object']}.{row['field']}",
+            "[green]on[/green]" if row["tracked"] else "[yellow]off[/yellow]",
+            str(row["times_from"]).replace("_", " "),
+            row.get("note") or ("" if row["tracked"] else "field history / auditing is off for this field"),
+        )
+    return table
 
 
 # ------------------------------------------------------------------------------------- runs
@@ -234,6 +258,8 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
         table.add_row("resumed run", str(summary["resumed_from"]))
     if summary.get("operation") == "import_deleted":
         table.add_row("found by", DELETION_MODES.get(summary.get("mode", ""), str(summary.get("mode"))))
+    if summary.get("operation") == "two_way":
+        two_way_rows(table, summary)
     for key in (
         "read",
         "selected",
@@ -268,6 +294,25 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     if summary.get("error"):
         table.add_row("error", f"{summary['error'].get('type')}: {summary['error'].get('message')}")
     return table
+
+
+def two_way_rows(table: Table, summary: dict[str, Any]) -> None:
+    """A two-way run: per side read / written / echoes skipped, and how each conflict was decided."""
+    table.add_row("direction", str(summary.get("direction")))
+    for side in ("crm", "marketing"):
+        counts = summary.get(side) or {}
+        table.add_row(
+            side,
+            f"{counts.get('records_read', 0):,} read, {counts.get('fields_written', 0):,} field(s) written on "
+            f"{counts.get('records_written', 0):,} record(s), {counts.get('echoes_skipped', 0):,} echo(es) skipped",
+        )
+    table.add_row("changes", f"{summary.get('changes', 0):,} ({summary.get('conflicts', 0):,} conflict(s))")
+    for key, label in (("decided_by", "decided by"), ("time_sources", "times from"), ("tracking", "field times")):
+        if summary.get(key):
+            table.add_row(label, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(summary[key].items())))
+    for key in ("consent_rows", "deferred", "unlinked"):
+        if summary.get(key):
+            table.add_row(key.replace("_", " "), f"{summary[key]:,}")
 
 
 def run_and_report(
@@ -490,6 +535,75 @@ def rejects_replay(
         )
     status = report.summary.get("status", "SUCCEEDED") if report.summary else "SUCCEEDED"
     raise typer.Exit(STATUS_EXIT.get(status, 1))
+
+
+# ------------------------------------------------------------------------------------- consent
+@consent_app.command("history")
+def consent_history(
+    profile_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """Every opt-out change applied to PROFILE_ID, from either side, oldest first."""
+    rows = guarded(lambda: operator(stack).consent_history(profile_id))
+    if as_json:
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False, default=str) + "\n")
+        return
+    console.print(consent_table(rows, f"consent history of {profile_id}"))
+
+
+def consent_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("changed at", "channel", "value", "from", "record", "author", "time known by", "run"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row.get("changedAt", "")),
+            str(row.get("channel", "")),
+            "opted out" if row.get("value") else "opted in",
+            str(row.get("sourceSide", "")),
+            str(row.get("sourceRecord", "")),
+            str(row.get("author") or ""),
+            str(row.get("timeSource", "")).replace("_", " "),
+            str(row.get("runId", "")),
+        )
+    return table
+
+
+def _moment(text: str | None, option: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(f"{option}: {text!r} is not an ISO 8601 date-time", 2) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@consent_app.command("export")
+def consent_export(
+    since: Annotated[
+        str | None, typer.Option("--from", help="Changes from this time, included (ISO 8601, UTC).")
+    ] = None,
+    until: Annotated[str | None, typer.Option("--to", help="Changes before this time (ISO 8601, UTC).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="CSV file (default: standard output).")
+    ] = None,
+    stack: StackOption = "crmsync",
+) -> None:
+    """The consent ledger as a CSV for an audit: one row per opt-out change applied, oldest first."""
+    start, end = _moment(since, "--from"), _moment(until, "--to")
+    header, rows = consent_rows(guarded(lambda: operator(stack).consent_between(start, end)))
+    if output is None:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return
+    with output.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    errors.print(f"{len(rows)} consent row(s) written to {output}", highlight=False)
 
 
 # ------------------------------------------------------------------------------------- local

@@ -4,12 +4,15 @@ Emulated AWS (the real template, ASL and handlers), an emulated Salesforce org a
 365 org, each seeded with a realistic contact set; the example configuration is applied, first imports
 run, some records change, and an incremental import reads only those changes. Then the marketing side
 changes: new people sign up (a few with data Salesforce refuses, some already known there as Leads) and
-imported profiles are edited; an export sends exactly those to Salesforce. Last, Dynamics: first imports,
-changes and deletions, and incremental imports through the change-tracking delta link.
+imported profiles are edited; an export sends exactly those to Salesforce. Then Dynamics: first imports,
+changes and deletions, and incremental imports through the change-tracking delta link. Last, opt-outs
+both ways: a Salesforce opt-out reaches the profile, a marketing one reaches Salesforce and Dynamics, a
+field changed on both sides goes to the later change, and a profile's consent history is printed.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -202,6 +205,90 @@ def _deletions(console: Console, operator: Operator, crm: Any, contact_ids: list
     )
 
 
+def _optouts(console: Console, operator: Operator, env: LocalEnvironment, config: Any, ids: list[str]) -> bool:
+    """Opt-outs both ways (SPEC O1-O3): Salesforce -> profile, profile -> Salesforce and Dynamics, a
+    field changed on both sides decided by the later change, and one profile's consent history."""
+    from crmsync_local.cli import consent_table
+
+    sf, dyn = env.salesforce_control, env.dynamics_control
+    # The demo's changes are seconds old: its two-way syncs wait for no lag (the example waits 60 s).
+    syncs = [
+        s.model_copy(update={"watermark": s.watermark.model_copy(update={"lag_seconds": 0})})
+        if s.operation == "two_way"
+        else s
+        for s in config.syncs
+    ]
+    operator.apply(config.model_copy(update={"syncs": syncs}))
+    sf.track_history("Contact", ["HasOptedOutOfEmail", "DoNotCall", "HasOptedOutOfFax"])
+    dyn.set_auditing(environment=True, tables={"contact": True})
+    console.print("field history on for the Contact opt-out checkboxes; auditing on for Dynamics contacts")
+    first = _run(console, operator, "sf-optouts", "1st two-way run of sf-optouts (Salesforce opt-outs come in)")
+    dyn_first = _run(console, operator, "dyn-optouts", "1st two-way run of dyn-optouts")
+
+    profiles = operator.container.profiles
+    profile_of = {i: (profiles.find_by_crm_id("sf-prod", "Contact", i) or {}).get("profileId") for i in ids[60:81]}
+    now = datetime.now(UTC).replace(microsecond=0)
+    in_crm, in_marketing, both = ids[60:63], ids[70:72], ids[80]
+    sf.seed(
+        "Contact", [{"Id": i, "HasOptedOutOfEmail": True, "LastModifiedDate": now.isoformat()} for i in in_crm]
+    )
+    for contact in in_marketing:
+        profiles.update_local(str(profile_of[contact]), {"denyListPhone": True})
+    both_profile = str(profile_of[both])
+    profiles.update_local(both_profile, {"denyListFax": True})
+    marked = datetime.fromisoformat(profiles.get(both_profile)["attrChangedAt"]["denyListFax"])
+    sf.seed(
+        "Contact",
+        [{"Id": both, "HasOptedOutOfFax": True, "LastModifiedDate": (marked - timedelta(seconds=30)).isoformat()}],
+    )
+    sf.seed(
+        "Contact",
+        [
+            {
+                "Id": both,
+                "HasOptedOutOfFax": False,
+                "LastModifiedDate": (marked + timedelta(seconds=30)).isoformat(),
+            }
+        ],
+    )
+    dyn_contact = dyn.records("contacts")[0]["contactid"]
+    dyn_profile = str((profiles.find_by_crm_id("dyn-prod", "contact", dyn_contact) or {}).get("profileId"))
+    profiles.update_local(dyn_profile, {"denyList": True})
+    sf.set_clock(marked + timedelta(minutes=5), frozen=False)
+    console.print(
+        f"a person opted {len(in_crm)} contacts out of e-mail in Salesforce; the marketing side opted "
+        f"{len(in_marketing)} profiles out of calls and one Dynamics profile out of bulk e-mail; one fax opt-out "
+        "was set on the marketing side while in Salesforce a person set it and took it back 30 s later"
+    )
+    time.sleep(1.1)  # the change index is read up to the last whole second
+    second = _run(console, operator, "sf-optouts", "2nd two-way run of sf-optouts (both ways, latest wins)")
+    dyn_second = _run(console, operator, "dyn-optouts", "2nd two-way run of dyn-optouts (marketing -> Dynamics)")
+    console.print(
+        consent_table(operator.consent_history(both_profile), f"consent history of profile {both_profile}")
+    )
+    console.print(
+        consent_table(
+            operator.consent_history(str(profile_of[in_crm[0]])),
+            f"consent history of profile {profile_of[in_crm[0]]}",
+        )
+    )
+
+    contacts = {r["Id"]: r for r in sf.records("Contact")}
+    dyn_row = next(r for r in dyn.records("contacts") if r["contactid"] == dyn_contact)
+    return (
+        {first.get("status"), dyn_first.get("status"), second.get("status"), dyn_second.get("status")}
+        == {"SUCCEEDED"}
+        and all(
+            (profiles.get(str(profile_of[i])) or {}).get("attrs", {}).get("denyListEmail") is True for i in in_crm
+        )
+        and all(contacts[i]["DoNotCall"] is True for i in in_marketing)
+        and contacts[both]["HasOptedOutOfFax"] is False
+        and (profiles.get(both_profile) or {}).get("attrs", {}).get("denyListFax") is False
+        and second.get("decided_by", {}).get("later_change") == 1
+        and dyn_row["donotbulkemail"] is True
+    )
+
+
 def run_demo(console: Console, *, contacts: int = 2400) -> int:
     from crmsync_local.cli import rejects_by_symbol
 
@@ -273,6 +360,9 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
             contacts=max(100, contacts // 4),
         )
 
+        console.rule("Opt-outs, both ways")
+        optouts_ok = _optouts(console, operator, env, config, ids)
+
         accounted = sum(second.get(k, 0) for k in ("created", "updated", "unchanged", "rejected"))
         ok = (
             first.get("status") == second.get("status") == resources.get("status") == "SUCCEEDED"
@@ -280,6 +370,7 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
             and accounted == second.get("read")
             and dynamics_ok
             and deletions_ok
+            and optouts_ok
             and export.get("status") == "SUCCEEDED"
             and export.get("selected", 0) == EDITED + SIGNUPS
             and export.get("rejected", 0) == len(REFUSED)

@@ -27,7 +27,15 @@ class CrmSide:
     def fields(self) -> dict[str, str]:
         if self.kind == "salesforce":
             return {"email": "HasOptedOutOfEmail", "phone": "DoNotCall"}
-        return {"email": "donotemail", "phone": "donotphone"}
+        # donotemail / donotphone are imported one way by dyn-contacts (examples/syncs.yaml)
+        return {"email": "donotbulkemail", "phone": "donotfax"}
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The marketing attribute of each channel."""
+        if self.kind == "salesforce":
+            return {"email": "denyListEmail", "phone": "denyListPhone"}
+        return {"email": "denyList", "phone": "denyListFax"}
 
     @property
     def object(self) -> str:
@@ -81,9 +89,6 @@ class CrmSide:
         self.env.crm.control.reset_stats()
 
 
-MARKETING = {"email": "denyListEmail", "phone": "denyListPhone"}
-
-
 def two_way_sync(side: CrmSide, sync_id: str, direction: str = "both") -> TwoWaySync:
     return TwoWaySync(
         id=sync_id,
@@ -92,7 +97,7 @@ def two_way_sync(side: CrmSide, sync_id: str, direction: str = "both") -> TwoWay
         object=side.object,
         opt_outs=OptOutSettings(
             direction=direction,
-            fields={MARKETING[c]: f for c, f in side.fields.items()},  # type: ignore[arg-type]
+            fields={side.attributes[c]: f for c, f in side.fields.items()},  # type: ignore[arg-type]
         ),
         watermark=WatermarkSettings(overlap_seconds=3600, lag_seconds=0),  # re-reads are harmless
         batch_size=200,
@@ -136,13 +141,14 @@ class OptOuts:
     def mark(self, index: int, **channels: bool) -> datetime:
         """A marketing-side edit of profile `index`; answers its change time (whole seconds)."""
         profile_id = self.profile_ids[index]
-        self.env.container.profiles.update_local(profile_id, {MARKETING[c]: v for c, v in channels.items()})
-        stamp = self.env.container.profiles.get(profile_id)["attrChangedAt"][MARKETING[next(iter(channels))]]
+        attributes = self.side.attributes
+        self.env.container.profiles.update_local(profile_id, {attributes[c]: v for c, v in channels.items()})
+        stamp = self.env.container.profiles.get(profile_id)["attrChangedAt"][attributes[next(iter(channels))]]
         return datetime.fromisoformat(stamp)
 
     def marketing(self, index: int) -> dict[str, bool]:
         attrs = self.env.container.profiles.get(self.profile_ids[index])["attrs"]
-        return {c: bool(attrs.get(a)) for c, a in MARKETING.items()}
+        return {c: bool(attrs.get(a)) for c, a in self.side.attributes.items()}
 
     def consent(self, index: int) -> list[dict[str, Any]]:
         return self.env.container.consent.history(self.profile_ids[index])

@@ -208,3 +208,40 @@ def test_a_deletion_period_that_is_not_a_date_is_refused_before_anything_starts(
     result = CliRunner().invoke(app, ["run", "sf-contacts-deleted", "--from", "last tuesday"])
     assert result.exit_code == 2
     assert "--from/--to" in result.output
+
+
+def test_a_two_way_opt_out_sync_reports_both_sides_and_its_consent_history(served, tmp_path):
+    state, env = served
+    from datetime import UTC, datetime, timedelta
+
+    from crmsync_local.emulators.salesforce import SalesforceControl
+
+    crm = SalesforceControl(state["salesforce"]["url"], state["ca_bundle"])
+    created = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()  # the import's window ends 60 s back
+    (contact,) = crm.seed(
+        "Contact", [{"LastName": "Optout", "Email": "optout@example.org", "CreatedDate": created}]
+    )
+    crm.track_history("Contact", ["HasOptedOutOfEmail"])
+    crmsync("config", "apply", str(EXAMPLE), env=env, check=True)
+    crmsync("run", "sf-contacts", "--wait", env=env, check=True)
+    before_lag = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()  # so does the two-way sync's
+    crm.seed("Contact", [{"Id": contact, "HasOptedOutOfEmail": True, "LastModifiedDate": before_lag}])
+
+    summary = json.loads(crmsync("run", "sf-optouts", "--wait", "--json", env=env, check=True).stdout)
+    tracking = json.loads(crmsync("connection", "test", "sf-prod", "--json", env=env, check=True).stdout)
+
+    assert set(summary) >= {"crm", "marketing", "conflicts", "decided_by", "time_sources", "tracking"}
+    assert summary["marketing"]["fields_written"] == 1
+    assert summary["time_sources"] == {"history": 1}
+    assert {(t["field"], t["times_from"]) for t in tracking["field_tracking"] if t["sync"] == "sf-optouts"} == {
+        ("HasOptedOutOfEmail", "history"),
+        ("DoNotCall", "record_timestamp"),
+        ("HasOptedOutOfFax", "record_timestamp"),
+    }
+    exported = tmp_path / "consent.csv"
+    crmsync("consent", "export", "-o", str(exported), env=env, check=True)
+    header, row = exported.read_text().splitlines()
+    assert header.startswith("profileId,channel,value,sourceSide,sourceRecord,changedAt,author,timeSource")
+    profile_id = row.split(",")[0]
+    history = json.loads(crmsync("consent", "history", profile_id, "--json", env=env, check=True).stdout)
+    assert [(h["channel"], h["value"], h["sourceRecord"]) for h in history] == [("denyListEmail", True, contact)]

@@ -45,7 +45,7 @@ def test_a_crm_opt_out_reaches_the_profile(optouts):
     assert (summary["marketing"]["fields_written"], summary["crm"]["fields_written"]) == (1, 0)
     (row,) = optouts.consent(0)
     assert (row["channel"], row["value"], row["sourceSide"], row["sourceRecord"]) == (
-        "denyListEmail",
+        optouts.side.attributes["email"],
         True,
         "crm",
         crm_id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -615,7 +615,7 @@ class CrmDeleteSync(_Sync):
 
 
 # ------------------------------------------------------------------------------------- two-way
-OPT_OUT_ATTRIBUTES = (
+OptOutAttribute = Literal[
     "denyList",
     "denyListEmail",
     "denyListFax",
@@ -624,7 +624,8 @@ OPT_OUT_ATTRIBUTES = (
     "denyListPostalMail",
     "denyListPushnotification",
     "ccpaOptOut",
-)
+]
+OPT_OUT_ATTRIBUTES: tuple[str, ...] = get_args(OptOutAttribute)
 # The CRMs' standard do-not-contact checkboxes (true = do not contact). Dynamics `donotsendmm` is labelled
 # "Send Marketing Materials", yet true means do NOT send.
 OPT_OUT_FIELDS = {
@@ -648,19 +649,7 @@ class OptOutSettings(_Model):
         description="both: the latest change wins; crm_to_marketing / marketing_to_crm: one way only; "
         "disabled: nothing moves",
     )
-    fields: dict[
-        Literal[
-            "denyList",
-            "denyListEmail",
-            "denyListFax",
-            "denyListMobile",
-            "denyListPhone",
-            "denyListPostalMail",
-            "denyListPushnotification",
-            "ccpaOptOut",
-        ],
-        str,
-    ] = Field(
+    fields: dict[OptOutAttribute, str] = Field(
         min_length=1,
         description="marketing opt-out attribute -> CRM boolean field, e.g. denyListEmail: HasOptedOutOfEmail",
     )

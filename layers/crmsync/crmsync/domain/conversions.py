@@ -32,6 +32,16 @@ def parse_crm_datetime(value: str) -> datetime:
     return parsed
 
 
+def parse_crm_datetime_or_none(value: Any) -> datetime | None:
+    """`parse_crm_datetime` of a value an answer may leave out or garble: None then."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_crm_datetime(value)
+    except ValueError:
+        return None
+
+
 def parse_crm_date(value: str) -> date:
     if not _DATE.match(value.strip()):
         raise ValueError(f"{value!r} is not a date (yyyy-mm-dd)")

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from ..errors import ConfigurationError
-from ..stores.batches import BatchPlan, BatchStatus
+from ..stores.batches import BatchLedger, BatchPlan, BatchStatus
 from ..wiring import Container
 from .runs import StartRunEvent
 
@@ -49,6 +49,21 @@ def resumed_run(
             "max_concurrency": max_concurrency,
         }
     )
+
+
+class LedgerJournal:
+    """The writer port's journal kept in a batch's ledger entry: the bulk job (if any) a write of the
+    batch started, under `slot`, found again by the next attempt."""
+
+    def __init__(
+        self, ledger: BatchLedger, sync_id: str, ledger_run: str, number: int, slot: str, job_id: str | None
+    ) -> None:
+        self.ledger, self.sync_id, self.ledger_run = ledger, sync_id, ledger_run
+        self.number, self.slot, self.job_id = number, slot, job_id
+
+    def record_job(self, job_id: str | None) -> None:
+        self.ledger.record_job(self.sync_id, self.ledger_run, self.number, self.slot, job_id)
+        self.job_id = job_id
 
 
 def write_snapshot(
@@ -139,4 +154,4 @@ def ledger_counts(container: Container, sync_id: str, ledger_run: str) -> tuple[
     return counts, undone
 
 
-__all__ = ["ledger_counts", "plan_batches", "read_part", "resumed_run", "write_snapshot"]
+__all__ = ["LedgerJournal", "ledger_counts", "plan_batches", "read_part", "resumed_run", "write_snapshot"]

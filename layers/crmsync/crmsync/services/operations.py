@@ -16,10 +16,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..config import CrmsyncConfig, DynamicsConnection, SalesforceConnection, SyncDefinition
-from ..connectors.port import ApiLimits, ObjectSummary
+from ..config import CrmsyncConfig, DynamicsConnection, SalesforceConnection, SyncDefinition, TwoWaySync
+from ..connectors.port import ApiLimits, CrmConnector, FieldHistoryConnector, ObjectSummary
 from ..domain.windows import parse_watermark
 from ..errors import ConfigurationError
+from ..stores.two_way import CONSENT_COLUMNS
 from ..stores.watermarks import Watermark
 from ..wiring import AwsClients, Container, Settings
 
@@ -80,6 +81,8 @@ class ConnectionCheck:
     objects: list[ObjectSummary]
     limits: ApiLimits
     api_calls: int
+    field_tracking: list[dict[str, Any]] = field(default_factory=list)
+    """Per field a two-way sync maps on this connection: where its change times come from (SPEC O3)."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,16 @@ class Operator:
         connector = self.container.connector(connection)
         objects = connector.list_objects()
         limits = connector.limits()
+        if config is not None:
+            syncs = list(config.syncs)
+        else:
+            definitions = self.container.definitions
+            syncs = [
+                definitions.sync(item["id"]).sync
+                for item in definitions.list_syncs()
+                if item["operation"] == "two_way"
+            ]
+        tracking = self._field_tracking(connector, [s for s in syncs if s.connection == connection.name])
         return ConnectionCheck(
             connection=connection.name,
             kind=connection.kind,
@@ -179,7 +192,32 @@ class Operator:
             objects=objects,
             limits=limits,
             api_calls=connector.api_calls,
+            field_tracking=tracking,
         )
+
+    @staticmethod
+    def _field_tracking(connector: CrmConnector, syncs: list[SyncDefinition]) -> list[dict[str, Any]]:
+        """Whether field history (Salesforce) or auditing (Dataverse) records each field a two-way sync
+        maps; without it the record's last-modified time is all a run has (a possible, not certain, time)."""
+        rows: list[dict[str, Any]] = []
+        for sync in syncs:
+            if not isinstance(sync, TwoWaySync) or not isinstance(connector, FieldHistoryConnector):
+                continue
+            found = connector.field_tracking(sync.object, sync.opt_outs.fields.values())
+            for local, remote in sync.opt_outs.fields.items():
+                on = found.tracked.get(remote, False)
+                rows.append(
+                    {
+                        "sync": sync.id,
+                        "object": sync.object,
+                        "field": remote,
+                        "local": local,
+                        "tracked": on,
+                        "times_from": found.source if on else "record_timestamp",
+                        "note": found.note,
+                    }
+                )
+        return rows
 
     # -- runs ------------------------------------------------------------------------------------------
     def start(
@@ -359,6 +397,19 @@ class Operator:
         report.consumed = len(replayed)
         return report
 
+    # -- consent ledger (SPEC O3) -----------------------------------------------------------------------
+    def consent_history(self, profile_id: str) -> list[dict[str, Any]]:
+        """Every opt-out change applied to one profile, from either side, oldest first."""
+        return self.container.consent.history(profile_id)
+
+    def consent_between(self, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
+        """Every consent row whose change time is in [start, end)."""
+
+        def text(moment: datetime | None) -> str | None:
+            return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else None
+
+        return list(self.container.consent.between(text(start), text(end)))
+
     def export_outcomes(self, sync_id: str, run_id: str) -> dict[str, str]:
         """Each profile's outcome in an export run (created, updated, unchanged, rejected), from its ledger."""
         ledger = self.container.batches
@@ -367,6 +418,14 @@ class Operator:
             for result in ledger.results(entry):
                 outcomes[result["profileId"]] = result["status"]
         return outcomes
+
+
+def consent_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Consent ledger rows as CSV columns (an audit's export): the ledger's own fields, oldest first."""
+    ordered = sorted(rows, key=lambda r: (str(r.get("changedAt", "")), str(r.get("profileId", ""))))
+    return list(CONSENT_COLUMNS), [
+        ["" if r.get(c) is None else str(r[c]) for c in CONSENT_COLUMNS] for r in ordered
+    ]
 
 
 def data_loader_error_file(rejects: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

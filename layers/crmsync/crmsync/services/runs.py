@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import DynamicsConnection, SalesforceConnection
-from ..domain.windows import ImportWindow, parse_watermark
+from ..domain.windows import ImportWindow, compute_window, format_watermark, parse_watermark
 from ..errors import ConfigurationError, LeaseLost, RunAlreadyInProgress
 from ..stores.dynamo import TransactionConflict, transact_write
 from ..stores.runs import RunKey
@@ -128,6 +128,13 @@ class RunIdentity(BaseModel):
     def key(self) -> RunKey:
         return RunKey(self.sync_id, self.run_id, self.started_at)
 
+    def adopt(self, window: ImportWindow) -> None:
+        """Record the window this run reads (what `window()` answers again in later steps)."""
+        self.option = window.option
+        self.window_start = format_watermark(window.start) if window.start else None
+        self.window_end = format_watermark(window.end)
+        self.previous_watermark = format_watermark(window.previous) if window.previous else None
+
     def window(self) -> ImportWindow | None:
         """The window a windowed run reads (a run given a population has none)."""
         if self.option is None or self.window_end is None:
@@ -225,6 +232,21 @@ def close_run(
     )
 
 
+def next_window(
+    container: Container, option: str, now: datetime, *, overlap_seconds: int, lag_seconds: int
+) -> ImportWindow:
+    """The window after the one the stored watermark `option` ended (every record before `now - lag` on
+    a first run)."""
+    previous = container.watermarks.get(option)
+    return compute_window(
+        option,
+        previous.value if previous else None,
+        now,
+        overlap_seconds=overlap_seconds,
+        lag_seconds=lag_seconds,
+    )
+
+
 def error_fields(error: dict[str, Any]) -> dict[str, str]:
     """The caught error's type and message (a Lambda's `Unhandled` error names its class in the cause)."""
     name = str(error.get("Error", "States.Runtime"))
@@ -283,6 +305,7 @@ __all__ = [
     "StartRunEvent",
     "close_run",
     "leased",
+    "next_window",
     "normalize_started_at",
     "record_failure",
     "sync_to_start",

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import TwoWaySync
+from ..config import DEFAULT_WATERMARK_FIELD, TwoWaySync
 from ..connectors.port import (
     CrmConnector,
     FieldHistoryConnector,
@@ -32,7 +32,7 @@ from ..connectors.port import (
     WriteJournal,
     WriteRequest,
 )
-from ..domain.conversions import parse_crm_datetime
+from ..domain.conversions import parse_crm_datetime_or_none
 from ..domain.records import Reject
 from ..domain.two_way import (
     Change,
@@ -45,15 +45,15 @@ from ..domain.two_way import (
     value_hash,
 )
 from ..domain.types import CrmFieldType
-from ..domain.windows import compute_window, format_watermark, parse_watermark
+from ..domain.windows import format_watermark, parse_watermark
 from ..errors import ConfigurationError
-from ..stores.batches import BatchAlreadyDone, BatchLedger
+from ..stores.batches import BatchAlreadyDone
 from ..stores.profiles import link_name
 from ..stores.rejects import RejectContext
 from ..stores.two_way import ConsentChange, LedgerEntry
 from ..wiring import Container
-from .batched_runs import ledger_counts, plan_batches, read_part, resumed_run, write_snapshot
-from .runs import RunIdentity, StartRunEvent, close_run, leased, normalize_started_at, sync_to_start
+from .batched_runs import LedgerJournal, ledger_counts, plan_batches, read_part, resumed_run, write_snapshot
+from .runs import RunIdentity, StartRunEvent, close_run, leased, next_window, normalize_started_at, sync_to_start
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +71,6 @@ def as_flag(value: Any) -> bool:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def _instant(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return parse_crm_datetime(value)
-    except ValueError:
-        return None
 
 
 # ------------------------------------------------------------------------------------- payloads
@@ -252,34 +243,20 @@ def _plan(
     if not isinstance(connector, FieldHistoryConnector):
         raise ConfigurationError(f"a {run.crm_kind} connection cannot tell who changed a field; no two-way sync")
     option = sync.watermark_option(instance)
-    previous = container.watermarks.get(option)
-    window = compute_window(
-        option,
-        previous.value if previous else None,
-        connector.server_time(),
-        overlap_seconds=sync.watermark.overlap_seconds,
-        lag_seconds=sync.watermark.lag_seconds,
+    overlap, lag = sync.watermark.overlap_seconds, sync.watermark.lag_seconds
+    window = next_window(container, option, connector.server_time(), overlap_seconds=overlap, lag_seconds=lag)
+    run.adopt(window)
+    # The marketing side's own window, on our clock: skew between the two clocks never hides a change.
+    marketing_window = next_window(
+        container, f"{option}_MARKETING", datetime.now(UTC), overlap_seconds=overlap, lag_seconds=lag
     )
-    run.option = option
-    run.window_start = format_watermark(window.start) if window.start else None
-    run.window_end = format_watermark(window.end)
-    run.previous_watermark = format_watermark(window.previous) if window.previous else None
-    marketing_option = f"{option}_MARKETING"
-    marketing_previous = container.watermarks.get(marketing_option)
-    marketing_window = compute_window(
-        marketing_option,
-        marketing_previous.value if marketing_previous else None,
-        datetime.now(UTC),
-        overlap_seconds=sync.watermark.overlap_seconds,
-        lag_seconds=sync.watermark.lag_seconds,
-    )
-    run.marketing_option = marketing_option
+    run.marketing_option = marketing_window.option
     run.marketing_end = format_watermark(marketing_window.end)
     run.marketing_previous = format_watermark(marketing_window.previous) if marketing_window.previous else None
     marketing_since = marketing_window.start
 
     remote_of = dict(fields)
-    watermark_field = sync.watermark.field or ("SystemModstamp" if run.crm_kind == "salesforce" else "modifiedon")
+    watermark_field = sync.watermark.field or DEFAULT_WATERMARK_FIELD[run.crm_kind]
     tracking = connector.field_tracking(run.object, remote_of.values())
     evidence = TimeSource.HISTORY if tracking.source == "history" else TimeSource.AUDIT
     source_of = {
@@ -380,11 +357,13 @@ def _plan(
             if in_window and run.direction != "marketing_to_crm":
                 source = source_of[remote]
                 field_rows = rows_of.get((crm_id, remote), []) if source is not TimeSource.RECORD else None
+                if field_rows == [] and window.start is None:
+                    field_rows = None  # a first run: values set before tracking began count at the record's time
                 crm_side, echoes = crm_change(
                     field=remote,
                     current=crm_value,
                     rows=field_rows,
-                    record_changed_at=_instant(crm_record.get(watermark_field)),
+                    record_changed_at=parse_crm_datetime_or_none(crm_record.get(watermark_field)),
                     ledger_hash=synced,
                     integration_user=integration_user,
                     source=source,
@@ -395,7 +374,7 @@ def _plan(
             if crm_id in marketing_changed:
                 marketing_side, echoes = marketing_change(
                     current=marketing_value,
-                    changed_at=_instant(changed_at.get(local)),
+                    changed_at=parse_crm_datetime_or_none(changed_at.get(local)),
                     since=marketing_since,
                     ledger_hash=synced,
                     author=(profile.get("attrSource") or {}).get(local),
@@ -481,17 +460,6 @@ def _pages(connector: CrmConnector, query: RecordQuery) -> Iterator[dict[str, An
 
 
 # ------------------------------------------------------------------------------------- one batch
-class _LedgerJournal:
-    """The writer port's journal kept in the batch's ledger entry (unused by updates, kept for the port)."""
-
-    def __init__(self, ledger: BatchLedger, run: TwoWayRun, number: int, job_id: str | None) -> None:
-        self.ledger, self.run, self.number, self.job_id = ledger, run, number, job_id
-
-    def record_job(self, job_id: str | None) -> None:
-        self.ledger.record_job(self.run.sync_id, self.run.ledger_run, self.number, "update", job_id)
-        self.job_id = job_id
-
-
 def two_way_batch(event: TwoWayBatchEvent, container: Container) -> TwoWayBatchOutcome:
     """Claim one batch; write the CRM side, then the profiles, then the write and consent ledgers."""
     run = event.run
@@ -532,7 +500,9 @@ def two_way_batch(event: TwoWayBatchEvent, container: Container) -> TwoWayBatchO
             ),
             key_field=run.id_field,
         )
-        journal: WriteJournal = _LedgerJournal(ledger, run, event.number, before.jobs.get("update"))
+        journal: WriteJournal = LedgerJournal(
+            ledger, run.sync_id, run.ledger_run, event.number, "update", before.jobs.get("update")
+        )
         for result in writer.write(request, journal):
             if result.success:
                 written_crm.add(result.ref)

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from ...config import DynamicsConnection
-from ...domain.conversions import parse_crm_datetime
+from ...domain.conversions import parse_crm_datetime_or_none
 from ...domain.types import CrmFieldType
 from ...errors import (
     ConfigurationError,
@@ -158,16 +158,6 @@ def classify_write(failure: requests.Response | Exception) -> CrmsyncError:
     if type(error) is CrmUnavailable and not refused:
         return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
     return error
-
-
-def _instant(value: Any) -> datetime | None:
-    """An ISO date-time of an answer, or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return parse_crm_datetime(value)
-    except ValueError:
-        return None
 
 
 def _is_deletion(row: dict[str, Any]) -> bool:
@@ -643,7 +633,7 @@ class DynamicsConnector:
             changes = []
             for detail in details:
                 audit = detail.get("AuditRecord") or {}
-                moment = _instant(audit.get("createdon"))
+                moment = parse_crm_datetime_or_none(audit.get("createdon"))
                 if moment is None or moment >= end or (start is not None and moment < start):
                     continue
                 for column, value in (detail.get("NewValue") or {}).items():

@@ -1,0 +1,206 @@
+"""Two-way opt-out benchmark: the CRM calls of one run over N linked records with 1% changed on each side.
+
+For each CRM emulator (Salesforce, Dynamics; over HTTPS): N contacts, each linked to a marketing profile
+(in moto, the local stack), per-field change records on (Salesforce field history on both mapped fields;
+Dataverse auditing on the contact table). A first run reads everything (and records what both sides hold
+in the write ledger); then a person opts 1% of the contacts out of e-mail in the CRM and the marketing side
+opts another 1% out of calls, and the measured run syncs them: the service steps the Lambda handlers run
+(start -> every batch -> finish), in this process.
+
+Printed per CRM: the emulator's own count of calls (token calls excluded) by kind - pages of changed
+records, history/audit reads, reads by id, writes, other (sign-in metadata, describe, the CRM's clock,
+the integration user) - and what the run decided and wrote. Never asserts a time.
+
+    python bench/two_way_bench.py                   # 10,000 records, 1% changed on each side
+    python bench/two_way_bench.py --records 20000 --changed 0.01
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "layers/crmsync"), str(ROOT / "local"), str(ROOT)]
+
+from crmsync.config import OptOutSettings, TwoWaySync, WatermarkSettings, load_config  # noqa: E402
+from crmsync.services.operations import Operator  # noqa: E402
+from crmsync.services.runs import StartRunEvent  # noqa: E402
+from crmsync.services.two_way import TwoWayBatchEvent, finish_two_way, start_two_way, two_way_batch  # noqa: E402
+from crmsync.stores.profiles import ExportedProfile, ExportLink  # noqa: E402
+from crmsync_local.environment import LocalEnvironment  # noqa: E402
+
+CRMS = {
+    "salesforce": {
+        "connection": "sf-prod",
+        "object": "Contact",
+        "fields": {"denyListEmail": "HasOptedOutOfEmail", "denyListPhone": "DoNotCall"},
+    },
+    "dynamics": {
+        "connection": "dyn-prod",
+        "object": "contact",
+        "fields": {"denyList": "donotbulkemail", "denyListFax": "donotfax"},
+    },
+}
+
+
+def kind_of(call: str, crm: str) -> str:
+    """A call of the emulator's stats, by what it is for."""
+    if crm == "salesforce":
+        if "History" in call or "history" in call:
+            return "history"
+        if call.startswith("PATCH") and "composite" in call:
+            return "writes"
+        if "/query" in call:
+            return "query pages"
+        return "other"
+    if "RetrieveRecordChangeHistory" in call:
+        return "history"
+    if "$batch" in call:
+        return "writes"
+    if call.startswith("GET") and "contacts" in call:
+        return "query pages"
+    return "other"
+
+
+def salesforce_calls(env: LocalEnvironment) -> Counter[str]:
+    return Counter({k: v for k, v in env.salesforce_control.stats()["calls"].items() if "/oauth2/" not in k})
+
+
+def run_once(operator: Operator, sync_id: str) -> dict[str, Any]:
+    container = operator.container
+    state = start_two_way(StartRunEvent(sync_id=sync_id, run_id=f"bench-{time.time_ns()}"), container)
+    for number in range(1, state.run.batches + 1):
+        two_way_batch(TwoWayBatchEvent(run=state.run, number=number), container)
+    return finish_two_way(state, container).model_dump()
+
+
+def seed(env: LocalEnvironment, crm: str, count: int) -> list[str]:
+    past = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    if crm == "salesforce":
+        rows = [
+            {"LastName": f"Bench{i}", "Email": f"b{i}@example.org", "CreatedDate": past, "LastModifiedDate": past}
+            for i in range(count)
+        ]
+        return [
+            i
+            for start in range(0, count, 5000)
+            for i in env.salesforce_control.seed("Contact", rows[start : start + 5000])
+        ]
+    rows = [
+        {"lastname": f"Bench{i}", "emailaddress1": f"b{i}@example.net", "createdon": past, "modifiedon": past}
+        for i in range(count)
+    ]
+    return [
+        i
+        for start in range(0, count, 5000)
+        for i in env.dynamics_control.put_records("contacts", rows[start : start + 5000])
+    ]
+
+
+def bench(crm: str, env: LocalEnvironment, operator: Operator, count: int, share: float) -> dict[str, Any]:
+    spec = CRMS[crm]
+    sync_id = f"bench-{crm}-optouts"
+    profiles = operator.container.profiles
+    crm_ids = seed(env, crm, count)
+    profile_ids = [p for p in profiles.create_local_many([{"email": f"p{crm}{i}"} for i in range(count)]) if p]
+    profiles.record_exported(
+        "bench",
+        [
+            ExportedProfile(p, link=ExportLink(p, spec["connection"], spec["object"], c))
+            for p, c in zip(profile_ids, crm_ids, strict=True)
+        ],
+    )
+    if crm == "salesforce":
+        env.salesforce_control.track_history("Contact", list(spec["fields"].values()))
+    else:
+        env.dynamics_control.set_auditing(environment=True, tables={"contact": True})
+    first = run_once(operator, sync_id)
+    changed = max(1, int(count * share))
+    now = datetime.now(UTC).replace(microsecond=0)
+    (_, email_field), (phone_attribute, _) = spec["fields"].items()
+    if crm == "salesforce":
+        env.salesforce_control.set_clock(now, frozen=True)
+        env.salesforce_control.seed("Contact", [{"Id": i, email_field: True} for i in crm_ids[:changed]])
+        env.salesforce_control.set_clock(now + timedelta(minutes=1), frozen=True)
+    else:
+        env.dynamics_control.set_clock(now, frozen=True)
+        env.dynamics_control.put_records(
+            "contacts", [{"contactid": i, email_field: True} for i in crm_ids[:changed]]
+        )
+        env.dynamics_control.set_clock(now + timedelta(minutes=1), frozen=True)
+    for profile_id in profile_ids[changed : 2 * changed]:
+        profiles.update_local(profile_id, {phone_attribute: True})
+    time.sleep(1.1)  # the change index is read up to our clock's last whole second
+    if crm == "salesforce":
+        env.salesforce_control.reset_stats()
+    else:
+        env.dynamics_control.reset_stats()
+    began = time.perf_counter()
+    summary = run_once(operator, sync_id)
+    elapsed = time.perf_counter() - began
+    stats = salesforce_calls(env) if crm == "salesforce" else Counter(env.dynamics_control.stats()["calls"])
+    by_kind: Counter[str] = Counter()
+    for call, n in stats.items():
+        if "/token" in call or "openid" in call or "/discovery/" in call:
+            continue
+        by_kind[kind_of(call, crm)] += n
+    return {
+        "crm": crm,
+        "records": count,
+        "changed_each_side": changed,
+        "first_run_calls": first["api_calls"],
+        "calls": dict(by_kind),
+        "total": sum(by_kind.values()),
+        "summary": summary,
+        "seconds": elapsed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--changed", type=float, default=0.01, help="share changed on each side")
+    parser.add_argument("--crm", choices=["salesforce", "dynamics", "both"], default="both")
+    args = parser.parse_args()
+    with LocalEnvironment(time_scale=0, log_path=ROOT / ".crmsync" / "bench-lambda.log") as env:
+        os.environ["CRMSYNC_RETRY_BASE_DELAY_SECONDS"] = "0"
+        config = load_config((ROOT / "examples/syncs.yaml").read_text(), environ=env.config_environ())
+        syncs = [
+            TwoWaySync(
+                id=f"bench-{crm}-optouts",
+                operation="two_way",
+                connection=spec["connection"],  # type: ignore[arg-type]
+                object=spec["object"],  # type: ignore[arg-type]
+                opt_outs=OptOutSettings(fields=spec["fields"]),  # type: ignore[arg-type]
+                watermark=WatermarkSettings(lag_seconds=0),
+            )
+            for crm, spec in CRMS.items()
+        ]
+        operator = Operator("crmsync")
+        operator.apply(config.model_copy(update={"syncs": syncs}))
+        for crm in ("salesforce", "dynamics") if args.crm == "both" else (args.crm,):
+            result = bench(crm, env, operator, args.records, args.changed)
+            s = result["summary"]
+            calls = result["calls"]
+            print(
+                f"{crm:10} {result['records']:,} linked records, {result['changed_each_side']:,} changed on each side: "
+                f"{result['total']} CRM calls = {calls.get('query pages', 0)} page(s) of changed records + "
+                f"{calls.get('history', 0)} history/audit read(s) + {calls.get('writes', 0)} write call(s) + "
+                f"{calls.get('other', 0)} other (clock, describe, tracking, ids) | "
+                f"CRM fields written {s['crm']['fields_written']}, profile fields written {s['marketing']['fields_written']}, "
+                f"consent rows {s['consent_rows']} | {result['seconds']:.1f}s in-process "
+                f"(first run: {result['first_run_calls']} calls)",
+                flush=True,
+            )
+            print(f"           calls by endpoint: {dict(sorted(calls.items()))}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
