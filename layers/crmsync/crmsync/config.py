@@ -710,6 +710,13 @@ def interpolate_environment(
     return walk(raw, path), problems
 
 
+def _operation_names() -> tuple[str, ...]:
+    """The operations of the registry (read when an error is located: the registry reads this module)."""
+    from .registry import OPERATIONS
+
+    return tuple(OPERATIONS)
+
+
 def _location(loc: tuple[int | str, ...], raw: Any) -> str:
     """`syncs[0] (sf-contacts).filter.all[1]` from a pydantic error location."""
     out = ""
@@ -730,7 +737,7 @@ def _location(loc: tuple[int | str, ...], raw: Any) -> str:
         else:
             if part in ("salesforce", "dynamics") and loc[0] == "connections":
                 continue
-            if part in ("import", "export", "import_deleted", "delete") and loc[0] == "syncs" and index == 2:
+            if loc[0] == "syncs" and index == 2 and part in _operation_names():
                 continue
             out += f".{part}" if out else str(part)
         if isinstance(node, dict):

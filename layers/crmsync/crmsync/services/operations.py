@@ -20,10 +20,10 @@ from ..config import CrmsyncConfig, DynamicsConnection, SalesforceConnection, Sy
 from ..connectors.port import ApiLimits, ObjectSummary
 from ..domain.windows import parse_watermark
 from ..errors import ConfigurationError
+from ..registry import operation
 from ..stores.watermarks import Watermark
 from ..wiring import AwsClients, Container, Settings
 
-OPERATIONS = ("import", "export", "import_deleted", "delete")
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
@@ -36,8 +36,9 @@ class StackNames:
     account: str
     partition: str = "aws"
 
-    def state_machine_arn(self, operation: str) -> str:
-        return f"arn:{self.partition}:states:{self.region}:{self.account}:stateMachine:{self.stack}-{operation.replace('_', '-')}"
+    def state_machine_arn(self, name: str) -> str:
+        """The state machine that runs operation `name` (the registry names it)."""
+        return f"arn:{self.partition}:states:{self.region}:{self.account}:stateMachine:{self.stack}-{operation(name).machine}"
 
     @property
     def schedule_group(self) -> str:
@@ -191,7 +192,7 @@ class Operator:
         trigger: str = "manual",
     ) -> StartedRun:
         stored = self.container.definitions.sync(sync_id)
-        if period is not None and stored.sync.operation != "import_deleted":
+        if period is not None and not operation(stored.sync.operation).takes_period:
             raise ConfigurationError(
                 f"sync {sync_id!r} is an {stored.sync.operation}; a period is given to deletion imports only"
             )
@@ -337,7 +338,7 @@ class Operator:
         consumes nothing.
         """
         stored = self.container.definitions.sync(sync_id)
-        if stored.sync.operation != "export":
+        if not operation(stored.sync.operation).replays_rejects:
             raise ConfigurationError(
                 f"sync {sync_id!r} is an {stored.sync.operation}; only export rejects are replayed"
             )
