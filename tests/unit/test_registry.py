@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crmsync.config import SyncDefinition
+from crmsync.config import SYNC_OPERATIONS, SyncDefinition
 from crmsync.registry import OPERATIONS, all_steps, operation, summary_fields
 from crmsync.services.operations import StackNames
 
@@ -34,7 +34,7 @@ RESOURCES = TEMPLATE["Resources"]
 def test_the_registry_holds_exactly_the_operations_the_configuration_accepts():
     (union, _) = typing.get_args(SyncDefinition)
     tags = {typing.get_args(model.model_fields["operation"].annotation)[0] for model in typing.get_args(union)}
-    assert set(OPERATIONS) == tags
+    assert set(OPERATIONS) == tags == set(SYNC_OPERATIONS)
     for name, row in OPERATIONS.items():
         assert typing.get_args(row.sync_model.model_fields["operation"].annotation) == (name,)
 

@@ -1,9 +1,11 @@
 """Every operation crmsync runs, in one table: its sync model, its state machine, its steps (function,
 ASL state, event model, use case) and the counts its summary shows.
 
-Whatever needs the list of operations reads it here: configuration error locations, `Operator.start` and
-the schedules (which state machine runs a sync), the CLI's summaries, and the tests that check the
-template, the state machines, the handlers and the sample events. Adding an operation is its sync model
+Whatever needs the list of operations reads it here: `Operator.start` and the schedules (which state
+machine runs a sync), the rejects replay, the CLI's summaries, and the tests that check the template, the
+state machines, the handlers and the sample events. The configuration, which this table reads, names its
+operations by its sync models (`config.SYNC_OPERATIONS`, used by error locations); a test holds the two
+equal. Adding an operation is its sync model
 (`config.py`), its hooks module under `services/` (a `batched_runs.BatchedOperation` for a batched run),
 its ASL file, its functions and template block, and one row here; the checks then cover it unasked.
 

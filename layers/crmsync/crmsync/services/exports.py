@@ -9,7 +9,6 @@ routing, upserts, the journal of bulk jobs) with the CRM ids it created written 
 
 from __future__ import annotations
 
-import codecs
 import csv
 import json
 import logging
@@ -25,6 +24,7 @@ from ..domain.conversions import parse_crm_datetime
 from ..domain.records import Reject, RejectCode
 from ..domain.windows import ImportWindow
 from ..errors import ConfigurationError
+from ..inputs import text_lines
 from ..stores.batches import BatchEntry
 from ..stores.profiles import link_name
 from ..wiring import Container
@@ -250,7 +250,7 @@ def _given_profiles(
 
 
 def _file_rows(body: Any, key: str) -> Iterator[dict[str, Any]]:
-    reader = codecs.getreader("utf-8-sig")(body)
+    reader = text_lines(body, key)
     if key.endswith(".csv"):
         yield from csv.DictReader(reader)
     elif key.endswith((".jsonl", ".ndjson", ".json")):
