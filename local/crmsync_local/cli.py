@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from crmsync.config import CrmsyncConfig, config_json_schema, load_config
+from crmsync.config import CrmsyncConfig, config_json_schema, load_config_file
 from crmsync.errors import ConfigurationError, CrmsyncError
 from crmsync.services.deletion_imports import parse_period
 from crmsync.services.operations import ConnectionCheck, Operator, data_loader_error_file
@@ -109,11 +109,11 @@ def operator(stack: str) -> Operator:
 
 def read_config(path: Path) -> CrmsyncConfig:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise fail(f"cannot read {path}: {exc.strerror}", 2) from None
     try:
-        return load_config(text, source=str(path))
+        return load_config_file(data, source=str(path))
     except ConfigurationError as exc:
         errors.print(f"[red]{path}: {len(exc.problems)} problem(s)[/red]", highlight=False, soft_wrap=True)
         for problem in exc.problems:
@@ -570,14 +570,16 @@ def demo(contacts: Annotated[int, typer.Option(help="How many contacts to seed."
 
 
 def rejects_by_symbol(rejects: list[dict[str, Any]]) -> Table:
+    """Counts by error symbol with the fields refused: codes and field names only, never a value (the
+    messages quote the values; `crmsync rejects list` shows them to whoever asks)."""
     table = Table(title="rejects by error symbol")
     table.add_column("errorSymbol")
     table.add_column("count", justify="right")
-    table.add_column("example message")
+    table.add_column("fields")
     counts = Counter(r.get("errorSymbol", "") for r in rejects)
     for symbol, count in counts.most_common():
-        example = next(r.get("errorMessage", "") for r in rejects if r.get("errorSymbol") == symbol)
-        table.add_row(symbol, str(count), example)
+        fields = sorted({f for r in rejects if r.get("errorSymbol") == symbol for f in r.get("fields") or ()})
+        table.add_row(symbol, str(count), ", ".join(fields) or "-")
     return table
 
 
