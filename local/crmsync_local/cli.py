@@ -22,13 +22,14 @@ from typing import Annotated, Any
 import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from crmsync.config import CrmsyncConfig, config_json_schema, load_config_file
 from crmsync.errors import ConfigurationError, CrmsyncError
 from crmsync.registry import OPERATIONS, Operation, summary_fields
 from crmsync.services.deletion_imports import parse_period
-from crmsync.services.operations import ConnectionCheck, Operator, data_loader_error_file
+from crmsync.services.operations import ApplyReport, ConnectionCheck, Operator, data_loader_error_file
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="crmsync: keep a marketing database and a CRM in step."
@@ -53,6 +54,29 @@ app.add_typer(watermark_app, name="watermark")
 app.add_typer(rejects_app, name="rejects")
 app.add_typer(local_app, name="local")
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("crmsync")
+        except PackageNotFoundError:  # run from a source tree (PYTHONPATH), not installed
+            from crmsync import __version__ as number
+        sys.stdout.write(f"crmsync {number}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """crmsync: keep a marketing database and a CRM in step."""
+
+
 console = Console()
 errors = Console(stderr=True)
 
@@ -61,7 +85,7 @@ STATUS_EXIT = {"SUCCEEDED": 0, "FAILED": 1, "REFUSED": 3}
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -115,16 +139,56 @@ def config_validate(file: Path) -> None:
 
 
 @config_app.command("apply")
-def config_apply(file: Path, stack: StackOption = "crmsync") -> None:
-    """Validate FILE, store its connections and syncs, create or update their schedules."""
+def config_apply(
+    file: Path,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (added, changed, removed) and change nothing.")
+    ] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """Make the stack's syncs FILE's: store its connections and syncs, create or update their schedules,
+    and remove the syncs (definition and schedule) FILE no longer has; their data, watermarks and rejects
+    stay. The plan is printed first."""
     config = read_config(file)
-    changes = guarded(lambda: operator(stack).apply(config))
+    op = operator(stack)
+    plan = guarded(lambda: op.apply_config(config, dry_run=True))
+    console.print(plan_table(plan, config, title=f"plan for {file} on stack {stack}"))
+    for sync_id, why in plan.waiting.items():
+        console.print(f"[yellow]{sync_id}: removal waits - {why}[/yellow]", highlight=False, soft_wrap=True)
+    if dry_run:
+        console.print("dry run: nothing was changed", highlight=False)
+        return
+    report = guarded(lambda: op.apply_config(config))
     table = Table(title=f"applied {file} to stack {stack}")
     for column in ("sync", "operation", "object", "schedule", "schedule change"):
         table.add_column(column)
-    for sync, change in zip(config.syncs, changes, strict=True):
+    for sync, change in zip(config.syncs, report.schedules, strict=True):
         table.add_row(sync.id, sync.operation, sync.object, sync.schedule or "-", change.action)
+    for change in report.removed:
+        table.add_row(change.sync_id, "-", "-", change.expression or "-", change.action)
     console.print(table)
+
+
+def plan_table(report: ApplyReport, config: CrmsyncConfig, title: str) -> Table:
+    """One row per sync and connection the apply touches: added, changed, unchanged, removed."""
+    plan = report.plan
+    table = Table(title=title)
+    for column in ("change", "sync or connection", "operation", "object"):
+        table.add_column(column)
+    syncs = {s.id: s for s in config.syncs}
+    for change, ids in (("added", plan.added), ("changed", plan.changed), ("unchanged", plan.unchanged)):
+        for sync_id in ids:
+            table.add_row(change, sync_id, syncs[sync_id].operation, syncs[sync_id].object)
+    for sync_id in plan.removed:
+        table.add_row("removal waits" if sync_id in report.waiting else "removed", sync_id, "-", "-")
+    for change, names in (
+        ("added", plan.connections_added),
+        ("changed", plan.connections_changed),
+        ("removed", plan.connections_removed),
+    ):
+        for name in names:
+            table.add_row(change, f"connection {name}", "-", "-")
+    return table
 
 
 @config_app.command("schema")
@@ -475,6 +539,19 @@ def rejects_replay(
 
 
 # ------------------------------------------------------------------------------------- local
+def local_module(name: str) -> Any:
+    """Import a module of the local stack, which needs the `local` extra (moto and the emulators' servers);
+    the operator's commands never import it, so `pip install 'crmsync[cli]'` stays small."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as missing:
+        raise fail(
+            f"the local stack needs {missing.name!r}, which `pip install 'crmsync[local]'` installs", 2
+        ) from None
+
+
 @local_app.command("up")
 def local_up(
     state_file: Annotated[Path, typer.Option("--state-file", help="Where to write the endpoints (JSON).")] = Path(
@@ -483,7 +560,7 @@ def local_up(
     port: Annotated[int, typer.Option(help="Port of the AWS endpoint (0: any free port).")] = 0,
 ) -> None:
     """Serve the local stack and the Salesforce and Dynamics emulators until interrupted."""
-    from crmsync_local.environment import LocalEnvironment
+    LocalEnvironment = local_module("crmsync_local.environment").LocalEnvironment
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -510,8 +587,7 @@ def local_up(
 @app.command("demo")
 def demo(contacts: Annotated[int, typer.Option(help="How many contacts to seed.")] = 2400) -> None:
     """Run the main job locally: emulated AWS, Salesforce and Dynamics; first imports, changes, incremental ones."""
-    from crmsync_local.demo import run_demo
-
+    run_demo = local_module("crmsync_local.demo").run_demo
     raise typer.Exit(run_demo(console, contacts=contacts))
 
 
