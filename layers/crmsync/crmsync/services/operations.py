@@ -404,7 +404,7 @@ class Operator:
             raise ConfigurationError(
                 f"sync {sync_id!r} is an {stored.sync.operation}; only export rejects are replayed"
             )
-        rejects = [r for r in self.rejects(sync_id) if r.get("operation") == "export"]
+        rejects = [r for r in self.rejects(sync_id) if r.get("operation") == stored.sync.operation]
         profile_ids = list(dict.fromkeys(str(r["profileId"]) for r in rejects if r.get("profileId")))
         report = ReplayReport(sync_id=sync_id, rejects=len(rejects), profiles=len(profile_ids))
         if not profile_ids:
