@@ -17,6 +17,11 @@ Items of the rejects table (`<stack>-rejects`):
 
 After storing a step's rejects the router sends one small notice to the queue (sync, run, operation,
 count, the first reject ids) for whatever watches it; the notice never carries a record.
+
+The warning logged for each reject carries the error code, the field names and the ids - never the CRM's
+message, which quotes the refused values (`Email: invalid email address: jean.dupont@example`, `'+33 6 12
+34 56 78' is not an integer`) in forms no mask can list (SPEC N4). The stored reject keeps it whole, with
+the record, for whoever inspects or replays it.
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..domain.records import Reject
-from ..privacy import mask_personal_data
 from .dynamo import batch_get, batch_write, deserialize, serialize
 
 logger = logging.getLogger(__name__)
@@ -287,14 +291,16 @@ class RejectRouter:
         """Log each reject; store them when `enabled`. Returns how many were stored."""
         for reject in rejects:
             logger.warning(
-                "reject %s: %s",
+                "reject %s on %s",
                 reject.error_symbol,
-                mask_personal_data(reject.error_message),
+                ", ".join(reject.fields) or "the record",
                 extra={
                     "sync_id": context.sync_id,
                     "run_id": context.run_id,
                     "crm_id": reject.crm_id,
+                    "profile_id": reject.profile_id,
                     "error_symbol": reject.error_symbol,
+                    "fields": list(reject.fields),
                     "routed": enabled,
                 },
             )
