@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,14 +97,8 @@ class RejectDesk:
             return 0
         moved = 0
         keep: list[str] = []
-        empty = 0
         try:
-            while empty < EMPTY_RECEIVES:
-                messages = self._receive(self.queue_url)
-                if not messages:
-                    empty += 1
-                    continue
-                empty = 0
+            for messages in self._drain(self.queue_url):
                 legacy = []
                 for message in messages:
                     body = _body(message)
@@ -132,14 +126,8 @@ class RejectDesk:
             return found
         keep: list[str] = []
         seen: set[str] = set()
-        empty = 0
         try:
-            while empty < EMPTY_RECEIVES:
-                messages = self._receive(self.dead_letter_url)
-                if not messages:
-                    empty += 1
-                    continue
-                empty = 0
+            for messages in self._drain(self.dead_letter_url):
                 for message in messages:
                     body = _body(message)
                     if body is None or body.get("syncId") != sync_id or message["MessageId"] in seen:
@@ -206,16 +194,25 @@ class RejectDesk:
         return report
 
     # -- queue plumbing --------------------------------------------------------------------------
-    def _receive(self, url: str) -> list[dict[str, Any]]:
-        response = self.sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            VisibilityTimeout=60,
-            WaitTimeSeconds=0,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        return list(response.get("Messages", []))
+    def _drain(self, url: str) -> Iterator[list[dict[str, Any]]]:
+        """Receive the queue's messages ten at a time (hidden for a minute) until it answers empty
+        `EMPTY_RECEIVES` times in a row."""
+        empty = 0
+        while empty < EMPTY_RECEIVES:
+            response = self.sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                VisibilityTimeout=60,
+                WaitTimeSeconds=0,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            messages = list(response.get("Messages", []))
+            if not messages:
+                empty += 1
+                continue
+            empty = 0
+            yield messages
 
     def _delete(self, url: str, handles: list[str]) -> None:
         for start in range(0, len(handles), 10):
