@@ -29,7 +29,7 @@ from rich.table import Table
 from crmsync.config import CrmsyncConfig, config_json_schema, load_config_file
 from crmsync.errors import ConfigurationError, CrmsyncError
 from crmsync.services.deletion_imports import parse_period
-from crmsync.services.operations import ConnectionCheck, Operator, data_loader_error_file
+from crmsync.services.operations import ApplyReport, ConnectionCheck, Operator, data_loader_error_file
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="crmsync: keep a marketing database and a CRM in step."
@@ -145,16 +145,56 @@ def config_validate(file: Path) -> None:
 
 
 @config_app.command("apply")
-def config_apply(file: Path, stack: StackOption = "crmsync") -> None:
-    """Validate FILE, store its connections and syncs, create or update their schedules."""
+def config_apply(
+    file: Path,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (added, changed, removed) and change nothing.")
+    ] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """Make the stack's syncs FILE's: store its connections and syncs, create or update their schedules,
+    and remove the syncs (definition and schedule) FILE no longer has; their data, watermarks and rejects
+    stay. The plan is printed first."""
     config = read_config(file)
-    changes = guarded(lambda: operator(stack).apply(config))
+    op = operator(stack)
+    plan = guarded(lambda: op.apply_config(config, dry_run=True))
+    console.print(plan_table(plan, config, title=f"plan for {file} on stack {stack}"))
+    for sync_id, why in plan.waiting.items():
+        console.print(f"[yellow]{sync_id}: removal waits - {why}[/yellow]", highlight=False, soft_wrap=True)
+    if dry_run:
+        console.print("dry run: nothing was changed", highlight=False)
+        return
+    report = guarded(lambda: op.apply_config(config))
     table = Table(title=f"applied {file} to stack {stack}")
     for column in ("sync", "operation", "object", "schedule", "schedule change"):
         table.add_column(column)
-    for sync, change in zip(config.syncs, changes, strict=True):
+    for sync, change in zip(config.syncs, report.schedules, strict=True):
         table.add_row(sync.id, sync.operation, sync.object, sync.schedule or "-", change.action)
+    for change in report.removed:
+        table.add_row(change.sync_id, "-", "-", change.expression or "-", change.action)
     console.print(table)
+
+
+def plan_table(report: ApplyReport, config: CrmsyncConfig, title: str) -> Table:
+    """One row per sync and connection the apply touches: added, changed, unchanged, removed."""
+    plan = report.plan
+    table = Table(title=title)
+    for column in ("change", "sync or connection", "operation", "object"):
+        table.add_column(column)
+    syncs = {s.id: s for s in config.syncs}
+    for change, ids in (("added", plan.added), ("changed", plan.changed), ("unchanged", plan.unchanged)):
+        for sync_id in ids:
+            table.add_row(change, sync_id, syncs[sync_id].operation, syncs[sync_id].object)
+    for sync_id in plan.removed:
+        table.add_row("removal waits" if sync_id in report.waiting else "removed", sync_id, "-", "-")
+    for change, names in (
+        ("added", plan.connections_added),
+        ("changed", plan.connections_changed),
+        ("removed", plan.connections_removed),
+    ):
+        for name in names:
+            table.add_row(change, f"connection {name}", "-", "-")
+    return table
 
 
 @config_app.command("schema")

@@ -20,6 +20,7 @@ from ..config import CrmsyncConfig, DynamicsConnection, SalesforceConnection, Sy
 from ..connectors.port import ApiLimits, ObjectSummary
 from ..domain.windows import parse_watermark
 from ..errors import ConfigurationError
+from ..stores.definitions import DefinitionPlan
 from ..stores.watermarks import Watermark
 from ..wiring import AwsClients, Container, Settings
 from .rejects import DeadLetters, RejectDesk, ReplayReport
@@ -80,6 +81,23 @@ class ScheduleChange:
     expression: str | None
 
 
+@dataclass(frozen=True)
+class ApplyReport:
+    """What `config apply` did, or with `dry_run` would do.
+
+    `schedules` has one change per sync of the file, in its order; `removed` one per sync the file no
+    longer has (its definition and schedule go; its data, watermark, runs and rejects stay). A removed
+    sync with a run in flight keeps its definition until the run ends: its schedule is disabled and
+    `waiting` says why; applying the same file again once the run ended removes it.
+    """
+
+    plan: DefinitionPlan
+    schedules: list[ScheduleChange]
+    removed: list[ScheduleChange]
+    waiting: dict[str, str]
+    dry_run: bool = False
+
+
 def execution_name(sync_id: str, trigger: str) -> str:
     """Unique, sortable and valid as a Step Functions execution name (80 chars, no spaces)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -107,8 +125,52 @@ class Operator:
 
     # -- configuration -------------------------------------------------------------------------------
     def apply(self, config: CrmsyncConfig) -> list[ScheduleChange]:
-        self.container.definitions.apply(config)
-        return [self._schedule(sync) for sync in config.syncs]
+        """Apply declaratively (see `apply_config`); the schedule change of each of the file's syncs."""
+        return self.apply_config(config).schedules
+
+    def apply_config(self, config: CrmsyncConfig, *, dry_run: bool = False) -> ApplyReport:
+        """Make the stack's definitions and schedules the file's: add, change, and remove what the file no
+        longer has. With `dry_run`, only the plan: nothing is written."""
+        definitions = self.container.definitions
+        plan = definitions.plan(config)
+        waiting = {sync_id: why for sync_id in plan.removed if (why := self._in_flight(sync_id))}
+        if dry_run:
+            return ApplyReport(plan, [], [], waiting, dry_run=True)
+        definitions.apply(config, keep=frozenset(waiting))
+        schedules = [self._schedule(sync) for sync in config.syncs]
+        removed = [self._unschedule(sync_id, disable=sync_id in waiting) for sync_id in plan.removed]
+        return ApplyReport(plan, schedules, removed, waiting)
+
+    def _in_flight(self, sync_id: str) -> str | None:
+        """Why a removal waits: the run holding the sync's lease, if the lease has not expired."""
+        lease = self.container.runs.lease_holder(sync_id)
+        if lease is None or int(lease.get("expiresAt", 0)) < time.time():
+            return None
+        until = datetime.fromtimestamp(int(lease["expiresAt"]), UTC).isoformat()
+        return (
+            f"run {lease['holder']} is in flight (lease until {until}); its schedule is disabled and the "
+            "definition stays until the run ends: apply the file again then to remove it"
+        )
+
+    def _unschedule(self, sync_id: str, *, disable: bool) -> ScheduleChange:
+        """A removed sync's schedule: deleted, or only disabled while a run of the sync is in flight."""
+        scheduler = self.aws.client("scheduler")
+        group = self.names.schedule_group
+        try:
+            current = scheduler.get_schedule(Name=sync_id, GroupName=group)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+            return ScheduleChange(sync_id, "waiting" if disable else "removed", None)
+        if not disable:
+            scheduler.delete_schedule(Name=sync_id, GroupName=group)
+            return ScheduleChange(sync_id, "removed", None)
+        keep = ("Name", "GroupName", "ScheduleExpression", "ScheduleExpressionTimezone", "FlexibleTimeWindow")
+        request = {k: current[k] for k in keep if k in current}
+        request["Target"] = current["Target"]
+        request["Description"] = current.get("Description", "")
+        scheduler.update_schedule(**request, State="DISABLED")
+        return ScheduleChange(sync_id, "disabled", current.get("ScheduleExpression"))
 
     def _schedule(self, sync: SyncDefinition) -> ScheduleChange:
         scheduler = self.aws.client("scheduler")
