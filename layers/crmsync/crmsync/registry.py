@@ -2,10 +2,10 @@
 ASL state, event model, use case) and the counts its summary shows.
 
 Whatever needs the list of operations reads it here: `Operator.start` and the schedules (which state
-machine runs a sync), the rejects replay, the CLI's summaries, and the tests that check the template, the
-state machines, the handlers and the sample events. The configuration, which this table reads, names its
-operations by its sync models (`config.SYNC_OPERATIONS`, used by error locations); a test holds the two
-equal. Adding an operation is its sync model
+machine runs a sync), the rejects replay (which id a replay run is given), the CLI's summaries, and the
+tests that check the template, the state machines, the handlers and the sample events. The configuration,
+which this table reads, names its operations by its sync models (`config.SYNC_OPERATIONS`, used by error
+locations); a test holds the two equal. Adding an operation is its sync model
 (`config.py`), its hooks module under `services/` (a `batched_runs.BatchedOperation` for a batched run),
 its ASL file, its functions and template block, and one row here; the checks then cover it unasked.
 
@@ -73,8 +73,9 @@ class Operation:
     window_end_included: bool = False
     takes_period: bool = False
     """A run may be given a period (`crmsync run --from/--to`)."""
-    replays_rejects: bool = False
-    """`crmsync rejects replay` sends its rejects through it again."""
+    replay_id: str | None = None
+    """The id of its rejects that `crmsync rejects replay` gives a run of it as its population (none: its
+    rejects are not replayed)."""
     found_by: Mapping[str, str] = field(default_factory=dict)
     """What each `mode` of its summary means, shown as "found by"."""
 
@@ -136,7 +137,7 @@ OPERATIONS: dict[str, Operation] = {
                 "api_calls",
                 "batches",
             ),
-            replays_rejects=True,
+            replay_id="profileId",
         ),
         Operation(
             name="import_deleted",
@@ -180,6 +181,7 @@ OPERATIONS: dict[str, Operation] = {
                 ("delete_finish", "FinishRun", "DeleteState", "finish_delete", False),
             ),
             summary_fields=("selected", "rejected", "deleted", "already_gone", "api_calls", "batches"),
+            replay_id="crmId",
         ),
     )
 }
