@@ -91,3 +91,9 @@ def test_a_sync_starts_the_state_machine_the_registry_names(row):
 def test_an_unknown_operation_is_named_in_the_error():
     with pytest.raises(KeyError, match="no operation 'merge'"):
         operation("merge")
+
+
+def test_the_rejects_of_imports_exports_and_deletions_in_the_crm_are_replayed_by_their_ids():
+    from crmsync.services.rejects import REPLAYABLE
+
+    assert REPLAYABLE == {"import": "crmId", "export": "profileId", "delete": "crmId"}

@@ -115,6 +115,7 @@ OPERATIONS: dict[str, Operation] = {
                 "api_calls",
                 "pages",
             ),
+            replay_id="crmId",
         ),
         Operation(
             name="export",
