@@ -239,7 +239,8 @@ def test_a_two_way_opt_out_sync_reports_both_sides_and_its_consent_history(serve
     crm.track_history("Contact", ["HasOptedOutOfEmail"])
     crmsync("config", "apply", str(EXAMPLE), env=env, check=True)
     crmsync("run", "sf-contacts", "--wait", env=env, check=True)
-    before_lag = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()  # so does the two-way sync's
+    crmsync("run", "sf-optouts", "--wait", env=env, check=True)  # a first run: values at the record's time
+    before_lag = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()  # the two-way window ends 60 s back
     crm.seed("Contact", [{"Id": contact, "HasOptedOutOfEmail": True, "LastModifiedDate": before_lag}])
 
     summary = json.loads(crmsync("run", "sf-optouts", "--wait", "--json", env=env, check=True).stdout)
