@@ -31,8 +31,13 @@ sys.path[:0] = [str(ROOT / "layers/crmsync"), str(ROOT / "local"), str(ROOT)]
 
 from crmsync.config import OptOutSettings, TwoWaySync, WatermarkSettings, load_config  # noqa: E402
 from crmsync.services.operations import Operator  # noqa: E402
-from crmsync.services.runs import StartRunEvent  # noqa: E402
-from crmsync.services.two_way import TwoWayBatchEvent, finish_two_way, start_two_way, two_way_batch  # noqa: E402
+from crmsync.services.two_way import (  # noqa: E402
+    StartTwoWayEvent,
+    TwoWayBatchEvent,
+    finish_two_way,
+    start_two_way,
+    two_way_batch,
+)
 from crmsync.stores.profiles import ExportedProfile, ExportLink  # noqa: E402
 from crmsync_local.environment import LocalEnvironment  # noqa: E402
 
@@ -75,7 +80,7 @@ def salesforce_calls(env: LocalEnvironment) -> Counter[str]:
 
 def run_once(operator: Operator, sync_id: str) -> dict[str, Any]:
     container = operator.container
-    state = start_two_way(StartRunEvent(sync_id=sync_id, run_id=f"bench-{time.time_ns()}"), container)
+    state = start_two_way(StartTwoWayEvent(sync_id=sync_id, run_id=f"bench-{time.time_ns()}"), container)
     for number in range(1, state.run.batches + 1):
         two_way_batch(TwoWayBatchEvent(run=state.run, number=number), container)
     return finish_two_way(state, container).model_dump()
