@@ -259,7 +259,7 @@ def deletion_import_page(state: DeletionImportState, container: Container) -> De
     elif page.phase == "read_ids":
         page, totals = _read_ids(run, page, connector, container)
     else:
-        page, totals = _sweep(run, page, container)
+        page, totals = _sweep(run, page, connector, container)
     totals.api_calls = connector.api_calls - calls_before
     totals.pages = 1
     logger.info(
@@ -366,11 +366,6 @@ def _id_query(run: DeletionImportRun) -> RecordQuery:
     return RecordQuery(object=run.object, fields=(run.id_field,), page_size=5000)
 
 
-def _normalized(run: DeletionImportRun, crm_id: str) -> str:
-    """Dataverse GUIDs compare in lower case; Salesforce ids are case-sensitive."""
-    return crm_id.lower() if run.crm_kind == "dynamics" else crm_id
-
-
 def _ids_prefix(run: DeletionImportRun) -> str:
     return f"runs/{run.sync_id}/{run.run_id}/crm-ids"
 
@@ -398,7 +393,7 @@ def _read_ids(
     container.aws.client("s3").put_object(
         Bucket=container.settings.data_bucket,
         Key=f"{_ids_prefix(run)}/{number:06d}.json",
-        Body=json.dumps([_normalized(run, i) for i in ids]).encode(),
+        Body=json.dumps([connector.normalize_id(i) for i in ids]).encode(),
         ContentType="application/json",
     )
     done_reading = next_cursor is None
@@ -431,7 +426,7 @@ def _crm_ids(run: DeletionImportRun, page: DeletionCursor, container: Container)
 
 
 def _sweep(
-    run: DeletionImportRun, page: DeletionCursor, container: Container
+    run: DeletionImportRun, page: DeletionCursor, connector: CrmConnector, container: Container
 ) -> tuple[DeletionCursor, DeletionTotals]:
     """A chunk of the local records, checked against the CRM's ids: those whose id is gone were deleted."""
     crm_ids = _crm_ids(run, page, container)
@@ -442,7 +437,7 @@ def _sweep(
             "flag every one of them (check that the integration user can read the object)"
         )
     seen = datetime.fromisoformat(run.started_at)
-    gone = [CrmDeletion(i, seen) for i in local if _normalized(run, i) not in crm_ids]
+    gone = [CrmDeletion(i, seen) for i in local if connector.normalize_id(i) not in crm_ids]
     totals = DeletionTotals(checked=len(local))
     _apply(container, run, gone, totals)
     return page.model_copy(update={"cursor": after, "done": after is None}), totals
