@@ -11,9 +11,12 @@ EVENTS = sorted((ROOT / "events").glob("*/*.json"))
 
 
 def handler_model(function: str):
+    from aws_lambda_powertools.utilities.parser.models import SqsModel
+
     from crmsync.services import crm_deletes, deletion_imports, exports, imports, runs
 
     return {
+        "events_push": SqsModel,
         "deletion_import_start": deletion_imports.StartDeletionImportEvent,
         "deletion_import_page": deletion_imports.DeletionImportState,
         "deletion_import_finish": deletion_imports.DeletionImportState,

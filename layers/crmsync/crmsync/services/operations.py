@@ -16,14 +16,16 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..config import CrmsyncConfig, DynamicsConnection, SalesforceConnection, SyncDefinition
+from ..config import CrmsyncConfig, DynamicsConnection, EventsSync, SalesforceConnection, SyncDefinition
 from ..connectors.port import ApiLimits, ObjectSummary
+from ..domain.events import parse_event
 from ..domain.windows import parse_watermark
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, SyncNotFound
 from ..stores.watermarks import Watermark
 from ..wiring import AwsClients, Container, Settings
+from .events import BackfillReport, backfill, switched_on
 
-OPERATIONS = ("import", "export", "import_deleted", "delete")
+OPERATIONS = ("import", "export", "import_deleted", "delete", "events")
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
@@ -50,6 +52,10 @@ class StackNames:
     @property
     def rejects_queue(self) -> str:
         return f"{self.stack}-rejects"
+
+    @property
+    def events_queue(self) -> str:
+        return f"{self.stack}-events"
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,17 @@ class ScheduleChange:
     sync_id: str
     action: str
     expression: str | None
+    backfill: BackfillReport | None = None
+    """An events sync whose types were switched on: the back-fill `apply` started (SPEC M4)."""
+
+
+@dataclass(frozen=True)
+class SentEvents:
+    """What `crmsync events send` did: lines read, events queued, lines refused before sending."""
+
+    read: int
+    sent: int
+    invalid: list[tuple[int, str]]
 
 
 def execution_name(sync_id: str, trigger: str) -> str:
@@ -115,8 +132,78 @@ class Operator:
 
     # -- configuration -------------------------------------------------------------------------------
     def apply(self, config: CrmsyncConfig) -> list[ScheduleChange]:
+        """Store the configuration and its schedules; an events sync whose types are switched on (or
+        that is new) back-fills them from the archive (SPEC M4)."""
+        before: dict[str, EventsSync | None] = {}
+        for sync in config.syncs:
+            if isinstance(sync, EventsSync):
+                try:
+                    stored = self.container.definitions.sync(sync.id).sync
+                except SyncNotFound:
+                    stored = None
+                before[sync.id] = stored if isinstance(stored, EventsSync) else None
         self.container.definitions.apply(config)
-        return [self._schedule(sync) for sync in config.syncs]
+        changes = []
+        for sync in config.syncs:
+            change = self._schedule(sync)
+            if isinstance(sync, EventsSync):
+                types = switched_on(before[sync.id], sync)
+                if types:
+                    report = backfill(self.container, self.events_queue_url, sync, types=types)
+                    change = ScheduleChange(change.sync_id, change.action, change.expression, report)
+            changes.append(change)
+        return changes
+
+    # -- e-mail events (SPEC M1-M4) --------------------------------------------------------------------
+    @property
+    def events_queue_url(self) -> str:
+        url = self.container.settings.events_queue_url
+        if url is None:
+            url = self.aws.client("sqs").get_queue_url(QueueName=self.names.events_queue)["QueueUrl"]
+            self.container.settings = self.container.settings.model_copy(update={"events_queue_url": url})
+        return url
+
+    def send_events(self, lines: Iterator[str] | list[str]) -> SentEvents:
+        """JSON Lines onto the events queue, 10 a call. A line that is not an event is reported, not sent
+        (the queue's consumer would only move it to the dead-letter queue)."""
+        sqs = self.aws.client("sqs")
+        invalid: list[tuple[int, str]] = []
+        batch: list[dict[str, Any]] = []
+        read = sent = 0
+
+        def flush() -> int:
+            if not batch:
+                return 0
+            response = sqs.send_message_batch(QueueUrl=self.events_queue_url, Entries=batch)
+            if response.get("Failed"):
+                raise ConfigurationError(f"SQS refused {len(response['Failed'])} events")
+            count = len(batch)
+            batch.clear()
+            return count
+
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            read += 1
+            try:
+                parse_event(line)
+            except ValueError as problem:
+                invalid.append((number, str(problem)))
+                continue
+            batch.append({"Id": str(len(batch)), "MessageBody": line.strip()})
+            if len(batch) == 10:
+                sent += flush()
+        sent += flush()
+        return SentEvents(read=read, sent=sent, invalid=invalid)
+
+    def backfill_events(self, sync_id: str, *, days: int | None = None) -> BackfillReport:
+        """Push the archived events of the last `days` (default the sync's `backfill_days`) again."""
+        stored = self.container.definitions.sync(sync_id)
+        if not isinstance(stored.sync, EventsSync):
+            raise ConfigurationError(
+                f"sync {sync_id!r} is an {stored.sync.operation}; only events syncs back-fill"
+            )
+        return backfill(self.container, self.events_queue_url, stored.sync, days=days)
 
     def _schedule(self, sync: SyncDefinition) -> ScheduleChange:
         scheduler = self.aws.client("scheduler")
@@ -191,6 +278,11 @@ class Operator:
         trigger: str = "manual",
     ) -> StartedRun:
         stored = self.container.definitions.sync(sync_id)
+        if isinstance(stored.sync, EventsSync):
+            raise ConfigurationError(
+                f"sync {sync_id!r} pushes e-mail events as they arrive; it has no runs "
+                "(crmsync events send FILE, crmsync events backfill SYNC)"
+            )
         if period is not None and stored.sync.operation != "import_deleted":
             raise ConfigurationError(
                 f"sync {sync_id!r} is an {stored.sync.operation}; a period is given to deletion imports only"

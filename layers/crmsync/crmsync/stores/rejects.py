@@ -81,6 +81,8 @@ class RejectRouter:
         identity = f"{context.run_id}|{reject.crm_id}|{reject.error_symbol}"
         if reject.profile_id is not None:
             identity += f"|{reject.profile_id}"
+        if reject.reference is not None:
+            identity += f"|{reject.reference}"
         message["rejectId"] = hashlib.sha256(identity.encode()).hexdigest()[:24]
         body = json.dumps(message, ensure_ascii=False, default=str)
         if len(body.encode()) > OFFLOAD_ABOVE_BYTES:
