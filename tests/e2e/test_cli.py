@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from crmsync_local.cli import app
@@ -59,6 +60,20 @@ def test_missing_file_is_a_clear_error():
     result = CliRunner().invoke(app, ["config", "validate", "/nonexistent/syncs.yaml"])
     assert result.exit_code == 2
     assert "cannot read" in result.output
+
+
+def test_a_configuration_that_is_not_utf8_exits_2_naming_the_line(tmp_path):
+    latin1 = tmp_path / "latin1.yaml"
+    text = EXAMPLE.read_text().replace(
+        "    object: Contact\n", "    object: Contact\n    description: Contacts crÃ©Ã©s\n", 1
+    )
+    latin1.write_bytes(text.encode("utf-8").replace("Ã©".encode(), b"\xe9"))
+    line = text.splitlines().index("    description: Contacts crÃ©Ã©s") + 1
+    result = CliRunner().invoke(app, ["config", "validate", str(latin1)])
+    assert result.exit_code == 2, result.output
+    assert f"{latin1}:{line}:" in result.output.replace("\n", "")
+    assert "rule N4: input files are UTF-8 text" in result.output
+    assert "Traceback" not in result.output
 
 
 @pytest.fixture
@@ -208,3 +223,24 @@ def test_a_deletion_period_that_is_not_a_date_is_refused_before_anything_starts(
     result = CliRunner().invoke(app, ["run", "sf-contacts-deleted", "--from", "last tuesday"])
     assert result.exit_code == 2
     assert "--from/--to" in result.output
+
+
+def test_config_apply_dry_run_prints_the_plan_then_apply_removes_what_the_file_dropped(served, tmp_path):
+    _, env = served
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["syncs"] = [s for s in raw["syncs"] if s["id"] != "sf-contacts-compare"]
+    smaller = tmp_path / "smaller.yaml"
+    smaller.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
+    crmsync("config", "apply", str(EXAMPLE), env=env, check=True)
+
+    dry = crmsync("config", "apply", str(smaller), "--dry-run", env=env, check=True).stdout
+    assert "removed" in dry
+    assert "sf-contacts-compare" in dry
+    assert "dry run: nothing was changed" in dry
+    assert crmsync("watermark", "get", "sf-contacts-compare", env=env).returncode == 0
+
+    applied = crmsync("config", "apply", str(smaller), env=env, check=True).stdout
+    assert "sf-contacts-compare" in applied
+    gone = crmsync("watermark", "get", "sf-contacts-compare", env=env)
+    assert gone.returncode == 2, gone.stderr
+    assert "no sync named 'sf-contacts-compare' was applied" in gone.stderr

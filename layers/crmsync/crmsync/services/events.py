@@ -53,6 +53,8 @@ UNLINKED = "UNLINKED_PROFILE"
 RETRYABLE_RECORD_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "REQUEST_RUNNING_TOO_LONG", "SERVER_UNAVAILABLE"})
 """Salesforce per-record codes that say "try again", not "this record is wrong"."""
 SQS_BATCH = 10
+EVENTS_RUN = "events"
+"""The `runId` of events rejects: the push has no runs; an event's reject is found by its event id."""
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,7 @@ class EventPusher:
                 copies[first.message.message_id].append(item.message.message_id)
         report.duplicates = sum(len(c) for c in copies.values())
         items = list(firsts.values())
-        rejects: list[Reject] = []
+        rejects: list[tuple[Reject, str]] = []
         profiles = {
             p["profileId"]: p for p in self.container.profiles.get_many({i.event.profile_id for i in items})
         }
@@ -359,7 +361,7 @@ class EventPusher:
         chunk: list[tuple[_Parsed, str, str]],
         records: list[RecordWrite],
         report: PushReport,
-        rejects: list[Reject],
+        rejects: list[tuple[Reject, str]],
     ) -> None:
         if isinstance(connection, SalesforceConnection):
             key = sync.field_names(connection.kind)["event_id"]
@@ -400,19 +402,15 @@ class EventPusher:
             first = result.errors[0]
             rejects.append(_reject(item, first.code, first.message, first.fields))
 
-    def _route(self, sync: EventsSync, rejects: list[Reject], report: PushReport) -> None:
-        """Rejects go to the reject store; if that fails the events are delivered again, not lost."""
-        context = RejectContext(
-            sync_id=sync.id,
-            run_id=f"events-{self.now.strftime('%Y%m%d')}",
-            operation="events",
-            direction="to_crm",
-        )
+    def _route(self, sync: EventsSync, rejects: list[tuple[Reject, str]], report: PushReport) -> None:
+        """Rejects go to the reject store, one per event (its id makes a second refusal of the same event
+        overwrite the first); if the store fails, the events are delivered again, not lost."""
+        context = RejectContext(sync_id=sync.id, run_id=EVENTS_RUN, operation="events", direction="to_crm")
         try:
-            self.container.rejects.route(rejects, context, enabled=sync.rejects.route)
+            self.container.rejects.route([r for r, _ in rejects], context, enabled=sync.rejects.route)
         except Exception:
             logger.exception("rejects of events sync %s could not be stored; delivered again", sync.id)
-            report.retry |= {str(r.reference) for r in rejects}
+            report.retry |= {message_id for _, message_id in rejects}
             return
         report.rejected += len(rejects)
 
@@ -426,15 +424,16 @@ class _NoJournal:
         self.job_id = job_id
 
 
-def _reject(item: _Parsed, code: str, message: str, fields: tuple[str, ...] = ()) -> Reject:
-    return Reject(
+def _reject(item: _Parsed, code: str, message: str, fields: tuple[str, ...] = ()) -> tuple[Reject, str]:
+    reject = Reject(
         error_symbol=code,
         error_message=message,
         record=item.event.archived(),
         fields=fields,
         profile_id=item.event.profile_id,
-        reference=item.message.message_id,
+        reference=item.event.event_id,
     )
+    return reject, item.message.message_id
 
 
 def push_events(records: list[dict[str, Any]], container: Any) -> PushReport:
