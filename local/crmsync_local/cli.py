@@ -170,12 +170,12 @@ def config_apply(
     for change in report.removed:
         table.add_row(change.sync_id, "-", "-", change.expression or "-", change.action)
     console.print(table)
-    for change in changes:
+    for change in report.schedules:
         if change.backfill is not None:
-            report = change.backfill
+            backfilled = change.backfill
             console.print(
-                f"{change.sync_id}: {', '.join(report.types)} switched on - back-fill of the last {report.days} "
-                f"days queued: {report.sent} events",
+                f"{change.sync_id}: {', '.join(backfilled.types)} switched on - back-fill of the last "
+                f"{backfilled.days} days queued: {backfilled.sent} events",
                 highlight=False,
             )
 

@@ -49,12 +49,12 @@ def test_a_click_without_its_url_is_refused():
 
 
 def test_a_time_without_an_offset_is_refused():
-    with pytest.raises(ValueError, match="^at: "):
+    with pytest.raises(ValueError, match=r"^at: "):
         parse_event(json.dumps({**EVENT, "at": "2026-12-07T09:12:30"}))
 
 
 def test_a_body_that_is_not_json_is_refused_as_such():
-    with pytest.raises(ValueError, match="^not JSON"):
+    with pytest.raises(ValueError, match=r"^not JSON"):
         parse_event("{oops")
 
 

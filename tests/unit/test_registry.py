@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from crmsync.config import SYNC_OPERATIONS, SyncDefinition
-from crmsync.registry import OPERATIONS, QUEUE_OPERATIONS, all_steps, operation, summary_fields
+from crmsync.registry import OPERATIONS, QUEUE_OPERATIONS, all_functions, operation, summary_fields
 from crmsync.services.operations import StackNames
 
 ROOT = Path(__file__).parents[2]
@@ -75,9 +75,9 @@ def test_every_step_is_a_function_of_the_template_its_state_machine_may_invoke(r
 
 def test_every_function_of_the_template_is_a_step_of_the_registry():
     functions = {lid for lid, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"}
-    assert functions == {step.logical_id for step in all_steps()}
+    assert functions == {step.logical_id for step in all_functions()}
     folders = {p.name for p in (ROOT / "functions").iterdir() if p.is_dir() and not p.name.startswith("_")}
-    assert folders == {step.function for step in all_steps()}
+    assert folders == {step.function for step in all_functions()}
 
 
 @pytest.mark.parametrize("row", OPERATIONS.values(), ids=lambda op: op.name)

@@ -187,6 +187,7 @@ OPERATIONS: dict[str, Operation] = {
     )
 }
 
+
 @dataclass(frozen=True)
 class QueueOperation:
     """An operation a queue triggers instead of a state machine (e-mail events, DESIGN §1): its sync
@@ -232,12 +233,13 @@ def operation(name: str) -> Operation:
 
 
 def all_steps() -> tuple[Step, ...]:
+    """Every Lambda step of the stack's state machines, once."""
+    return (*(step for op in OPERATIONS.values() for step in op.steps), RUN_FAILED)
+
+
+def all_functions() -> tuple[Step, ...]:
     """Every Lambda function of the stack, once: the state machines' steps, then the queues' functions."""
-    return (
-        *(step for op in OPERATIONS.values() for step in op.steps),
-        RUN_FAILED,
-        *(op.step for op in QUEUE_OPERATIONS.values()),
-    )
+    return (*all_steps(), *(op.step for op in QUEUE_OPERATIONS.values()))
 
 
 def summary_fields(name: str | None) -> tuple[str, ...]:
@@ -254,6 +256,7 @@ __all__ = [
     "Operation",
     "QueueOperation",
     "Step",
+    "all_functions",
     "all_steps",
     "operation",
     "summary_fields",

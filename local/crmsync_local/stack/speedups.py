@@ -38,6 +38,7 @@ import json
 import threading
 from typing import Any
 
+from moto.core.utils import camelcase_to_underscores
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
     ConditionalCheckFailed,
@@ -51,7 +52,6 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.utilities import bytesize
 from moto.dynamodb.responses import DynamoResult
-from moto.core.utils import camelcase_to_underscores
 from moto.sqs.models import Queue, SQSBackend
 
 _ORIGINAL_TRANSACT = DynamoDBBackend.transact_write_items
