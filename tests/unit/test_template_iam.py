@@ -150,6 +150,7 @@ NEEDED = {
         ("sqs:DeleteMessage", "EventsQueue"),
         ("sqs:SendMessage", "EventsDeadLetterQueue"),
         ("sqs:SendMessage", "RejectsQueue"),
+        ("dynamodb:BatchWriteItem", "RejectsTable"),
         ("dynamodb:GetItem", "DefinitionsTable"),
         ("dynamodb:Scan", "DefinitionsTable"),
         ("dynamodb:BatchGetItem", "ProfilesTable"),

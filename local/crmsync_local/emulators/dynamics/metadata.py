@@ -323,10 +323,12 @@ def _entity(
     collection: str,
     code: int,
     attributes: list[AttributeDef],
+    *,
+    primary_id: str | None = None,
     **kw: Any,
 ) -> EntityDef:
     primary = AttributeDef(
-        f"{logical}id",
+        primary_id or f"{logical}id",
         "Uniqueidentifier",
         display_name=display,
         is_primary_id=True,
@@ -609,27 +611,17 @@ def _activity_columns(table: str) -> list[AttributeDef]:
 def _activity_table(
     logical: str, entity_set: str, display: str, collection: str, code: int, columns: list[AttributeDef], **kw: Any
 ) -> EntityDef:
-    primary = AttributeDef(
-        "activityid",
-        "Uniqueidentifier",
-        display_name=display,
-        is_primary_id=True,
-        valid_for_update=False,
-        required_level="SystemRequired",
-    )
-    attributes = {primary.logical_name: primary}
-    for attribute in [*_activity_columns(logical), *columns]:
-        attributes[attribute.logical_name] = attribute
-    attributes["subject"].is_primary_name = True
-    return EntityDef(
+    """Every activity table is keyed by `activityid` and named by its `subject`."""
+    columns = [*_activity_columns(logical), *columns]
+    return _entity(
         logical,
         entity_set,
-        "activityid",
         "subject",
         display,
         collection,
         code,
-        attributes=attributes,
+        columns,
+        primary_id="activityid",
         is_activity=True,
         **kw,
     )
