@@ -247,9 +247,11 @@ def _events(console: Console, env: LocalEnvironment, operator: Operator) -> bool
     sqs.send_message(QueueUrl=operator.events_queue_url, MessageBody='{"event_id": "demo-x", "type": "forward"}')
     delivered = env.deliver_events()
     console.print(
-        f"{sent.sent} e-mail events queued ({len(duplicates)} of them twice), plus one malformed message; "
-        f"delivered in {delivered.batches} batch(es) of the events queue: {delivered.succeeded} settled, "
-        f"{delivered.failed} waiting for a CRM record (retried, then rejected)"
+        f"{sent.sent} e-mail events queued ({len(duplicates)} of them twice), plus one malformed message, "
+        f"delivered in {delivered.batches} batch(es) of the events queue. Each event goes to both CRMs' events "
+        f"syncs and is written where its profile has a record; {delivered.failed} messages stay in the queue "
+        "because their profile has no record yet on one of the CRMs (retried until unlinked_retry_hours, then "
+        "a reject there)"
     )
     table = Table(title="e-mail events on the CRM timelines")
     table.add_column("CRM")
