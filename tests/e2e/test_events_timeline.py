@@ -343,3 +343,39 @@ def test_an_event_put_on_the_marketing_bus_reaches_the_timeline(sf_events):
     )
     sf_events.deliver()
     assert sf_events.types() == Counter({"send": 1})
+
+
+# -- the command line --------------------------------------------------------------------------------------------
+def test_events_send_queues_the_valid_lines_and_names_the_others_with_exit_2(sf_events, tmp_path):
+    from typer.testing import CliRunner
+
+    from crmsync_local.cli import app
+
+    profiles = sf_events.linked_profiles(1)
+    lines = [
+        json.dumps(event(1, profiles[0])),
+        '{"event_id": "evt-2", "type": "open"}',
+        json.dumps(event(3, profiles[0])),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["events", "send", str(path), "--json"])
+    assert result.exit_code == 2
+    report = json.loads(result.stdout)
+    assert (report["read"], report["sent"]) == (3, 2)
+    assert [i["line"] for i in report["invalid"]] == [2]
+    sf_events.deliver()
+    assert sorted(r["Event_Id__c"] for r in sf_events.timeline_records()) == ["evt-00001", "evt-00003"]
+
+
+def test_events_backfill_by_hand_reports_what_it_queued(sf_events):
+    from typer.testing import CliRunner
+
+    from crmsync_local.cli import app
+
+    profiles = sf_events.linked_profiles(1)
+    sf_events.send([event(n, profiles[0], "send", at=NOW - timedelta(days=n)) for n in (1, 2, 5)])
+    sf_events.deliver()
+    result = CliRunner().invoke(app, ["events", "backfill", "sf-email-events", "--days", "3", "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["sent"] == 2
