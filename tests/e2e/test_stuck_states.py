@@ -53,3 +53,20 @@ def test_a_record_deleted_before_the_comparison_is_still_flagged(sync_env):
     summary = sync_env.run(COMPARE)
     assert (summary["status"], summary["deleted"]) == ("SUCCEEDED", 1)
     assert by_crm_id(sync_env)[ids[0]]["deletedInCrm"] is True
+
+
+def test_a_contact_re_created_with_the_email_of_a_deleted_one_is_imported_onto_its_profile(sync_env):
+    (old,) = sync_env.seed_contacts(1)
+    assert sync_env.run()["created"] == 1
+    sync_env.crm.control.delete("Contact", old, deleted_date=NOW - timedelta(hours=2))
+    assert sync_env.run("sf-contacts-deleted")["deleted"] == 1
+
+    sync_env.crm.control.set_clock(NOW + timedelta(hours=1), frozen=True)
+    (new,) = sync_env.seed_contacts(1, start=NOW + timedelta(minutes=5))  # same e-mail address
+    for _ in range(2):
+        summary = sync_env.run()
+        assert (summary["status"], summary["rejected"]) == ("SUCCEEDED", 0)
+    (profile,) = sync_env.profiles()
+    assert new in profile["externalIds"].values()
+    assert not profile.get("deletedInCrm")
+    assert sync_env.operator.rejects("sf-contacts") == []
