@@ -46,6 +46,11 @@ class SalesforceControl:
         rows: list[dict[str, Any]] = self._call("GET", f"/sobjects/{sobject}")["records"]
         return rows
 
+    def timeline(self, sobject: str, record_id: str) -> list[dict[str, Any]]:
+        """The record's timeline: `{object, at, record}` of custom-object records looking it up, oldest first."""
+        rows: list[dict[str, Any]] = self._call("GET", f"/timeline/{sobject}/{record_id}")["records"]
+        return rows
+
     def delete(
         self, sobject: str, record_id: str, *, deleted_date: datetime | str | None = None, hard: bool = False
     ) -> None:
