@@ -23,6 +23,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigurationError
+from .stores.runs import stop_heartbeats
 from .wiring import Container, container
 
 logger = Logger(service="crmsync")
@@ -80,7 +81,10 @@ def step_handler(
             if value:
                 logger.append_keys(**{key: value})
         metrics.add_metric(name="StepInvocations", unit=MetricUnit.Count, value=1)
-        result = step(request, container())
+        try:
+            result = step(request, container())
+        finally:
+            stop_heartbeats()  # the leases this step kept alive are the next step's to renew
         _record_metrics(request, result)
         return result.model_dump(mode="json")
 

@@ -152,6 +152,7 @@ class DynamicsControl:
         headers: dict[str, str] | None = None,
         body: Any = None,
         after: int = 0,
+        after_apply: bool = False,
     ) -> dict[str, Any]:
         """`match` is a regular expression on `"<METHOD> <path?query>"`; `after` lets that many matching
         requests through first (a crash after k of n batches)."""
@@ -161,6 +162,7 @@ class DynamicsControl:
             "latency_ms": latency_ms,
             "drop_response": drop_response,
             "after": after,
+            "after_apply": after_apply,
         }
         if status is not None:
             spec["status"] = status

@@ -79,6 +79,7 @@ class SalesforceControl:
         headers: dict[str, str] | None = None,
         body: Any = None,
         after: int = 0,
+        after_apply: bool = False,
     ) -> dict[str, Any]:
         """Inject a fault on requests whose `"<METHOD> <path?query>"` matches the regular expression;
         `after` lets that many matching requests through first."""
@@ -89,6 +90,7 @@ class SalesforceControl:
             "latency_ms": latency_ms,
             "drop_response": drop_response,
             "after": after,
+            "after_apply": after_apply,
         }
         if headers:
             spec["headers"] = headers
