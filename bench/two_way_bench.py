@@ -40,6 +40,7 @@ from crmsync.services.two_way import (  # noqa: E402
 )
 from crmsync.stores.profiles import ExportedProfile, ExportLink  # noqa: E402
 from crmsync_local.environment import LocalEnvironment  # noqa: E402
+from crmsync_local.marketing import marketing_profiles  # noqa: E402
 
 CRMS = {
     "salesforce": {
@@ -112,7 +113,7 @@ def seed(env: LocalEnvironment, crm: str, count: int) -> list[str]:
 def bench(crm: str, env: LocalEnvironment, operator: Operator, count: int, share: float) -> dict[str, Any]:
     spec = CRMS[crm]
     sync_id = f"bench-{crm}-optouts"
-    profiles = operator.container.profiles
+    profiles = marketing_profiles(operator.container)
     crm_ids = seed(env, crm, count)
     profile_ids = [p for p in profiles.create_local_many([{"email": f"p{crm}{i}"} for i in range(count)]) if p]
     profiles.record_exported(

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from crmsync.config import OptOutSettings, TwoWaySync, WatermarkSettings
+from crmsync_local.marketing import marketing_profiles
 
 
 @dataclass
@@ -142,7 +143,9 @@ class OptOuts:
         """A marketing-side edit of profile `index`; answers its change time (whole seconds)."""
         profile_id = self.profile_ids[index]
         attributes = self.side.attributes
-        self.env.container.profiles.update_local(profile_id, {attributes[c]: v for c, v in channels.items()})
+        marketing_profiles(self.env.container).update_local(
+            profile_id, {attributes[c]: v for c, v in channels.items()}
+        )
         stamp = self.env.container.profiles.get(profile_id)["attrChangedAt"][attributes[next(iter(channels))]]
         return datetime.fromisoformat(stamp)
 

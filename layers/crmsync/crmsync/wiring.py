@@ -49,6 +49,8 @@ class Settings(BaseModel):
     data_bucket: str = Field(alias="DATA_BUCKET")
     sync_ledger_table: str | None = Field(default=None, alias="SYNC_LEDGER_TABLE")
     consent_table: str | None = Field(default=None, alias="CONSENT_TABLE")
+    events_queue_url: str | None = Field(default=None, alias="EVENTS_QUEUE_URL")
+    events_dlq_url: str | None = Field(default=None, alias="EVENTS_DLQ_URL")
     stack_name: str = Field(default="crmsync", alias="STACK_NAME")
     region: str | None = Field(default=None, alias="AWS_REGION")
     retry_attempts: int = Field(default=4, ge=1, le=10, alias="CRMSYNC_RETRY_ATTEMPTS")

@@ -35,6 +35,7 @@ from ...errors import (
     CrmUnavailable,
     DeltaTokenExpired,
 )
+from ..base import HttpConnector
 from ..http import CrmHttpSession, unreachable
 from ..port import (
     ApiLimits,
@@ -149,12 +150,12 @@ def classify(failure: requests.Response | Exception) -> CrmsyncError:
 
 def classify_write(failure: requests.Response | Exception) -> CrmsyncError:
     """Like `classify`, for a call that changes data: a failure after the request may have reached
-    Dataverse is an unknown outcome, not a plain retryable error. Only refusals Dataverse answers before
-    doing anything - service protection (429), 503, a connection never opened - are safe to repeat."""
+    Dataverse is an unknown outcome, not a plain retryable error. That includes every 5xx: a 502, 503 or
+    504 may come from a gateway after Dataverse applied the write. Only refusals that come before anything
+    is done - service protection (429), a connection never opened - are safe to repeat as they are; an
+    unknown outcome is resolved by the caller, as a dropped answer is."""
     error = classify(failure)
-    refused = isinstance(failure, requests.ConnectTimeout) or (
-        isinstance(failure, requests.Response) and failure.status_code == 503
-    )
+    refused = isinstance(failure, requests.ConnectTimeout)
     if type(error) is CrmUnavailable and not refused:
         return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
     return error
@@ -211,7 +212,7 @@ class _Cursor:
             raise ConfigurationError("the page cursor is not a Dynamics next link") from None
 
 
-class DynamicsConnector:
+class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]):
     kind = "dynamics"
 
     def __init__(
@@ -221,10 +222,7 @@ class DynamicsConnector:
         session: CrmHttpSession,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.connection = connection
-        self.tokens = tokens
-        self.session = session
-        self.retry = retry or RetryPolicy()
+        super().__init__(connection, tokens, session, retry)
         self.service_protection: dict[str, str] = {}
         self._base = f"{connection.instance_url}/api/data/v{connection.api_version}"
         self._host = urlsplit(connection.instance_url).netloc.lower()
@@ -232,9 +230,14 @@ class DynamicsConnector:
         self._slots = threading.BoundedSemaphore(connection.max_concurrency)
         self._user_id: str | None = None
 
-    @property
-    def api_calls(self) -> int:
-        return self.session.calls
+    # -- id rules ----------------------------------------------------------------------------------
+    def is_record_id(self, value: str) -> bool:
+        """A GUID."""
+        return odata.is_guid(value)
+
+    def normalize_id(self, value: str) -> str:
+        """Dataverse answers GUIDs in lower case and compares them in any case."""
+        return value.lower()
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _send(

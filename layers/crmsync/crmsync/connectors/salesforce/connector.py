@@ -29,6 +29,7 @@ from ...errors import (
     DeletionPeriodRefused,
     TooManyDeletedIds,
 )
+from ..base import HttpConnector
 from ..http import CrmHttpSession, unreachable
 from ..port import (
     ApiLimits,
@@ -120,11 +121,13 @@ def classify(exc: Exception) -> CrmsyncError:
 
 def classify_write(exc: Exception) -> CrmsyncError:
     """Like `classify`, for a call that changes data: a failure after the request may have reached
-    Salesforce is an unknown outcome, not a plain retryable error. Only refusals Salesforce answers
-    before doing anything - 503 SERVER_UNAVAILABLE, rate limits, an unopened connection - are safe to repeat.
+    Salesforce is an unknown outcome, not a plain retryable error. That includes every 5xx: a 502, 503 or
+    504 may come from a gateway or load balancer after Salesforce applied the write. Only refusals that
+    come before anything is done - rate limits, a connection never opened - are safe to repeat as they are;
+    an unknown outcome is resolved by the caller, as a dropped answer is.
     """
     error = classify(exc)
-    refused = isinstance(exc, requests.ConnectTimeout) or (isinstance(exc, SalesforceError) and exc.status == 503)
+    refused = isinstance(exc, requests.ConnectTimeout)
     if type(error) is CrmUnavailable and not refused:
         return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
     return error
@@ -170,8 +173,9 @@ class _IdCursor:
         return cls(job_id, locator)
 
 
-class SalesforceConnector:
+class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenProvider]):
     kind = "salesforce"
+    bulk_deletes = True
 
     def __init__(
         self,
@@ -180,18 +184,21 @@ class SalesforceConnector:
         session: CrmHttpSession,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.connection = connection
-        self.tokens = tokens
-        self.session = session
-        self.retry = retry or RetryPolicy()
+        super().__init__(connection, tokens, session, retry)
         self.last_usage: tuple[int, int] | None = None
         self._client: tuple[SalesforceToken, Salesforce] | None = None
         self.id_page_records = ID_PAGE_RECORDS
         self.id_job_budget_seconds = ID_JOB_BUDGET_SECONDS
 
-    @property
-    def api_calls(self) -> int:
-        return self.session.calls
+    # -- id rules ----------------------------------------------------------------------------------
+    def is_record_id(self, value: str) -> bool:
+        """15 or 18 characters; case-sensitive (the 18-character form is the 15 with a checksum)."""
+        return is_salesforce_id(value)
+
+    def id_of_object(self, value: str, description: ObjectDescription) -> bool:
+        """Every id of an object starts with its key prefix (a Contact's 003): Salesforce deletes whatever id
+        it is sent, of any object, so a given id is checked first."""
+        return not description.key_prefix or value.startswith(description.key_prefix)
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _salesforce(self, token: SalesforceToken) -> Salesforce:

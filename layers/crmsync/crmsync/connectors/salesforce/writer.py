@@ -12,10 +12,9 @@ nothing applied) is aborted and replaced, a closed one is waited for and its res
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Any
 
 from ...errors import CrmOutcomeUnknown, CrmRequestRejected
+from ..base import ConnectorWriter
 from ..port import RecordWrite, WriteError, WriteJournal, WriteRequest, WriteResult
 from .bulk2 import BulkApi2, IngestResults, encode_csv, parse_bulk_error
 from .collections import MAX_RECORDS, SaveResult
@@ -28,7 +27,7 @@ GONE_CODES = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"})
 """What Salesforce answers a delete of a record in the recycle bin, or of an id it does not know."""
 
 
-class SalesforceWriter:
+class SalesforceWriter(ConnectorWriter[SalesforceConnector]):
     kind = "salesforce"
 
     def __init__(
@@ -38,18 +37,9 @@ class SalesforceWriter:
         bulk: BulkApi2 | None = None,
         bulk_budget_seconds: float = BULK_BUDGET_SECONDS,
     ) -> None:
-        self.connector = connector
+        super().__init__(connector)
         self.bulk = bulk or connector.bulk
         self.bulk_budget_seconds = bulk_budget_seconds
-
-    @property
-    def api_calls(self) -> int:
-        return self.connector.api_calls
-
-    def find(
-        self, object_name: str, field: str, values: Iterable[str], fields: Iterable[str]
-    ) -> list[dict[str, Any]]:
-        return self.connector.find(object_name, field, values, fields)
 
     def write(self, request: WriteRequest, journal: WriteJournal) -> list[WriteResult]:
         if not request.records:
@@ -76,7 +66,7 @@ class SalesforceWriter:
                     saved = collections.create(request.object, bodies)
                 elif request.kind == "update":
                     saved = collections.update(request.object, bodies)
-                else:
+                else:  # upsert, and insert_once: an upsert by the external id is safe to send again
                     assert request.key_field is not None
                     saved = collections.upsert(request.object, request.key_field, bodies)
             except CrmOutcomeUnknown as unknown:
@@ -102,11 +92,12 @@ class SalesforceWriter:
         else:
             columns = list(dict.fromkeys(name for record in request.records for name in record.fields))
             data = encode_csv((r.fields for r in request.records), columns)
+        operation = "upsert" if request.kind == "insert_once" else request.kind  # by the external id
         results = self.bulk.ingest(
             request.object,
-            request.kind,
+            operation,
             data,
-            external_id_field=request.key_field if request.kind == "upsert" else None,
+            external_id_field=request.key_field if operation == "upsert" else None,
             on_created=journal.record_job,
             budget_seconds=self.bulk_budget_seconds,
         )

@@ -1,0 +1,79 @@
+"""What the two-way sync reads and writes in the profile store (SPEC O3): the profiles linked to CRM
+records, by CRM id, and the attributes its decisions set - each stamped with the time of the change that
+won, written only if the attribute did not change since the run read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .dynamo import serialize, serialize_value
+from .profile_items import ProfileTable, change_shard, crm_id_key, now_stamp
+
+
+class TwoWayWrites(ProfileTable):
+    def profiles_by_crm_ids(
+        self, connection: str, object_name: str, crm_ids: Iterable[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The profiles linked to these CRM records, by CRM id: the `X#` lookups, then the profiles, 100 a
+        call each."""
+        lookups = self._lookup([crm_id_key(connection, object_name, crm_id) for crm_id in crm_ids])
+        prefix = len(crm_id_key(connection, object_name, ""))
+        profiles = {item["profileId"]: item for item in self.get_many(set(lookups.values()))}
+        return {key[prefix:]: profiles[pid] for key, pid in lookups.items() if pid in profiles}
+
+    def apply_synced(
+        self,
+        profile_id: str,
+        changes: dict[str, Any],
+        changed_at: dict[str, str],
+        seen: dict[str, str | None],
+        source: str,
+    ) -> bool:
+        """Attributes decided by a two-way sync, each stamped with the time of the change that won and its
+        source. Written only if none of them changed since the run read them (`seen`: their change time
+        then); False when one did - the next run decides it again with that newer change."""
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {
+            ":now": serialize_value(now_stamp()),
+            ":src": serialize_value(source),
+            ":one": serialize_value(1),
+            ":shard": serialize_value(change_shard(profile_id)),
+        }
+        sets = ["version = version + :one", "updatedAt = :now", "changeShard = :shard"]
+        conditions = ["attribute_exists(pk)"]
+        for index, (name, value) in enumerate(changes.items()):
+            names[f"#a{index}"] = name
+            values[f":a{index}"] = serialize_value(value)
+            values[f":t{index}"] = serialize_value(changed_at[name])
+            sets += [
+                f"attrs.#a{index} = :a{index}",
+                f"attrChangedAt.#a{index} = :t{index}",
+                f"attrSource.#a{index} = :src",
+            ]
+            before = seen.get(name)
+            if before is None:
+                conditions.append(f"attribute_not_exists(attrChangedAt.#a{index})")
+            else:
+                values[f":s{index}"] = serialize_value(before)
+                conditions.append(f"attrChangedAt.#a{index} = :s{index}")
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=serialize({"pk": f"P#{profile_id}"}),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=" AND ".join(conditions),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
+
+
+__all__ = ["TwoWayWrites"]
