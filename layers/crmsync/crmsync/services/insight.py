@@ -22,7 +22,6 @@ from ..errors import ConfigurationError
 from .operations import Operator
 
 LOCAL_LOG_VARIABLE = "CRMSYNC_LOCAL_LOG"
-REJECTS_COUNTED = 10_000
 
 
 class RunNotFound(ConfigurationError):
@@ -92,21 +91,11 @@ def last_run_summary(record: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
-def reject_counts(op: Operator) -> dict[str, int]:
-    """Rejects waiting in the queue, by sync, in one pass over it (at most REJECTS_COUNTED are read)."""
-    counts: dict[str, int] = {}
-    for reject in op.all_rejects(limit=REJECTS_COUNTED):
-        sync_id = str(reject.get("syncId") or "")
-        counts[sync_id] = counts.get(sync_id, 0) + 1
-    return counts
-
-
 def sync_statuses(op: Operator, *, now: datetime | None = None) -> list[SyncStatus]:
     """Every applied sync: what it is, when it runs next, how its last run went, its watermark, rejects
     waiting and, while a run holds its lease, which one."""
     now = now or datetime.now(UTC)
     container = op.container
-    waiting = reject_counts(op)
     statuses: list[SyncStatus] = []
     for listed in container.definitions.list_syncs():
         stored = container.definitions.sync(listed["id"])
@@ -151,7 +140,7 @@ def sync_statuses(op: Operator, *, now: datetime | None = None) -> list[SyncStat
                 next_run=upcoming,
                 last_run=last,
                 watermark=watermark,
-                rejects_waiting=waiting.get(sync.id, 0),
+                rejects_waiting=sum(op.count_rejects(sync.id).values()),
                 running=running,
             )
         )
