@@ -14,8 +14,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from crmsync.domain.conversions import parse_stored_time
 from crmsync.domain.schedules import rate_interval
-from crmsync.services.insight import StepTime, SyncStatus, parse_time, run_seconds
+from crmsync.services.insight import StepTime, SyncStatus, run_seconds
 
 COLOURS = {"SUCCEEDED": "green", "FAILED": "red", "REFUSED": "yellow", "RUNNING": "cyan"}
 SHORT_ID = 6
@@ -27,29 +28,18 @@ def short_id(run_id: Any) -> str:
     return str(run_id or "")[-SHORT_ID:]
 
 
-def duration(seconds: float | None) -> str:
+def duration(seconds: float | None, *, coarse: bool = False) -> str:
+    """A span: 42s, 1m05s, 3h05m, 4d02h; `coarse` for a narrow column: 42s, 19m, 3h05m, 4d."""
     if seconds is None:
         return "-"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    if whole < 86_400:
-        return f"{whole // 3600}h{(whole % 3600) // 60:02d}m"
-    return f"{whole // 86_400}d{(whole % 86_400) // 3600:02d}h"
-
-
-def coarse(seconds: float) -> str:
-    """A span, coarse enough for a narrow column: 42s, 19m, 3h05m, 4d."""
     whole = abs(round(seconds))
     if whole < 60:
         return f"{whole}s"
     if whole < 3600:
-        return f"{whole // 60}m"
+        return f"{whole // 60}m" if coarse else f"{whole // 60}m{whole % 60:02d}s"
     if whole < 86_400:
         return f"{whole // 3600}h{(whole % 3600) // 60:02d}m"
-    return f"{whole // 86_400}d"
+    return f"{whole // 86_400}d" if coarse else f"{whole // 86_400}d{(whole % 86_400) // 3600:02d}h"
 
 
 def age(moment: datetime | None, now: datetime | None = None) -> str:
@@ -57,7 +47,7 @@ def age(moment: datetime | None, now: datetime | None = None) -> str:
     if moment is None:
         return "-"
     seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
-    return f"in {coarse(seconds)}" if seconds < 0 else f"{coarse(seconds)} ago"
+    return f"in {duration(seconds, coarse=True)}" if seconds < 0 else f"{duration(seconds, coarse=True)} ago"
 
 
 def coloured(status: Any) -> str:
@@ -97,7 +87,7 @@ def runs_table(sync_id: str, records: list[dict[str, Any]], now: datetime | None
     errors: list[str] = []
     for record, result in zip(records, results, strict=True):
         assert isinstance(result, dict)
-        started = parse_time(record.get("startedAt"))
+        started = parse_stored_time(record.get("startedAt"))
         cells = [
             started.strftime("%m-%d %H:%M") if started else "-",
             short_id(record.get("runId")),
@@ -167,7 +157,7 @@ def status_table(statuses: list[SyncStatus], now: datetime | None = None) -> Tab
         if status.running:
             last_text = f"[cyan]RUNNING[/cyan]\n{short_id(status.running.get('run_id'))}"
         elif last:
-            last_text = f"{coloured(last['status'])}\n{age(parse_time(last['started_at']), now)}"
+            last_text = f"{coloured(last['status'])}\n{age(parse_stored_time(last['started_at']), now)}"
         else:
             last_text = "never"
         counts = (last or {}).get("counts") or {}
@@ -176,9 +166,9 @@ def status_table(statuses: list[SyncStatus], now: datetime | None = None) -> Tab
         if not status.enabled:
             upcoming = "disabled"
         elif status.next_run:
-            upcoming = age(parse_time(status.next_run), now)
+            upcoming = age(parse_stored_time(status.next_run), now)
         elif interval is not None:
-            upcoming = f"every {coarse(interval.total_seconds())}"
+            upcoming = f"every {duration(interval.total_seconds(), coarse=True)}"
         else:
             upcoming = escape(status.schedule or "manual")
         table.add_row(
@@ -187,7 +177,7 @@ def status_table(statuses: list[SyncStatus], now: datetime | None = None) -> Tab
             last_text,
             duration((last or {}).get("duration_seconds")) if last else "-",
             count(first_count(counts, "read", "selected")),
-            age(parse_time(mark["updated_at"]) or now, now) if mark else "-",
+            age(parse_stored_time(mark["updated_at"]) or now, now) if mark else "-",
             count(status.rejects_waiting),
             upcoming,
         )

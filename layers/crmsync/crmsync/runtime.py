@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ValidationError
 
+from .domain.conversions import parse_stored_time
 from .errors import ConfigurationError
 from .services.runs import RunIdentity
 from .wiring import Container, container
@@ -64,13 +65,8 @@ def _step_counts(request: BaseModel, result: BaseModel) -> dict[str, int]:
 
 
 def _seconds_since(started_at: Any) -> float | None:
-    if not isinstance(started_at, str) or not started_at:
-        return None
-    try:
-        started = datetime.fromisoformat(started_at.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return max(0.0, (datetime.now(UTC) - started).total_seconds())
+    started = parse_stored_time(started_at)
+    return None if started is None else max(0.0, (datetime.now(UTC) - started).total_seconds())
 
 
 def _record_metrics(request: BaseModel, result: BaseModel, counts: dict[str, int]) -> None:

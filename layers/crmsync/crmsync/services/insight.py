@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..domain.conversions import parse_stored_time
 from ..domain.schedules import next_run, rate_interval
 from ..errors import ConfigurationError
 from .operations import Operator
@@ -28,22 +29,12 @@ class RunNotFound(ConfigurationError):
     """No run with that id (or more than one ending with it)."""
 
 
-def parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def run_seconds(record: dict[str, Any], now: datetime | None = None) -> float | None:
     """How long the run took (or has taken so far, while it runs)."""
-    started = parse_time(record.get("startedAt"))
+    started = parse_stored_time(record.get("startedAt"))
     if started is None:
         return None
-    ended = parse_time(record.get("endedAt")) or (now or datetime.now(UTC))
+    ended = parse_stored_time(record.get("endedAt")) or (now or datetime.now(UTC))
     return max(0.0, (ended - started).total_seconds())
 
 
@@ -120,8 +111,8 @@ def sync_statuses(op: Operator, *, now: datetime | None = None) -> list[SyncStat
         if sync.schedule and sync.enabled:
             at = next_run(sync.schedule, now, sync.schedule_timezone)
             interval = rate_interval(sync.schedule)
-            if at is None and interval is not None and last and parse_time(last["started_at"]):
-                started = parse_time(last["started_at"])
+            if at is None and interval is not None and last and parse_stored_time(last["started_at"]):
+                started = parse_stored_time(last["started_at"])
                 assert started is not None
                 at = started + interval
                 while at <= now:
@@ -230,8 +221,8 @@ def run_logs(op: Operator, record: dict[str, Any], *, now: datetime | None = Non
                 if run_id in line:
                     yield line.rstrip("\n")
         return
-    started = parse_time(record.get("startedAt")) or (now or datetime.now(UTC)) - timedelta(days=1)
-    ended = parse_time(record.get("endedAt")) or (now or datetime.now(UTC))
+    started = parse_stored_time(record.get("startedAt")) or (now or datetime.now(UTC)) - timedelta(days=1)
+    ended = parse_stored_time(record.get("endedAt")) or (now or datetime.now(UTC))
     logs = op.aws.client("logs")
     groups: list[str] = []
     kwargs: dict[str, Any] = {"logGroupNamePrefix": f"/aws/lambda/{op.names.stack}-"}
