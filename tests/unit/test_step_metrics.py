@@ -56,10 +56,14 @@ def context():
     )
 
 
-def emitted(capsys) -> dict:
-    """The Embedded Metric Format line Powertools printed for the invocation."""
+def emitted(capsys, dimensions=("service", "sync")) -> dict:
+    """The Embedded Metric Format line Powertools printed for the invocation, with these dimensions."""
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    return next(line for line in lines if "_aws" in line)
+    return next(
+        line
+        for line in lines
+        if "_aws" in line and sorted(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]) == list(dimensions)
+    )
 
 
 def run(started_at: str = "2026-12-07T03:00:00+00:00") -> dict:
@@ -81,6 +85,13 @@ def test_a_page_step_counts_its_records_under_the_sync_dimension(ledger, capsys)
     line = emitted(capsys)
     assert [sorted(d) for d in line["_aws"]["CloudWatchMetrics"][0]["Dimensions"]] == [["service", "sync"]]
     assert (line["sync"], line["RecordsRead"], line["RecordsCreated"]) == ("sf-contacts", [2000.0], [1990.0])
+
+
+def test_every_metric_has_a_stack_wide_series_without_the_sync_for_alarms(ledger, capsys):
+    runtime.step_handler(PageState, page, name="import_page")({"run": run()}, context())
+    line = emitted(capsys, ("service",))
+    assert "sync" not in line
+    assert (line["StepInvocations"], line["RecordsRead"]) == ([1.0], [2000.0])
 
 
 def test_the_crm_allowance_is_a_metric_when_a_step_read_it(ledger, capsys):

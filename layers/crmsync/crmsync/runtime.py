@@ -13,7 +13,7 @@ from typing import Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ValidationError
@@ -26,6 +26,10 @@ from .wiring import Container, container
 logger = Logger(service="crmsync")
 tracer = Tracer(service="crmsync")
 metrics = Metrics(namespace="crmsync", service="crmsync")
+# The same metrics without the sync dimension: the stack-wide series that alarms can watch (an alarm cannot
+# SEARCH over syncs) and that anything built before the sync dimension existed reads. One more custom metric
+# per name, whatever the number of syncs.
+stack_metrics = EphemeralMetrics(namespace="crmsync", service="crmsync")
 copy_config_to_registered_loggers(source_logger=logger, include={"crmsync"})
 
 EventT = TypeVar("EventT", bound=BaseModel)
@@ -69,24 +73,30 @@ def _seconds_since(started_at: Any) -> float | None:
     return None if started is None else max(0.0, (datetime.now(UTC) - started).total_seconds())
 
 
+def _metric(name: str, unit: MetricUnit, value: float) -> None:
+    """One value, per sync (the step's dimension) and stack-wide."""
+    metrics.add_metric(name=name, unit=unit, value=value)
+    stack_metrics.add_metric(name=name, unit=unit, value=value)
+
+
 def _record_metrics(request: BaseModel, result: BaseModel, counts: dict[str, int]) -> None:
     """Counts, and at a run's end its status and duration; the CRM's API allowance when the step read it.
     Every metric has the `sync` dimension: one custom metric per sync and name (never one per run)."""
     for field, metric in COUNTED.items():
         if counts.get(field):
-            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=counts[field])
+            _metric(metric, MetricUnit.Count, counts[field])
     status = getattr(result, "status", None)
     if isinstance(status, str):
-        metrics.add_metric(name=f"Runs{status.title()}", unit=MetricUnit.Count, value=1)
+        _metric(f"Runs{status.title()}", MetricUnit.Count, 1)
         run = getattr(request, "run", None)
         seconds = _seconds_since(getattr(run, "started_at", None) or getattr(request, "started_at", None))
         if seconds is not None and status != "REFUSED":
-            metrics.add_metric(name="RunDuration", unit=MetricUnit.Seconds, value=round(seconds, 3))
+            _metric("RunDuration", MetricUnit.Seconds, round(seconds, 3))
     usage = getattr(result, "crm_api_usage", None)
     if isinstance(usage, dict) and usage.get("max"):
-        metrics.add_metric(name="CrmApiRemaining", unit=MetricUnit.Count, value=usage.get("remaining", 0))
+        _metric("CrmApiRemaining", MetricUnit.Count, usage.get("remaining", 0))
         used = 100.0 * (usage["max"] - usage.get("remaining", 0)) / usage["max"]
-        metrics.add_metric(name="CrmApiUsedPercent", unit=MetricUnit.Percent, value=round(used, 2))
+        _metric("CrmApiUsedPercent", MetricUnit.Percent, round(used, 2))
 
 
 def _record_progress(request: BaseModel, container: Container, counts: dict[str, int]) -> None:
@@ -115,6 +125,7 @@ def step_handler(
     @logger.inject_lambda_context(log_event=False, clear_state=True)
     @tracer.capture_lambda_handler(capture_response=False)
     @metrics.log_metrics
+    @stack_metrics.log_metrics
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         try:
             request = event_model.model_validate(event)
@@ -129,7 +140,7 @@ def step_handler(
         logger.append_keys(**{k: v for k, v in (("sync_id", sync_id), ("run_id", run_id)) if v})
         if sync_id:
             metrics.add_dimension(name="sync", value=sync_id)
-        metrics.add_metric(name="StepInvocations", unit=MetricUnit.Count, value=1)
+        _metric("StepInvocations", MetricUnit.Count, 1)
         services = container()
         result = step(request, services)
         counts = _step_counts(request, result)
