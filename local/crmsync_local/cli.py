@@ -102,6 +102,7 @@ console = Console()
 errors = Console(stderr=True)
 
 StackOption = Annotated[str, typer.Option("--stack", envvar="CRMSYNC_STACK", help="CloudFormation stack name.")]
+RULES_DOC = "docs/rules.md of crmsync's repository"
 STATUS_EXIT = {"SUCCEEDED": 0, "FAILED": 1, "REFUSED": 3}
 
 
@@ -134,6 +135,8 @@ def read_config(path: Path) -> CrmsyncConfig:
         errors.print(f"[red]{path}: {len(exc.problems)} problem(s)[/red]", highlight=False, soft_wrap=True)
         for problem in exc.problems:
             errors.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
+        if any("rule " in problem for problem in exc.problems):
+            errors.print(f"(the rules are explained in {RULES_DOC})", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
