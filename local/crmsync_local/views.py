@@ -191,7 +191,7 @@ def progress_text(operation: str, progress: dict[str, Any]) -> str:
     unit = STEP_UNIT.get(operation, "step")
     steps, total = progress.get("steps", 0), progress.get("total")
     plural = unit + ("es" if unit == "batch" else "s")
-    parts = [f"{steps:,}/{total:,} {plural}" if total else f"{steps:,} {plural}"]
+    parts = [f"{steps:,}/{total:,} {plural}" if total else f"{steps:,} {plural if steps != 1 else unit}"]
     for key in ("read", "selected", "reported", "compared", "created", "updated", "deleted", "rejected"):
         if isinstance(progress.get(key), int) and progress[key]:
             parts.append(f"{progress[key]:,} {key}")

@@ -73,3 +73,7 @@ def test_status_names_the_syncs_whose_last_run_failed():
     assert "last run failed: sf-contacts" in text
     assert "in 20m" in text
     assert "2h00m ago" in text
+
+
+def test_progress_says_one_page_in_the_singular():
+    assert views.progress_text("import", {"steps": 1, "read": 199}) == "1 page · 199 read"
