@@ -93,8 +93,9 @@ def sync_statuses(op: Operator, *, now: datetime | None = None) -> list[SyncStat
         sync = stored.sync
         recent = container.runs.recent(sync.id, 1)
         last = last_run_summary(recent[0], now) if recent else None
-        option = sync.watermark_option(stored.instance)
-        mark = container.watermarks.get(option)
+        # Every operation with runs has a watermark; e-mail events (pushed as they arrive) have neither.
+        option = sync.watermark_option(stored.instance) if hasattr(sync, "watermark_option") else None
+        mark = container.watermarks.get(option) if option else None
         watermark = None
         if mark is not None:
             watermark = {
