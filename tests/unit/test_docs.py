@@ -31,9 +31,16 @@ def documented_commands() -> list[tuple[str, list[str]]]:
     found = []
     for path in DOCS:
         for block in FENCE.findall(path.read_text(encoding="utf-8")):
+            pending = ""
             for line in block.replace("\\\n", " ").splitlines():
+                try:  # a quoted string may span lines: read on until it closes
+                    words = shlex.split(pending + line, comments=True)
+                except ValueError:
+                    pending += line + "\n"
+                    continue
+                pending = ""
                 command: list[str] = []
-                for word in [*shlex.split(line, comments=True), "&&"]:
+                for word in [*words, "&&"]:
                     if word not in ("&&", "||", ";", "&"):
                         command.append(word)
                         continue
