@@ -367,8 +367,10 @@ def run_and_report(
         # a refused start exits 3 here too, not 0 with "started".
         ended = guarded(lambda: op.verdict(started))
         if ended is not None:
-            if as_json:
-                sys.stdout.write(json.dumps(ended, ensure_ascii=False) + "\n")
+            if as_json:  # the keys of a started run's answer, and the summary's
+                sys.stdout.write(
+                    json.dumps({"execution_arn": started.execution_arn, **ended}, ensure_ascii=False) + "\n"
+                )
             else:
                 console.print(summary_table(ended))
             return STATUS_EXIT.get(ended.get("status", "FAILED"), 1)
