@@ -274,3 +274,13 @@ def test_a_file_of_records_is_exported_with_its_values_and_the_profiles_links(ex
     summary = export_env.run(LEADS, population={"s3_uri": f"s3://{bucket}/inbox/people.csv"})
     assert (summary["created"], summary["updated"]) == (1, 1)
     assert sorted(r["LastName"] for r in export_env.crm_records()) == ["Newman", "Updated"]
+
+
+def test_a_file_of_records_outside_inbox_and_populations_is_refused(export_env):
+    bucket = export_env.operator.container.settings.data_bucket
+    body = b"profileId,lastName,company,email\nfrom-file,Newman,Acme,n@example.com\n"
+    export_env.env.stack.client("s3").put_object(Bucket=bucket, Key="runs/people.csv", Body=body)
+    summary = export_env.run(LEADS, population={"s3_uri": f"s3://{bucket}/runs/people.csv"})
+    assert summary["status"] == "FAILED"
+    assert "inbox/ or populations/ only" in summary["error"]["message"]
+    assert export_env.crm_records() == []
