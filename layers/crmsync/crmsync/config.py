@@ -274,7 +274,8 @@ class Target(_Model):
 
 class RejectSettings(_Model):
     route: bool = Field(
-        default=True, description="send rejects to the SQS rejects queue (a warning is always logged)"
+        default=True,
+        description="keep rejects in the reject store and notify the rejects queue (a warning is always logged)",
     )
 
 
