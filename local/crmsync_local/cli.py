@@ -28,6 +28,7 @@ from rich.table import Table
 
 from crmsync.config import CrmsyncConfig, config_json_schema, load_config_file
 from crmsync.errors import ConfigurationError, CrmsyncError
+from crmsync.registry import OPERATIONS, Operation, summary_fields
 from crmsync.services.deletion_imports import parse_period
 from crmsync.services.operations import ApplyReport, ConnectionCheck, Operator, data_loader_error_file
 
@@ -36,12 +37,6 @@ app = typer.Typer(
 )
 config_app = typer.Typer(no_args_is_help=True, help="Validate and apply configuration files.")
 watermark_app = typer.Typer(no_args_is_help=True, help="Read or move a sync's automatic index.")
-DELETION_MODES = {
-    "period": "the CRM's deleted-records list for the period (both ends included)",
-    "changes": "change tracking: the deletions since the delta link",
-    "compare": "id-set comparison: every CRM id against the local records",
-}
-
 SUMMARY_LABELS = {
     "reported": "deletions reported",
     "compared": "CRM ids compared",
@@ -273,6 +268,11 @@ def connection_test(
 
 
 # ------------------------------------------------------------------------------------- runs
+def _operation(summary: dict[str, Any]) -> Operation:
+    """The registry's row for the operation a summary is of (an import when it says none)."""
+    return OPERATIONS.get(str(summary.get("operation", "import")), OPERATIONS["import"])
+
+
 def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     table = Table(
         title=title or f"{summary.get('operation', 'import')} {summary.get('sync_id')}", show_header=False
@@ -285,7 +285,7 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     table.add_row("run", str(summary.get("run_id")))
     window = summary.get("window") or {}
     if window:
-        end = "end included" if summary.get("operation") == "import_deleted" else "end excluded"
+        end = "end included" if _operation(summary).window_end_included else "end excluded"
         table.add_row("window", f"{window.get('start') or '(beginning)'} -> {window.get('end')} ({end})")
         table.add_row("option", str(window.get("option")))
     reads = {
@@ -297,28 +297,10 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
         table.add_row("read by", reads[summary["change_tracking"]])
     if summary.get("resumed_from"):
         table.add_row("resumed run", str(summary["resumed_from"]))
-    if summary.get("operation") == "import_deleted":
-        table.add_row("found by", DELETION_MODES.get(summary.get("mode", ""), str(summary.get("mode"))))
-    for key in (
-        "read",
-        "selected",
-        "reported",
-        "compared",
-        "checked",
-        "created",
-        "updated",
-        "unchanged",
-        "rejected",
-        "deleted",
-        "already",
-        "already_gone",
-        "unknown",
-        "splits",
-        "owners_unmatched",
-        "api_calls",
-        "pages",
-        "batches",
-    ):
+    found_by = _operation(summary).found_by
+    if found_by:
+        table.add_row("found by", found_by.get(summary.get("mode", ""), str(summary.get("mode"))))
+    for key in summary_fields(summary.get("operation", "import")):
         if key in summary:
             table.add_row(SUMMARY_LABELS.get(key, key.replace("_", " ")), f"{summary[key]:,}")
     if summary.get("deleted_unknown"):

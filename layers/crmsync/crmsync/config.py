@@ -742,7 +742,7 @@ def _location(loc: tuple[int | str, ...], raw: Any) -> str:
         else:
             if part in ("salesforce", "dynamics") and loc[0] == "connections":
                 continue
-            if part in ("import", "export", "import_deleted", "delete") and loc[0] == "syncs" and index == 2:
+            if loc[0] == "syncs" and index == 2 and part in SYNC_OPERATIONS:
                 continue
             out += f".{part}" if out else str(part)
         if isinstance(node, dict):

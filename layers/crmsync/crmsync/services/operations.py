@@ -16,6 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from .. import registry
 from ..config import CrmsyncConfig, DynamicsConnection, SalesforceConnection, SyncDefinition
 from ..connectors.port import ApiLimits, ObjectSummary
 from ..domain.windows import parse_watermark
@@ -26,7 +27,6 @@ from ..wiring import AwsClients, Container, Settings
 from .rejects import DeadLetters, RejectDesk, ReplayReport
 from .rejects import data_loader_error_file as data_loader_error_file
 
-OPERATIONS = ("import", "export", "import_deleted", "delete")
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
@@ -39,8 +39,9 @@ class StackNames:
     account: str
     partition: str = "aws"
 
-    def state_machine_arn(self, operation: str) -> str:
-        return f"arn:{self.partition}:states:{self.region}:{self.account}:stateMachine:{self.stack}-{operation.replace('_', '-')}"
+    def state_machine_arn(self, name: str) -> str:
+        """The state machine that runs operation `name` (the registry names it)."""
+        return f"arn:{self.partition}:states:{self.region}:{self.account}:stateMachine:{self.stack}-{registry.operation(name).machine}"
 
     @property
     def schedule_group(self) -> str:
@@ -251,7 +252,7 @@ class Operator:
         trigger: str = "manual",
     ) -> StartedRun:
         stored = self.container.definitions.sync(sync_id)
-        if period is not None and stored.sync.operation != "import_deleted":
+        if period is not None and not registry.operation(stored.sync.operation).takes_period:
             raise ConfigurationError(
                 f"sync {sync_id!r} is an {stored.sync.operation}; a period is given to deletion imports only"
             )

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..registry import OPERATIONS
 from ..stores.rejects import NOTICE_KIND, RejectStore, is_legacy_message
 from .runs import MAX_INLINE_POPULATION
 
@@ -35,8 +36,8 @@ MIGRATION = "queue-migration"
 EMPTY_RECEIVES = 3
 """Short polls that sample a subset of the queue's servers: this many empty answers in a row end a drain."""
 
-REPLAYABLE = {"import": "crmId", "export": "profileId", "delete": "crmId"}
-"""Which id of a reject a replay run is given, per operation."""
+REPLAYABLE = {name: op.replay_id for name, op in OPERATIONS.items() if op.replay_id}
+"""Which id of a reject a replay run is given, per operation (the registry says)."""
 
 Runner = Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]]]
 """Start a run of the sync with a population and wait for it: answers its run id and summary."""
