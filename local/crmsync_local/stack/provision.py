@@ -566,26 +566,27 @@ class Provisioner:
             request["Threshold"] = float(p["Threshold"])
         if "ActionsEnabled" in p:
             request["ActionsEnabled"] = _bool(p["ActionsEnabled"])
-        for key in (
-            "AlarmDescription",
-            "Namespace",
-            "MetricName",
-            "Dimensions",
-            "Statistic",
-            "ExtendedStatistic",
-            "Unit",
-            "TreatMissingData",
-            "AlarmActions",
-            "OKActions",
-            "InsufficientDataActions",
-        ):
-            if key in p:
-                request[key] = p[key]
+        request.update({key: p[key] for key in _ALARM_AS_GIVEN if key in p})
         self.client("cloudwatch").put_metric_alarm(**request)
         return _info("AWS::CloudWatch::Alarm", name, self.plan.get_att(logical_id, "Arn"))
 
 
 # ------------------------------------------------------------------------------------------------ properties
+
+# Alarm properties put_metric_alarm takes as the template gives them.
+_ALARM_AS_GIVEN = (
+    "AlarmDescription",
+    "Namespace",
+    "MetricName",
+    "Dimensions",
+    "Statistic",
+    "ExtendedStatistic",
+    "Unit",
+    "TreatMissingData",
+    "AlarmActions",
+    "OKActions",
+    "InsufficientDataActions",
+)
 
 # type -> (modelled properties, accepted properties without local effect)
 _PROPERTIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -812,23 +813,13 @@ _PROPERTIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset(
             {
                 "AlarmName",
-                "AlarmDescription",
-                "Namespace",
-                "MetricName",
-                "Dimensions",
-                "Statistic",
-                "ExtendedStatistic",
-                "Unit",
                 "Period",
                 "EvaluationPeriods",
                 "DatapointsToAlarm",
                 "Threshold",
                 "ComparisonOperator",
-                "TreatMissingData",
                 "ActionsEnabled",
-                "AlarmActions",
-                "OKActions",
-                "InsufficientDataActions",
+                *_ALARM_AS_GIVEN,
             }
         ),
         frozenset({"Metrics", "ThresholdMetricId", "EvaluateLowSampleCountPercentile"}),
