@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cat requirements-checkov.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench bench-export bench-deletions venv clean build
+.PHONY: demo test lint bench bench-export bench-deletions bench-events venv clean build
 
 venv: $(STAMP)
 
@@ -53,6 +53,9 @@ bench: venv
 
 bench-export: venv
 	$(BIN)/python bench/export_bench.py
+
+bench-events: venv
+	$(BIN)/python bench/events_bench.py
 
 bench-deletions: venv
 	$(BIN)/python bench/deletion_bench.py

@@ -93,7 +93,7 @@ def test_every_table_has_point_in_time_recovery(table):
     }
 
 
-@pytest.mark.parametrize("prefix", ["runs/", "populations/", "inbox/", "rejects/"])
+@pytest.mark.parametrize("prefix", ["runs/", "populations/", "inbox/", "rejects/", "events/archive/"])
 def test_every_prefix_holding_personal_data_expires(prefix):
     rules = RESOURCES["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
     (rule,) = [r for r in rules if r.get("Prefix") == prefix]
@@ -114,18 +114,21 @@ def s3_resources(function):
 @pytest.mark.parametrize("function", sorted(FUNCTIONS))
 def test_s3_grants_are_scoped_to_prefixes(function):
     for resource in s3_resources(function):
-        assert re.fullmatch(r"\$\{DataBucket\.Arn\}/(runs|populations|inbox|rejects)/\*", resource), resource
+        assert re.fullmatch(
+            r"\$\{DataBucket\.Arn\}/(runs|populations|inbox|rejects|events/archive)/\*", resource
+        ), resource
 
 
 @pytest.mark.parametrize("queue", sorted(of_type("AWS::SQS::Queue")))
 def test_every_queue_refuses_requests_without_tls(queue):
     policies = [p["Properties"] for p in of_type("AWS::SQS::QueuePolicy").values()]
     covering = [p for p in policies if {"Ref": queue} in p["Queues"]]
-    assert covering, f"{queue} has no queue policy"
-    statement = covering[0]["PolicyDocument"]["Statement"][0]
-    assert (statement["Effect"], statement["Action"]) == ("Deny", "sqs:*")
-    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    assert {"GetAtt": f"{queue}.Arn"} in statement["Resource"]
+    assert len(covering) == 1, f"{queue} has {len(covering)} queue policies (a queue takes one)"
+    (tls,) = [s for s in covering[0]["PolicyDocument"]["Statement"] if s.get("Sid") == "TlsOnly"]
+    assert (tls["Effect"], tls["Action"]) == ("Deny", "sqs:*")
+    assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    resources = tls["Resource"] if isinstance(tls["Resource"], list) else [tls["Resource"]]
+    assert {"GetAtt": f"{queue}.Arn"} in resources
 
 
 def test_every_checkov_skip_says_why():
