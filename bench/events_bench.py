@@ -38,6 +38,7 @@ from crmsync.connectors.dynamics.connector import DynamicsConnector  # noqa: E40
 from crmsync.services.operations import Operator  # noqa: E402
 from crmsync.stores.profiles import ExportedProfile, ExportLink  # noqa: E402
 from crmsync_local.environment import LocalEnvironment  # noqa: E402
+from crmsync_local.marketing import marketing_profiles  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "syncs.yaml"
 DUPLICATES = 0.20
@@ -74,7 +75,7 @@ def events(count: int, linked: list[str], unlinked: list[str], *, seed: int = 7)
 
 
 def link_profiles(env: LocalEnvironment, operator: Operator, kind: str) -> tuple[list[str], list[str]]:
-    profiles = operator.container.profiles
+    profiles = marketing_profiles(operator.container)
     ids = [
         str(i) for i in profiles.create_local_many([{"email": f"bench{i}@example.com"} for i in range(PROFILES)])
     ]

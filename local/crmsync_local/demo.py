@@ -212,14 +212,13 @@ def _events(console: Console, env: LocalEnvironment, operator: Operator) -> bool
     no CRM record yet, and one malformed message from a broken producer."""
     from rich.table import Table
 
-    profiles = operator.container.profiles.scan_profiles()
+    store = marketing_profiles(operator.container)
+    profiles = store.scan_profiles()
     linked = {
         link: [p["profileId"] for p in profiles if link in (p.get("externalIds") or {})][:60]
         for link in ("sf-prod:Contact", "dyn-prod:contact")
     }
-    strangers = operator.container.profiles.create_local_many(
-        [{"email": f"new.{n}@example.org"} for n in range(5)]
-    )
+    strangers = store.create_local_many([{"email": f"new.{n}@example.org"} for n in range(5)])
     rng = random.Random(15)
     now = datetime.now(UTC)
     events: list[dict[str, Any]] = []

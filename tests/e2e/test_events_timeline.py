@@ -17,6 +17,7 @@ import pytest
 
 from crmsync.domain.events import activity_id
 from crmsync.stores.profiles import ExportedProfile, ExportLink
+from crmsync_local.marketing import marketing_profiles
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +65,7 @@ class EventsEnvironment:
         self.operator.apply(env.config)
 
     def linked_profiles(self, count: int) -> list[str]:
-        profiles = self.env.container.profiles
+        profiles = marketing_profiles(self.env.container)
         ids = profiles.create_local_many([{"email": f"linked{i}@example.com"} for i in range(count)])
         crm_ids = self.env.seed_contacts(count, prefix="ev")
         links = [
@@ -76,7 +77,7 @@ class EventsEnvironment:
         return [str(i) for i in ids]
 
     def unlinked_profile(self) -> str:
-        return str(self.env.container.profiles.create_local({"email": "nobody@example.com"}))
+        return str(marketing_profiles(self.env.container).create_local({"email": "nobody@example.com"}))
 
     def send(self, events: list[dict[str, Any]]) -> None:
         result = self.operator.send_events([json.dumps(e) for e in events])
