@@ -26,16 +26,17 @@ from typing import Any
 
 import pytest
 
-from crmsync.config import CrmDeleteSync, ExportSync, FieldMapping
+from crmsync.config import CrmDeleteSync
 from crmsync_local.marketing import marketing_profiles
 
 from .conftest import T0
+from .test_export_salesforce import PROFILE_FIELD as SF_CORRELATION
+from .test_export_salesforce import leads_export
 
 pytestmark = pytest.mark.slow
 
 NOW = T0 + timedelta(days=1)
 N = 6
-SF_CORRELATION = "Marketing_Profile_Id__c"
 DYN_CORRELATION = "new_marketingprofileid"
 
 PATHS = {
@@ -148,23 +149,7 @@ class Operation:
                 "Lead", fields=[{"name": SF_CORRELATION, "type": "string", "length": 64}]
             )
             self.sync_id = "sf-leads-matrix"
-            apply_sync(
-                self.env,
-                ExportSync(
-                    id=self.sync_id,
-                    operation="export",
-                    connection="sf-prod",
-                    object="Lead",
-                    correlation_field=SF_CORRELATION,
-                    fields=[
-                        FieldMapping(remote="LastName", local="lastName"),
-                        FieldMapping(remote="Company", local="company"),
-                        FieldMapping(remote="Email", local="email"),
-                    ],
-                    batch_size=200,
-                    max_concurrency=1,
-                ),
-            )
+            apply_sync(self.env, leads_export(self.sync_id))
         else:
             self.sync_id = "dyn-people-export"
         self.state["profiles"] = self.people(N)
