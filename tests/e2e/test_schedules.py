@@ -100,3 +100,10 @@ def test_a_removed_sync_with_a_run_in_flight_waits_for_it_with_its_schedule_disa
     assert (again.waiting, [(c.sync_id, c.action) for c in again.removed]) == ({}, [("sf-contacts", "removed")])
     with pytest.raises(SyncNotFound):
         sync_env.container.definitions.sync("sf-contacts")
+
+
+def test_a_schedule_whose_run_cannot_start_goes_to_the_stacks_dead_letter_queue(sync_env):
+    target = schedule(sync_env, "sf-contacts")["Target"]
+    assert target["DeadLetterConfig"]["Arn"].endswith(":crmsync-schedules-dlq")
+    queue = sync_env.stack.client("sqs").get_queue_url(QueueName="crmsync-schedules-dlq")["QueueUrl"]
+    assert queue.endswith("/crmsync-schedules-dlq")

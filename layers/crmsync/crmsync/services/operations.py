@@ -58,6 +58,10 @@ class StackNames:
         return f"{self.stack}-rejects"
 
     @property
+    def schedule_dead_letter_queue_arn(self) -> str:
+        return f"arn:{self.partition}:sqs:{self.region}:{self.account}:{self.stack}-schedules-dlq"
+
+    @property
     def events_queue(self) -> str:
         return f"{self.stack}-events"
 
@@ -294,6 +298,8 @@ class Operator:
                 "RoleArn": self.names.scheduler_role_arn,
                 "Input": json.dumps({"sync_id": sync.id, "trigger": "schedule"}),
                 "RetryPolicy": {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 3600},
+                # A run that could not be started after the retries is kept there, and alarmed on.
+                "DeadLetterConfig": {"Arn": self.names.schedule_dead_letter_queue_arn},
             },
         }
         (scheduler.update_schedule if exists else scheduler.create_schedule)(**request)
