@@ -157,6 +157,9 @@ class Operator:
         definitions = self.container.definitions
         plan = definitions.plan(config)
         waiting = {sync_id: why for sync_id in plan.removed if (why := self._in_flight(sync_id))}
+        # A waiting sync keeps the connection it reads from, until it goes itself.
+        kept = {definitions.connection_name_of(sync_id) for sync_id in waiting}
+        plan.connections_removed = [name for name in plan.connections_removed if name not in kept]
         if dry_run:
             return ApplyReport(plan, [], [], waiting, dry_run=True)
         before = self._stored_events_syncs(config)
