@@ -60,8 +60,7 @@ class Crm:
 
     def fault(self, operation: str, **spec: Any) -> None:
         match = spec.pop("match", PATHS[(self.kind, operation)])
-        add = self.control.add_fault if self.kind == "salesforce" else self.control.inject_fault
-        add(match, **spec)
+        self.control.add_fault(match, **spec)
 
     def fired(self) -> int:
         faults = (
