@@ -523,7 +523,7 @@ def logs(
 ) -> None:
     """The log lines of one run (CloudWatch Logs on AWS; the local log file under `crmsync local up`).
 
-    On AWS: every function log group of the stack (/aws/lambda/STACK-*), over the run's time.
+    On AWS: every function log group of the stack (/crmsync/STACK/*), over the run's time.
     """
     op = operator(stack)
     record = guarded(lambda: insight.find_run(op, run_id))

@@ -199,16 +199,24 @@ def step_times(op: Operator, record: dict[str, Any]) -> list[StepTime]:
     return [StepTime(name, int(entered), round(seconds, 3)) for name, (entered, seconds) in totals.items()]
 
 
+def log_group_prefixes(op: Operator) -> tuple[str, ...]:
+    """The functions' log groups: the template's own (`/crmsync/<stack>/<function>`, with their retention),
+    and Lambda's default names, which stacks deployed before those were declared wrote to."""
+    return (f"/crmsync/{op.names.stack}/", f"/aws/lambda/{op.names.stack}-")
+
+
 def log_location(op: Operator) -> str:
     local = os.environ.get(LOCAL_LOG_VARIABLE)
     if local:
         return f"{local} (the local stack's log file)"
-    return f"CloudWatch Logs, log groups /aws/lambda/{op.names.stack}-* (crmsync logs RUN_ID)"
+    groups = ", ".join(f"{prefix}*" for prefix in log_group_prefixes(op))
+    return f"CloudWatch Logs, log groups {groups} (crmsync logs RUN_ID)"
 
 
 def run_logs(op: Operator, record: dict[str, Any], *, now: datetime | None = None) -> Iterator[str]:
     """The log lines that carry the run's id, oldest first: from the local stack's log file when
-    CRMSYNC_LOCAL_LOG names one, else from every function log group of the stack, over the run's time."""
+    CRMSYNC_LOCAL_LOG names one, else from every function log group of the stack (`log_group_prefixes`),
+    over the run's time."""
     run_id = str(record.get("runId"))
     local = os.environ.get(LOCAL_LOG_VARIABLE)
     if local:
@@ -226,13 +234,14 @@ def run_logs(op: Operator, record: dict[str, Any], *, now: datetime | None = Non
     ended = parse_stored_time(record.get("endedAt")) or (now or datetime.now(UTC))
     logs = op.aws.client("logs")
     groups: list[str] = []
-    kwargs: dict[str, Any] = {"logGroupNamePrefix": f"/aws/lambda/{op.names.stack}-"}
-    while True:
-        page = logs.describe_log_groups(**kwargs)
-        groups += [g["logGroupName"] for g in page.get("logGroups", [])]
-        if not page.get("nextToken"):
-            break
-        kwargs["nextToken"] = page["nextToken"]
+    for prefix in log_group_prefixes(op):
+        kwargs: dict[str, Any] = {"logGroupNamePrefix": prefix}
+        while True:
+            page = logs.describe_log_groups(**kwargs)
+            groups += [g["logGroupName"] for g in page.get("logGroups", [])]
+            if not page.get("nextToken"):
+                break
+            kwargs["nextToken"] = page["nextToken"]
     events: list[tuple[int, str, str]] = []
     for group in groups:
         request: dict[str, Any] = {
