@@ -583,6 +583,7 @@ class Provisioner:
         request.update({key: p[key] for key in _ALARM_AS_GIVEN if key in p})
         self.client("cloudwatch").put_metric_alarm(**request)
         return _info("AWS::CloudWatch::Alarm", name, self.plan.get_att(logical_id, "Arn"))
+
     def _dashboard(self, logical_id: str, p: dict[str, Any]) -> ResourceInfo:
         """Stored as CloudWatch would (its body must be JSON); nothing draws it locally."""
         name = self.plan.physical_name(logical_id)
