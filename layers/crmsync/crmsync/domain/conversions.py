@@ -32,14 +32,21 @@ def parse_crm_datetime(value: str) -> datetime:
     return parsed
 
 
-def parse_crm_datetime_or_none(value: Any) -> datetime | None:
-    """`parse_crm_datetime` of a value an answer may leave out or garble: None then."""
+def parse_stored_time(value: Any) -> datetime | None:
+    """An ISO 8601 time crmsync stored itself (a run's startedAt, endedAt), or None when absent or unreadable:
+    for what is shown or measured, never for what is applied."""
     if not isinstance(value, str) or not value:
         return None
     try:
         return parse_crm_datetime(value)
     except ValueError:
         return None
+
+
+def parse_crm_datetime_or_none(value: Any) -> datetime | None:
+    """A date-time of a CRM's answer that may be absent or unreadable (a record's SystemModstamp, an audit
+    row's createdon): None then, and the caller treats the time as unknown."""
+    return parse_stored_time(value)
 
 
 def parse_crm_date(value: str) -> date:
