@@ -679,6 +679,11 @@ def rejects_export(
     Exporting changes nothing; the rejects stay until replayed, purged or past their retention."""
     rejects = guarded(lambda: operator(stack).rejects(sync_id, limit=None, run_id=run_id))
     header, rows = data_loader_error_file(rejects)
+    write_csv(header, rows, output, "reject(s)")
+
+
+def write_csv(header: list[str], rows: list[list[str]], output: Path | None, what: str) -> None:
+    """A CSV to standard output, or to OUTPUT with a line on standard error saying how many rows."""
     if output is None:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(header)
@@ -688,7 +693,7 @@ def rejects_export(
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
-    errors.print(f"{len(rows)} reject(s) written to {output}", highlight=False)
+    errors.print(f"{len(rows)} {what} written to {output}", highlight=False)
 
 
 @rejects_app.command("purge")
@@ -840,16 +845,7 @@ def consent_export(
     """The consent ledger as a CSV for an audit: one row per opt-out change applied, oldest first."""
     start, end = _moment(since, "--from"), _moment(until, "--to")
     header, rows = consent_rows(guarded(lambda: operator(stack).consent_between(start, end)))
-    if output is None:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        return
-    with output.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-    errors.print(f"{len(rows)} consent row(s) written to {output}", highlight=False)
+    write_csv(header, rows, output, "consent row(s)")
 
 
 # ------------------------------------------------------------------------------------- events
