@@ -158,7 +158,13 @@ def test_outputs_resolve(local_stack: LocalStack) -> None:
         "EventsQueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/crmsync-events",
         "EventsDeadLetterQueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/crmsync-events-dlq",
         "EventsBusName": "crmsync-marketing-events",
+        "DashboardUrl": "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#dashboards:name=crmsync",
     }
+
+
+def test_the_dashboard_is_created_with_its_widgets(local_stack: LocalStack) -> None:
+    body = json.loads(local_stack.client("cloudwatch").get_dashboard(DashboardName="crmsync")["DashboardBody"])
+    assert len([w for w in body["widgets"] if w["type"] == "metric"]) == 6
 
 
 def test_handlers_are_registered_from_code_uri(local_stack: LocalStack) -> None:
@@ -260,3 +266,11 @@ def test_log_groups_alarms_and_the_schedules_dead_letter_queue_are_created(aws_e
 def groups_of_functions() -> list[str]:
     names = re.findall(r'FunctionName: !Sub "\$\{AWS::StackName\}-([a-z-]+)"', DEFAULT_TEMPLATE.read_text())
     return [f"crmsync-{name}" for name in names]
+
+
+def test_a_function_logs_to_its_logging_config_group(local_stack: LocalStack) -> None:
+    spec = local_stack.functions["ImportStartFunction"]
+    assert spec.log_group == "/crmsync/crmsync/import-start"
+    from crmsync_local.stack.runtime import LambdaContext
+
+    assert LambdaContext(spec, "r", spec.arn, "s").log_group_name == "/crmsync/crmsync/import-start"

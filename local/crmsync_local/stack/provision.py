@@ -50,6 +50,8 @@ class FunctionSpec:
     memory_size: int
     environment: Mapping[str, str]
     layer_dirs: tuple[Path, ...] = ()
+    log_group: str | None = None
+    """`LoggingConfig.LogGroup`, where the function's logs go instead of /aws/lambda/<name>."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class Provisioner:
             "AWS::Events::Rule": self._rule,
             "AWS::SecretsManager::Secret": self._secret,
             "AWS::Logs::LogGroup": self._log_group,
+            "AWS::CloudWatch::Dashboard": self._dashboard,
             "AWS::CloudWatch::Alarm": self._alarm,
             "AWS::Lambda::Permission": self._permission,
             "AWS::Lambda::EventSourceMapping": self._event_source_mapping,
@@ -387,6 +390,7 @@ class Provisioner:
             memory_size=request["MemorySize"],
             environment=variables,
             layer_dirs=tuple(self.created.layer_dirs[layer] for layer in layers),
+            log_group=str((p.get("LoggingConfig") or {}).get("LogGroup") or "") or None,
         )
         return _info("AWS::Serverless::Function", name, arn)
 
@@ -579,6 +583,12 @@ class Provisioner:
         request.update({key: p[key] for key in _ALARM_AS_GIVEN if key in p})
         self.client("cloudwatch").put_metric_alarm(**request)
         return _info("AWS::CloudWatch::Alarm", name, self.plan.get_att(logical_id, "Arn"))
+
+    def _dashboard(self, logical_id: str, p: dict[str, Any]) -> ResourceInfo:
+        """Stored as CloudWatch would (its body must be JSON); nothing draws it locally."""
+        name = self.plan.physical_name(logical_id)
+        self.client("cloudwatch").put_dashboard(DashboardName=name, DashboardBody=str(p["DashboardBody"]))
+        return _info("AWS::CloudWatch::Dashboard", name, None)
 
 
 # ------------------------------------------------------------------------------------------------ properties
@@ -819,6 +829,7 @@ _PROPERTIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"Name", "Description", "SecretString", "GenerateSecretString", "KmsKeyId", "Tags"}),
         frozenset({"ReplicaRegions"}),
     ),
+    "AWS::CloudWatch::Dashboard": (frozenset({"DashboardName", "DashboardBody"}), frozenset()),
     "AWS::Logs::LogGroup": (
         frozenset({"LogGroupName", "RetentionInDays", "Tags"}),
         frozenset({"KmsKeyId", "DataProtectionPolicy", "LogGroupClass"}),
