@@ -219,6 +219,43 @@ def test_top_limits_the_rows(dynamics_emulator: DynamicsEmulatorHandle) -> None:
     assert "@odata.nextLink" not in body
 
 
+def test_top_caps_the_rows_over_pages_of_the_preferred_size(dynamics_emulator: DynamicsEmulatorHandle) -> None:
+    _seed(dynamics_emulator, [{"lastname": f"T{i}"} for i in range(9)])
+    http, headers = dynamics_emulator.http(), dynamics_emulator.headers(Prefer="odata.maxpagesize=2")
+    url: str | None = f"{dynamics_emulator.api_url}/contacts?$select=lastname&$top=5"
+    pages: list[int] = []
+
+    while url:
+        body = http.get(url, headers=headers).json()
+        pages.append(len(body["value"]))
+        url = body.get("@odata.nextLink")
+
+    assert pages == [2, 2, 1]
+
+
+def test_top_below_the_preferred_page_size_answers_one_page(dynamics_emulator: DynamicsEmulatorHandle) -> None:
+    _seed(dynamics_emulator, [{"lastname": f"T{i}"} for i in range(6)])
+    headers = dynamics_emulator.headers(Prefer="odata.maxpagesize=5")
+
+    response = dynamics_emulator.http().get(
+        f"{dynamics_emulator.api_url}/contacts?$select=lastname&$top=3", headers=headers
+    )
+
+    assert len(response.json()["value"]) == 3
+    assert "@odata.nextLink" not in response.json()
+    assert response.headers["Preference-Applied"] == "odata.maxpagesize=5"
+
+
+def test_unknown_entity_set_is_404_resource_not_found(dynamics_emulator: DynamicsEmulatorHandle) -> None:
+    response = _get(dynamics_emulator, "nosuchthings?$select=name")
+
+    assert response.status_code == 404
+    assert response.json()["error"] == {
+        "code": "0x8006088a",
+        "message": "Resource not found for the segment 'nosuchthings'.",
+    }
+
+
 def test_skip_is_refused(dynamics_emulator: DynamicsEmulatorHandle) -> None:
     response = _get(dynamics_emulator, "contacts?$select=lastname&$skip=10")
 
