@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test lint bench bench-export bench-deletions venv clean build
+.PHONY: demo test lint bench bench-export bench-deletions bench-peers test-peers peers venv clean build
 
 venv: $(STAMP)
 
@@ -45,8 +45,19 @@ bench-export: venv
 bench-deletions: venv
 	$(BIN)/python bench/deletion_bench.py
 
+# Peer clients (tap-salesforce, airbyte-source-salesforce, airbyte-source-microsoft-dataverse) in
+# .venv-peers/, one venv each: too heavy for `make test` (3-6 minutes to install, conflicting pins).
+peers: venv
+	$(BIN)/python bench/peers_bench.py --install
+
+bench-peers: peers
+	$(BIN)/python bench/peers_bench.py
+
+test-peers: peers
+	$(BIN)/python -m pytest -q -p no:xdist tests/contract/test_peer_clients.py
+
 build:
 	sam build
 
 clean:
-	rm -rf $(VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-peers node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
