@@ -124,3 +124,44 @@ def test_date_only_without_declared_type_lands_as_a_date():
 )
 def test_type_compatibility_table(crm, local, ok):
     assert is_compatible(crm, local, Conversion.DEFAULT, has_replacements=False) is ok
+
+
+_GRID_FIELDS = [
+    ("S", "s", CrmFieldType.STRING, {}),
+    ("S", "s", CrmFieldType.STRING, {"max_length": 3}),
+    ("P", "p", CrmFieldType.PICKLIST, {"replace": {"a": "b"}}),
+    ("B", "b", CrmFieldType.BOOLEAN, {}),
+    ("B", "b", CrmFieldType.BOOLEAN, {"type": LocalType.INTEGER}),
+    ("I", "i", CrmFieldType.INTEGER, {}),
+    ("I", "i", CrmFieldType.INTEGER, {"type": LocalType.NUMBER}),
+    ("N", "n", CrmFieldType.NUMBER, {}),
+    ("D", "d", CrmFieldType.DATE, {}),
+    ("T", "t", CrmFieldType.DATETIME, {}),
+    ("T", "t", CrmFieldType.DATETIME, {"conversion": Conversion.DATE_ONLY}),
+    ("T", "t", CrmFieldType.DATETIME, {"conversion": Conversion.NO_OFFSET}),
+    ("T", "t", CrmFieldType.DATETIME, {"conversion": Conversion.RAW}),
+]
+_GRID_VALUES = [
+    None, "", "abc", "abcd", True, False, 0, 1, 2.0, 2.5, "2024-07-01T10:00:00.000+0000",
+    "2024-07-01T10:00:00Z", "2024-07-01", "31/12/2024", "x" * 50, {"a": 1},
+]  # fmt: skip
+
+
+def _outcome(convert, raw):
+    try:
+        return ("value", convert(raw))
+    except RecordRejected as rejected:
+        return ("rejected", rejected.code, str(rejected))
+
+
+@pytest.mark.parametrize(("remote", "local", "crm_type", "settings"), _GRID_FIELDS)
+def test_compiled_field_conversion_equals_the_general_one(remote, local, crm_type, settings):
+    field = resolved(remote, local, crm_type, **settings)
+    compiled = mapper(field, tz="Europe/Paris")
+
+    outcomes = [
+        (_outcome(compiled.compile(field), v), _outcome(lambda r: compiled.map_value(field, r), v))
+        for v in _GRID_VALUES
+    ]
+
+    assert all(fast == general for fast, general in outcomes)

@@ -34,6 +34,9 @@ ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 RULE_HTTPS = "rule C1: only https:// URLs are accepted"
 
 DEFAULT_WATERMARK_FIELD = {"salesforce": "SystemModstamp", "dynamics": "modifiedon"}
+# The largest page each CRM serves (Salesforce query: 2,000 rows; Dataverse: 5,000), and an import's default:
+# a page step costs a Lambda invocation and a CRM call whatever its size.
+CRM_MAX_PAGE_SIZE = {"salesforce": 2000, "dynamics": 5000}
 DEFAULT_ID_FIELD_SALESFORCE = "Id"
 
 
@@ -355,7 +358,12 @@ class ImportSync(_Sync):
     watermark: WatermarkSettings = Field(default_factory=WatermarkSettings)
     reconciliation: Reconciliation = Field(default_factory=Reconciliation)
     target: Target = Field(default_factory=Target)
-    page_size: int = Field(default=2000, ge=200, le=5000)
+    page_size: int | None = Field(
+        default=None,
+        ge=200,
+        le=5000,
+        description="records per page step; by default the CRM's maximum (Salesforce 2,000, Dynamics 5,000)",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> ImportSync:
