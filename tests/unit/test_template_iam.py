@@ -49,6 +49,7 @@ NEEDED = {
         ("dynamodb:BatchWriteItem", "ResourcesTable"),
         ("dynamodb:BatchGetItem", "ResourcesTable"),
         ("sqs:SendMessage", "RejectsQueue"),
+        ("dynamodb:BatchWriteItem", "RejectsTable"),
         ("s3:GetObject", "DataBucket"),
         ("s3:PutObject", "DataBucket"),
         ("secretsmanager:GetSecretValue", None),
@@ -68,6 +69,7 @@ NEEDED = {
         ("s3:GetObject", "DataBucket"),
         ("s3:PutObject", "DataBucket"),
         ("sqs:SendMessage", "RejectsQueue"),
+        ("dynamodb:BatchWriteItem", "RejectsTable"),
         ("secretsmanager:GetSecretValue", None),
     },
     "ExportBatchFunction": {
@@ -78,6 +80,7 @@ NEEDED = {
         ("s3:GetObject", "DataBucket"),
         ("s3:PutObject", "DataBucket"),
         ("sqs:SendMessage", "RejectsQueue"),
+        ("dynamodb:BatchWriteItem", "RejectsTable"),
         ("secretsmanager:GetSecretValue", None),
     },
     "ExportFinishFunction": {
@@ -122,6 +125,7 @@ NEEDED = {
         ("s3:GetObject", "DataBucket"),
         ("s3:PutObject", "DataBucket"),
         ("sqs:SendMessage", "RejectsQueue"),
+        ("dynamodb:BatchWriteItem", "RejectsTable"),
         ("secretsmanager:GetSecretValue", None),
     },
     "DeleteBatchFunction": {
@@ -132,6 +136,7 @@ NEEDED = {
         ("s3:GetObject", "DataBucket"),
         ("s3:PutObject", "DataBucket"),
         ("sqs:SendMessage", "RejectsQueue"),
+        ("dynamodb:BatchWriteItem", "RejectsTable"),
         ("secretsmanager:GetSecretValue", None),
     },
     "DeleteFinishFunction": {

@@ -27,7 +27,7 @@ from .errors import ConfigurationError
 from .stores.batches import BatchLedger
 from .stores.definitions import DefinitionStore
 from .stores.profiles import ProfileStore, ResourceStore
-from .stores.rejects import RejectRouter
+from .stores.rejects import DEFAULT_RETENTION_DAYS, RejectRouter, RejectStore
 from .stores.runs import RunLedger
 from .stores.secrets import SecretReader
 from .stores.watermarks import WatermarkStore
@@ -44,12 +44,16 @@ class Settings(BaseModel):
     profiles_table: str = Field(alias="PROFILES_TABLE")
     resources_table: str = Field(alias="RESOURCES_TABLE")
     rejects_queue_url: str = Field(alias="REJECTS_QUEUE_URL")
+    rejects_table: str = Field(alias="REJECTS_TABLE")
     data_bucket: str = Field(alias="DATA_BUCKET")
     stack_name: str = Field(default="crmsync", alias="STACK_NAME")
     region: str | None = Field(default=None, alias="AWS_REGION")
     retry_attempts: int = Field(default=4, ge=1, le=10, alias="CRMSYNC_RETRY_ATTEMPTS")
     retry_base_delay: float = Field(default=0.5, ge=0, le=30, alias="CRMSYNC_RETRY_BASE_DELAY_SECONDS")
     lease_seconds: int = Field(default=900, ge=60, le=86_400, alias="CRMSYNC_LEASE_SECONDS")
+    reject_retention_days: int = Field(
+        default=DEFAULT_RETENTION_DAYS, ge=0, le=3650, alias="CRMSYNC_REJECT_RETENTION_DAYS"
+    )
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -63,6 +67,7 @@ class Settings(BaseModel):
                 "PROFILES_TABLE",
                 "RESOURCES_TABLE",
                 "REJECTS_QUEUE_URL",
+                "REJECTS_TABLE",
                 "DATA_BUCKET",
             )
             if not env.get(name)
@@ -82,6 +87,7 @@ class Settings(BaseModel):
                 "PROFILES_TABLE": f"{stack_name}-profiles",
                 "RESOURCES_TABLE": f"{stack_name}-resources",
                 "REJECTS_QUEUE_URL": queue_url,
+                "REJECTS_TABLE": f"{stack_name}-rejects",
                 "DATA_BUCKET": f"{stack_name}-data-{account_id}-{region}",
                 "STACK_NAME": stack_name,
                 "AWS_REGION": region,
@@ -170,13 +176,19 @@ class Container:
         return ResourceStore(self.aws.client("dynamodb"), self.settings.resources_table)
 
     @property
-    def rejects(self) -> RejectRouter:
-        return RejectRouter(
-            self.aws.client("sqs"),
-            self.settings.rejects_queue_url,
+    def reject_store(self) -> RejectStore:
+        return RejectStore(
+            self.aws.client("dynamodb"),
+            self.settings.rejects_table,
             self.aws.client("s3"),
             self.settings.data_bucket,
+            retention_days=self.settings.reject_retention_days,
         )
+
+    @property
+    def rejects(self) -> RejectRouter:
+        """Where a step sends its rejects: logged, stored, and the rejects queue notified."""
+        return RejectRouter(self.reject_store, self.aws.client("sqs"), self.settings.rejects_queue_url)
 
     @property
     def secrets(self) -> SecretReader:
