@@ -13,7 +13,9 @@ from crmsync.domain.records import LocalRecord
 from crmsync.errors import StoreThrottled
 from crmsync.services.operations import Operator
 from crmsync.stores.dynamo import serialize
-from crmsync.stores.profiles import ORPHAN_GRACE_SECONDS, ExportedProfile, ExportLink, crm_id_key, unique_key
+from crmsync.stores.profile_imports import ORPHAN_GRACE_SECONDS
+from crmsync.stores.profiles import ExportedProfile, ExportLink, crm_id_key, unique_key
+from crmsync_local.marketing import marketing_profiles
 
 MODIFIED = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -94,9 +96,9 @@ def test_an_old_orphaned_lookup_is_adopted_and_the_record_gets_one_profile(conta
 
     result = apply(container, [record("c1", "a@example.net")])
 
-    profile = container.profiles.find_by_crm_id("sf", "Contact", "c1")
+    profile = marketing_profiles(container).find_by_crm_id("sf", "Contact", "c1")
     assert (result.created, profile["profileId"]) == (1, "orphan-profile")
-    assert [p["profileId"] for p in container.profiles.scan_profiles()] == ["orphan-profile"]
+    assert [p["profileId"] for p in marketing_profiles(container).scan_profiles()] == ["orphan-profile"]
 
 
 def test_a_lookup_from_before_lookups_were_dated_counts_as_old(container):
@@ -104,7 +106,7 @@ def test_a_lookup_from_before_lookups_were_dated_counts_as_old(container):
 
     apply(container, [record("c1", "a@example.net")])
 
-    assert container.profiles.find_by_crm_id("sf", "Contact", "c1")["profileId"] == "keyed-orphan"
+    assert marketing_profiles(container).find_by_crm_id("sf", "Contact", "c1")["profileId"] == "keyed-orphan"
 
 
 def test_a_young_orphaned_lookup_is_left_to_its_writer_and_the_page_is_retried(container):
@@ -113,7 +115,7 @@ def test_a_young_orphaned_lookup_is_left_to_its_writer_and_the_page_is_retried(c
     with pytest.raises(StoreThrottled):
         apply(container, [record("c1", "a@example.net")])
 
-    assert container.profiles.scan_profiles() == []
+    assert marketing_profiles(container).scan_profiles() == []
 
 
 def test_the_same_records_imported_twice_keep_one_profile_each(container):
@@ -122,11 +124,13 @@ def test_the_same_records_imported_twice_keep_one_profile_each(container):
     apply(container, records)
     apply(container, [record(r.crm_id, r.attributes["email"], name="Bea") for r in records])
 
-    assert len(container.profiles.scan_profiles()) == 5
+    assert len(marketing_profiles(container).scan_profiles()) == 5
 
 
 def test_an_export_write_back_without_a_new_link_is_one_plain_update_each(container, writes):
-    profile_ids = container.profiles.create_local_many([{"email": f"e{i}@example.net"} for i in range(3)])
+    profile_ids = marketing_profiles(container).create_local_many(
+        [{"email": f"e{i}@example.net"} for i in range(3)]
+    )
     writes.clear()
 
     result = container.profiles.record_exported("export", [ExportedProfile(p, 1) for p in profile_ids])
@@ -136,7 +140,7 @@ def test_an_export_write_back_without_a_new_link_is_one_plain_update_each(contai
 
 
 def test_an_export_write_back_that_links_a_crm_record_is_one_transaction(container, writes):
-    (profile_id,) = container.profiles.create_local_many([{"email": "e@example.net"}])
+    (profile_id,) = marketing_profiles(container).create_local_many([{"email": "e@example.net"}])
     writes.clear()
 
     container.profiles.record_exported(
@@ -144,4 +148,4 @@ def test_an_export_write_back_that_links_a_crm_record_is_one_transaction(contain
     )
 
     assert writes == Counter({"transact": 2})
-    assert container.profiles.find_by_crm_id("sf", "Lead", "00QB")["profileId"] == profile_id
+    assert marketing_profiles(container).find_by_crm_id("sf", "Lead", "00QB")["profileId"] == profile_id
