@@ -20,6 +20,10 @@ def test_salesforce_offset_without_colon_is_parsed():
     assert parse_crm_datetime("2024-07-01T10:00:00.000+0000").isoformat() == "2024-07-01T10:00:00+00:00"
 
 
+def test_a_negative_offset_without_colon_is_parsed():
+    assert parse_crm_datetime(" 2024-07-01T10:00:00-0530 ").isoformat() == "2024-07-01T10:00:00-05:30"
+
+
 def test_default_converts_to_the_target_time_zone_in_summer():
     assert convert("2024-07-01T10:00:00.000+0000", Conversion.DEFAULT) == "2024-07-01T12:00:00+02:00"
 
@@ -136,6 +140,7 @@ _GRID_FIELDS = [
     ("I", "i", CrmFieldType.INTEGER, {"type": LocalType.NUMBER}),
     ("N", "n", CrmFieldType.NUMBER, {}),
     ("D", "d", CrmFieldType.DATE, {}),
+    ("D", "d", CrmFieldType.DATE, {"conversion": Conversion.DATE_ONLY}),
     ("T", "t", CrmFieldType.DATETIME, {}),
     ("T", "t", CrmFieldType.DATETIME, {"conversion": Conversion.DATE_ONLY}),
     ("T", "t", CrmFieldType.DATETIME, {"conversion": Conversion.NO_OFFSET}),
@@ -143,7 +148,8 @@ _GRID_FIELDS = [
 ]
 _GRID_VALUES = [
     None, "", "abc", "abcd", True, False, 0, 1, 2.0, 2.5, "2024-07-01T10:00:00.000+0000",
-    "2024-07-01T10:00:00Z", "2024-07-01", "31/12/2024", "x" * 50, {"a": 1},
+    "2024-07-01T10:00:00Z", "2024-07-01", "2024-02-30", "2024-07-01\n", "2024-W01-1", "2024-12-31T23:30:00-05:00",
+    "31/12/2024", "x" * 50, {"a": 1},
 ]  # fmt: skip
 
 

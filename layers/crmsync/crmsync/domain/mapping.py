@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .conversions import (
+    ISO_DATE,
     coerce_to_local,
     convert_from_crm,
     convert_to_crm,
@@ -195,8 +196,8 @@ class RecordMapper:
         }.get((crm, local))
         if native is not None:
             return lambda raw: raw if raw is None or type(raw) in native else general(raw)
-        if crm is CrmFieldType.DATETIME and local is LocalType.DATETIME and field.conversion is Conversion.DEFAULT:
-            tz = self.tz
+        tz = self.tz
+        if crm is CrmFieldType.DATETIME and field.conversion is Conversion.DEFAULT and local is LocalType.DATETIME:
 
             def moment(raw: Any) -> Any:
                 if type(raw) is not str:
@@ -207,6 +208,28 @@ class RecordMapper:
                     return general(raw)  # the general path words the reject
 
             return moment
+        if crm is CrmFieldType.DATETIME and field.conversion is Conversion.DATE_ONLY and local is LocalType.DATE:
+
+            def day_of(raw: Any) -> Any:
+                if type(raw) is not str:
+                    return general(raw)
+                try:
+                    return parse_crm_datetime(raw).astimezone(tz).date().isoformat()
+                except ValueError:
+                    return general(raw)
+
+            return day_of
+        if crm is CrmFieldType.DATE and local is LocalType.DATE:
+
+            def day(raw: Any) -> Any:
+                if type(raw) is not str or not ISO_DATE.match(raw):
+                    return general(raw)
+                try:
+                    return date.fromisoformat(raw).isoformat()
+                except ValueError:
+                    return general(raw)
+
+            return day
         return general
 
     def map(self, record: dict[str, Any]) -> LocalRecord:

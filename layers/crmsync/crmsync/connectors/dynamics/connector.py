@@ -537,11 +537,21 @@ class DynamicsConnector:
 
     @staticmethod
     def _record(
-        row: dict[str, Any], annotated: tuple[str, ...], options: dict[str, dict[Any, str]]
+        row: dict[str, Any],
+        annotated: tuple[str, ...],
+        options: dict[str, dict[Any, str]],
+        columns: dict[str, str | None],
     ) -> dict[str, Any]:
         """Columns by logical name (`_x_value` lookups as `x`), annotations dropped, labels where asked:
-        from the option metadata, or from the formatted-value annotation."""
-        record = {odata.column_of(key): value for key, value in row.items() if "@" not in key}
+        from the option metadata, or from the formatted-value annotation. `columns` caches each property's
+        column (None for an annotation) over a page, whose rows share their properties."""
+        record = {}
+        for key, value in row.items():
+            column = columns.get(key, "")
+            if column == "":
+                column = columns[key] = None if "@" in key else odata.column_of(key)
+            if column is not None:
+                record[column] = value
         for name, labels in options.items():
             value = record.get(name)
             if value is not None:
@@ -557,11 +567,12 @@ class DynamicsConnector:
         body = self._json(cursor.link, self._prefer(cursor, bool(annotated)))
         records: list[dict[str, Any]] = []
         deleted: list[str] = []
+        columns: dict[str, str | None] = {}
         for row in body.get("value", []):
             if _is_deletion(row):
                 deleted.append(str(row["id"]).lower())
             else:
-                records.append(self._record(row, annotated, options))
+                records.append(self._record(row, annotated, options, columns))
         next_link = body.get("@odata.nextLink")
         if next_link:
             self._check_link(next_link, cursor.entity_set, "$skiptoken")
