@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from botocore.exceptions import ClientError
 
 from crmsync.domain.records import LocalRecord
 from crmsync.errors import StoreThrottled
@@ -149,3 +150,19 @@ def test_an_export_write_back_that_links_a_crm_record_is_one_transaction(contain
 
     assert writes == Counter({"transact": 2})
     assert marketing_profiles(container).find_by_crm_id("sf", "Lead", "00QB")["profileId"] == profile_id
+
+
+def test_a_profile_the_store_refuses_takes_its_new_lookups_back(container):
+    huge = LocalRecord(
+        crm_id="c9", modified_at=MODIFIED, attributes={"email": "big@example.net", "notes": "x" * 500_000}
+    )
+
+    with pytest.raises(ClientError):
+        apply(container, [huge])
+
+    assert (
+        container.profiles._lookup_items(
+            [crm_id_key("sf", "Contact", "c9"), unique_key("email", "big@example.net")]
+        )
+        == {}
+    )

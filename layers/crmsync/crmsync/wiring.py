@@ -46,6 +46,8 @@ class Settings(BaseModel):
     rejects_queue_url: str = Field(alias="REJECTS_QUEUE_URL")
     rejects_table: str = Field(alias="REJECTS_TABLE")
     data_bucket: str = Field(alias="DATA_BUCKET")
+    events_queue_url: str | None = Field(default=None, alias="EVENTS_QUEUE_URL")
+    events_dlq_url: str | None = Field(default=None, alias="EVENTS_DLQ_URL")
     stack_name: str = Field(default="crmsync", alias="STACK_NAME")
     region: str | None = Field(default=None, alias="AWS_REGION")
     retry_attempts: int = Field(default=4, ge=1, le=10, alias="CRMSYNC_RETRY_ATTEMPTS")

@@ -13,6 +13,7 @@ that changes nothing writes nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from ..domain.conversions import format_local_datetime
 from ..domain.reconciliation import Create, ReconciliationPlan, Update, normalize_key, reconcile
 from ..domain.records import LocalRecord
-from .dynamo import batch_write, serialize, serialize_value, transact_groups
+from .dynamo import BATCH_WRITE_LIMIT, batch_write, serialize, serialize_value, transact_groups
 from .profile_items import (
     ApplyResult,
     ProfileTable,
@@ -268,6 +269,22 @@ class ImportWrites(ProfileTable):
                 )
         return actions
 
+    def _write_profiles(self, written: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+        """The new profiles whose lookups were just written, 25 a call. When a call fails (DynamoDB refused
+        an item, or kept throttling), the lookups of the profiles not written are taken back before the
+        error goes on, so the page can be applied again at once (in halves, to isolate a record the store
+        refuses) instead of waiting for its own orphans to age."""
+        for start in range(0, len(written), BATCH_WRITE_LIMIT):
+            try:
+                batch_write(
+                    self.client, self.table, [item for item, _ in written[start : start + BATCH_WRITE_LIMIT]]
+                )
+            except Exception:
+                keys = [{"pk": a["Put"]["Item"]["pk"]["S"]} for _, actions in written[start:] for a in actions]
+                with contextlib.suppress(Exception):  # orphans left behind are adopted once old enough
+                    batch_write(self.client, self.table, deletes=keys)
+                raise
+
     def _execute(
         self,
         plan: ReconciliationPlan,
@@ -299,10 +316,12 @@ class ImportWrites(ProfileTable):
         conflicted = [
             decision.record for (decision, _), conflict in zip(groups, outcomes, strict=True) if conflict
         ]
-        batch_write(
-            self.client,
-            self.table,
-            [item for (_, _, item), conflict in zip(creates, outcomes, strict=False) if item and conflict is None],
+        self._write_profiles(
+            [
+                (item, actions)
+                for (_, actions, item), conflict in zip(creates, outcomes, strict=False)
+                if item and not conflict
+            ]
         )
         for (decision, _), conflict in zip(groups, outcomes, strict=True):
             if conflict is not None:
