@@ -367,11 +367,6 @@ def _id_query(run: DeletionImportRun) -> RecordQuery:
     return RecordQuery(object=run.object, fields=(run.id_field,), page_size=5000)
 
 
-def _normalized(run: DeletionImportRun, crm_id: str) -> str:
-    """Dataverse GUIDs compare in lower case; Salesforce ids are case-sensitive."""
-    return crm_id.lower() if run.crm_kind == "dynamics" else crm_id
-
-
 def _ids_prefix(run: DeletionImportRun) -> str:
     return f"runs/{run.sync_id}/{run.run_id}/crm-ids"
 
@@ -399,7 +394,7 @@ def _read_ids(
     container.aws.client("s3").put_object(
         Bucket=container.settings.data_bucket,
         Key=f"{_ids_prefix(run)}/{number:06d}.json",
-        Body=json.dumps([_normalized(run, i) for i in ids]).encode(),
+        Body=json.dumps([connector.normalize_id(i) for i in ids]).encode(),
         ContentType="application/json",
     )
     done_reading = next_cursor is None
@@ -442,8 +437,10 @@ def _still_missing(run: DeletionImportRun, connector: CrmConnector, missing: lis
     if not missing:
         return []
     query = RecordQuery(object=run.object, fields=(run.id_field,), ids=tuple(missing))
-    present = {_normalized(run, str(r[run.id_field])) for r in connector.read_by_ids(query) if r.get(run.id_field)}
-    return [i for i in missing if _normalized(run, i) not in present]
+    present = {
+        connector.normalize_id(str(r[run.id_field])) for r in connector.read_by_ids(query) if r.get(run.id_field)
+    }
+    return [i for i in missing if connector.normalize_id(i) not in present]
 
 
 def _sweep(
@@ -458,7 +455,7 @@ def _sweep(
             "flag every one of them (check that the integration user can read the object)"
         )
     seen = datetime.fromisoformat(run.started_at)
-    missing = [i for i in local if _normalized(run, i) not in crm_ids]
+    missing = [i for i in local if connector.normalize_id(i) not in crm_ids]
     gone = [CrmDeletion(i, seen) for i in _still_missing(run, connector, missing)]
     totals = DeletionTotals(checked=len(local))
     _apply(container, run, gone, totals)

@@ -24,9 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..config import ImportSync
-from ..connectors.dynamics.odata import is_guid
 from ..connectors.port import ChangeTrackingConnector, CrmConnector, RecordPage, RecordQuery
-from ..connectors.salesforce.soql import is_salesforce_id
 from ..domain.records import CrmDeletion, DeletionResult, LocalRecord, RecordRejected, Reject, RejectCode
 from ..domain.windows import ImportWindow
 from ..errors import ConfigurationError, DeltaTokenExpired
@@ -160,7 +158,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
         done = False
         if event.population is not None:
             run.population_prefix, run.population_chunks = _stage_population(
-                container, run, event.population, connection.kind
+                container, run, event.population, connector
             )
             done = run.population_chunks == 0
         else:
@@ -235,7 +233,9 @@ def _check_delta_link(
         ) from None
 
 
-def _stage_population(container: Container, run: RunContext, population: Population, kind: str) -> tuple[str, int]:
+def _stage_population(
+    container: Container, run: RunContext, population: Population, connector: CrmConnector
+) -> tuple[str, int]:
     """Write the population in chunks under the run's prefix, so each page reads one small object."""
     s3 = container.aws.client("s3")
     if population.ids is not None:
@@ -252,8 +252,7 @@ def _stage_population(container: Container, run: RunContext, population: Populat
         body = decode_text(data, population.s3_uri or "")
         ids = [line.split(",")[0].strip().strip('"') for line in body.splitlines()]
         ids = [i for i in ids if i and i.lower() not in ("id", "crmid", "externalid")]
-    # Dataverse answers GUIDs in lower case; Salesforce ids are case-sensitive.
-    cleaned = (i.strip().lower() if kind == "dynamics" else i.strip() for i in ids)
+    cleaned = (connector.normalize_id(i.strip()) for i in ids)
     unique = list(dict.fromkeys(i for i in cleaned if i))
     prefix = f"runs/{run.sync_id}/{run.run_id}/population"
     chunks = 0
@@ -265,10 +264,6 @@ def _stage_population(container: Container, run: RunContext, population: Populat
             ContentType="application/json",
         )
     return prefix, chunks
-
-
-def _valid_crm_id(value: str, kind: str) -> bool:
-    return is_salesforce_id(value) if kind == "salesforce" else is_guid(value)
 
 
 def import_page(state: ImportState, container: Container) -> ImportState:
@@ -289,12 +284,12 @@ def import_page(state: ImportState, container: Container) -> ImportState:
     next_cursor: str | None
     if run.mode == "population":
         ids = _population_chunk(container, run, state.page.number)
-        valid = [i for i in ids if _valid_crm_id(i, connection.kind)]
+        valid = [i for i in ids if connector.is_record_id(i)]
         for invalid in (i for i in ids if i not in set(valid)):
             rejects.append(
                 Reject(
                     RejectCode.INVALID_ID,
-                    f"{invalid!r} is not a {connection.kind} record id",
+                    f"{invalid!r} is not a {connector.kind} record id",
                     {"Id": invalid},
                     crm_id=invalid,
                 )

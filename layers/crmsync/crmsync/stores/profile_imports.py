@@ -54,7 +54,9 @@ class ImportWrites(ProfileTable):
         result = ApplyResult()
 
         def write(pending: list[LocalRecord]) -> list[LocalRecord]:
-            plan, orphans, waiting = self._plan(pending, connection, object_name, key_attribute, case_insensitive)
+            plan, orphans, waiting = self._plan(
+                connection, object_name, pending, key_attribute=key_attribute, case_insensitive=case_insensitive
+            )
             result.unchanged += len(plan.unchanged)
             result.rejects.extend(plan.rejects)
             return waiting + self._execute(plan, orphans, connection, object_name, key_attribute, run_id, result)
@@ -64,14 +66,16 @@ class ImportWrites(ProfileTable):
 
     def _plan(
         self,
-        records: list[LocalRecord],
         connection: str,
         object_name: str,
+        records: list[LocalRecord],
+        *,
         key_attribute: str | None,
         case_insensitive: bool,
     ) -> tuple[ReconciliationPlan, dict[str, dict[str, str]], list[LocalRecord]]:
-        """The reconciliation plan, the orphaned lookups each create adopts (crm id -> lookup key -> the
-        profile id it names), and the records whose orphaned lookups are too young to adopt yet."""
+        """Each record reconciled with the profiles its CRM id or unique key finds (read now); the orphaned
+        lookups each create adopts (crm id -> lookup key -> the profile id it names), and the records whose
+        orphaned lookups are too young to adopt yet."""
         id_keys = [crm_id_key(connection, object_name, r.crm_id) for r in records]
         unique_keys: dict[str, str] = {}
         if key_attribute:
