@@ -74,23 +74,26 @@ def export_env(sync_env):
             sobject, fields=[{"name": PROFILE_FIELD, "type": "string", "length": 64}]
         )
     environment = ExportEnvironment(sync_env)
-    environment.apply_sync(
-        ExportSync(
-            id=LEADS,
-            operation="export",
-            connection="sf-prod",
-            object="Lead",
-            correlation_field=PROFILE_FIELD,
-            fields=[
-                FieldMapping(remote="LastName", local="lastName"),
-                FieldMapping(remote="Company", local="company"),
-                FieldMapping(remote="Email", local="email"),
-            ],
-            batch_size=200,
-            max_concurrency=1,
-        )
-    )
+    environment.apply_sync(leads_export(LEADS))
     return environment
+
+
+def leads_export(sync_id: str) -> ExportSync:
+    """Profiles to Salesforce Leads, correlated by the profile id, 200 a batch, one batch at a time."""
+    return ExportSync(
+        id=sync_id,
+        operation="export",
+        connection="sf-prod",
+        object="Lead",
+        correlation_field=PROFILE_FIELD,
+        fields=[
+            FieldMapping(remote="LastName", local="lastName"),
+            FieldMapping(remote="Company", local="company"),
+            FieldMapping(remote="Email", local="email"),
+        ],
+        batch_size=200,
+        max_concurrency=1,
+    )
 
 
 def test_first_export_creates_unknown_people_as_leads_and_links_them_back(export_env):
@@ -275,6 +278,16 @@ def test_a_file_of_records_is_exported_with_its_values_and_the_profiles_links(ex
     summary = export_env.run(LEADS, population={"s3_uri": f"s3://{bucket}/inbox/people.csv"})
     assert (summary["created"], summary["updated"]) == (1, 1)
     assert sorted(r["LastName"] for r in export_env.crm_records()) == ["Newman", "Updated"]
+
+
+def test_a_file_of_records_outside_inbox_and_populations_is_refused(export_env):
+    bucket = export_env.operator.container.settings.data_bucket
+    body = b"profileId,lastName,company,email\nfrom-file,Newman,Acme,n@example.com\n"
+    export_env.env.stack.client("s3").put_object(Bucket=bucket, Key="runs/people.csv", Body=body)
+    summary = export_env.run(LEADS, population={"s3_uri": f"s3://{bucket}/runs/people.csv"})
+    assert summary["status"] == "FAILED"
+    assert "inbox/ or populations/ only" in summary["error"]["message"]
+    assert export_env.crm_records() == []
 
 
 def test_the_export_writes_the_profile_id_and_the_link_to_its_timeline(export_env):

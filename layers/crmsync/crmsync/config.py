@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .domain.events import timeline_link
-from .domain.filters import AllOf, AnyOf, Condition, Filter, FilterNode, NotOf, OrderBy, check_field_name
+from .domain.filters import AllOf, AnyOf, Condition, FilterNode, NotOf, OrderBy, check_field_name
 from .domain.mapping import FieldMapping
 from .errors import ConfigurationError
 from .inputs import decode_text
@@ -386,16 +386,15 @@ class ImportSync(_Sync):
             raise ValueError("\n".join(problems))
         return self
 
-    @property
-    def filter_tree(self) -> Filter | None:
-        return self.filter
-
     def watermark_option(self, instance: str) -> str:
         return self.watermark.option or f"LASTIMPORT_{instance}_{self.id}"
 
 
 # ------------------------------------------------------------------------------------- export
 PROFILE_ID = "profileId"
+SALESFORCE_MAX_PAGE = CRM_MAX_PAGE_SIZE[
+    "salesforce"
+]  # records a SOQL query returns per page at most (its batch size)
 MAX_EXPORT_CONCURRENCY = {"salesforce": 25, "dynamics": 52}
 RULE_EXACTLY_ONCE = "rule E4: an export that can insert needs a correlation field so no record is created twice"
 
@@ -882,6 +881,15 @@ class CrmsyncConfig(_Model):
             kind = next((c.kind for c in self.connections if c.name == sync.connection), None)
             if kind is not None and isinstance(sync, ExportSync | EventsSync):
                 problems += [f"{where}.{problem}" for problem in sync.crm_problems(kind)]
+            if (
+                kind == "salesforce"
+                and isinstance(sync, ImportSync)
+                and (sync.page_size or 0) > SALESFORCE_MAX_PAGE
+            ):
+                problems.append(
+                    f"{where}.page_size: {sync.page_size} is over {SALESFORCE_MAX_PAGE}, the most records a "
+                    "Salesforce query page returns"
+                )
             if kind == "salesforce":
                 problems += [
                     f"{where}.fields[{i}].label: labels (formatted values) are read from Dynamics; Salesforce "

@@ -50,6 +50,8 @@ class FunctionSpec:
     memory_size: int
     environment: Mapping[str, str]
     layer_dirs: tuple[Path, ...] = ()
+    log_group: str | None = None
+    """`LoggingConfig.LogGroup`, where the function's logs go instead of /aws/lambda/<name>."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ class Provisioner:
             "AWS::Events::Rule": self._rule,
             "AWS::SecretsManager::Secret": self._secret,
             "AWS::Logs::LogGroup": self._log_group,
+            "AWS::CloudWatch::Dashboard": self._dashboard,
+            "AWS::CloudWatch::Alarm": self._alarm,
             "AWS::Lambda::Permission": self._permission,
             "AWS::Lambda::EventSourceMapping": self._event_source_mapping,
         }
@@ -386,6 +390,7 @@ class Provisioner:
             memory_size=request["MemorySize"],
             environment=variables,
             layer_dirs=tuple(self.created.layer_dirs[layer] for layer in layers),
+            log_group=str((p.get("LoggingConfig") or {}).get("LogGroup") or "") or None,
         )
         return _info("AWS::Serverless::Function", name, arn)
 
@@ -560,8 +565,48 @@ class Provisioner:
             logs.put_retention_policy(logGroupName=name, retentionInDays=int(p["RetentionInDays"]))
         return _info("AWS::Logs::LogGroup", name, self.plan.get_att(logical_id, "Arn"))
 
+    def _alarm(self, logical_id: str, p: dict[str, Any]) -> ResourceInfo:
+        """A metric alarm, created in moto as CloudFormation would (moto never evaluates it)."""
+        name = self.plan.physical_name(logical_id)
+        request: dict[str, Any] = {
+            "AlarmName": name,
+            "EvaluationPeriods": int(p["EvaluationPeriods"]),
+            "ComparisonOperator": p["ComparisonOperator"],
+        }
+        for key in ("Period", "DatapointsToAlarm"):
+            if key in p:
+                request[key] = int(p[key])
+        if "Threshold" in p:
+            request["Threshold"] = float(p["Threshold"])
+        if "ActionsEnabled" in p:
+            request["ActionsEnabled"] = _bool(p["ActionsEnabled"])
+        request.update({key: p[key] for key in _ALARM_AS_GIVEN if key in p})
+        self.client("cloudwatch").put_metric_alarm(**request)
+        return _info("AWS::CloudWatch::Alarm", name, self.plan.get_att(logical_id, "Arn"))
+
+    def _dashboard(self, logical_id: str, p: dict[str, Any]) -> ResourceInfo:
+        """Stored as CloudWatch would (its body must be JSON); nothing draws it locally."""
+        name = self.plan.physical_name(logical_id)
+        self.client("cloudwatch").put_dashboard(DashboardName=name, DashboardBody=str(p["DashboardBody"]))
+        return _info("AWS::CloudWatch::Dashboard", name, None)
+
 
 # ------------------------------------------------------------------------------------------------ properties
+
+# Alarm properties put_metric_alarm takes as the template gives them.
+_ALARM_AS_GIVEN = (
+    "AlarmDescription",
+    "Namespace",
+    "MetricName",
+    "Dimensions",
+    "Statistic",
+    "ExtendedStatistic",
+    "Unit",
+    "TreatMissingData",
+    "AlarmActions",
+    "OKActions",
+    "InsufficientDataActions",
+)
 
 # type -> (modelled properties, accepted properties without local effect)
 _PROPERTIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -784,9 +829,25 @@ _PROPERTIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"Name", "Description", "SecretString", "GenerateSecretString", "KmsKeyId", "Tags"}),
         frozenset({"ReplicaRegions"}),
     ),
+    "AWS::CloudWatch::Dashboard": (frozenset({"DashboardName", "DashboardBody"}), frozenset()),
     "AWS::Logs::LogGroup": (
         frozenset({"LogGroupName", "RetentionInDays", "Tags"}),
         frozenset({"KmsKeyId", "DataProtectionPolicy", "LogGroupClass"}),
+    ),
+    "AWS::CloudWatch::Alarm": (
+        frozenset(
+            {
+                "AlarmName",
+                "Period",
+                "EvaluationPeriods",
+                "DatapointsToAlarm",
+                "Threshold",
+                "ComparisonOperator",
+                "ActionsEnabled",
+                *_ALARM_AS_GIVEN,
+            }
+        ),
+        frozenset({"Metrics", "ThresholdMetricId", "EvaluateLowSampleCountPercentile"}),
     ),
     "AWS::Lambda::Permission": (
         frozenset(

@@ -34,9 +34,8 @@ from ..connectors.port import (
     ObjectDescription,
     RecordQuery,
 )
-from ..domain.conversions import parse_crm_datetime
 from ..domain.records import CrmDeletion
-from ..domain.windows import ImportWindow, format_watermark, parse_watermark
+from ..domain.windows import ImportWindow, format_watermark, parse_moment, parse_watermark
 from ..errors import ConfigurationError, DeletionPeriodRefused, DeltaTokenExpired, TooManyDeletedIds
 from ..wiring import Container
 from .local_deletions import LocalTarget, apply_deletions, local_crm_ids
@@ -75,7 +74,7 @@ class StartDeletionImportEvent(StartRunEvent):
     period: Period | None = None
 
 
-class DeletionTotals(Counts):
+class DeletionImportTotals(Counts):
     reported: int = Field(default=0, description="deletions the CRM reported (period and changes modes)")
     compared: int = Field(default=0, description="CRM ids read for an id-set comparison")
     checked: int = Field(default=0, description="local records checked against those ids")
@@ -104,7 +103,7 @@ class DeletionImportRun(RunIdentity):
         return LocalTarget(self.connection, self.object, self.target_kind, self.resource)
 
 
-class DeletionCursor(BaseModel):
+class DeletionImportCursor(BaseModel):
     phase: Literal["deleted", "changes", "read_ids", "sweep"]
     periods: list[tuple[datetime, datetime]] = Field(default_factory=list)
     """Periods still to read, the current one first (split ones included)."""
@@ -120,11 +119,11 @@ class DeletionCursor(BaseModel):
 
 class DeletionImportState(BaseModel):
     run: DeletionImportRun
-    page: DeletionCursor
-    totals: DeletionTotals = Field(default_factory=DeletionTotals)
+    page: DeletionImportCursor
+    totals: DeletionImportTotals = Field(default_factory=DeletionImportTotals)
 
 
-class DeletionImportSummary(DeletionTotals):
+class DeletionImportSummary(DeletionImportTotals):
     """The result of a deletion import, as `crmsync run --wait --json` prints it."""
 
     sync_id: str
@@ -209,7 +208,7 @@ def start_deletion_import(event: StartDeletionImportEvent, container: Container)
                 raise ConfigurationError(
                     f"the period starts ({start.isoformat()}) after it ends ({end.isoformat()})"
                 )
-            page = DeletionCursor(
+            page = DeletionImportCursor(
                 phase="deleted", periods=[(start, end)], from_earliest=event.period is None and previous is None
             )
             if event.period is None:
@@ -222,7 +221,7 @@ def start_deletion_import(event: StartDeletionImportEvent, container: Container)
             if run.delta_link:
                 assert isinstance(connector, ChangeTrackingConnector)
                 connector.check_delta_link(run.delta_link, description.name)
-            page = DeletionCursor(phase="changes" if run.delta_link else "read_ids")
+            page = DeletionImportCursor(phase="changes" if run.delta_link else "read_ids")
         run.previous_watermark = format_watermark(previous.value) if previous else None
         container.runs.record_start(
             run.key,
@@ -240,7 +239,7 @@ def start_deletion_import(event: StartDeletionImportEvent, container: Container)
             extra={"sync_id": sync.id, "run_id": run.run_id, "mode": mode, "phase": page.phase},
         )
         return DeletionImportState(
-            run=run, page=page, totals=DeletionTotals(api_calls=connector.api_calls - calls_before)
+            run=run, page=page, totals=DeletionImportTotals(api_calls=connector.api_calls - calls_before)
         )
 
 
@@ -271,7 +270,7 @@ def deletion_import_page(state: DeletionImportState, container: Container) -> De
 
 
 def _apply(
-    container: Container, run: DeletionImportRun, deletions: list[CrmDeletion], totals: DeletionTotals
+    container: Container, run: DeletionImportRun, deletions: list[CrmDeletion], totals: DeletionImportTotals
 ) -> None:
     result = apply_deletions(container, run.target, deletions, run_id=run.run_id, remove=run.remove)
     totals.deleted += result.marked
@@ -280,10 +279,10 @@ def _apply(
 
 
 def _deleted_period(
-    run: DeletionImportRun, page: DeletionCursor, connector: CrmConnector, container: Container
-) -> tuple[DeletionCursor, DeletionTotals]:
+    run: DeletionImportRun, page: DeletionImportCursor, connector: CrmConnector, container: Container
+) -> tuple[DeletionImportCursor, DeletionImportTotals]:
     assert isinstance(connector, DeletedRecordsConnector)
-    totals = DeletionTotals()
+    totals = DeletionImportTotals()
     start, end = page.periods[0]
     try:
         found = connector.read_deleted(run.object, start, end)
@@ -330,10 +329,10 @@ def _deleted_period(
 
 
 def _changes(
-    run: DeletionImportRun, page: DeletionCursor, connector: CrmConnector, container: Container
-) -> tuple[DeletionCursor, DeletionTotals]:
+    run: DeletionImportRun, page: DeletionImportCursor, connector: CrmConnector, container: Container
+) -> tuple[DeletionImportCursor, DeletionImportTotals]:
     assert isinstance(connector, ChangeTrackingConnector)
-    totals = DeletionTotals()
+    totals = DeletionImportTotals()
     try:
         result = (
             connector.read_next_page(page.cursor)
@@ -345,7 +344,7 @@ def _changes(
             "delta link expired; comparing id sets so no deletion is lost",
             extra={"sync_id": run.sync_id, "run_id": run.run_id},
         )
-        return DeletionCursor(phase="read_ids"), totals
+        return DeletionImportCursor(phase="read_ids"), totals
     seen = datetime.fromisoformat(run.started_at)
     deletions = [CrmDeletion(crm_id, seen) for crm_id in result.deleted_ids]
     totals.reported = len(deletions)
@@ -372,8 +371,8 @@ def _ids_prefix(run: DeletionImportRun) -> str:
 
 
 def _read_ids(
-    run: DeletionImportRun, page: DeletionCursor, connector: CrmConnector, container: Container
-) -> tuple[DeletionCursor, DeletionTotals]:
+    run: DeletionImportRun, page: DeletionImportCursor, connector: CrmConnector, container: Container
+) -> tuple[DeletionImportCursor, DeletionImportTotals]:
     """One page of every id of the object, kept in S3 for the sweep. On a change-tracking sync the
     ids come from a full change-tracking read, whose last page gives the next delta link."""
     next_delta_link = page.next_delta_link
@@ -407,11 +406,11 @@ def _read_ids(
                 "next_delta_link": next_delta_link,
             }
         ),
-        DeletionTotals(compared=len(ids)),
+        DeletionImportTotals(compared=len(ids)),
     )
 
 
-def _crm_ids(run: DeletionImportRun, page: DeletionCursor, container: Container) -> frozenset[str]:
+def _crm_ids(run: DeletionImportRun, page: DeletionImportCursor, container: Container) -> frozenset[str]:
     """Every CRM id the read phase kept, loaded once per warm function and run."""
     cached = _crm_id_sets.get(run.run_id)
     if cached is not None:
@@ -444,8 +443,8 @@ def _still_missing(run: DeletionImportRun, connector: CrmConnector, missing: lis
 
 
 def _sweep(
-    run: DeletionImportRun, page: DeletionCursor, connector: CrmConnector, container: Container
-) -> tuple[DeletionCursor, DeletionTotals]:
+    run: DeletionImportRun, page: DeletionImportCursor, connector: CrmConnector, container: Container
+) -> tuple[DeletionImportCursor, DeletionImportTotals]:
     """A chunk of the local records, checked against the CRM's ids: those whose id is gone were deleted."""
     crm_ids = _crm_ids(run, page, container)
     local, after = local_crm_ids(container, run.target, after=page.cursor, limit=SWEEP_CHUNK)
@@ -457,7 +456,7 @@ def _sweep(
     seen = datetime.fromisoformat(run.started_at)
     missing = [i for i in local if connector.normalize_id(i) not in crm_ids]
     gone = [CrmDeletion(i, seen) for i in _still_missing(run, connector, missing)]
-    totals = DeletionTotals(checked=len(local))
+    totals = DeletionImportTotals(checked=len(local))
     _apply(container, run, gone, totals)
     return page.model_copy(update={"cursor": after, "done": after is None}), totals
 
@@ -503,14 +502,7 @@ def finish_deletion_import(state: DeletionImportState, container: Container) -> 
 
 def parse_period(start: str, end: str | None) -> dict[str, Any]:
     """A period from the CLI's text (ISO 8601, or the watermark's `yyyy/MM/dd hh:mm:ss`), UTC."""
-
-    def moment(text: str) -> str:
-        try:
-            return parse_watermark(text).isoformat()
-        except ValueError:
-            return parse_crm_datetime(text).astimezone(UTC).isoformat()
-
-    return {"start": moment(start), **({"end": moment(end)} if end else {})}
+    return {"start": parse_moment(start).isoformat(), **({"end": parse_moment(end).isoformat()} if end else {})}
 
 
 __all__ = [

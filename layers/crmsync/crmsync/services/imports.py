@@ -54,17 +54,17 @@ SWEEP_CHUNK = 500
 
 
 # ------------------------------------------------------------------------------------- payloads
-class Population(PopulationSource):
+class ImportPopulation(PopulationSource):
     """Record identification: exactly these CRM ids instead of a window (SPEC I8)."""
 
     s3_uri: str | None = Field(default=None, description="s3://bucket/key of a file with one id per line")
 
 
 class StartImportEvent(StartRunEvent):
-    population: Population | None = None
+    population: ImportPopulation | None = None
 
 
-class Totals(Counts):
+class ImportTotals(Counts):
     read: int = 0
     created: int = 0
     updated: int = 0
@@ -76,7 +76,7 @@ class Totals(Counts):
     pages: int = 0
 
 
-class RunContext(RunIdentity):
+class ImportRun(RunIdentity):
     trigger: str
     connection: str
     object: str
@@ -100,7 +100,7 @@ class RunContext(RunIdentity):
         return None if self.mode == "population" else super().window()
 
 
-class PageCursor(BaseModel):
+class ImportCursor(BaseModel):
     number: int = 0
     cursor: str | None = None
     done: bool = False
@@ -110,20 +110,20 @@ class PageCursor(BaseModel):
 class ImportState(BaseModel):
     """The state the import state machine carries between steps."""
 
-    run: RunContext
+    run: ImportRun
     plan: dict[str, Any]
-    page: PageCursor = Field(default_factory=PageCursor)
-    totals: Totals = Field(default_factory=Totals)
+    page: ImportCursor = Field(default_factory=ImportCursor)
+    totals: ImportTotals = Field(default_factory=ImportTotals)
     crm_api_usage: dict[str, int] | None = None
     next_delta_link: str | None = None
 
 
-class RunSummary(Totals):
+class ImportSummary(ImportTotals):
     """The result of a run, as `crmsync run --wait --json` prints it."""
 
     sync_id: str
     run_id: str
-    status: Literal["SUCCEEDED", "FAILED", "REFUSED"]
+    status: Literal["SUCCEEDED"] = "SUCCEEDED"
     operation: str = "import"
     window: dict[str, str | None] | None = None
     watermark_moved: bool = False
@@ -146,7 +146,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
         calls_before = connector.api_calls
         plan = resolve_import_plan(sync, connector.describe(sync.object), connection.kind)
         started_at = normalize_started_at(event.started_at)
-        run = RunContext(
+        run = ImportRun(
             sync_id=sync.id,
             run_id=event.run_id,
             started_at=started_at,
@@ -194,13 +194,13 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
         return ImportState(
             run=run,
             plan=plan.to_state(),
-            page=PageCursor(done=done),
-            totals=Totals(api_calls=connector.api_calls - calls_before),
+            page=ImportCursor(done=done),
+            totals=ImportTotals(api_calls=connector.api_calls - calls_before),
             crm_api_usage=api_usage_of(connector, run),
         )
 
 
-def api_usage_of(connector: CrmConnector, run: RunContext) -> dict[str, int] | None:
+def api_usage_of(connector: CrmConnector, run: ImportRun) -> dict[str, int] | None:
     """The CRM's allowance after this step; a warning when less than a tenth of it is left."""
     usage = connector.api_usage()
     if usage is None or usage.used is None or usage.maximum is None or usage.remaining is None:
@@ -234,7 +234,7 @@ def _check_delta_link(
 
 
 def _stage_population(
-    container: Container, run: RunContext, population: Population, connector: CrmConnector
+    container: Container, run: ImportRun, population: ImportPopulation, connector: CrmConnector
 ) -> tuple[str, int]:
     """Write the population in chunks under the run's prefix, so each page reads one small object."""
     s3 = container.aws.client("s3")
@@ -355,7 +355,7 @@ def import_page(state: ImportState, container: Container) -> ImportState:
         enabled=plan.route_rejects,
     )
     deletions = _apply_deletions(container, plan, run, deleted_ids)
-    page_totals = Totals(
+    page_totals = ImportTotals(
         read=len(records),
         created=result.created,
         updated=result.updated,
@@ -381,7 +381,7 @@ def import_page(state: ImportState, container: Container) -> ImportState:
         run=run,
         plan=state.plan,
         totals=state.totals.plus(page_totals),
-        page=PageCursor(
+        page=ImportCursor(
             number=state.page.number + 1,
             cursor=next_cursor,
             done=read_done and not sweep_next,
@@ -392,7 +392,7 @@ def import_page(state: ImportState, container: Container) -> ImportState:
     )
 
 
-def _store(container: Container, plan: ImportPlan, run: RunContext, records: list[LocalRecord]) -> ApplyResult:
+def _store(container: Container, plan: ImportPlan, run: ImportRun, records: list[LocalRecord]) -> ApplyResult:
     """Reconcile and write mapped records into the sync's target: profiles or a resource table."""
     if plan.target_kind == "resource":
         assert plan.resource is not None
@@ -411,7 +411,7 @@ def _store(container: Container, plan: ImportPlan, run: RunContext, records: lis
 
 def _read_changes(
     state: ImportState, plan: ImportPlan, container: Container, connector: CrmConnector
-) -> tuple[RecordPage, RunContext]:
+) -> tuple[RecordPage, ImportRun]:
     """The next page of a change-tracking read. An expired delta link, or none while the table's records
     are known locally, turns the run into a resync (a full read, then the id comparison)."""
     run = state.run
@@ -432,13 +432,13 @@ def _read_changes(
     return changes.read_changes(plan.query(), None), run
 
 
-def _target(plan: ImportPlan, run: RunContext) -> LocalTarget:
+def _target(plan: ImportPlan, run: ImportRun) -> LocalTarget:
     kind: Literal["profiles", "resource"] = "resource" if plan.target_kind == "resource" else "profiles"
     return LocalTarget(run.connection, plan.object, kind, plan.resource)
 
 
 def _apply_deletions(
-    container: Container, plan: ImportPlan, run: RunContext, crm_ids: Sequence[str]
+    container: Container, plan: ImportPlan, run: ImportRun, crm_ids: Sequence[str]
 ) -> DeletionResult:
     """Flag the local records of CRM deletions (SPEC D2, the default), dated by the run that saw them:
     change tracking does not say when a record was deleted."""
@@ -448,7 +448,7 @@ def _apply_deletions(
 
 
 def _local_crm_ids(
-    container: Container, plan: ImportPlan, run: RunContext, *, after: str | None = None, limit: int
+    container: Container, plan: ImportPlan, run: ImportRun, *, after: str | None = None, limit: int
 ) -> tuple[list[str], str | None]:
     return local_crm_ids(container, _target(plan, run), after=after, limit=limit)
 
@@ -465,18 +465,18 @@ def _sweep(state: ImportState, plan: ImportPlan, container: Container, connector
         "deletion sweep chunk",
         extra={"sync_id": run.sync_id, "run_id": run.run_id, "checked": len(ids), "deleted": deletions.marked},
     )
-    totals = Totals(
+    totals = ImportTotals(
         deleted=deletions.marked, deleted_unknown=deletions.unknown, api_calls=connector.api_calls - calls_before
     )
     return state.model_copy(
         update={
             "totals": state.totals.plus(totals),
-            "page": PageCursor(number=state.page.number + 1, cursor=after, done=after is None, phase="sweep"),
+            "page": ImportCursor(number=state.page.number + 1, cursor=after, done=after is None, phase="sweep"),
         }
     )
 
 
-def _population_chunk(container: Container, run: RunContext, number: int) -> list[str]:
+def _population_chunk(container: Container, run: ImportRun, number: int) -> list[str]:
     key = f"{run.population_prefix}/{number + 1:06d}.json"
     body = container.aws.client("s3").get_object(Bucket=container.settings.data_bucket, Key=key)["Body"].read()
     ids = json.loads(body)
@@ -485,13 +485,13 @@ def _population_chunk(container: Container, run: RunContext, number: int) -> lis
     return [str(i) for i in ids]
 
 
-def finish_import(state: ImportState, container: Container) -> RunSummary:
+def finish_import(state: ImportState, container: Container) -> ImportSummary:
     """Move the watermark to the window's end - only forward, only under this run's lease - and close."""
     run = state.run
     if not state.page.done:
         raise ConfigurationError("finish was called before the last page was applied")
     window = run.window()
-    summary = RunSummary(
+    summary = ImportSummary(
         sync_id=run.sync_id,
         run_id=run.run_id,
         status="SUCCEEDED",
@@ -513,9 +513,9 @@ def finish_import(state: ImportState, container: Container) -> RunSummary:
 
 
 __all__ = [
+    "ImportPopulation",
     "ImportState",
-    "Population",
-    "RunSummary",
+    "ImportSummary",
     "StartImportEvent",
     "finish_import",
     "import_page",
