@@ -140,8 +140,8 @@ class RestApi:
                 moment = parsedate_to_datetime(since)
             except (TypeError, ValueError):
                 moment = None
-            unchanged = moment is not None and moment.tzinfo is not None
-            if unchanged and moment is not None and definition.metadata_changed_at.replace(microsecond=0) < moment:
+            changed_at = definition.metadata_changed_at.replace(microsecond=0)
+            if moment is not None and moment.tzinfo is not None and changed_at < moment:
                 return Response(status=304)
         return json_response(definition.describe(call.version))
 
