@@ -18,6 +18,7 @@ from .records import LocalRecord, RecordRejected, RejectCode
 from .types import NATURAL_LOCAL_TYPE, Conversion, CrmFieldType, LocalType
 
 LOCAL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+ENUMERATION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 RESERVED_LOCAL_NAMES = frozenset(
     {
         "pk",
@@ -51,6 +52,11 @@ class FieldMapping(BaseModel):
         description="import the CRM's display label instead of the stored value: option-set labels, "
         "yes/no labels, the name of a looked-up record (Dynamics formatted values)",
     )
+    enumeration: str | None = Field(
+        default=None,
+        description="a conversion through a synced enumeration (SPEC S2): an import stores the label of the "
+        "CRM's value, an export sends the value of the local label (option-set integers <-> labels)",
+    )
 
     _check_remote = field_validator("remote")(check_field_name)
 
@@ -61,6 +67,13 @@ class FieldMapping(BaseModel):
             raise ValueError(f"{name!r} is not a valid local attribute name (letters, digits, _; 64 max)")
         if name in RESERVED_LOCAL_NAMES:
             raise ValueError(f"{name!r} is reserved by crmsync; choose another local name")
+        return name
+
+    @field_validator("enumeration")
+    @classmethod
+    def _enumeration_name(cls, name: str | None) -> str | None:
+        if name is not None and not ENUMERATION_NAME.match(name):
+            raise ValueError(f"{name!r} is not an enumeration name (letters, digits, _ . -; 64 max)")
         return name
 
     @field_validator("replace")
@@ -84,6 +97,8 @@ class FieldMapping(BaseModel):
                 ) from None
         if self.max_length is not None and self.type is not LocalType.STRING:
             raise ValueError("max_length applies to string attributes only")
+        if self.enumeration is not None and self.type not in (None, LocalType.STRING):
+            raise ValueError("an enumeration conversion gives the label, a text: the local type must be string")
         return self
 
 
