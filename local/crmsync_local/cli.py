@@ -141,13 +141,27 @@ def config_validate(
         op = operator(stack)
         connectors: dict[str, Any] = {}
 
+        unreachable: dict[str, str] = {}
+
         def describe(connection: str, object_name: str) -> Any:
-            if connection not in connectors:
-                connectors[connection] = op.connector(connection, config)
-            return connectors[connection].describe(object_name)
+            if connection in unreachable:
+                return None
+            try:
+                if connection not in connectors:
+                    connectors[connection] = op.connector(connection, config)
+                return connectors[connection].describe(object_name)
+            except ConfigurationError:
+                raise
+            except CrmsyncError as exc:
+                unreachable[connection] = f"{type(exc).__name__}: {exc}"
+                return None
 
         check = guarded(lambda: check_config(config, describe))
         source = "the live CRMs"
+        for connection, reason in unreachable.items():
+            errors.print(f"[red]could not check the syncs of {connection}:[/red] {reason}", highlight=False)
+        if unreachable and not check.problems:
+            raise typer.Exit(1)
     else:
         folder = snapshot_folder(file, config)
         check = guarded(lambda: check_config(config, lambda c, o: load_snapshot(folder, c, o)))
