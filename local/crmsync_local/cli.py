@@ -22,9 +22,10 @@ from typing import Annotated, Any
 import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from crmsync.config import CrmsyncConfig, config_json_schema, load_config
+from crmsync.config import CrmsyncConfig, config_json_schema, load_config_file
 from crmsync.errors import ConfigurationError, CrmsyncError
 from crmsync.services.deletion_imports import parse_period
 from crmsync.services.operations import ConnectionCheck, Operator, data_loader_error_file
@@ -70,6 +71,29 @@ app.add_typer(watermark_app, name="watermark")
 app.add_typer(rejects_app, name="rejects")
 app.add_typer(local_app, name="local")
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("crmsync")
+        except PackageNotFoundError:  # run from a source tree (PYTHONPATH), not installed
+            from crmsync import __version__ as number
+        sys.stdout.write(f"crmsync {number}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """crmsync: keep a marketing database and a CRM in step."""
+
+
 console = Console()
 errors = Console(stderr=True)
 
@@ -78,7 +102,7 @@ STATUS_EXIT = {"SUCCEEDED": 0, "FAILED": 1, "REFUSED": 3}
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -97,11 +121,11 @@ def operator(stack: str) -> Operator:
 
 def read_config(path: Path) -> CrmsyncConfig:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise fail(f"cannot read {path}: {exc.strerror}", 2) from None
     try:
-        return load_config(text, source=str(path))
+        return load_config_file(data, source=str(path))
     except ConfigurationError as exc:
         errors.print(f"[red]{path}: {len(exc.problems)} problem(s)[/red]", highlight=False, soft_wrap=True)
         for problem in exc.problems:
@@ -686,6 +710,19 @@ def rejects_replay(
 
 
 # ------------------------------------------------------------------------------------- local
+def local_module(name: str) -> Any:
+    """Import a module of the local stack, which needs the `local` extra (moto and the emulators' servers);
+    the operator's commands never import it, so `pip install 'crmsync[cli]'` stays small."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as missing:
+        raise fail(
+            f"the local stack needs {missing.name!r}, which `pip install 'crmsync[local]'` installs", 2
+        ) from None
+
+
 @local_app.command("up")
 def local_up(
     state_file: Annotated[Path, typer.Option("--state-file", help="Where to write the endpoints (JSON).")] = Path(
@@ -694,7 +731,7 @@ def local_up(
     port: Annotated[int, typer.Option(help="Port of the AWS endpoint (0: any free port).")] = 0,
 ) -> None:
     """Serve the local stack and the Salesforce and Dynamics emulators until interrupted."""
-    from crmsync_local.environment import LocalEnvironment
+    LocalEnvironment = local_module("crmsync_local.environment").LocalEnvironment
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -721,20 +758,21 @@ def local_up(
 @app.command("demo")
 def demo(contacts: Annotated[int, typer.Option(help="How many contacts to seed.")] = 2400) -> None:
     """Run the main job locally: emulated AWS, Salesforce and Dynamics; first imports, changes, incremental ones."""
-    from crmsync_local.demo import run_demo
-
+    run_demo = local_module("crmsync_local.demo").run_demo
     raise typer.Exit(run_demo(console, contacts=contacts))
 
 
 def rejects_by_symbol(rejects: list[dict[str, Any]]) -> Table:
+    """Counts by error symbol with the fields refused: codes and field names only, never a value (the
+    messages quote the values; `crmsync rejects list` shows them to whoever asks)."""
     table = Table(title="rejects by error symbol")
     table.add_column("errorSymbol")
     table.add_column("count", justify="right")
-    table.add_column("example message")
+    table.add_column("fields")
     counts = Counter(r.get("errorSymbol", "") for r in rejects)
     for symbol, count in counts.most_common():
-        example = next(r.get("errorMessage", "") for r in rejects if r.get("errorSymbol") == symbol)
-        table.add_row(symbol, str(count), example)
+        fields = sorted({f for r in rejects if r.get("errorSymbol") == symbol for f in r.get("fields") or ()})
+        table.add_row(symbol, str(count), ", ".join(fields) or "-")
     return table
 
 

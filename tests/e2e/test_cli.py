@@ -61,6 +61,20 @@ def test_missing_file_is_a_clear_error():
     assert "cannot read" in result.output
 
 
+def test_a_configuration_that_is_not_utf8_exits_2_naming_the_line(tmp_path):
+    latin1 = tmp_path / "latin1.yaml"
+    text = EXAMPLE.read_text().replace(
+        "    object: Contact\n", "    object: Contact\n    description: Contacts crÃ©Ã©s\n", 1
+    )
+    latin1.write_bytes(text.encode("utf-8").replace("Ã©".encode(), b"\xe9"))
+    line = text.splitlines().index("    description: Contacts crÃ©Ã©s") + 1
+    result = CliRunner().invoke(app, ["config", "validate", str(latin1)])
+    assert result.exit_code == 2, result.output
+    assert f"{latin1}:{line}:" in result.output.replace("\n", "")
+    assert "rule N4: input files are UTF-8 text" in result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.fixture
 def served(tmp_path):
     """`crmsync local up` in its own process, and the environment its state file tells clients to use."""

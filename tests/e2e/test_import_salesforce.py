@@ -227,6 +227,20 @@ def test_a_population_file_in_the_data_bucket_imports_exactly_its_ids(sync_env):
     assert (summary["read"], summary["created"]) == (2, 2)
 
 
+def test_a_population_file_that_is_not_utf8_fails_naming_the_file_line_and_rule(sync_env):
+    ids = sync_env.seed_contacts(2)
+    bucket = sync_env.container.settings.data_bucket
+    body = f"Id,Name\n{ids[0]},Jos\xe9\n{ids[1]},Ana\n".encode("latin-1")
+    sync_env.stack.client("s3").put_object(Bucket=bucket, Key="populations/latin1.csv", Body=body)
+    summary = sync_env.run(population={"s3_uri": f"s3://{bucket}/populations/latin1.csv"})
+    assert summary["status"] == "FAILED"
+    assert summary["error"]["type"] == "ConfigurationError"
+    assert summary["error"]["message"].startswith(f"s3://{bucket}/populations/latin1.csv:2:")
+    assert "rule N4: input files are UTF-8 text" in summary["error"]["message"]
+    assert "Jos" not in summary["error"]["message"]
+    assert sync_env.profiles() == []
+
+
 def test_a_population_file_outside_the_data_bucket_is_refused(sync_env):
     summary = sync_env.run(population={"s3_uri": "s3://someone-elses-bucket/ids.csv"})
     assert summary["status"] == "FAILED"

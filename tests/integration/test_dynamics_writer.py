@@ -207,6 +207,7 @@ def test_find_looks_up_many_values_in_a_few_calls_with_quotes_escaped(crm, write
 def export_plan(connector):
     config = parse_config(
         {
+            "version": 1,
             "connections": [
                 {
                     "name": "dyn",

@@ -172,6 +172,7 @@ def test_find_splits_a_long_value_list_into_several_queries_and_finds_every_reco
 def export_plan(connector, **overrides):
     config = parse_config(
         {
+            "version": 1,
             "connections": [
                 {"name": "sf", "kind": "salesforce", "instance_url": "https://x.my.salesforce.com", "secret": "s"}
             ],

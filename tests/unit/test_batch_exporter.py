@@ -65,6 +65,7 @@ def plan_for(**overrides):
     }
     config = parse_config(
         {
+            "version": 1,
             "connections": [
                 {"name": "sf", "kind": "salesforce", "instance_url": "https://x.my.salesforce.com", "secret": "s"}
             ],

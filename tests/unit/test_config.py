@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from crmsync.config import config_json_schema, load_config, parse_config
+from crmsync.config import config_json_schema, load_config, load_config_file, parse_config
 from crmsync.errors import ConfigurationError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "syncs.yaml"
@@ -259,4 +259,95 @@ def test_labels_are_refused_on_a_salesforce_connection():
     assert problems_of(raw) == [
         "syncs[0] (sf-contacts).fields[0].label: labels (formatted values) are read from Dynamics; Salesforce "
         "picklists arrive as their values"
+    ]
+
+
+def test_a_not_wrapped_in_a_one_item_any_under_an_all_is_still_and_not():
+    # A AND (NOT B): the one-item `any` is no level of its own (issue 11, problem 4).
+    raw = base(
+        filter={
+            "all": [
+                {"field": "A", "op": "is_empty"},
+                {"any": [{"not": {"field": "B", "op": "gt", "value": 1}}]},
+            ]
+        }
+    )
+    (problem,) = problems_of(raw)
+    assert problem.startswith("syncs[0] (sf-contacts).filter.all[1].any[0]:")
+    assert "rule I5: no AND NOT" in problem
+
+
+def test_a_not_wrapped_in_several_one_item_levels_is_found_at_any_depth():
+    deep = {"not": {"field": "B", "op": "gt", "value": 1}}
+    for _ in range(4):
+        deep = {"any": [deep]} if "all" in deep or "not" in deep else {"all": [deep]}
+    raw = base(
+        filter={"any": [{"field": "C", "op": "is_empty"}, {"all": [{"field": "A", "op": "is_empty"}, deep]}]}
+    )
+    (problem,) = problems_of(raw)
+    assert "rule I5: no AND NOT" in problem
+
+
+def test_a_not_among_several_or_items_under_an_all_is_allowed():
+    config = parse_config(
+        base(
+            filter={
+                "all": [
+                    {"field": "A", "op": "is_empty"},
+                    {"any": [{"not": {"field": "B", "op": "gt", "value": 1}}, {"field": "C", "op": "is_empty"}]},
+                ]
+            }
+        )
+    )
+    assert config.syncs[0].filter is not None
+
+
+def test_a_key_given_twice_is_refused_naming_its_line():
+    text = EXAMPLE.read_text().replace("    object: Contact\n", "    object: Contact\n    object: User\n", 1)
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(text, source="syncs.yaml", environ={"CRMSYNC_SALESFORCE_URL": "https://x.example"})
+    (problem,) = caught.value.problems
+    line = text.splitlines().index("    object: User") + 1
+    assert problem.startswith(f"syncs.yaml:{line}:")
+    assert "duplicate key 'object'" in problem
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "{}\n"])
+def test_an_empty_configuration_is_refused(text):
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(text)
+    assert caught.value.problems
+    assert all("version" in p or "connections" in p or "syncs" in p for p in caught.value.problems)
+
+
+@pytest.mark.parametrize("missing", ["version", "connections", "syncs"])
+def test_version_connections_and_syncs_are_required(missing):
+    raw = base()
+    del raw[missing]
+    assert problems_of(raw) == [f"{missing}: required setting is missing"]
+
+
+def test_a_misspelled_operation_key_names_the_allowed_operations_on_one_line():
+    raw = base()
+    raw["syncs"][0]["operaton"] = raw["syncs"][0].pop("operation")
+    assert problems_of(raw) == [
+        "syncs[0] (sf-contacts).operation: required setting is missing ('operaton' is not a setting: is it a "
+        "misspelling of 'operation'?); use one of 'import', 'export', 'import_deleted', 'delete', 'enumerations'"
+    ]
+
+
+def test_a_connection_without_a_kind_names_the_allowed_ones():
+    raw = base()
+    del raw["connections"][0]["kind"]
+    assert problems_of(raw) == [
+        "connections[0].kind: required setting is missing; use one of 'salesforce', 'dynamics'"
+    ]
+
+
+def test_a_configuration_file_that_is_not_utf8_names_its_line_and_column():
+    data = b"version: 1\nconnections: []\n# cr\xe9\xe9 par Ren\xe9\nsyncs: []\n"
+    with pytest.raises(ConfigurationError) as caught:
+        load_config_file(data, source="syncs.yaml")
+    assert caught.value.problems == [
+        "syncs.yaml:3:5: byte 0xe9 is not UTF-8 (rule N4: input files are UTF-8 text); save the file as UTF-8"
     ]

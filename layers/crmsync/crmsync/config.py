@@ -7,9 +7,10 @@ never in the file: a connection names its AWS Secrets Manager secret.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -20,6 +21,7 @@ from .domain.filters import AllOf, AnyOf, Condition, Filter, FilterNode, NotOf, 
 from .domain.mapping import FieldMapping
 from .domain.types import AttributeType
 from .errors import ConfigurationError
+from .inputs import decode_text
 
 IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 OPTION_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -681,6 +683,13 @@ SyncDefinition = Annotated[
     ImportSync | ExportSync | DeletionImportSync | CrmDeleteSync | EnumerationSync,
     Field(discriminator="operation"),
 ]
+SYNC_OPERATIONS: tuple[str, ...] = tuple(
+    get_args(model.model_fields["operation"].annotation)[0]
+    for model in (ImportSync, ExportSync, DeletionImportSync, CrmDeleteSync, EnumerationSync)
+)
+CONNECTION_KINDS: tuple[str, ...] = tuple(
+    get_args(model.model_fields["kind"].annotation)[0] for model in (SalesforceConnection, DynamicsConnection)
+)
 
 
 # ------------------------------------------------------------------------------------- marketing attributes
@@ -729,10 +738,12 @@ class SchemaSettings(_Model):
 class CrmsyncConfig(_Model):
     """A whole configuration file."""
 
-    version: Literal[1] = 1
+    version: Literal[1] = Field(description="the file format's version; 1")
     instance: str = Field(default="crmsync", description="this marketing instance's internal name")
-    connections: list[Connection] = Field(default_factory=list)
-    syncs: list[SyncDefinition] = Field(default_factory=list)
+    connections: list[Connection] = Field(description="the CRMs syncs read from and write to")
+    syncs: list[SyncDefinition] = Field(
+        description="every sync of the instance; `config apply` removes the applied syncs this list no longer has"
+    )
     attributes: list[AttributeDeclaration] = Field(
         default_factory=list,
         description="the marketing side's attributes and their types (SPEC S3); email, denyList*, ccpaOptOut "
@@ -924,6 +935,22 @@ def format_validation_error(error: ValidationError, raw: Any) -> list[str]:
                 f"{ctx.get('discriminator', 'kind').strip(chr(39))}: {ctx.get('tag')!r} is not one of "
                 f"{ctx.get('expected_tags')}"
             )
+        elif item["type"] == "union_tag_not_found":
+            # No `operation` (or `kind`) at all, often a misspelled key: say which values it takes.
+            tag = str((item.get("ctx") or {}).get("discriminator", "kind")).strip("'")
+            allowed = ", ".join(
+                repr(name) for name in (SYNC_OPERATIONS if tag == "operation" else CONNECTION_KINDS)
+            )
+            node: Any = raw
+            for part in item["loc"]:
+                found = (isinstance(node, dict) and part in node) or (
+                    isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+                )
+                node = node[part] if found else None
+            keys = [str(k) for k in node] if isinstance(node, dict) else []
+            near = difflib.get_close_matches(tag, keys, n=1, cutoff=0.75)
+            hint = f" ({near[0]!r} is not a setting: is it a misspelling of {tag!r}?)" if near else ""
+            message = f"{tag}: required setting is missing{hint}; use one of {allowed}"
         for line in message.split("\n"):
             sub, sep, rest = line.partition(": ")
             if sep and re.match(r"^[A-Za-z_]+(\[\d+\])?(\.[A-Za-z_]+(\[\d+\])?)*$", sub):
@@ -937,8 +964,12 @@ def format_validation_error(error: ValidationError, raw: Any) -> list[str]:
 
 def parse_config(raw: Any, *, environ: dict[str, str] | None = None) -> CrmsyncConfig:
     """Validate an already-parsed YAML/JSON document."""
+    if raw is None:
+        raise ConfigurationError(
+            "the configuration is empty; it needs 'version: 1', 'connections' and 'syncs' (see examples/syncs.yaml)"
+        )
     if not isinstance(raw, dict):
-        raise ConfigurationError("the configuration must be a mapping with 'connections' and 'syncs'")
+        raise ConfigurationError("the configuration must be a mapping with 'version', 'connections' and 'syncs'")
     resolved, problems = interpolate_environment(raw, environ)
     if problems:
         raise ConfigurationError(problems)
@@ -948,16 +979,48 @@ def parse_config(raw: Any, *, environ: dict[str, str] | None = None) -> CrmsyncC
         raise ConfigurationError(format_validation_error(exc, resolved)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (YAML 1.2 forbids it; PyYAML
+    silently keeps the last one, so `object: Contact` then `object: User` would sync Users)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, yaml.Mark] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, list | dict):
+            continue  # unhashable; construct_mapping refuses it with its own message
+        if key in seen:
+            first = seen[key]
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first given on line {first.line + 1}); each setting is given once",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_config(text: str, *, source: str = "<config>", environ: dict[str, str] | None = None) -> CrmsyncConfig:
     """Parse and validate YAML text; every problem is one line of the raised `ConfigurationError`."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigurationError(f"{where}: invalid YAML: {problem}") from None
     return parse_config(raw, environ=environ)
+
+
+def load_config_file(data: bytes, *, source: str, environ: dict[str, str] | None = None) -> CrmsyncConfig:
+    """`load_config` on a file's bytes: a file that is not UTF-8 is a problem naming its line."""
+    return load_config(decode_text(data, source), source=source, environ=environ)
 
 
 def config_json_schema() -> dict[str, Any]:
@@ -984,5 +1047,6 @@ __all__ = [
     "SalesforceConnection",
     "SyncDefinition",
     "load_config",
+    "load_config_file",
     "parse_config",
 ]

@@ -4,7 +4,7 @@ A filter is a tree: a *level* is `all` (AND), `any` (OR) or `not`; a leaf is a c
 The rules come from the CRM connector the product was specified from:
 
 - one operator type per level (no AND mixed with OR on a level);
-- no AND NOT;
+- no AND NOT, at any depth: a `not` wrapped in one-item levels under an `all` is still AND NOT;
 - comparisons only against null (is empty / is not empty) or numbers;
 - the value side is an evaluated expression that must give a number;
 - no joins;
@@ -183,12 +183,35 @@ class AllOf(BaseModel):
     def _no_and_not(cls, raw: Any) -> Any:
         children = raw.get("all") if isinstance(raw, dict) else None
         for index, child in enumerate(children if isinstance(children, list) else []):
-            if isinstance(child, NotOf) or (isinstance(child, dict) and "not" in child and "field" not in child):
+            where = _and_not_path(child, f"all[{index}]")
+            if where is not None:
                 raise ValueError(
-                    f"all[{index}]: a 'not' inside an 'all' level is AND NOT, which is not supported "
-                    f"({RULE_NO_AND_NOT}); negate the conditions themselves (eq -> ne, lt -> ge …)"
+                    f"{where}: a 'not' ANDed with the other items of an 'all' level is AND NOT, which is not "
+                    f"supported ({RULE_NO_AND_NOT}); negate the conditions themselves (eq -> ne, lt -> ge …)"
                 )
         return raw
+
+
+def _and_not_path(child: Any, where: str) -> str | None:
+    """Where a child of an `all` level is, in effect, a `not`; None when it is not one.
+
+    A one-item `all` or `any` level is no level at all (`A AND (NOT B)` is `A AND NOT B`), so it is
+    looked through, however deep the wrapping goes; a level of several items is a real OR or AND.
+    """
+    while True:
+        if isinstance(child, NotOf) or (isinstance(child, dict) and "not" in child and "field" not in child):
+            return where
+        items: Any = None
+        key = ""
+        if isinstance(child, AllOf | AnyOf):
+            key = "all" if isinstance(child, AllOf) else "any"
+            items = getattr(child, key)
+        elif isinstance(child, dict) and "field" not in child and len(child) == 1:
+            key = next(iter(child))
+            items = child[key] if key in ("all", "any") else None
+        if not isinstance(items, list) or len(items) != 1:
+            return None
+        child, where = items[0], f"{where}.{key}[0]"
 
 
 class AnyOf(BaseModel):

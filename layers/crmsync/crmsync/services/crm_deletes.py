@@ -28,6 +28,7 @@ from ..connectors.salesforce.soql import is_salesforce_id
 from ..domain.records import CrmDeletion, Reject, RejectCode
 from ..domain.windows import compute_window, format_watermark
 from ..errors import ConfigurationError, CrmOutcomeUnknown
+from ..inputs import decode_text
 from ..stores.batches import BatchAlreadyDone, BatchLedger
 from ..stores.profiles import link_name
 from ..stores.rejects import RejectContext
@@ -203,7 +204,7 @@ def _given_ids(container: Container, population: DeletePopulation) -> list[str]:
             f"(the functions may read nothing else); got {population.s3_uri}"
         )
     body = container.aws.client("s3").get_object(Bucket=match.group(1), Key=match.group(2))["Body"].read()
-    rows = csv.reader(io.StringIO(body.decode("utf-8-sig")))
+    rows = csv.reader(io.StringIO(decode_text(body, population.s3_uri or "")))
     ids = [row[0].strip() for row in rows if row and row[0].strip()]
     return [i for i in ids if i.lower() not in ("id", "crmid", "externalid")]
 

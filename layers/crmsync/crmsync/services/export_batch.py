@@ -20,7 +20,6 @@ from ..domain.reconciliation import normalize_key
 from ..domain.records import RecordRejected, Reject, RejectCode
 from ..domain.routing import CrmMatch, Route, route_by_link, route_lead_or_contact
 from ..errors import CrmOutcomeUnknown
-from ..privacy import mask_personal_data
 from ..stores.profiles import ExportedProfile, ExportLink, link_name
 from .export_plan import ExportPlan, ObjectTarget
 
@@ -205,7 +204,7 @@ class BatchExporter:
             logger.warning(
                 "%d owner(s) not found among the CRM's users; their records keep their current owner",
                 len(unmatched),
-                extra={"owners": [mask_personal_data(v) for v in sorted(unmatched)][:20]},
+                extra={"owner_attribute": plan.owner_local},
             )
         return owners
 

@@ -13,7 +13,6 @@ so nothing is exported twice and nothing is lost (SPEC E4).
 
 from __future__ import annotations
 
-import codecs
 import csv
 import json
 import logging
@@ -30,6 +29,7 @@ from ..domain.conversions import parse_crm_datetime
 from ..domain.records import Reject, RejectCode
 from ..domain.windows import ImportWindow, compute_window, format_watermark
 from ..errors import ConfigurationError
+from ..inputs import text_lines
 from ..stores.batches import BatchAlreadyDone, BatchLedger
 from ..stores.profiles import link_name
 from ..stores.rejects import RejectContext
@@ -329,7 +329,7 @@ def _given_profiles(
 
 
 def _file_rows(body: Any, key: str) -> Iterator[dict[str, Any]]:
-    reader = codecs.getreader("utf-8-sig")(body)
+    reader = text_lines(body, key)
     if key.endswith(".csv"):
         yield from csv.DictReader(reader)
     elif key.endswith((".jsonl", ".ndjson", ".json")):

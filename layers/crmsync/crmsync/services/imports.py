@@ -30,6 +30,7 @@ from ..connectors.salesforce.soql import is_salesforce_id
 from ..domain.records import CrmDeletion, DeletionResult, LocalRecord, RecordRejected, Reject, RejectCode
 from ..domain.windows import ImportWindow, compute_window, format_watermark
 from ..errors import ConfigurationError, DeltaTokenExpired
+from ..inputs import decode_text
 from ..stores.rejects import RejectContext
 from ..wiring import Container
 from .import_plan import ImportPlan, resolve_import_plan
@@ -259,7 +260,8 @@ def _stage_population(container: Container, run: RunContext, population: Populat
                 f"population files are read from s3://{container.settings.data_bucket}/populations/ only "
                 f"(the functions may read nothing else); got {population.s3_uri}"
             )
-        body = s3.get_object(Bucket=match.group(1), Key=match.group(2))["Body"].read().decode("utf-8-sig")
+        data = s3.get_object(Bucket=match.group(1), Key=match.group(2))["Body"].read()
+        body = decode_text(data, population.s3_uri or "")
         ids = [line.split(",")[0].strip().strip('"') for line in body.splitlines()]
         ids = [i for i in ids if i and i.lower() not in ("id", "crmid", "externalid")]
     # Dataverse answers GUIDs in lower case; Salesforce ids are case-sensitive.

@@ -1,4 +1,10 @@
-"""Rejects: every refused record is logged as a warning and, when routing is on, sent to SQS (SPEC R1)."""
+"""Rejects: every refused record is logged as a warning and, when routing is on, sent to SQS (SPEC R1).
+
+The warning carries the error code, the field names and the ids - never the CRM's message, which quotes
+the refused values (`Email: invalid email address: jean.dupont@example`, `'+33 6 12 34 56 78' is not an
+integer`) in forms no mask can list (SPEC N4). The message routed to the queue keeps it whole, with the
+record, for whoever inspects or replays the reject.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..domain.records import Reject
-from ..privacy import mask_personal_data
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +46,16 @@ class RejectRouter:
         """Log each reject; send them when `enabled`. Returns how many were sent."""
         for reject in rejects:
             logger.warning(
-                "reject %s: %s",
+                "reject %s on %s",
                 reject.error_symbol,
-                mask_personal_data(reject.error_message),
+                ", ".join(reject.fields) or "the record",
                 extra={
                     "sync_id": context.sync_id,
                     "run_id": context.run_id,
                     "crm_id": reject.crm_id,
+                    "profile_id": reject.profile_id,
                     "error_symbol": reject.error_symbol,
+                    "fields": list(reject.fields),
                     "routed": enabled,
                 },
             )
