@@ -61,12 +61,14 @@ SUMMARY_LABELS = {
 rejects_app = typer.Typer(no_args_is_help=True, help="Inspect, export and replay the records a sync refused.")
 local_app = typer.Typer(no_args_is_help=True, help="The embedded local environment (emulated AWS and CRMs).")
 connection_app = typer.Typer(no_args_is_help=True, help="Check a CRM connection.")
+enumerations_app = typer.Typer(no_args_is_help=True, help="Read the enumerations enumeration syncs keep.")
 schema_app = typer.Typer(
     no_args_is_help=True, help="Discover the CRM's objects and fields, write starting mappings, save snapshots."
 )
 app.add_typer(config_app, name="config")
 app.add_typer(connection_app, name="connection")
 app.add_typer(schema_app, name="schema")
+app.add_typer(enumerations_app, name="enumerations")
 app.add_typer(watermark_app, name="watermark")
 app.add_typer(rejects_app, name="rejects")
 app.add_typer(local_app, name="local")
@@ -424,6 +426,28 @@ def schema_pull(
         console.print(f"{description.name}: {len(description.fields)} fields -> {path}", highlight=False)
 
 
+# ------------------------------------------------------------------------------------- enumerations
+@enumerations_app.command("show")
+def enumerations_show(
+    name: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """NAME's values in the CRM's order: value, label, active, default, where they came from (SPEC S2)."""
+    values = guarded(lambda: operator(stack).container.enumerations.values(name))
+    if as_json:
+        sys.stdout.write(json.dumps([asdict(v) for v in values], ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"enumeration {name}: {len(values)} value(s)")
+    for column in ("value", "label", "active", "default"):
+        table.add_column(column)
+    for value in values:
+        table.add_row(value.value, value.label, "yes" if value.active else "no", "yes" if value.default else "")
+    if values:
+        table.caption = f"from {values[0].source}"
+    console.print(table)
+
+
 # ------------------------------------------------------------------------------------- runs
 def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     table = Table(
@@ -467,12 +491,21 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
         "unknown",
         "splits",
         "owners_unmatched",
+        "added",
+        "removed",
         "api_calls",
         "pages",
         "batches",
     ):
         if key in summary:
             table.add_row(SUMMARY_LABELS.get(key, key.replace("_", " ")), f"{summary[key]:,}")
+    for item in summary.get("enumerations") or []:
+        change = f"{item['values']} values: +{item['added']} ~{item['updated']} -{item['removed']}"
+        if item.get("kept"):
+            change += f", {item['kept']} kept (no replace)"
+        table.add_row(f"enumeration {item['name']}", f"{change} from {item['source']}")
+    if summary.get("new_fields"):
+        table.add_row("new CRM fields", ", ".join(summary["new_fields"]))
     if summary.get("deleted_unknown"):
         table.add_row("deletions of records never imported", f"{summary['deleted_unknown']:,}")
     usage = summary.get("crm_api_usage")

@@ -53,6 +53,8 @@ def test_example_configuration_is_valid():
         ("sf-contacts-compare", "import_deleted"),
         ("dyn-contacts-deleted", "import_deleted"),
         ("sf-contacts-delete", "delete"),
+        ("sf-enumerations", "enumerations"),
+        ("dyn-enumerations", "enumerations"),
     ]
     assert config.connection("dyn-prod").authority is None
 

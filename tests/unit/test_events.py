@@ -27,6 +27,7 @@ def handler_model(function: str):
         "import_page": imports.ImportState,
         "import_finish": imports.ImportState,
         "run_failed": runs.RunFailedEvent,
+        "enumerations_sync": runs.StartRunEvent,
     }[function]
 
 

@@ -49,7 +49,10 @@ def test_retried_errors_are_retryable_crmsync_errors(path):
         assert issubclass(cls, errors.RetryableError), f"{path.name} retries {name}, a permanent error"
 
 
-@pytest.mark.parametrize(("machine", "step"), [("import", "ImportPage"), ("export", "ExportBatch")])
+@pytest.mark.parametrize(
+    ("machine", "step"),
+    [("import", "ImportPage"), ("export", "ExportBatch"), ("enumerations", "SyncEnumerations")],
+)
 def test_every_retryable_error_is_retried_by_the_step_that_talks_to_the_crm(machine, step):
     definition = json.loads((ROOT / f"statemachines/{machine}.asl.json").read_text())
     (state,) = [s for name, s in _states(definition) if name == step]

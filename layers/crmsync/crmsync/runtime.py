@@ -49,6 +49,9 @@ def _record_metrics(request: BaseModel, result: BaseModel) -> None:
     status = getattr(result, "status", None)
     if isinstance(status, str):
         metrics.add_metric(name=f"Runs{status.title()}", unit=MetricUnit.Count, value=1)
+    new_fields = getattr(getattr(result, "run", None), "new_fields", None)
+    if new_fields and getattr(request, "run", None) is None:  # the start step: once per run
+        metrics.add_metric(name="SchemaNewFields", unit=MetricUnit.Count, value=len(new_fields))
 
 
 def step_handler(

@@ -26,6 +26,7 @@ from .connectors.retry import RetryPolicy
 from .errors import ConfigurationError
 from .stores.batches import BatchLedger
 from .stores.definitions import DefinitionStore
+from .stores.enumerations import EnumerationStore
 from .stores.profiles import ProfileStore, ResourceStore
 from .stores.rejects import RejectRouter
 from .stores.runs import RunLedger
@@ -45,6 +46,7 @@ class Settings(BaseModel):
     resources_table: str = Field(alias="RESOURCES_TABLE")
     rejects_queue_url: str = Field(alias="REJECTS_QUEUE_URL")
     data_bucket: str = Field(alias="DATA_BUCKET")
+    enumerations_table: str | None = Field(default=None, alias="ENUMERATIONS_TABLE")
     stack_name: str = Field(default="crmsync", alias="STACK_NAME")
     region: str | None = Field(default=None, alias="AWS_REGION")
     retry_attempts: int = Field(default=4, ge=1, le=10, alias="CRMSYNC_RETRY_ATTEMPTS")
@@ -83,6 +85,7 @@ class Settings(BaseModel):
                 "RESOURCES_TABLE": f"{stack_name}-resources",
                 "REJECTS_QUEUE_URL": queue_url,
                 "DATA_BUCKET": f"{stack_name}-data-{account_id}-{region}",
+                "ENUMERATIONS_TABLE": f"{stack_name}-enumerations",
                 "STACK_NAME": stack_name,
                 "AWS_REGION": region,
             }
@@ -159,6 +162,12 @@ class Container:
     @property
     def resources(self) -> ResourceStore:
         return ResourceStore(self.aws.client("dynamodb"), self.settings.resources_table)
+
+    @property
+    def enumerations(self) -> EnumerationStore:
+        if not self.settings.enumerations_table:
+            raise ConfigurationError("the function's environment lacks ENUMERATIONS_TABLE (see template.yaml)")
+        return EnumerationStore(self.aws.client("dynamodb"), self.settings.enumerations_table)
 
     @property
     def rejects(self) -> RejectRouter:

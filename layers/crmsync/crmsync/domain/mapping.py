@@ -114,6 +114,8 @@ class ResolvedField:
     replace: dict[str, Any]
     max_length: int | None
     label: bool = False
+    enumeration: str | None = None
+    """Converted through this enumeration: its values and labels were added to `replace` at the run's start."""
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -125,6 +127,7 @@ class ResolvedField:
             "replace": self.replace,
             "max_length": self.max_length,
             "label": self.label,
+            **({"enumeration": self.enumeration} if self.enumeration else {}),
         }
 
     @classmethod
@@ -138,6 +141,7 @@ class ResolvedField:
             replace=dict(data.get("replace") or {}),
             max_length=data.get("max_length"),
             label=bool(data.get("label", False)),
+            enumeration=data.get("enumeration"),
         )
 
     @classmethod
@@ -151,6 +155,8 @@ class ResolvedField:
             and crm_type is CrmFieldType.DATETIME
         ):
             local_type = LocalType.DATE
+        if mapping.type is None and mapping.enumeration is not None:
+            local_type = LocalType.STRING  # the enumeration's label
         return cls(
             remote,
             mapping.local,
@@ -160,6 +166,7 @@ class ResolvedField:
             dict(mapping.replace),
             mapping.max_length,
             mapping.label,
+            mapping.enumeration,
         )
 
 

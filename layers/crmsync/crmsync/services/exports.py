@@ -14,6 +14,7 @@ so nothing is exported twice and nothing is lost (SPEC E4).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import ExportSync
-from ..connectors.port import WriteJournal
+from ..connectors.port import ObjectDescription, WriteJournal
 from ..domain.conversions import parse_crm_datetime
 from ..domain.records import Reject, RejectCode
 from ..domain.windows import ImportWindow, compute_window, format_watermark
@@ -35,6 +36,7 @@ from ..stores.profiles import link_name
 from ..stores.rejects import RejectContext
 from ..wiring import Container
 from .batched_runs import ledger_counts, plan_batches, read_part, resumed_run, write_snapshot
+from .enumerations import through_enumerations
 from .export_batch import BatchExporter, SnapshotRecord
 from .export_plan import ExportPlan, resolve_export_plan
 from .runs import (
@@ -47,6 +49,7 @@ from .runs import (
     normalize_started_at,
     sync_to_start,
 )
+from .schema_drift import describe_for_run, mapped_fields
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +146,23 @@ def start_export(event: StartExportEvent, container: Container) -> ExportState:
     with leased(container, sync.id, event.run_id):
         connector = container.connector(connection)
         calls_before = connector.api_calls
-        plan = resolve_export_plan(sync, connector.describe, connection.kind)
+        described = describe_for_run(container.runs, sync, connector, mapped_fields(sync))
+
+        def describe(name: str) -> ObjectDescription:
+            return described.description if name.lower() == sync.object.lower() else connector.describe(name)
+
+        plan = resolve_export_plan(sync, describe, connection.kind)
+        plan = dataclasses.replace(
+            plan,
+            primary=dataclasses.replace(
+                plan.primary, fields=through_enumerations(plan.primary.fields, container, "export")
+            ),
+            contact=None
+            if plan.contact is None
+            else dataclasses.replace(
+                plan.contact, fields=through_enumerations(plan.contact.fields, container, "export")
+            ),
+        )
         started_at = normalize_started_at(event.started_at)
         run = resumed_run(
             container,
@@ -166,6 +185,7 @@ def start_export(event: StartExportEvent, container: Container) -> ExportState:
                 "ledgerRun": run.ledger_run,
                 "batches": run.batches,
                 "records": run.records,
+                **({"newFields": described.new_fields} if described.new_fields else {}),
             },
         )
         logger.info(

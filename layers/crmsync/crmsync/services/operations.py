@@ -23,7 +23,7 @@ from ..errors import ConfigurationError
 from ..stores.watermarks import Watermark
 from ..wiring import AwsClients, Container, Settings
 
-OPERATIONS = ("import", "export", "import_deleted", "delete")
+OPERATIONS = ("import", "export", "import_deleted", "delete", "enumerations")
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 

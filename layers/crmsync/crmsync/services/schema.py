@@ -186,8 +186,13 @@ def _sync_problems(
 
             resolve_export_plan(sync, describe_or_fail, connection.kind)
     except ConfigurationError as exc:
-        # The run's own checks name the sync as `sync <id>`; here it is named by its place in the file.
-        problems += [f"{where}: {p.removeprefix(f'sync {sync.id}: ')}" for p in exc.problems]
+        # The run's own checks name the sync as `sync <id>`; here it is named by its place in the file. Its
+        # type refusals are left to the finer check below, which names the rule broken.
+        problems += [
+            f"{where}: {p.removeprefix(f'sync {sync.id}: ')}"
+            for p in exc.problems
+            if not p.endswith("the types are incompatible (rule S3)")
+        ]
     if isinstance(sync, EnumerationSync):
         return problems + _enumeration_problems(sync, description, where, connection.kind)
     if isinstance(sync, DeletionImportSync) or not isinstance(sync, ImportSync | ExportSync):

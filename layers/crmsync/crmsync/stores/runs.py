@@ -4,11 +4,16 @@ Items of the runs table:
 - `LOCK#<sync>` / `LOCK`: the lease — holder run id and expiry; taken with a conditional put, renewed
   by every step of the holder, deleted (conditionally) when the run ends.
 - `RUN#<sync>` / `<startedAt>#<runId>`: one per run — status, window, counts, error.
+- `SCHEMA#<sync>` / `SCHEMA`: the object's description as the sync's last run saw it (zlib-compressed
+  JSON), when the CRM said so (`describedAt`, for `If-Modified-Since`) and which definition of the sync
+  accepted it: what the next run's drift check compares with.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -185,3 +190,36 @@ class RunLedger:
             Limit=limit,
         )
         return [deserialize(i) for i in response.get("Items", [])]
+
+    # -- schema seen -------------------------------------------------------------------------------
+    @staticmethod
+    def _schema_key(sync_id: str) -> dict[str, Any]:
+        return serialize({"pk": f"SCHEMA#{sync_id}", "sk": "SCHEMA"})
+
+    def schema_seen(self, sync_id: str) -> dict[str, Any] | None:
+        """`{"description": <snapshot JSON>, "describedAt": str | None, "definition": str}` or None."""
+        response = self.client.get_item(TableName=self.table, Key=self._schema_key(sync_id), ConsistentRead=True)
+        if "Item" not in response:
+            return None
+        item = deserialize(response["Item"])
+        body = item["body"]
+        raw = body.value if hasattr(body, "value") else body
+        return {
+            "description": json.loads(zlib.decompress(bytes(raw))),
+            "describedAt": item.get("describedAt"),
+            "definition": item.get("definition", ""),
+        }
+
+    def remember_schema(
+        self, sync_id: str, description: dict[str, Any], described_at: str | None, definition: str
+    ) -> None:
+        item: dict[str, Any] = {
+            "pk": f"SCHEMA#{sync_id}",
+            "sk": "SCHEMA",
+            "body": zlib.compress(json.dumps(description, separators=(",", ":")).encode(), 6),
+            "definition": definition,
+            "savedAt": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if described_at:
+            item["describedAt"] = described_at
+        self.client.put_item(TableName=self.table, Item=serialize(item))

@@ -537,6 +537,11 @@ class DynamicsConnector:
             change_tracking=table.change_tracking,
         )
 
+    def describe_if_modified(self, object_name: str, since: str) -> ObjectDescription | None:
+        """Dataverse's `EntityDefinitions` answer no `If-Modified-Since`: always a full description (one
+        metadata call). Its own change feed is `RetrieveMetadataChanges`, which this build does not use."""
+        return self.describe(object_name)
+
     def _option_attributes(self, entity: str, kind: str, attribute: str | None = None) -> list[dict[str, Any]]:
         """The attributes of one option kind through its cast, option sets expanded."""
         cast = OPTION_CASTS[kind]
