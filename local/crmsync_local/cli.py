@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,8 +28,9 @@ from rich.table import Table
 
 from crmsync.config import CrmsyncConfig, config_json_schema, load_config_file
 from crmsync.errors import ConfigurationError, CrmsyncError
+from crmsync.registry import OPERATIONS, Operation, summary_fields
 from crmsync.services.deletion_imports import parse_period
-from crmsync.services.operations import ConnectionCheck, Operator, data_loader_error_file
+from crmsync.services.operations import ApplyReport, ConnectionCheck, Operator, data_loader_error_file
 from crmsync.services.schema import (
     check_config,
     load_snapshot,
@@ -43,12 +45,6 @@ app = typer.Typer(
 )
 config_app = typer.Typer(no_args_is_help=True, help="Validate and apply configuration files.")
 watermark_app = typer.Typer(no_args_is_help=True, help="Read or move a sync's automatic index.")
-DELETION_MODES = {
-    "period": "the CRM's deleted-records list for the period (both ends included)",
-    "changes": "change tracking: the deletions since the delta link",
-    "compare": "id-set comparison: every CRM id against the local records",
-}
-
 SUMMARY_LABELS = {
     "reported": "deletions reported",
     "compared": "CRM ids compared",
@@ -212,16 +208,56 @@ def config_validate(
 
 
 @config_app.command("apply")
-def config_apply(file: Path, stack: StackOption = "crmsync") -> None:
-    """Validate FILE, store its connections and syncs, create or update their schedules."""
+def config_apply(
+    file: Path,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (added, changed, removed) and change nothing.")
+    ] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """Make the stack's syncs FILE's: store its connections and syncs, create or update their schedules,
+    and remove the syncs (definition and schedule) FILE no longer has; their data, watermarks and rejects
+    stay. The plan is printed first."""
     config = read_config(file)
-    changes = guarded(lambda: operator(stack).apply(config))
+    op = operator(stack)
+    plan = guarded(lambda: op.apply_config(config, dry_run=True))
+    console.print(plan_table(plan, config, title=f"plan for {file} on stack {stack}"))
+    for sync_id, why in plan.waiting.items():
+        console.print(f"[yellow]{sync_id}: removal waits - {why}[/yellow]", highlight=False, soft_wrap=True)
+    if dry_run:
+        console.print("dry run: nothing was changed", highlight=False)
+        return
+    report = guarded(lambda: op.apply_config(config))
     table = Table(title=f"applied {file} to stack {stack}")
     for column in ("sync", "operation", "object", "schedule", "schedule change"):
         table.add_column(column)
-    for sync, change in zip(config.syncs, changes, strict=True):
+    for sync, change in zip(config.syncs, report.schedules, strict=True):
         table.add_row(sync.id, sync.operation, sync.object, sync.schedule or "-", change.action)
+    for change in report.removed:
+        table.add_row(change.sync_id, "-", "-", change.expression or "-", change.action)
     console.print(table)
+
+
+def plan_table(report: ApplyReport, config: CrmsyncConfig, title: str) -> Table:
+    """One row per sync and connection the apply touches: added, changed, unchanged, removed."""
+    plan = report.plan
+    table = Table(title=title)
+    for column in ("change", "sync or connection", "operation", "object"):
+        table.add_column(column)
+    syncs = {s.id: s for s in config.syncs}
+    for change, ids in (("added", plan.added), ("changed", plan.changed), ("unchanged", plan.unchanged)):
+        for sync_id in ids:
+            table.add_row(change, sync_id, syncs[sync_id].operation, syncs[sync_id].object)
+    for sync_id in plan.removed:
+        table.add_row("removal waits" if sync_id in report.waiting else "removed", sync_id, "-", "-")
+    for change, names in (
+        ("added", plan.connections_added),
+        ("changed", plan.connections_changed),
+        ("removed", plan.connections_removed),
+    ):
+        for name in names:
+            table.add_row(change, f"connection {name}", "-", "-")
+    return table
 
 
 @config_app.command("schema")
@@ -449,6 +485,11 @@ def enumerations_show(
 
 
 # ------------------------------------------------------------------------------------- runs
+def _operation(summary: dict[str, Any]) -> Operation:
+    """The registry's row for the operation a summary is of (an import when it says none)."""
+    return OPERATIONS.get(str(summary.get("operation", "import")), OPERATIONS["import"])
+
+
 def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     table = Table(
         title=title or f"{summary.get('operation', 'import')} {summary.get('sync_id')}", show_header=False
@@ -461,7 +502,7 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     table.add_row("run", str(summary.get("run_id")))
     window = summary.get("window") or {}
     if window:
-        end = "end included" if summary.get("operation") == "import_deleted" else "end excluded"
+        end = "end included" if _operation(summary).window_end_included else "end excluded"
         table.add_row("window", f"{window.get('start') or '(beginning)'} -> {window.get('end')} ({end})")
         table.add_row("option", str(window.get("option")))
     reads = {
@@ -473,30 +514,10 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
         table.add_row("read by", reads[summary["change_tracking"]])
     if summary.get("resumed_from"):
         table.add_row("resumed run", str(summary["resumed_from"]))
-    if summary.get("operation") == "import_deleted":
-        table.add_row("found by", DELETION_MODES.get(summary.get("mode", ""), str(summary.get("mode"))))
-    for key in (
-        "read",
-        "selected",
-        "reported",
-        "compared",
-        "checked",
-        "created",
-        "updated",
-        "unchanged",
-        "rejected",
-        "deleted",
-        "already",
-        "already_gone",
-        "unknown",
-        "splits",
-        "owners_unmatched",
-        "added",
-        "removed",
-        "api_calls",
-        "pages",
-        "batches",
-    ):
+    found_by = _operation(summary).found_by
+    if found_by:
+        table.add_row("found by", found_by.get(summary.get("mode", ""), str(summary.get("mode"))))
+    for key in summary_fields(summary.get("operation", "import")):
         if key in summary:
             table.add_row(SUMMARY_LABELS.get(key, key.replace("_", " ")), f"{summary[key]:,}")
     for item in summary.get("enumerations") or []:
@@ -675,23 +696,46 @@ def rejects_list(
     sync_id: str,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     limit: int = 1000,
+    run_id: Annotated[str | None, typer.Option("--run", help="Only the rejects of this run.")] = None,
     stack: StackOption = "crmsync",
 ) -> None:
-    """The sync's rejects in the rejects queue (read without consuming them)."""
-    rejects = guarded(lambda: operator(stack).rejects(sync_id, limit=limit))
+    """The sync's rejects, oldest first. Reading changes nothing: list as often as you like."""
+    rejects = guarded(lambda: operator(stack).rejects(sync_id, limit=limit, run_id=run_id))
     if as_json:
         sys.stdout.write(json.dumps(rejects, ensure_ascii=False, default=str) + "\n")
         return
     table = Table(title=f"{len(rejects)} reject(s) of {sync_id}")
-    for column in ("run", "crm id", "errorSymbol", "errorMessage"):
+    for column in ("stored", "run", "crm id", "errorSymbol", "errorMessage"):
         table.add_column(column)
     for reject in rejects:
         table.add_row(
+            str(reject.get("createdAt") or ""),
             reject.get("runId", ""),
-            str(reject.get("crmId") or ""),
+            str(reject.get("crmId") or reject.get("profileId") or ""),
             reject.get("errorSymbol", ""),
             reject.get("errorMessage", ""),
         )
+    console.print(table)
+
+
+@rejects_app.command("count")
+def rejects_count(
+    sync_id: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """How many rejects the sync has, by error symbol."""
+    counts = guarded(lambda: operator(stack).count_rejects(sync_id))
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"sync_id": sync_id, "total": sum(counts.values()), "by_symbol": counts}) + "\n"
+        )
+        return
+    table = Table(title=f"{sum(counts.values())} reject(s) of {sync_id}")
+    table.add_column("errorSymbol")
+    table.add_column("count", justify="right")
+    for symbol, count in counts.items():
+        table.add_row(symbol, str(count))
     console.print(table)
 
 
@@ -701,10 +745,12 @@ def rejects_export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="CSV file (default: standard output).")
     ] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="Only the rejects of this run.")] = None,
     stack: StackOption = "crmsync",
 ) -> None:
-    """The sync's rejects as a CSV shaped like Data Loader's error file: the record's columns, then ERROR."""
-    rejects = guarded(lambda: operator(stack).rejects(sync_id))
+    """The sync's rejects as a CSV shaped like Data Loader's error file: the record's columns, then ERROR.
+    Exporting changes nothing; the rejects stay until replayed, purged or past their retention."""
+    rejects = guarded(lambda: operator(stack).rejects(sync_id, limit=None, run_id=run_id))
     header, rows = data_loader_error_file(rejects)
     if output is None:
         writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -718,14 +764,81 @@ def rejects_export(
     errors.print(f"{len(rows)} reject(s) written to {output}", highlight=False)
 
 
+@rejects_app.command("purge")
+def rejects_purge(
+    sync_id: str,
+    run_id: Annotated[str | None, typer.Option("--run", help="Only the rejects of this run.")] = None,
+    before: Annotated[
+        str | None,
+        typer.Option("--before", help="Only rejects stored before this ISO date or time (UTC if no zone)."),
+    ] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every reject of the sync.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """Remove rejects for good: those of a run, those stored before a date, or (--all) every one."""
+    if not (run_id or before or everything):
+        raise fail("say what to purge: --run RUN, --before DATE, or --all", 2)
+    cutoff = None
+    if before is not None:
+        try:
+            cutoff = datetime.fromisoformat(before)
+        except ValueError:
+            raise fail(
+                f"--before {before!r} is not an ISO date or time (e.g. 2026-11-01 or 2026-11-01T08:00:00Z)", 2
+            ) from None
+        if cutoff.tzinfo is None:
+            cutoff = cutoff.replace(tzinfo=UTC)
+    purged = guarded(lambda: operator(stack).purge_rejects(sync_id, run_id=run_id, before=cutoff))
+    if as_json:
+        sys.stdout.write(json.dumps({"sync_id": sync_id, "purged": purged}) + "\n")
+        return
+    console.print(f"{purged} reject(s) of {sync_id} purged", highlight=False)
+
+
+@rejects_app.command("dlq")
+def rejects_dlq(
+    sync_id: str,
+    redrive: Annotated[
+        bool, typer.Option("--redrive", help="Store the rejects found and send the notices back to the queue.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """What of the sync reached the rejects queue's dead-letter queue; --redrive moves it back."""
+    found = guarded(lambda: operator(stack).dead_letters(sync_id, redrive=redrive))
+    if as_json:
+        sys.stdout.write(json.dumps(asdict(found), ensure_ascii=False, default=str) + "\n")
+        return
+    table = Table(title=f"{len(found.messages)} message(s) of {sync_id} in the dead-letter queue")
+    for column in ("kind", "run", "crm id", "errorSymbol", "receives"):
+        table.add_column(column)
+    for message in found.messages:
+        table.add_row(
+            message["kind"],
+            str(message.get("runId") or ""),
+            str(message.get("crmId") or ""),
+            str(
+                message.get("errorSymbol") or (f"{message.get('count')} reject(s)" if message.get("count") else "")
+            ),
+            str(message.get("receiveCount", "")),
+        )
+    console.print(table)
+    if redrive:
+        console.print(
+            f"{found.stored} reject(s) stored, {found.requeued} notice(s) sent back to the queue", highlight=False
+        )
+
+
 @rejects_app.command("replay")
 def rejects_replay(
     sync_id: str,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     stack: StackOption = "crmsync",
 ) -> None:
-    """Export the rejected profiles again (after their data was fixed) and wait for the run. A reject
-    leaves the queue once its record was exported, or once the run replaced it with a new reject."""
+    """Send the rejects through the sync again (after the data was fixed) and wait for the run: an export
+    exports the profiles again, an import reads the CRM ids again, a deletion retries the deletes. A
+    reject leaves the store once its record went through, or once the run replaced it with a new reject."""
     op = operator(stack)
     report = guarded(lambda: op.replay_rejects(sync_id))
     if as_json:
@@ -734,8 +847,9 @@ def rejects_replay(
         if report.summary:
             console.print(summary_table(report.summary, title=f"replay of {sync_id}"))
         console.print(
-            f"{report.rejects} reject(s) of {report.profiles} profile(s): {report.exported} exported, "
-            f"{report.rejected_again} refused again, {report.consumed} reject(s) left the queue",
+            f"{report.rejects} {report.operation} reject(s) of {report.records} record(s): {report.applied} went "
+            f"through, {report.rejected_again} refused again, {report.skipped} without an id to replay; "
+            f"{report.consumed} reject(s) left the store",
             highlight=False,
         )
     status = report.summary.get("status", "SUCCEEDED") if report.summary else "SUCCEEDED"

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from crmsync_local.cli import app
@@ -222,3 +223,24 @@ def test_a_deletion_period_that_is_not_a_date_is_refused_before_anything_starts(
     result = CliRunner().invoke(app, ["run", "sf-contacts-deleted", "--from", "last tuesday"])
     assert result.exit_code == 2
     assert "--from/--to" in result.output
+
+
+def test_config_apply_dry_run_prints_the_plan_then_apply_removes_what_the_file_dropped(served, tmp_path):
+    _, env = served
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["syncs"] = [s for s in raw["syncs"] if s["id"] != "sf-contacts-compare"]
+    smaller = tmp_path / "smaller.yaml"
+    smaller.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
+    crmsync("config", "apply", str(EXAMPLE), env=env, check=True)
+
+    dry = crmsync("config", "apply", str(smaller), "--dry-run", env=env, check=True).stdout
+    assert "removed" in dry
+    assert "sf-contacts-compare" in dry
+    assert "dry run: nothing was changed" in dry
+    assert crmsync("watermark", "get", "sf-contacts-compare", env=env).returncode == 0
+
+    applied = crmsync("config", "apply", str(smaller), env=env, check=True).stdout
+    assert "sf-contacts-compare" in applied
+    gone = crmsync("watermark", "get", "sf-contacts-compare", env=env)
+    assert gone.returncode == 2, gone.stderr
+    assert "no sync named 'sf-contacts-compare' was applied" in gone.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from crmsync.registry import OPERATIONS
 from crmsync_local.stack import DEFAULT_TEMPLATE, LocalStack, TemplateError
 from tests.fixtures.local_stack import AwsEnv, LocalStackFactory
 
@@ -52,11 +53,11 @@ def test_queues_bucket_state_machine_group_and_role_exist_under_their_names(aws_
     assert sqs.get_queue_url(QueueName="crmsync-rejects-dlq")["QueueUrl"].endswith("/crmsync-rejects-dlq")
     assert aws_env.names["RejectsQueue"] == f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/crmsync-rejects"
     aws_env.client("s3").head_bucket(Bucket=f"crmsync-data-{ACCOUNT}-us-east-1")
-    for operation in ("import", "export"):
-        machine_arn = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-{operation}"
-        assert aws_env.names[f"{operation.title()}StateMachine"] == machine_arn
+    for operation in OPERATIONS.values():
+        machine_arn = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-{operation.machine}"
+        assert aws_env.names[operation.logical_id] == machine_arn
         described = aws_env.client("stepfunctions").describe_state_machine(stateMachineArn=machine_arn)
-        assert described["name"] == f"crmsync-{operation}"
+        assert described["name"] == f"crmsync-{operation.machine}"
     assert aws_env.client("scheduler").get_schedule_group(Name="crmsync-syncs")["Name"] == "crmsync-syncs"
     assert aws_env.client("iam").get_role(RoleName="crmsync-scheduler")["Role"]["Arn"] == (
         f"arn:aws:iam::{ACCOUNT}:role/crmsync-scheduler"

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from crmsync.errors import SyncNotFound
+
 pytestmark = pytest.mark.slow
 
 
@@ -39,3 +41,62 @@ def test_a_scheduled_run_of_a_disabled_sync_is_refused_before_reading(sync_env):
     assert summary["status"] == "FAILED"
     assert "disabled" in summary["error"]["message"]
     assert sync_env.profiles() == []
+
+
+def without(config, *sync_ids):
+    return config.model_copy(update={"syncs": [s for s in config.syncs if s.id not in sync_ids]})
+
+
+def test_a_sync_dropped_from_the_file_loses_its_definition_and_schedule_and_keeps_its_data(sync_env):
+    sync_env.seed_contacts(2)
+    assert sync_env.run()["created"] == 2
+    option, mark = sync_env.operator.watermark("sf-contacts")
+    report = sync_env.operator.apply_config(without(sync_env.config, "sf-contacts"))
+    assert report.plan.removed == ["sf-contacts"]
+    assert [(c.sync_id, c.action) for c in report.removed] == [("sf-contacts", "removed")]
+    with pytest.raises(sync_env.stack.client("scheduler").exceptions.ResourceNotFoundException):
+        schedule(sync_env, "sf-contacts")
+    with pytest.raises(SyncNotFound):
+        sync_env.operator.start("sf-contacts")
+    assert len(sync_env.profiles()) == 2
+    assert sync_env.container.watermarks.get(option) == mark
+    assert schedule(sync_env, "sf-subscriptions")["State"] == "ENABLED"
+
+
+def test_a_dry_run_plans_added_changed_and_removed_and_changes_nothing(sync_env):
+    contacts, subscriptions, *rest = sync_env.config.syncs
+    edited = subscriptions.model_copy(update={"schedule": "rate(2 hours)"})
+    added = contacts.model_copy(
+        update={"id": "sf-contacts-copy", "watermark": contacts.watermark.model_copy(update={"option": "COPY"})}
+    )
+    config = sync_env.config.model_copy(update={"syncs": [edited, *rest, added]})
+    report = sync_env.operator.apply_config(config, dry_run=True)
+    plan = report.plan
+    assert (plan.added, plan.changed, plan.removed) == (
+        ["sf-contacts-copy"],
+        ["sf-subscriptions"],
+        ["sf-contacts"],
+    )
+    assert sorted(plan.unchanged) == sorted(s.id for s in rest)
+    assert (report.schedules, report.removed) == ([], [])
+    assert schedule(sync_env, "sf-contacts")["State"] == "ENABLED"
+    assert schedule(sync_env, "sf-subscriptions")["ScheduleExpression"] != "rate(2 hours)"
+    assert sync_env.container.definitions.sync("sf-contacts").sync == contacts
+    with pytest.raises(SyncNotFound):
+        sync_env.container.definitions.sync("sf-contacts-copy")
+
+
+def test_a_removed_sync_with_a_run_in_flight_waits_for_it_with_its_schedule_disabled(sync_env):
+    runs = sync_env.container.runs
+    runs.acquire("sf-contacts", "sf-contacts-manual-in-flight", 600)
+    report = sync_env.operator.apply_config(without(sync_env.config, "sf-contacts"))
+    assert "run sf-contacts-manual-in-flight is in flight" in report.waiting["sf-contacts"]
+    assert [(c.sync_id, c.action) for c in report.removed] == [("sf-contacts", "disabled")]
+    assert schedule(sync_env, "sf-contacts")["State"] == "DISABLED"
+    assert sync_env.container.definitions.sync("sf-contacts").sync.id == "sf-contacts"  # the run still reads it
+
+    runs.release("sf-contacts", "sf-contacts-manual-in-flight")
+    again = sync_env.operator.apply_config(without(sync_env.config, "sf-contacts"))
+    assert (again.waiting, [(c.sync_id, c.action) for c in again.removed]) == ({}, [("sf-contacts", "removed")])
+    with pytest.raises(SyncNotFound):
+        sync_env.container.definitions.sync("sf-contacts")

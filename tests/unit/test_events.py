@@ -6,29 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from crmsync.registry import all_steps
+
 ROOT = Path(__file__).parents[2]
 EVENTS = sorted((ROOT / "events").glob("*/*.json"))
 
 
 def handler_model(function: str):
-    from crmsync.services import crm_deletes, deletion_imports, exports, imports, runs
-
-    return {
-        "deletion_import_start": deletion_imports.StartDeletionImportEvent,
-        "deletion_import_page": deletion_imports.DeletionImportState,
-        "deletion_import_finish": deletion_imports.DeletionImportState,
-        "delete_start": crm_deletes.StartDeleteEvent,
-        "delete_batch": crm_deletes.DeleteBatchEvent,
-        "delete_finish": crm_deletes.DeleteState,
-        "export_start": exports.StartExportEvent,
-        "export_batch": exports.ExportBatchEvent,
-        "export_finish": exports.ExportState,
-        "import_start": imports.StartImportEvent,
-        "import_page": imports.ImportState,
-        "import_finish": imports.ImportState,
-        "run_failed": runs.RunFailedEvent,
-        "enumerations_sync": runs.StartRunEvent,
-    }[function]
+    (step,) = [step for step in all_steps() if step.function == function]
+    return step.event_model()
 
 
 def test_every_function_has_sample_events():
@@ -47,3 +33,15 @@ def test_handler_module_exposes_handler(function):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert callable(module.handler)
+
+
+@pytest.mark.parametrize("step", all_steps(), ids=lambda s: s.function)
+def test_handler_parses_the_registry_event_and_runs_its_use_case(step):
+    """The two lines of `functions/<step>/app.py` are the registry's row: its event model and its use case."""
+    source = (ROOT / "functions" / step.function / "app.py").read_text()
+    event_module, _, event = step.event.partition(":")
+    case_module, _, use_case = step.use_case.partition(":")
+    assert event_module == case_module
+    assert f"from {event_module} import {event}, {use_case}" in source
+    assert f"step_handler({event}, {use_case}, name={step.function!r})".replace("'", '"') in source
+    assert callable(step.run())

@@ -27,19 +27,39 @@ QUOTING = [
 VALUES = ["jean.dupont", "Fuente", "Gómez", "+33 6 12 34 56 78", "12 34"]
 
 
-class Queue:
+class Store:
+    """Stands in for the reject store: keeps what it is given in the message shape."""
+
     def __init__(self):
         self.bodies = []
 
-    def send_message_batch(self, QueueUrl, Entries):
-        self.bodies += [json.loads(e["MessageBody"]) for e in Entries]
+    def put(self, rejects, context):
+        messages = [
+            r.as_message(
+                sync_id=context.sync_id,
+                run_id=context.run_id,
+                operation=context.operation,
+                direction=context.direction,
+            )
+            for r in rejects
+        ]
+        self.bodies += messages
+        return [str(i) for i in range(len(messages))]
+
+
+class Queue:
+    def __init__(self):
+        self.notices = []
+
+    def send_message(self, QueueUrl, MessageBody, **_):
+        self.notices.append(json.loads(MessageBody))
         return {}
 
 
 @pytest.mark.parametrize("routed", [True, False])
 def test_reject_warnings_carry_codes_fields_and_ids_but_no_value(caplog, routed):
     with caplog.at_level(logging.WARNING, logger="crmsync"):
-        RejectRouter(Queue(), "url").route(QUOTING, CONTEXT, enabled=routed)
+        RejectRouter(Store(), Queue(), "url").route(QUOTING, CONTEXT, enabled=routed)
     logged = [
         (r.getMessage(), json.dumps({k: str(v) for k, v in r.__dict__.items()}, ensure_ascii=False))
         for r in caplog.records
@@ -59,6 +79,8 @@ def test_reject_warnings_carry_codes_fields_and_ids_but_no_value(caplog, routed)
 
 
 def test_the_routed_reject_keeps_the_crm_message_whole():
-    queue = Queue()
-    RejectRouter(queue, "url").route(QUOTING, CONTEXT)
-    assert [b["errorMessage"] for b in queue.bodies] == [r.error_message for r in QUOTING]
+    store, queue = Store(), Queue()
+    RejectRouter(store, queue, "url").route(QUOTING, CONTEXT)
+    assert [b["errorMessage"] for b in store.bodies] == [r.error_message for r in QUOTING]
+    for value in VALUES:
+        assert value not in json.dumps(queue.notices, ensure_ascii=False), value

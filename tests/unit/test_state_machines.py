@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from crmsync import errors
+from crmsync.registry import OPERATIONS, RUN_FAILED
 
 ROOT = Path(__file__).parents[2]
 ASL_FILES = sorted((ROOT / "statemachines").glob("*.asl.json"))
@@ -49,20 +50,37 @@ def test_retried_errors_are_retryable_crmsync_errors(path):
         assert issubclass(cls, errors.RetryableError), f"{path.name} retries {name}, a permanent error"
 
 
-@pytest.mark.parametrize(
-    ("machine", "step"),
-    [("import", "ImportPage"), ("export", "ExportBatch"), ("enumerations", "SyncEnumerations")],
-)
-def test_every_retryable_error_is_retried_by_the_step_that_talks_to_the_crm(machine, step):
-    definition = json.loads((ROOT / f"statemachines/{machine}.asl.json").read_text())
-    (state,) = [s for name, s in _states(definition) if name == step]
+CRM_STEPS = [(op, step) for op in OPERATIONS.values() for step in op.steps if step.talks_to_crm]
+
+
+def test_every_operation_has_a_step_that_talks_to_the_crm():
+    assert {op.name for op, _ in CRM_STEPS} == set(OPERATIONS)
+
+
+@pytest.mark.parametrize(("operation", "step"), CRM_STEPS, ids=lambda v: getattr(v, "name", None) or v.state)
+def test_every_retryable_error_is_retried_by_the_step_that_talks_to_the_crm(operation, step):
+    definition = json.loads((ROOT / operation.asl).read_text())
+    (state,) = [s for name, s in _states(definition) if name == step.state]
     retried = {n for r in state["Retry"] for n in r["ErrorEquals"]}
     retryable = {
         name
         for name, cls in inspect.getmembers(errors, inspect.isclass)
         if issubclass(cls, errors.RetryableError) and cls is not errors.RetryableError
     }
-    assert retryable <= retried
+    assert retryable <= retried, f"{operation.asl}: {step.state} does not retry {sorted(retryable - retried)}"
+
+
+@pytest.mark.parametrize("operation", OPERATIONS.values(), ids=lambda op: op.name)
+def test_every_step_of_the_registry_is_a_task_of_its_state_machine_invoking_its_function(operation):
+    definition = json.loads((ROOT / operation.asl).read_text())
+    tasks = {name: state for name, state in _states(definition) if state["Type"] == "Task"}
+    for step in (*operation.steps, RUN_FAILED):
+        assert step.state in tasks, f"{operation.asl} has no Task {step.state}"
+        assert f"${{{step.logical_id}Arn}}" in json.dumps(tasks[step.state]["Parameters"])
+
+
+def test_every_state_machine_file_is_an_operation_of_the_registry():
+    assert {p.relative_to(ROOT).as_posix() for p in ASL_FILES} == {op.asl for op in OPERATIONS.values()}
 
 
 def test_the_export_map_keeps_no_results_in_its_output():

@@ -51,6 +51,7 @@ NEEDED = {
         ("dynamodb:BatchWriteItem", "ResourcesTable"),
         ("dynamodb:BatchGetItem", "ResourcesTable"),
         ("sqs:SendMessage", "RejectsQueue"),
+        ("dynamodb:BatchWriteItem", "RejectsTable"),
         ("s3:GetObject", "DataBucket"),
         ("s3:PutObject", "DataBucket"),
         ("secretsmanager:GetSecretValue", None),
@@ -82,6 +83,7 @@ NEEDED = {
         ("s3:GetObject", "DataBucket"),
         ("s3:PutObject", "DataBucket"),
         ("sqs:SendMessage", "RejectsQueue"),
+        ("dynamodb:BatchWriteItem", "RejectsTable"),
         ("secretsmanager:GetSecretValue", None),
     },
     "ExportBatchFunction": {
@@ -92,6 +94,7 @@ NEEDED = {
         ("s3:GetObject", "DataBucket"),
         ("s3:PutObject", "DataBucket"),
         ("sqs:SendMessage", "RejectsQueue"),
+        ("dynamodb:BatchWriteItem", "RejectsTable"),
         ("secretsmanager:GetSecretValue", None),
     },
     "ExportFinishFunction": {
@@ -136,6 +139,7 @@ NEEDED = {
         ("s3:GetObject", "DataBucket"),
         ("s3:PutObject", "DataBucket"),
         ("sqs:SendMessage", "RejectsQueue"),
+        ("dynamodb:BatchWriteItem", "RejectsTable"),
         ("secretsmanager:GetSecretValue", None),
     },
     "DeleteBatchFunction": {
@@ -146,6 +150,7 @@ NEEDED = {
         ("s3:GetObject", "DataBucket"),
         ("s3:PutObject", "DataBucket"),
         ("sqs:SendMessage", "RejectsQueue"),
+        ("dynamodb:BatchWriteItem", "RejectsTable"),
         ("secretsmanager:GetSecretValue", None),
     },
     "DeleteFinishFunction": {

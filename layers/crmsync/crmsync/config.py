@@ -275,7 +275,8 @@ class Target(_Model):
 
 class RejectSettings(_Model):
     route: bool = Field(
-        default=True, description="send rejects to the SQS rejects queue (a warning is always logged)"
+        default=True,
+        description="keep rejects in the reject store and notify the rejects queue (a warning is always logged)",
     )
 
 
@@ -904,11 +905,7 @@ def _location(loc: tuple[int | str, ...], raw: Any) -> str:
         else:
             if part in ("salesforce", "dynamics") and loc[0] == "connections":
                 continue
-            if (
-                part in ("import", "export", "import_deleted", "delete", "enumerations")
-                and loc[0] == "syncs"
-                and index == 2
-            ):
+            if loc[0] == "syncs" and index == 2 and part in SYNC_OPERATIONS:
                 continue
             out += f".{part}" if out else str(part)
         if isinstance(node, dict):

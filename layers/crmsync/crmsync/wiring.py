@@ -28,7 +28,7 @@ from .stores.batches import BatchLedger
 from .stores.definitions import DefinitionStore
 from .stores.enumerations import EnumerationStore
 from .stores.profiles import ProfileStore, ResourceStore
-from .stores.rejects import RejectRouter
+from .stores.rejects import DEFAULT_RETENTION_DAYS, RejectRouter, RejectStore
 from .stores.runs import RunLedger
 from .stores.secrets import SecretReader
 from .stores.watermarks import WatermarkStore
@@ -45,6 +45,7 @@ class Settings(BaseModel):
     profiles_table: str = Field(alias="PROFILES_TABLE")
     resources_table: str = Field(alias="RESOURCES_TABLE")
     rejects_queue_url: str = Field(alias="REJECTS_QUEUE_URL")
+    rejects_table: str = Field(alias="REJECTS_TABLE")
     data_bucket: str = Field(alias="DATA_BUCKET")
     enumerations_table: str | None = Field(default=None, alias="ENUMERATIONS_TABLE")
     stack_name: str = Field(default="crmsync", alias="STACK_NAME")
@@ -52,6 +53,9 @@ class Settings(BaseModel):
     retry_attempts: int = Field(default=4, ge=1, le=10, alias="CRMSYNC_RETRY_ATTEMPTS")
     retry_base_delay: float = Field(default=0.5, ge=0, le=30, alias="CRMSYNC_RETRY_BASE_DELAY_SECONDS")
     lease_seconds: int = Field(default=900, ge=60, le=86_400, alias="CRMSYNC_LEASE_SECONDS")
+    reject_retention_days: int = Field(
+        default=DEFAULT_RETENTION_DAYS, ge=0, le=3650, alias="CRMSYNC_REJECT_RETENTION_DAYS"
+    )
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -65,6 +69,7 @@ class Settings(BaseModel):
                 "PROFILES_TABLE",
                 "RESOURCES_TABLE",
                 "REJECTS_QUEUE_URL",
+                "REJECTS_TABLE",
                 "DATA_BUCKET",
             )
             if not env.get(name)
@@ -84,6 +89,7 @@ class Settings(BaseModel):
                 "PROFILES_TABLE": f"{stack_name}-profiles",
                 "RESOURCES_TABLE": f"{stack_name}-resources",
                 "REJECTS_QUEUE_URL": queue_url,
+                "REJECTS_TABLE": f"{stack_name}-rejects",
                 "DATA_BUCKET": f"{stack_name}-data-{account_id}-{region}",
                 "ENUMERATIONS_TABLE": f"{stack_name}-enumerations",
                 "STACK_NAME": stack_name,
@@ -170,13 +176,19 @@ class Container:
         return EnumerationStore(self.aws.client("dynamodb"), self.settings.enumerations_table)
 
     @property
-    def rejects(self) -> RejectRouter:
-        return RejectRouter(
-            self.aws.client("sqs"),
-            self.settings.rejects_queue_url,
+    def reject_store(self) -> RejectStore:
+        return RejectStore(
+            self.aws.client("dynamodb"),
+            self.settings.rejects_table,
             self.aws.client("s3"),
             self.settings.data_bucket,
+            retention_days=self.settings.reject_retention_days,
         )
+
+    @property
+    def rejects(self) -> RejectRouter:
+        """Where a step sends its rejects: logged, stored, and the rejects queue notified."""
+        return RejectRouter(self.reject_store, self.aws.client("sqs"), self.settings.rejects_queue_url)
 
     @property
     def secrets(self) -> SecretReader:

@@ -39,7 +39,7 @@ from ..domain.windows import ImportWindow, format_watermark, parse_watermark
 from ..errors import ConfigurationError, DeletionPeriodRefused, DeltaTokenExpired, TooManyDeletedIds
 from ..wiring import Container
 from .local_deletions import LocalTarget, apply_deletions, local_crm_ids
-from .runs import RunIdentity, StartRunEvent, close_run, leased, normalize_started_at, sync_to_start
+from .runs import Counts, RunIdentity, StartRunEvent, close_run, leased, normalize_started_at, sync_to_start
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class StartDeletionImportEvent(StartRunEvent):
     period: Period | None = None
 
 
-class DeletionTotals(BaseModel):
+class DeletionTotals(Counts):
     reported: int = Field(default=0, description="deletions the CRM reported (period and changes modes)")
     compared: int = Field(default=0, description="CRM ids read for an id-set comparison")
     checked: int = Field(default=0, description="local records checked against those ids")
@@ -84,11 +84,6 @@ class DeletionTotals(BaseModel):
     splits: int = 0
     api_calls: int = 0
     pages: int = 0
-
-    def plus(self, other: DeletionTotals) -> DeletionTotals:
-        return DeletionTotals(
-            **{name: getattr(self, name) + getattr(other, name) for name in DeletionTotals.model_fields}
-        )
 
 
 class DeletionImportRun(RunIdentity):
@@ -233,7 +228,7 @@ def start_deletion_import(event: StartDeletionImportEvent, container: Container)
             operation=OPERATION,
             trigger=event.trigger,
             details={
-                "window": {"option": run.option, "start": run.window_start, "end": run.window_end},
+                "window": run.window_summary(),
                 "object": run.object,
                 "connection": connection.name,
                 "mode": mode,
@@ -476,7 +471,7 @@ def finish_deletion_import(state: DeletionImportState, container: Container) -> 
         sync_id=run.sync_id,
         run_id=run.run_id,
         mode=run.mode,
-        window={"option": run.option, "start": run.window_start, "end": run.window_end},
+        window=run.window_summary(),
         latest_covered=page.latest_covered.isoformat() if page.latest_covered else None,
         earliest_available=page.earliest_available.isoformat() if page.earliest_available else None,
         **state.totals.model_dump(),

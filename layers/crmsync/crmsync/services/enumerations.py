@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 OPERATION = "enumerations"
 
 
+class StartEnumerationsEvent(StartRunEvent):
+    """What the state machine hands the enumeration step: the execution's input and identity."""
+
+
 class EnumerationResult(BaseModel):
     name: str
     source: str
@@ -98,7 +102,7 @@ def _schema_connector(connector: object, kind: str) -> SchemaConnector:
     return connector
 
 
-def sync_enumerations(event: StartRunEvent, container: Container) -> EnumerationSummary:
+def sync_enumerations(event: StartEnumerationsEvent, container: Container) -> EnumerationSummary:
     """Read every enumeration of the sync from the CRM and bring the Enumerations table in step."""
     sync, connection, _ = sync_to_start(container, event, EnumerationSync, OPERATION, "enumeration syncs")
     key = RunKey(sync.id, event.run_id, normalize_started_at(event.started_at))

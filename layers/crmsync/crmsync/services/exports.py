@@ -1,14 +1,10 @@
 """Export use cases, one per state-machine step: start, one batch, finish (SPEC E1-E6, R1, R2, N3).
 
-Start takes the lease, resolves the population (the profiles changed since this sync's own watermark,
-given profile ids, or an S3 file of records), writes it to S3 under the run as a snapshot in parts,
-groups the parts into batches listed in a manifest, and records every batch as pending in the batch
-ledger. The state machine maps over the manifest; each batch step claims its batch, exports it and
-records its per-record results. Finish adds the ledger up, moves the watermark and closes the run.
-
-A run that fails leaves its snapshot and ledger behind, marked unfinished: the next run of the sync
-resumes it - done batches are skipped, an interrupted one is resolved before anything is sent again -
-so nothing is exported twice and nothing is lost (SPEC E4).
+The export is a batched run (`batched_runs.BatchedOperation`): the frame takes the lease, snapshots the
+population, plans the batch ledger, claims and completes each batch and adds the ledger up at the end.
+This module supplies the export's hooks: its population - the profiles changed since this sync's own
+watermark, given profile ids, or an S3 file of records - and how one batch is exported (`BatchExporter`:
+routing, upserts, the journal of bulk jobs) with the CRM ids it created written back to the profiles.
 """
 
 from __future__ import annotations
@@ -17,44 +13,31 @@ import csv
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..config import ExportSync
-from ..connectors.port import ObjectDescription, WriteJournal
+from ..connectors.port import CrmConnector, CrmWriter, WriteJournal
 from ..domain.conversions import parse_crm_datetime
 from ..domain.records import Reject, RejectCode
-from ..domain.windows import ImportWindow, compute_window, format_watermark
+from ..domain.windows import ImportWindow
 from ..errors import ConfigurationError
 from ..inputs import text_lines
-from ..stores.batches import BatchAlreadyDone, BatchLedger
+from ..stores.batches import BatchEntry
 from ..stores.profiles import link_name
-from ..stores.rejects import RejectContext
 from ..wiring import Container
-from .batched_runs import ledger_counts, plan_batches, read_part, resumed_run, write_snapshot
+from . import batched_runs as batched
 from .enumerations import through_enumerations
 from .export_batch import BatchExporter, SnapshotRecord
 from .export_plan import ExportPlan, resolve_export_plan
-from .runs import (
-    S3_URI,
-    PopulationSource,
-    RunIdentity,
-    StartRunEvent,
-    close_run,
-    leased,
-    normalize_started_at,
-    sync_to_start,
-)
-from .schema_drift import describe_for_run, mapped_fields
+from .runs import S3_URI, Counts, PopulationSource
 
 logger = logging.getLogger(__name__)
 
 OPERATION = "export"
-DIRECTION = "marketing-to-crm"
 PROFILE_READ_CHUNK = 500
 
 
@@ -64,11 +47,11 @@ class ExportPopulation(PopulationSource):
     (CSV with a header or JSON lines, local attribute names as columns, and a profileId column)."""
 
 
-class StartExportEvent(StartRunEvent):
+class StartExportEvent(batched.StartEvent):
     population: ExportPopulation | None = None
 
 
-class ExportTotals(BaseModel):
+class ExportTotals(Counts):
     selected: int = 0
     created: int = 0
     updated: int = 0
@@ -78,81 +61,61 @@ class ExportTotals(BaseModel):
     api_calls: int = 0
     batches: int = 0
 
-    def plus(self, other: ExportTotals | dict[str, int]) -> ExportTotals:
-        more = other if isinstance(other, dict) else other.model_dump()
-        return ExportTotals(
-            **{name: getattr(self, name) + int(more.get(name, 0)) for name in ExportTotals.model_fields}
-        )
 
+class ExportRun(batched.BatchedRun):
+    """The run context every step carries (`batched.BatchedRun`), with how its population was given."""
 
-class ExportRun(RunIdentity):
-    """The run context every step carries. `ledger_run` names the run whose snapshot and batches these
-    are: this run's own, or the unfinished one it resumes."""
-
-    trigger: str
-    connection: str
-    object: str
-    ledger_run: str
-    resumed_from: str | None = None
     mode: Literal["changes", "profiles", "records"]
-    prefix: str
-    manifest_key: str
-    batches: int = 0
-    records: int = 0
-    rejected_at_start: int = 0
-    api: Literal["collections", "bulk"] = "collections"
-    max_concurrency: int = 4
 
 
-class ExportState(BaseModel):
+class ExportState(batched.BatchedState[ExportRun, ExportTotals]):
     """The state the export state machine carries between steps."""
 
-    run: ExportRun
     plan: dict[str, Any]
     totals: ExportTotals = Field(default_factory=ExportTotals)
 
 
-class ExportBatchEvent(BaseModel):
+class ExportBatchEvent(batched.BatchEvent[ExportRun]):
     """One item of the Map over the manifest: the run, the plan, and which batch."""
 
-    model_config = ConfigDict(extra="ignore")
-    run: ExportRun
     plan: dict[str, Any]
-    number: int
 
 
-class BatchOutcome(BaseModel):
-    number: int
-    skipped: bool = False
-    totals: ExportTotals = Field(default_factory=ExportTotals)
-
-
-class ExportSummary(ExportTotals):
+class ExportSummary(batched.BatchedSummary, ExportTotals):
     """The result of an export run, as `crmsync run --wait --json` prints it."""
 
-    sync_id: str
-    run_id: str
-    status: Literal["SUCCEEDED"] = "SUCCEEDED"
-    operation: str = OPERATION
-    resumed_from: str | None = None
-    window: dict[str, str | None] | None = None
-    watermark_moved: bool = False
 
+# ------------------------------------------------------------------------------------- hooks
+class Export(
+    batched.BatchedOperation[
+        ExportSync, ExportPlan, ExportRun, ExportTotals, ExportState, ExportBatchEvent, ExportSummary
+    ]
+):
+    operation = OPERATION
+    noun = "export"
+    machine = "export"
+    runs = "exports"
+    identity_field = "profileId"
+    sync_model = ExportSync
+    run_model = ExportRun
+    totals_model = ExportTotals
+    state_model = ExportState
+    summary_model = ExportSummary
 
-# ------------------------------------------------------------------------------------- start
-def start_export(event: StartExportEvent, container: Container) -> ExportState:
-    """Take the lease, check the sync against the CRM, then resume the unfinished run or plan a new one."""
-    sync, connection, instance = sync_to_start(container, event, ExportSync, "export", "exports")
-    with leased(container, sync.id, event.run_id):
-        connector = container.connector(connection)
-        calls_before = connector.api_calls
-        described = describe_for_run(container.runs, sync, connector, mapped_fields(sync))
+    def prepare(
+        self, sync: ExportSync, connection: batched.Connection, connector: CrmConnector
+    ) -> tuple[ExportPlan, batched.RunSettings]:
+        plan = resolve_export_plan(sync, connector.describe, connection.kind)
+        return plan, batched.RunSettings(
+            object=plan.primary.object,
+            max_concurrency=plan.max_concurrency,
+            part_size=plan.batch_size,
+            route_rejects=plan.route_rejects,
+        )
 
-        def describe(name: str) -> ObjectDescription:
-            return described.description if name.lower() == sync.object.lower() else connector.describe(name)
-
-        plan = resolve_export_plan(sync, describe, connection.kind)
-        plan = dataclasses.replace(
+    def resolved(self, plan: ExportPlan, container: Container) -> ExportPlan:
+        """Fields converted through an enumeration get its values and labels (SPEC S2), read once here."""
+        return dataclasses.replace(
             plan,
             primary=dataclasses.replace(
                 plan.primary, fields=through_enumerations(plan.primary.fields, container, "export")
@@ -163,122 +126,76 @@ def start_export(event: StartExportEvent, container: Container) -> ExportState:
                 plan.contact, fields=through_enumerations(plan.contact.fields, container, "export")
             ),
         )
-        started_at = normalize_started_at(event.started_at)
-        run = resumed_run(
-            container,
-            ExportRun,
-            event,
-            operation=OPERATION,
-            started_at=started_at,
-            max_concurrency=plan.max_concurrency,
-            population_given=event.population is not None,
-        ) or _plan_run(event, container, sync, plan, instance, started_at)
-        container.runs.record_start(
-            run.key,
-            operation=OPERATION,
-            trigger=event.trigger,
-            details={
-                "window": {"option": run.option, "start": run.window_start, "end": run.window_end},
-                "object": plan.primary.object,
-                "connection": connection.name,
-                "mode": run.mode,
-                "ledgerRun": run.ledger_run,
-                "batches": run.batches,
-                "records": run.records,
-                **({"newFields": described.new_fields} if described.new_fields else {}),
-            },
-        )
-        logger.info(
-            "export run resumed" if run.resumed_from else "export run started",
-            extra={"sync_id": sync.id, "run_id": event.run_id, "batches": run.batches, "records": run.records},
-        )
-        return ExportState(
-            run=run,
-            plan=plan.to_state(),
-            totals=ExportTotals(api_calls=connector.api_calls - calls_before, batches=run.batches),
-        )
+
+    def mode(self, population: PopulationSource | None) -> str:
+        return "changes" if population is None else "profiles" if population.ids is not None else "records"
+
+    def changed(
+        self,
+        container: Container,
+        run: ExportRun,
+        sync: ExportSync,
+        plan: ExportPlan,
+        window: ImportWindow,
+        until: datetime,
+    ) -> Iterator[dict[str, Any]]:
+        return (r.to_json() for r in _changed_profiles(container, plan, sync.id, window, until=until))
+
+    def given(
+        self,
+        container: Container,
+        run: ExportRun,
+        plan: ExportPlan,
+        population: PopulationSource,
+        rejects: list[Reject],
+    ) -> Iterator[dict[str, Any]]:
+        if population.ids is not None:
+            records = _given_profiles(container, plan, population.ids, rejects)
+        else:
+            records = _file_records(container, plan, population.s3_uri or "", rejects)
+        return (r.to_json() for r in records)
+
+    def api(
+        self, sync: ExportSync, plan: ExportPlan, run: ExportRun
+    ) -> tuple[Literal["collections", "bulk"], int]:
+        if plan.bulk_api and run.records >= plan.bulk_threshold:
+            return "bulk", max(1, plan.bulk_batch_size // plan.batch_size)
+        return "collections", 1
+
+    def state_fields(self, plan: ExportPlan) -> dict[str, Any]:
+        return {"plan": plan.to_state()}
+
+    def send(
+        self,
+        container: Container,
+        event: ExportBatchEvent,
+        claim: BatchEntry,
+        rows: list[dict[str, Any]],
+        writer: CrmWriter,
+        journal: Callable[[str], WriteJournal],
+    ) -> batched.BatchResult:
+        """Export the batch, then write the CRM ids it created back to the profiles."""
+        plan = ExportPlan.from_state(event.plan)
+        records = [SnapshotRecord.from_json(row) for row in rows]
+        result = BatchExporter(
+            plan, writer, journal, bulk=claim.api == "bulk", interrupted=claim.interrupted
+        ).export(records)
+        linked = container.profiles.record_exported(event.run.sync_id, result.exported)
+        for conflict in linked.conflicts:
+            logger.warning(
+                "a CRM record is already linked to another profile; not linked again",
+                extra={"crm_id": conflict.crm_id, "profile_id": conflict.profile_id, "object": conflict.object},
+            )
+        return batched.BatchResult(result.outcomes, result.counts(), result.rejects, plan.route_rejects)
 
 
-def _plan_run(
-    event: StartExportEvent,
-    container: Container,
-    sync: ExportSync,
-    plan: ExportPlan,
-    instance: str,
-    started_at: str,
-) -> ExportRun:
-    """Resolve the population, snapshot it to S3 in parts, write the manifest, plan the ledger."""
-    population = event.population
-    mode: Literal["changes", "profiles", "records"] = (
-        "changes" if population is None else "profiles" if population.ids is not None else "records"
-    )
-    run = ExportRun(
-        sync_id=sync.id,
-        run_id=event.run_id,
-        started_at=started_at,
-        trigger=event.trigger,
-        connection=sync.connection,
-        object=plan.primary.object,
-        ledger_run=event.run_id,
-        mode=mode,
-        prefix=f"runs/{sync.id}/{event.run_id}",
-        manifest_key=f"runs/{sync.id}/{event.run_id}/manifest.json",
-        max_concurrency=plan.max_concurrency,
-    )
-    rejects: list[Reject] = []
-    if population is None:
-        option = sync.watermark_option(instance)
-        previous = container.watermarks.get(option)
-        now = datetime.now(UTC)
-        window = compute_window(
-            option,
-            previous.value if previous else None,
-            now,
-            overlap_seconds=sync.watermark.overlap_seconds,
-            lag_seconds=sync.watermark.lag_seconds,
-        )
-        run.option = option
-        run.window_start = format_watermark(window.start) if window.start else None
-        run.window_end = format_watermark(window.end)
-        run.previous_watermark = format_watermark(window.previous) if window.previous else None
-        records = _changed_profiles(
-            container, plan, sync.id, window, until=now - timedelta(seconds=sync.watermark.lag_seconds)
-        )
-    elif population.ids is not None:
-        records = _given_profiles(container, plan, population.ids, rejects)
-    else:
-        records = _file_records(container, plan, population.s3_uri or "", rejects)
-
-    parts = write_snapshot(
-        container,
-        run.prefix,
-        (r.to_json() for r in records),
-        part_size=plan.batch_size,
-        identity=lambda row: str(row["profileId"]),
-    )
-    total = sum(size for _, size in parts)
-    run.records = total
-    run.api = "bulk" if plan.bulk_api and total >= plan.bulk_threshold else "collections"
-    batches = plan_batches(
-        container,
-        sync_id=run.sync_id,
-        ledger_run=run.ledger_run,
-        manifest_key=run.manifest_key,
-        parts=parts,
-        parts_per_batch=max(1, plan.bulk_batch_size // plan.batch_size) if run.api == "bulk" else 1,
-        api=run.api,
-    )
-    run.batches = len(batches)
-    if rejects:
-        container.rejects.route(
-            rejects, RejectContext(run.sync_id, run.run_id, OPERATION, DIRECTION), enabled=plan.route_rejects
-        )
-        run.rejected_at_start = len(rejects)
-    if batches:
-        container.batches.mark_unfinished(run.sync_id, OPERATION, run.model_dump(mode="json"))
-    return run
+EXPORT = Export()
+start_export = EXPORT.start
+export_batch = EXPORT.batch
+finish_export = EXPORT.finish
 
 
+# ------------------------------------------------------------------------------------- population
 def _snapshot(item: dict[str, Any], plan: ExportPlan) -> SnapshotRecord:
     attrs = item.get("attrs") or {}
     links = item.get("externalIds") or {}
@@ -399,102 +316,8 @@ def _file_records(
     yield from flush()
 
 
-# ------------------------------------------------------------------------------------- one batch
-@dataclass
-class _LedgerJournal:
-    """The writer port's journal, kept in the batch's ledger entry (one slot per write of the batch)."""
-
-    ledger: BatchLedger
-    run: ExportRun
-    number: int
-    slot: str
-    job_id: str | None
-
-    def record_job(self, job_id: str | None) -> None:
-        self.ledger.record_job(self.run.sync_id, self.run.ledger_run, self.number, self.slot, job_id)
-        self.job_id = job_id
-
-
-def export_batch(event: ExportBatchEvent, container: Container) -> BatchOutcome:
-    """Claim one batch, export it, write CRM ids back, route rejects, record its results. A done batch
-    is skipped; one an earlier attempt left in flight is resolved before anything is sent again."""
-    run, plan = event.run, ExportPlan.from_state(event.plan)
-    container.runs.renew(run.sync_id, run.run_id, container.settings.lease_seconds)
-    ledger = container.batches
-    try:
-        before = ledger.claim(run.sync_id, run.ledger_run, event.number)
-    except BatchAlreadyDone:
-        logger.info("batch already done", extra={"run_id": run.run_id, "batch": event.number})
-        return BatchOutcome(number=event.number, skipped=True)
-    records = [SnapshotRecord.from_json(item) for key in before.keys for item in read_part(container, key)]
-    writer = container.writer(container.definitions.connection(run.connection))
-    calls_before = writer.api_calls
-
-    def journal(slot: str) -> WriteJournal:
-        return _LedgerJournal(ledger, run, event.number, slot, before.jobs.get(slot))
-
-    if before.interrupted:
-        logger.warning(
-            "batch was interrupted by an earlier attempt; resolving its writes",
-            extra={"run_id": run.run_id, "batch": event.number, "attempts": before.attempts},
-        )
-    result = BatchExporter(
-        plan, writer, journal, bulk=before.api == "bulk", interrupted=before.interrupted
-    ).export(records)
-    linked = container.profiles.record_exported(run.sync_id, result.exported)
-    for conflict in linked.conflicts:
-        logger.warning(
-            "a CRM record is already linked to another profile; not linked again",
-            extra={"crm_id": conflict.crm_id, "profile_id": conflict.profile_id, "object": conflict.object},
-        )
-    container.rejects.route(
-        result.rejects, RejectContext(run.sync_id, run.run_id, OPERATION, DIRECTION), enabled=plan.route_rejects
-    )
-    counts = {**result.counts(), "api_calls": writer.api_calls - calls_before}
-    try:
-        ledger.complete(run.sync_id, run.ledger_run, event.number, result.outcomes, counts)
-    except BatchAlreadyDone:
-        return BatchOutcome(number=event.number, skipped=True)
-    logger.info(
-        "export batch done",
-        extra={"run_id": run.run_id, "batch": event.number, **{f"batch_{k}": v for k, v in counts.items()}},
-    )
-    return BatchOutcome(number=event.number, totals=ExportTotals().plus(counts))
-
-
-# ------------------------------------------------------------------------------------- finish
-def finish_export(state: ExportState, container: Container) -> ExportSummary:
-    """Add the ledger up, move the watermark (only forward, under the lease), forget the unfinished run,
-    close this one - in one transaction."""
-    run = state.run
-    totals = ExportTotals(api_calls=state.totals.api_calls, batches=run.batches, rejected=run.rejected_at_start)
-    counts, undone = ledger_counts(container, run.sync_id, run.ledger_run)
-    totals = totals.plus({k: v for k, v in counts.items() if k != "batches"})
-    if undone:
-        raise ConfigurationError(
-            f"batches {undone[:10]} of run {run.ledger_run} are not done; the run stays resumable"
-        )
-    window = run.window()
-    summary = ExportSummary(
-        sync_id=run.sync_id,
-        run_id=run.run_id,
-        resumed_from=run.resumed_from,
-        window={"option": run.option, "start": run.window_start, "end": run.window_end} if window else None,
-        **totals.model_dump(),
-    )
-    close_run(
-        container,
-        run.key,
-        summary,
-        operation=OPERATION,
-        window=window,
-        also=(container.batches.finished_action(run.sync_id, OPERATION),),
-    )
-    return summary
-
-
 __all__ = [
-    "BatchOutcome",
+    "EXPORT",
     "ExportBatchEvent",
     "ExportPopulation",
     "ExportState",

@@ -29,7 +29,7 @@ from ..connectors.dynamics.odata import is_guid
 from ..connectors.port import ChangeTrackingConnector, CrmConnector, RecordPage, RecordQuery
 from ..connectors.salesforce.soql import is_salesforce_id
 from ..domain.records import CrmDeletion, DeletionResult, LocalRecord, RecordRejected, Reject, RejectCode
-from ..domain.windows import ImportWindow, compute_window, format_watermark
+from ..domain.windows import ImportWindow
 from ..errors import ConfigurationError, DeltaTokenExpired
 from ..inputs import decode_text
 from ..stores.rejects import RejectContext
@@ -39,6 +39,7 @@ from .import_plan import ImportPlan, resolve_import_plan
 from .local_deletions import LocalTarget, apply_deletions, local_crm_ids
 from .runs import (
     S3_URI,
+    Counts,
     PopulationSource,
     RunIdentity,
     StartRunEvent,
@@ -66,7 +67,7 @@ class StartImportEvent(StartRunEvent):
     population: Population | None = None
 
 
-class Totals(BaseModel):
+class Totals(Counts):
     read: int = 0
     created: int = 0
     updated: int = 0
@@ -76,9 +77,6 @@ class Totals(BaseModel):
     deleted_unknown: int = 0
     api_calls: int = 0
     pages: int = 0
-
-    def plus(self, other: Totals) -> Totals:
-        return Totals(**{name: getattr(self, name) + getattr(other, name) for name in Totals.model_fields})
 
 
 class RunContext(RunIdentity):
@@ -175,32 +173,20 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
             )
             done = run.population_chunks == 0
         else:
-            option = sync.watermark_option(instance)
-            previous = container.watermarks.get(option)
-            window = compute_window(
-                option,
-                previous.value if previous else None,
-                connector.server_time(),
-                overlap_seconds=sync.watermark.overlap_seconds,
-                lag_seconds=sync.watermark.lag_seconds,
-            )
-            run.option = option
-            run.window_start = format_watermark(window.start) if window.start else None
-            run.window_end = format_watermark(window.end)
-            run.previous_watermark = format_watermark(window.previous) if window.previous else None
+            window, previous = run.open_window(container, sync, instance, connector.server_time())
             done = window.is_empty
             if run.mode == "changes":
                 run.delta_link = previous.delta_link if previous else None
                 run.resync = previous is not None and run.delta_link is None
                 if run.delta_link:
-                    _check_delta_link(connector, run.delta_link, plan, option, sync.id)
+                    _check_delta_link(connector, run.delta_link, plan, window.option, sync.id)
                 done = False
         ledger.record_start(
             run.key,
             operation="import",
             trigger=event.trigger,
             details={
-                "window": {"option": run.option, "start": run.window_start, "end": run.window_end},
+                "window": run.window_summary(),
                 "object": plan.object,
                 "connection": connection.name,
                 "mode": run.mode,
@@ -517,7 +503,7 @@ def finish_import(state: ImportState, container: Container) -> RunSummary:
         sync_id=run.sync_id,
         run_id=run.run_id,
         status="SUCCEEDED",
-        window={"option": run.option, "start": run.window_start, "end": run.window_end} if window else None,
+        window=run.window_summary() if window else None,
         variables=window.variables() if window else {},
         crm_api_usage=state.crm_api_usage,
         change_tracking=run.change_tracking,

@@ -9,21 +9,24 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from .. import registry
 from ..config import CrmsyncConfig, DynamicsConnection, SalesforceConnection, SyncDefinition
 from ..connectors.port import ApiLimits, CrmConnector, ObjectSummary
 from ..domain.windows import parse_watermark
 from ..errors import ConfigurationError
+from ..stores.definitions import DefinitionPlan
 from ..stores.watermarks import Watermark
 from ..wiring import AwsClients, Container, Settings
+from .rejects import DeadLetters, RejectDesk, ReplayReport
+from .rejects import data_loader_error_file as data_loader_error_file
 
-OPERATIONS = ("import", "export", "import_deleted", "delete", "enumerations")
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
@@ -36,8 +39,9 @@ class StackNames:
     account: str
     partition: str = "aws"
 
-    def state_machine_arn(self, operation: str) -> str:
-        return f"arn:{self.partition}:states:{self.region}:{self.account}:stateMachine:{self.stack}-{operation.replace('_', '-')}"
+    def state_machine_arn(self, name: str) -> str:
+        """The state machine that runs operation `name` (the registry names it)."""
+        return f"arn:{self.partition}:states:{self.region}:{self.account}:stateMachine:{self.stack}-{registry.operation(name).machine}"
 
     @property
     def schedule_group(self) -> str:
@@ -59,17 +63,6 @@ class StartedRun:
     execution_arn: str
 
 
-@dataclass
-class ReplayReport:
-    sync_id: str
-    rejects: int
-    profiles: int
-    summary: dict[str, Any] = field(default_factory=dict)
-    exported: int = 0
-    rejected_again: int = 0
-    consumed: int = 0
-
-
 @dataclass(frozen=True)
 class ConnectionCheck:
     """What `crmsync connection test` found: the login worked, these objects are visible, these limits left."""
@@ -87,6 +80,23 @@ class ScheduleChange:
     sync_id: str
     action: str
     expression: str | None
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    """What `config apply` did, or with `dry_run` would do.
+
+    `schedules` has one change per sync of the file, in its order; `removed` one per sync the file no
+    longer has (its definition and schedule go; its data, watermark, runs and rejects stay). A removed
+    sync with a run in flight keeps its definition until the run ends: its schedule is disabled and
+    `waiting` says why; applying the same file again once the run ended removes it.
+    """
+
+    plan: DefinitionPlan
+    schedules: list[ScheduleChange]
+    removed: list[ScheduleChange]
+    waiting: dict[str, str]
+    dry_run: bool = False
 
 
 def execution_name(sync_id: str, trigger: str) -> str:
@@ -112,11 +122,56 @@ class Operator:
             ) from exc
         settings = Settings.for_stack(stack, account_id=self.names.account, region=region, queue_url=queue_url)
         self.container = Container(settings, self.aws)
+        self._desk: RejectDesk | None = None
 
     # -- configuration -------------------------------------------------------------------------------
     def apply(self, config: CrmsyncConfig) -> list[ScheduleChange]:
-        self.container.definitions.apply(config)
-        return [self._schedule(sync) for sync in config.syncs]
+        """Apply declaratively (see `apply_config`); the schedule change of each of the file's syncs."""
+        return self.apply_config(config).schedules
+
+    def apply_config(self, config: CrmsyncConfig, *, dry_run: bool = False) -> ApplyReport:
+        """Make the stack's definitions and schedules the file's: add, change, and remove what the file no
+        longer has. With `dry_run`, only the plan: nothing is written."""
+        definitions = self.container.definitions
+        plan = definitions.plan(config)
+        waiting = {sync_id: why for sync_id in plan.removed if (why := self._in_flight(sync_id))}
+        if dry_run:
+            return ApplyReport(plan, [], [], waiting, dry_run=True)
+        definitions.apply(config, keep=frozenset(waiting))
+        schedules = [self._schedule(sync) for sync in config.syncs]
+        removed = [self._unschedule(sync_id, disable=sync_id in waiting) for sync_id in plan.removed]
+        return ApplyReport(plan, schedules, removed, waiting)
+
+    def _in_flight(self, sync_id: str) -> str | None:
+        """Why a removal waits: the run holding the sync's lease, if the lease has not expired."""
+        lease = self.container.runs.lease_holder(sync_id)
+        if lease is None or int(lease.get("expiresAt", 0)) < time.time():
+            return None
+        until = datetime.fromtimestamp(int(lease["expiresAt"]), UTC).isoformat()
+        return (
+            f"run {lease['holder']} is in flight (lease until {until}); its schedule is disabled and the "
+            "definition stays until the run ends: apply the file again then to remove it"
+        )
+
+    def _unschedule(self, sync_id: str, *, disable: bool) -> ScheduleChange:
+        """A removed sync's schedule: deleted, or only disabled while a run of the sync is in flight."""
+        scheduler = self.aws.client("scheduler")
+        group = self.names.schedule_group
+        try:
+            current = scheduler.get_schedule(Name=sync_id, GroupName=group)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+            return ScheduleChange(sync_id, "waiting" if disable else "removed", None)
+        if not disable:
+            scheduler.delete_schedule(Name=sync_id, GroupName=group)
+            return ScheduleChange(sync_id, "removed", None)
+        keep = ("Name", "GroupName", "ScheduleExpression", "ScheduleExpressionTimezone", "FlexibleTimeWindow")
+        request = {k: current[k] for k in keep if k in current}
+        request["Target"] = current["Target"]
+        request["Description"] = current.get("Description", "")
+        scheduler.update_schedule(**request, State="DISABLED")
+        return ScheduleChange(sync_id, "disabled", current.get("ScheduleExpression"))
 
     def _schedule(self, sync: SyncDefinition) -> ScheduleChange:
         scheduler = self.aws.client("scheduler")
@@ -198,7 +253,7 @@ class Operator:
         trigger: str = "manual",
     ) -> StartedRun:
         stored = self.container.definitions.sync(sync_id)
-        if period is not None and stored.sync.operation != "import_deleted":
+        if period is not None and not registry.operation(stored.sync.operation).takes_period:
             raise ConfigurationError(
                 f"sync {sync_id!r} is an {stored.sync.operation}; a period is given to deletion imports only"
             )
@@ -273,98 +328,49 @@ class Operator:
         self.container.watermarks.delete(option)
         return option
 
-    # -- rejects ---------------------------------------------------------------------------------------
-    def rejects(self, sync_id: str, *, limit: int = 10_000) -> list[dict[str, Any]]:
-        """Peek at the sync's rejects: read the queue, then make every message visible again at once."""
-        return list(self._peek(sync_id, limit))
+    # -- rejects (services/rejects.py) --------------------------------------------------------------
+    @property
+    def reject_desk(self) -> RejectDesk:
+        """The reject store and queues; the first use moves the rejects earlier versions kept in the queue."""
+        if self._desk is None:
+            sqs = self.aws.client("sqs")
+            try:
+                dead_letters = sqs.get_queue_url(QueueName=f"{self.names.rejects_queue}-dlq")["QueueUrl"]
+            except ClientError:
+                dead_letters = None
+            self._desk = RejectDesk(
+                self.container.reject_store, sqs, self.container.settings.rejects_queue_url, dead_letters
+            )
+            self._desk.migrate()
+        return self._desk
 
-    def _peek(
-        self, sync_id: str, limit: int | None, *, consume: Callable[[dict[str, Any]], bool] | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """The sync's rejects, once each (by `rejectId`); those `consume` picks are deleted from the queue,
-        every other message is made visible again."""
-        sqs, url = self.aws.client("sqs"), self.container.settings.rejects_queue_url
-        seen: set[str] = set()
-        handles: list[str] = []
-        consumed: list[str] = []
-        found = 0
-        try:
-            while limit is None or found < limit:
-                response = sqs.receive_message(
-                    QueueUrl=url,
-                    MaxNumberOfMessages=10,
-                    VisibilityTimeout=30,
-                    WaitTimeSeconds=0,
-                    MessageAttributeNames=["All"],
-                )
-                messages = response.get("Messages", [])
-                if not messages:
-                    return
-                for message in messages:
-                    body = json.loads(message["Body"])
-                    if body.get("syncId") == sync_id and consume is not None and consume(body):
-                        consumed.append(message["ReceiptHandle"])
-                        continue
-                    handles.append(message["ReceiptHandle"])
-                    if body.get("syncId") != sync_id:
-                        continue
-                    reject_id = body.get("rejectId") or message["MessageId"]
-                    if reject_id in seen:
-                        continue
-                    seen.add(reject_id)
-                    found += 1
-                    yield {
-                        **body,
-                        "messageId": message["MessageId"],
-                        "sentAt": message.get("Attributes", {}).get("SentTimestamp"),
-                    }
-        finally:
-            for start in range(0, len(consumed), 10):
-                sqs.delete_message_batch(
-                    QueueUrl=url,
-                    Entries=[
-                        {"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(consumed[start : start + 10])
-                    ],
-                )
-            for start in range(0, len(handles), 10):
-                sqs.change_message_visibility_batch(
-                    QueueUrl=url,
-                    Entries=[
-                        {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
-                        for i, h in enumerate(handles[start : start + 10])
-                    ],
-                )
+    def rejects(
+        self, sync_id: str, *, limit: int | None = 10_000, run_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The sync's rejects, oldest first, records included; reading consumes nothing."""
+        return self.reject_desk.store.rejects(sync_id, run_id=run_id, limit=limit)
+
+    def count_rejects(self, sync_id: str) -> dict[str, int]:
+        """How many rejects the sync has, by error symbol."""
+        return dict(self.reject_desk.store.count(sync_id).most_common())
+
+    def purge_rejects(self, sync_id: str, *, run_id: str | None = None, before: datetime | None = None) -> int:
+        self.container.definitions.sync(sync_id)
+        return self.reject_desk.store.purge(sync_id, run_id=run_id, before=before)
+
+    def dead_letters(self, sync_id: str, *, redrive: bool = False) -> DeadLetters:
+        return self.reject_desk.dead_letters(sync_id, redrive=redrive)
 
     def replay_rejects(self, sync_id: str, *, timeout: float = 3600, poll: float = 0.5) -> ReplayReport:
-        """Send an export sync's rejects through the export again, after the data was fixed.
+        """Send the sync's rejects through its operation again, after the data was fixed (see
+        `services/rejects.py`): export again, read the CRM ids again, or retry the deletes."""
+        operation = self.container.definitions.sync(sync_id).sync.operation
 
-        The rejected profiles are exported as a population, read fresh from the profile store. Once that
-        run has succeeded, a replayed reject leaves the queue: because its record was exported, or because
-        the run refused it again and routed a new reject, with the new error, in its place. A failed run
-        consumes nothing.
-        """
-        stored = self.container.definitions.sync(sync_id)
-        if stored.sync.operation != "export":
-            raise ConfigurationError(
-                f"sync {sync_id!r} is an {stored.sync.operation}; only export rejects are replayed"
-            )
-        rejects = [r for r in self.rejects(sync_id) if r.get("operation") == "export"]
-        profile_ids = list(dict.fromkeys(str(r["profileId"]) for r in rejects if r.get("profileId")))
-        report = ReplayReport(sync_id=sync_id, rejects=len(rejects), profiles=len(profile_ids))
-        if not profile_ids:
-            return report
-        run = self.start(sync_id, population={"ids": profile_ids}, trigger="replay")
-        report.summary = self.wait(run, timeout=timeout, poll=poll)
-        if report.summary.get("status") != "SUCCEEDED":
-            return report
-        outcomes = self.export_outcomes(sync_id, run.run_id)
-        report.exported = sum(1 for p in profile_ids if outcomes.get(p) in ("created", "updated", "unchanged"))
-        report.rejected_again = sum(1 for p in profile_ids if outcomes.get(p, "rejected") == "rejected")
-        replayed = {r["rejectId"] for r in rejects if r.get("profileId") in set(profile_ids)}
-        for _ in self._peek(sync_id, None, consume=lambda body: body.get("rejectId") in replayed):
-            pass
-        report.consumed = len(replayed)
-        return report
+        def run(sync: str, population: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+            started = self.start(sync, population=population, trigger="replay")
+            return started.run_id, self.wait(started, timeout=timeout, poll=poll)
+
+        return self.reject_desk.replay(sync_id, operation, run)
 
     def export_outcomes(self, sync_id: str, run_id: str) -> dict[str, str]:
         """Each profile's outcome in an export run (created, updated, unchanged, rejected), from its ledger."""
@@ -374,18 +380,3 @@ class Operator:
             for result in ledger.results(entry):
                 outcomes[result["profileId"]] = result["status"]
         return outcomes
-
-
-def data_loader_error_file(rejects: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Rejects as Salesforce Data Loader writes its error file: each record's columns, then `ERROR`
-    holding `<errorSymbol>:<errorMessage>`. Columns are the union of the records', in first-seen order."""
-    columns: dict[str, None] = {}
-    for reject in rejects:
-        columns.update(dict.fromkeys(reject.get("record") or {}))
-    header = [*columns, "ERROR"]
-    rows = []
-    for reject in rejects:
-        record = reject.get("record") or {}
-        cells = ["" if record.get(c) is None else str(record[c]) for c in columns]
-        rows.append([*cells, f"{reject.get('errorSymbol', '')}:{reject.get('errorMessage', '')}"])
-    return header, rows

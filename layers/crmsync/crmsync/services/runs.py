@@ -7,18 +7,19 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import DynamicsConnection, SalesforceConnection
-from ..domain.windows import ImportWindow, parse_watermark
+from ..domain.windows import ImportWindow, compute_window, format_watermark, parse_watermark
 from ..errors import ConfigurationError, LeaseLost, RunAlreadyInProgress
 from ..stores.dynamo import TransactionConflict, transact_write
 from ..stores.runs import RunKey
+from ..stores.watermarks import Watermark
 from ..wiring import Container
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,28 @@ def leased(container: Container, sync_id: str, run_id: str) -> Iterator[None]:
         raise
 
 
+class Counts(BaseModel):
+    """A run's counts (every field an int). Steps add up their part with `plus`; the state machine carries
+    the running sum, so a retried step recomputes its part from its input instead of counting twice."""
+
+    def plus(self, more: BaseModel | Mapping[str, int]) -> Self:
+        """These counts plus `more` (another run's counts, or a batch's counts from its ledger entry);
+        names this model has not are left out."""
+        other = more.model_dump() if isinstance(more, BaseModel) else more
+        return self.model_copy(
+            update={name: getattr(self, name) + int(other.get(name, 0)) for name in type(self).model_fields}
+        )
+
+
+class WindowedSync(Protocol):
+    """What a windowed sync says about its watermark (imports, exports, deletions in the CRM)."""
+
+    @property
+    def watermark(self) -> Any: ...
+
+    def watermark_option(self, instance: str) -> str: ...
+
+
 class RunIdentity(BaseModel):
     """What every operation's run context has: who it is and, for a windowed run, its window. The error
     path reads any operation's context through this."""
@@ -138,6 +161,30 @@ class RunIdentity(BaseModel):
             end=parse_watermark(self.window_end),
             previous=parse_watermark(self.previous_watermark) if self.previous_watermark else None,
         )
+
+    def open_window(
+        self, container: Container, sync: WindowedSync, instance: str, now: datetime
+    ) -> tuple[ImportWindow, Watermark | None]:
+        """The window this run reads, from the sync's watermark to `now` (less the lag, with the overlap),
+        kept in the run so every step and the finish read the same one; and the watermark as it was."""
+        option = sync.watermark_option(instance)
+        previous = container.watermarks.get(option)
+        window = compute_window(
+            option,
+            previous.value if previous else None,
+            now,
+            overlap_seconds=sync.watermark.overlap_seconds,
+            lag_seconds=sync.watermark.lag_seconds,
+        )
+        self.option = option
+        self.window_start = format_watermark(window.start) if window.start else None
+        self.window_end = format_watermark(window.end)
+        self.previous_watermark = format_watermark(window.previous) if window.previous else None
+        return window, previous
+
+    def window_summary(self) -> dict[str, str | None]:
+        """The window as a summary and the run ledger show it."""
+        return {"option": self.option, "start": self.window_start, "end": self.window_end}
 
 
 class RunFailedEvent(ExecutionEvent):
@@ -257,9 +304,7 @@ def record_failure(event: RunFailedEvent, container: Container) -> FailedRunSumm
         status=status,
         operation=event.operation,
         error=error,
-        window={"option": run.option, "start": run.window_start, "end": run.window_end}
-        if run and run.option
-        else None,
+        window=run.window_summary() if run and run.option else None,
         **(event.totals or {}),
     )
     ledger = container.runs
@@ -275,6 +320,7 @@ def record_failure(event: RunFailedEvent, container: Container) -> FailedRunSumm
 
 
 __all__ = [
+    "Counts",
     "ExecutionEvent",
     "FailedRunSummary",
     "PopulationSource",

@@ -18,6 +18,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, cast
 
 from ..config import SyncDefinition
 from ..connectors.port import CrmConnector, ObjectDescription, SchemaConnector
@@ -39,6 +40,26 @@ class DescribedForRun:
     @property
     def new_fields(self) -> list[str]:
         return list(self.drift.added)
+
+    def connector(self, connector: CrmConnector) -> CrmConnector:
+        """`connector`, describing the sync's object from this description instead of asking again."""
+        return cast(CrmConnector, _Described(connector, self.description))
+
+
+class _Described:
+    """A connector whose `describe` of one object is already known; every other call goes through."""
+
+    def __init__(self, connector: CrmConnector, description: ObjectDescription) -> None:
+        self._connector = connector
+        self._description = description
+
+    def describe(self, object_name: str, *, values: bool = False) -> ObjectDescription:
+        if not values and object_name.lower() == self._description.name.lower():
+            return self._description
+        return self._connector.describe(object_name, values=values)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connector, name)
 
 
 def mapped_fields(sync: SyncDefinition) -> list[str]:

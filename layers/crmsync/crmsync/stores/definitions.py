@@ -1,9 +1,15 @@
-"""Validated sync definitions and connections, stored by `crmsync config apply` (DESIGN §6)."""
+"""Validated sync definitions and connections, stored by `crmsync config apply` (DESIGN §6).
+
+Applying is declarative: the stored definitions become the file's. `plan` compares the two - what the
+file adds, changes, leaves as it is, and what it no longer has - and `apply` writes the file's items and
+deletes the others, except those the caller keeps (a sync with a run in flight). Only definitions go:
+profiles, resources, watermarks, run records and rejects stay.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,13 +32,87 @@ class StoredSync:
     instance: str
 
 
+@dataclass
+class DefinitionPlan:
+    """What applying a file does to the stored definitions, by sync id and connection name."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    connections_added: list[str] = field(default_factory=list)
+    connections_changed: list[str] = field(default_factory=list)
+    connections_removed: list[str] = field(default_factory=list)
+
+
+def _sync_item(sync: SyncDefinition, instance: str) -> tuple[str, str]:
+    return instance, sync.model_dump_json(by_alias=True, exclude_none=True)
+
+
 class DefinitionStore:
     def __init__(self, client: Any, table: str) -> None:
         self.client = client
         self.table = table
 
-    def apply(self, config: CrmsyncConfig) -> None:
-        """Store every connection and sync of a validated configuration (replacing same-named ones)."""
+    def _stored(self) -> dict[str, dict[str, Any]]:
+        """Every stored item by its key (`connection#<name>`, `sync#<id>`)."""
+        items: dict[str, dict[str, Any]] = {}
+        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        while True:
+            response = self.client.scan(**kwargs)
+            for raw in response.get("Items", []):
+                item = deserialize(raw)
+                items[item["pk"]] = item
+            if "LastEvaluatedKey" not in response:
+                return items
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def plan(self, config: CrmsyncConfig) -> DefinitionPlan:
+        """Compare the file with what is stored; nothing is written."""
+        stored = self._stored()
+        plan = DefinitionPlan()
+        for sync in config.syncs:
+            item = stored.get(f"sync#{sync.id}")
+            if item is None:
+                plan.added.append(sync.id)
+            elif (item.get("instance"), item.get("body")) != _sync_item(sync, config.instance):
+                plan.changed.append(sync.id)
+            else:
+                plan.unchanged.append(sync.id)
+        for connection in config.connections:
+            item = stored.get(f"connection#{connection.name}")
+            if item is None:
+                plan.connections_added.append(connection.name)
+            elif item.get("body") != connection.model_dump_json(by_alias=True):
+                plan.connections_changed.append(connection.name)
+        in_file = {f"sync#{s.id}" for s in config.syncs} | {f"connection#{c.name}" for c in config.connections}
+        for pk, item in sorted(stored.items()):
+            if pk in in_file:
+                continue
+            name = pk.split("#", 1)[1]
+            if item.get("kind") == "sync":
+                plan.removed.append(name)
+            elif item.get("kind") == "connection":
+                plan.connections_removed.append(name)
+        return plan
+
+    def apply(self, config: CrmsyncConfig, *, keep: frozenset[str] = frozenset()) -> DefinitionPlan:
+        """Make the stored definitions the file's: store its connections and syncs, delete the syncs and
+        connections it no longer has, but for the syncs in `keep` and the connections they use."""
+        plan = self.plan(config)
+        kept_connections = {self.connection_name_of(sync_id) for sync_id in keep}
+        deletes = [{"pk": f"sync#{sync_id}"} for sync_id in plan.removed if sync_id not in keep]
+        deletes += [{"pk": f"connection#{n}"} for n in plan.connections_removed if n not in kept_connections]
+        self._put(config)
+        if deletes:
+            batch_write(self.client, self.table, deletes=deletes)
+        return plan
+
+    def connection_name_of(self, sync_id: str) -> str | None:
+        item = self._get(f"sync#{sync_id}")
+        return str(json.loads(item["body"])["connection"]) if item else None
+
+    def _put(self, config: CrmsyncConfig) -> None:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         items: list[dict[str, Any]] = []
         for connection in config.connections:
@@ -45,14 +125,9 @@ class DefinitionStore:
                 }
             )
         for sync in config.syncs:
+            instance, body = _sync_item(sync, config.instance)
             items.append(
-                {
-                    "pk": f"sync#{sync.id}",
-                    "kind": "sync",
-                    "instance": config.instance,
-                    "body": sync.model_dump_json(by_alias=True, exclude_none=True),
-                    "appliedAt": now,
-                }
+                {"pk": f"sync#{sync.id}", "kind": "sync", "instance": instance, "body": body, "appliedAt": now}
             )
         batch_write(self.client, self.table, puts=items)
 
