@@ -16,15 +16,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..config import EnumerationSync
-from ..connectors.port import FieldDescription, ObjectDescription, SchemaConnector
+from ..connectors.port import ObjectDescription, SchemaConnector
 from ..domain.mapping import ResolvedField
 from ..domain.types import CrmFieldType
 from ..errors import ConfigurationError
 from ..stores.runs import RunKey
 from ..wiring import Container
-from .import_plan import unknown_field
 from .runs import StartRunEvent, close_run, leased, normalize_started_at, sync_to_start
-from .schema import enumeration_field_problem
+from .schema import enumeration_fields
 
 logger = logging.getLogger(__name__)
 OPERATION = "enumerations"
@@ -112,61 +111,34 @@ def sync_enumerations(event: StartEnumerationsEvent, container: Container) -> En
         description: ObjectDescription | None = None
         if any(spec.field is not None for spec in sync.enumerations):
             description = connector.describe(sync.object, values=True)
-        plan: list[tuple[str, str, FieldDescription | None, str | None, bool]] = []
-        problems: list[str] = []
-        for index, spec in enumerate(sync.enumerations):
-            where = f"sync {sync.id}: enumerations[{index}]"
-            if spec.field is None:
-                assert spec.option_set is not None
-                plan.append((spec.name, f"option set {spec.option_set}", None, spec.option_set, spec.replace))
-                continue
-            assert description is not None
-            found = description.field(spec.field)
-            if found is None:
-                problems.append(f"{where}: " + unknown_field("field", spec.field, description))
-                continue
-            problem = enumeration_field_problem(found)
-            if problem:
-                problems.append(f"{where}.field: {problem}")
-                continue
-            source = f"{connection.name}/{description.name}.{found.name}"
-            if spec.record_type:
-                source += f" (record type {spec.record_type})"
-            plan.append((spec.name, source, found, None, spec.replace))
+        found_fields, problems = enumeration_fields(sync, description, f"sync {sync.id}", connection.kind)
         if problems:
             raise ConfigurationError(problems)
         container.runs.record_start(
             key,
             operation=OPERATION,
             trigger=event.trigger,
-            details={"object": sync.object, "connection": connection.name, "enumerations": len(plan)},
+            details={"object": sync.object, "connection": connection.name, "enumerations": len(found_fields)},
         )
         results: list[EnumerationResult] = []
-        for (name, source, found_field, option_set, replace), spec in zip(plan, sync.enumerations, strict=True):
-            if option_set is not None:
-                values = connector.global_enumeration(option_set)
+        for spec, found_field in zip(sync.enumerations, found_fields, strict=True):
+            if found_field is None:
+                assert spec.option_set is not None
+                source = f"{connection.name}/option set {spec.option_set}"
+                values = connector.global_enumeration(spec.option_set)
             else:
-                assert found_field is not None
+                source = f"{connection.name}/{description.name if description else sync.object}.{found_field.name}"
                 # describe(values=True) brought every value; a record type narrows them (UI API).
-                values = (
-                    connector.enumeration(sync.object, found_field.name, spec.record_type)
-                    if spec.record_type
-                    else found_field.picklist
-                )
+                values = found_field.picklist
+                if spec.record_type:
+                    source += f" (record type {spec.record_type})"
+                    values = connector.enumeration(sync.object, found_field.name, spec.record_type)
             change = container.enumerations.apply(
-                name, values, replace=replace, source=source, run_id=event.run_id
+                spec.name, values, replace=spec.replace, source=source, run_id=event.run_id
             )
             results.append(
                 EnumerationResult(
-                    name=name,
-                    source=source,
-                    values=len(values),
-                    added=change.added,
-                    updated=change.updated,
-                    unchanged=change.unchanged,
-                    removed=change.removed,
-                    kept=change.kept,
-                    replace=replace,
+                    source=source, values=len(values), replace=spec.replace, **dataclasses.asdict(change)
                 )
             )
         summary = EnumerationSummary(

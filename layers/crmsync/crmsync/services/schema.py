@@ -235,24 +235,34 @@ def _sync_problems(
 def _enumeration_problems(
     sync: EnumerationSync, description: ObjectDescription, where: str, kind: str
 ) -> list[str]:
+    return enumeration_fields(sync, description, where, kind)[1]
+
+
+def enumeration_fields(
+    sync: EnumerationSync, description: ObjectDescription | None, where: str, kind: str
+) -> tuple[list[FieldDescription | None], list[str]]:
+    """Each enumeration's field (None for a global option set) checked against the object's description,
+    and the problems: unknown fields, multi-selects and other fields that hold no list of values (S2)."""
+    found_fields: list[FieldDescription | None] = []
     problems: list[str] = []
     for index, spec in enumerate(sync.enumerations):
         at = f"{where}.enumerations[{index}]"
+        if spec.record_type is not None and kind != "salesforce":
+            problems.append(f"{at}.record_type: record types are Salesforce's")
         if spec.option_set is not None:
             if kind != "dynamics":
                 problems.append(f"{at}.option_set: global option sets are Dataverse's; name a picklist field")
+            found_fields.append(None)
             continue
         assert spec.field is not None
+        assert description is not None
         found = description.field(spec.field)
         if found is None:
             problems.append(f"{at}: " + unknown_field("field", spec.field, description))
-            continue
-        problem = enumeration_field_problem(found)
-        if problem:
+        elif problem := enumeration_field_problem(found):
             problems.append(f"{at}.field: {problem}")
-        if spec.record_type is not None and kind != "salesforce":
-            problems.append(f"{at}.record_type: record types are Salesforce's")
-    return problems
+        found_fields.append(found)
+    return found_fields, problems
 
 
 def enumeration_field_problem(found: FieldDescription) -> str | None:
