@@ -48,6 +48,7 @@ from crmsync.services.exports import (  # noqa: E402
 from crmsync.services.operations import Operator  # noqa: E402
 from crmsync_local import demo_data  # noqa: E402
 from crmsync_local.environment import LocalEnvironment  # noqa: E402
+from crmsync_local.marketing import marketing_profiles  # noqa: E402
 
 SYNC = "bench-leads"
 PROFILE_FIELD = "Marketing_Profile_Id__c"
@@ -196,7 +197,7 @@ def bench(count: int, latency_ms: int, sample: int) -> Iterator[tuple[str, dict[
         )
         rows = people(count)
         seeded = time.perf_counter()
-        ids = operator.container.profiles.create_local_many(rows)
+        ids = marketing_profiles(operator.container).create_local_many(rows)
         print(f"seeded {count:,} marketing profiles in moto in {time.perf_counter() - seeded:.0f}s", flush=True)
         pairs = [(row, profile_id) for row, profile_id in zip(rows, ids, strict=True) if profile_id]
         control.add_fault(".*", latency_ms=latency_ms, times=None)

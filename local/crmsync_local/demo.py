@@ -22,6 +22,7 @@ from crmsync.services.operations import Operator
 from crmsync_local import demo_data
 from crmsync_local.emulators.dynamics import DynamicsControl
 from crmsync_local.environment import LocalEnvironment
+from crmsync_local.marketing import marketing_profiles
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "syncs.yaml"
 EXPORT = "sf-people-export"
@@ -169,7 +170,7 @@ def _export(console: Console, operator: Operator, crm: Any, contact_ids: list[st
             for p in people[:KNOWN_LEADS]
         ],
     )
-    profiles = operator.container.profiles
+    profiles = marketing_profiles(operator.container)
     profiles.create_local_many([*people, *REFUSED], key_attribute="email")
     imported = [
         profiles.find_by_crm_id("sf-prod", "Contact", crm_id) for crm_id in contact_ids[100 : 100 + EDITED]
@@ -211,7 +212,7 @@ def _deletions(console: Console, operator: Operator, crm: Any, contact_ids: list
     found = _run(console, operator, "sf-contacts-deleted", "import of Salesforce deletions (getDeleted)")
     compared = _run(console, operator, "sf-contacts-compare", "id-set comparison of Salesforce Contacts")
 
-    profiles = operator.container.profiles
+    profiles = marketing_profiles(operator.container)
     marked = [
         p["profileId"]
         for p in (profiles.find_by_crm_id("sf-prod", "Contact", i) for i in contact_ids[300:306])

@@ -13,6 +13,7 @@ import pytest
 
 from crmsync.config import CrmsyncConfig, load_config
 from crmsync.services.operations import Operator
+from crmsync_local.marketing import marketing_profiles
 
 ROOT = Path(__file__).parents[2]
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -34,7 +35,7 @@ class SyncEnvironment:
         return self.operator.wait(run, timeout=120, poll=0.02)
 
     def profiles(self) -> list[dict[str, Any]]:
-        return self.container.profiles.scan_profiles()
+        return marketing_profiles(self.container).scan_profiles()
 
     def watermark(self, sync_id: str = "sf-contacts"):
         return self.operator.watermark(sync_id)[1]

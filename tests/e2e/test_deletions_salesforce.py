@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from crmsync.config import CrmDeleteSync, DeletionImportSync
+from crmsync_local.marketing import marketing_profiles
 
 from .conftest import T0
 
@@ -132,7 +133,7 @@ def test_removal_mode_removes_the_profile_of_a_deleted_record(sync_env):
     summary = sync_env.run("sf-remove")
     assert summary["deleted"] == 1
     assert sorted(p["externalId"] for p in sync_env.profiles()) == sorted([ids[0], ids[2]])
-    assert sync_env.container.profiles.find_by_crm_id("sf-prod", "Contact", ids[1]) is None
+    assert marketing_profiles(sync_env.container).find_by_crm_id("sf-prod", "Contact", ids[1]) is None
 
 
 # ------------------------------------------------------------------------------------- delete
@@ -143,7 +144,7 @@ def crm_alive(env, ids):
 
 def test_flagged_profiles_have_their_records_deleted_in_the_crm_and_are_marked(sync_env):
     ids = imported(sync_env, 4)
-    profiles = sync_env.container.profiles
+    profiles = marketing_profiles(sync_env.container)
     for crm_id in ids[:2]:
         profile = profiles.find_by_crm_id("sf-prod", "Contact", crm_id)
         profiles.update_local(profile["profileId"], {"deleteInCrm": True})

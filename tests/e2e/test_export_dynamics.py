@@ -10,6 +10,8 @@ from collections import Counter
 
 import pytest
 
+from crmsync_local.marketing import marketing_profiles
+
 pytestmark = pytest.mark.slow
 
 EXPORT = "dyn-people-export"
@@ -22,7 +24,7 @@ class DynamicsExportEnvironment:
         self.env = env
         self.crm = env.crm
         self.operator = env.operator
-        self.profiles = env.container.profiles
+        self.profiles = marketing_profiles(env.container)
 
     def people(self, count, prefix="p", **attrs):
         rows = [

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from crmsync.config import ExportSync, FieldMapping
 from crmsync_local.cli import app
+from crmsync_local.marketing import marketing_profiles
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ class ExportEnvironment:
         self.env = env
         self.crm = env.crm
         self.operator = env.operator
-        self.profiles = env.container.profiles
+        self.profiles = marketing_profiles(env.container)
 
     def people(self, count, prefix="p", **attrs):
         rows = [

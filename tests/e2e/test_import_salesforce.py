@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from crmsync.domain.windows import format_watermark
+from crmsync_local.marketing import marketing_profiles
 
 from .conftest import T0
 
@@ -149,7 +150,7 @@ def test_a_population_of_ids_imports_exactly_those(sync_env):
 
 
 def test_reconciliation_by_email_links_the_existing_profile(sync_env):
-    existing = sync_env.container.profiles.create_local(
+    existing = marketing_profiles(sync_env.container).create_local(
         {"email": "Ana.C0@Example.com", "firstName": "A"}, key_attribute="email"
     )
     (crm_id, _) = sync_env.seed_contacts(2)

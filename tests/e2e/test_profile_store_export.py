@@ -7,14 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from crmsync.stores.batches import BatchAlreadyDone, BatchLedger, BatchPlan, BatchStatus
-from crmsync.stores.profiles import ExportedProfile, ExportLink, ProfileStore
+from crmsync.stores.profiles import ExportedProfile, ExportLink
+from crmsync_local.marketing import MarketingProfiles
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def profiles(aws_env):
-    return ProfileStore(aws_env.client("dynamodb"), aws_env.names["ProfilesTable"])
+    return MarketingProfiles(aws_env.client("dynamodb"), aws_env.names["ProfilesTable"])
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import pytest
 
 from crmsync.domain.records import CrmDeletion, LocalRecord
 from crmsync.services.operations import Operator
+from crmsync_local.marketing import marketing_profiles
 
 SEEN = datetime(2024, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -43,9 +44,9 @@ def test_a_profile_is_flagged_once_and_a_record_never_imported_is_counted(contai
 
     assert (first.marked, first.already, first.unknown) == (1, 0, 1)
     assert (again.marked, again.already, again.unknown) == (0, 1, 1)
-    flagged = container.profiles.find_by_crm_id("dyn", "contact", "a")
+    flagged = marketing_profiles(container).find_by_crm_id("dyn", "contact", "a")
     assert (flagged["deletedInCrm"], flagged["deletedInCrmAt"]) == (True, "2024-03-02T10:00:00+00:00")
-    assert "deletedInCrm" not in container.profiles.find_by_crm_id("dyn", "contact", "b")
+    assert "deletedInCrm" not in marketing_profiles(container).find_by_crm_id("dyn", "contact", "b")
 
 
 def test_a_deletion_is_scoped_to_its_connection_and_object(container):
@@ -61,7 +62,7 @@ def test_a_record_that_comes_back_clears_the_flag(container):
     container.profiles.mark_deleted([CrmDeletion("a", SEEN)], connection="dyn", object_name="contact", run_id="r2")
     back = LocalRecord(crm_id="a", modified_at=SEEN, attributes={"email": "a@example.net"})
     assert import_profiles(container, [back]).updated == 1
-    profile = container.profiles.find_by_crm_id("dyn", "contact", "a")
+    profile = marketing_profiles(container).find_by_crm_id("dyn", "contact", "a")
     assert "deletedInCrm" not in profile
     assert "deletedInCrmAt" not in profile
 
@@ -100,29 +101,29 @@ def unique_key_owner(container, email):
 
 def test_removal_deletes_a_profile_with_no_other_link_and_its_lookups(container):
     import_profiles(container, [record("a", "a@example.net"), record("b", "b@example.net")])
-    profile_id = container.profiles.find_by_crm_id("dyn", "contact", "a")["profileId"]
+    profile_id = marketing_profiles(container).find_by_crm_id("dyn", "contact", "a")["profileId"]
     result = container.profiles.remove_deleted(
         [CrmDeletion("a", SEEN), CrmDeletion("never", SEEN)], connection="dyn", object_name="contact", run_id="r2"
     )
     assert (result.marked, result.unknown) == (1, 1)
     assert container.profiles.get(profile_id) is None
-    assert container.profiles.find_by_crm_id("dyn", "contact", "a") is None
+    assert marketing_profiles(container).find_by_crm_id("dyn", "contact", "a") is None
     assert unique_key_owner(container, "a@example.net") == {}
-    assert container.profiles.find_by_crm_id("dyn", "contact", "b") is not None
+    assert marketing_profiles(container).find_by_crm_id("dyn", "contact", "b") is not None
 
 
 def test_removal_keeps_a_profile_linked_to_another_crm_record_and_drops_only_the_link(container):
     import_profiles(container, [record("a", "a@example.net")])
     import_profiles(container, [record("003A", "a@example.net")], connection="sf", object_name="Contact")
-    profile_id = container.profiles.find_by_crm_id("dyn", "contact", "a")["profileId"]
+    profile_id = marketing_profiles(container).find_by_crm_id("dyn", "contact", "a")["profileId"]
     again = container.profiles.remove_deleted(
         [CrmDeletion("a", SEEN)], connection="dyn", object_name="contact", run_id="r2"
     )
     assert again.marked == 1
     profile = container.profiles.get(profile_id)
     assert profile["externalIds"] == {"sf:Contact": "003A"}
-    assert container.profiles.find_by_crm_id("dyn", "contact", "a") is None
-    assert container.profiles.find_by_crm_id("sf", "Contact", "003A")["profileId"] == profile_id
+    assert marketing_profiles(container).find_by_crm_id("dyn", "contact", "a") is None
+    assert marketing_profiles(container).find_by_crm_id("sf", "Contact", "003A")["profileId"] == profile_id
 
 
 def test_removal_of_resource_rows_deletes_only_this_connections_rows(container):
