@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test lint bench bench-export bench-deletions venv clean build
+.PHONY: demo test lint bench bench-export bench-deletions bench-events venv clean build
 
 venv: $(STAMP)
 
@@ -41,6 +41,9 @@ bench: venv
 
 bench-export: venv
 	$(BIN)/python bench/export_bench.py
+
+bench-events: venv
+	$(BIN)/python bench/events_bench.py
 
 bench-deletions: venv
 	$(BIN)/python bench/deletion_bench.py

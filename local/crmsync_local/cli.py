@@ -61,6 +61,7 @@ enumerations_app = typer.Typer(no_args_is_help=True, help="Read the enumerations
 schema_app = typer.Typer(
     no_args_is_help=True, help="Discover the CRM's objects and fields, write starting mappings, save snapshots."
 )
+events_app = typer.Typer(no_args_is_help=True, help="E-mail events on the CRM timeline: send, back-fill.")
 app.add_typer(config_app, name="config")
 app.add_typer(connection_app, name="connection")
 app.add_typer(schema_app, name="schema")
@@ -68,6 +69,7 @@ app.add_typer(enumerations_app, name="enumerations")
 app.add_typer(watermark_app, name="watermark")
 app.add_typer(rejects_app, name="rejects")
 app.add_typer(local_app, name="local")
+app.add_typer(events_app, name="events")
 
 
 def _version(value: bool) -> None:
@@ -236,6 +238,14 @@ def config_apply(
     for change in report.removed:
         table.add_row(change.sync_id, "-", "-", change.expression or "-", change.action)
     console.print(table)
+    for change in report.schedules:
+        if change.backfill is not None:
+            backfilled = change.backfill
+            console.print(
+                f"{change.sync_id}: {', '.join(backfilled.types)} switched on - back-fill of the last "
+                f"{backfilled.days} days queued: {backfilled.sent} events",
+                highlight=False,
+            )
 
 
 def plan_table(report: ApplyReport, config: CrmsyncConfig, title: str) -> Table:
@@ -856,6 +866,60 @@ def rejects_replay(
     raise typer.Exit(STATUS_EXIT.get(status, 1))
 
 
+# ------------------------------------------------------------------------------------- events
+@events_app.command("send")
+def events_send(
+    file: Annotated[Path, typer.Argument(help="JSON Lines: one e-mail event per line.")],
+    stack: StackOption = "crmsync",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Put the e-mail events of FILE on the events queue (SPEC M1). Exit 2 if a line is not an event
+    (the valid lines are still sent)."""
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read {file}: {exc}", 2) from None
+    result = guarded(lambda: operator(stack).send_events(lines))
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "read": result.read,
+                    "sent": result.sent,
+                    "invalid": [{"line": n, "problem": p} for n, p in result.invalid],
+                }
+            )
+        )
+    else:
+        console.print(f"{result.sent} of {result.read} events sent to the events queue of stack {stack}")
+        for number, problem in result.invalid:
+            errors.print(f"  - {file}:{number}: {problem}", highlight=False, markup=False, soft_wrap=True)
+    if result.invalid:
+        raise typer.Exit(2)
+
+
+@events_app.command("backfill")
+def events_backfill(
+    sync_id: Annotated[str, typer.Argument(metavar="SYNC")],
+    days: Annotated[
+        int | None, typer.Option("--days", min=1, max=30, help="Days back; default the sync's backfill_days (7).")
+    ] = None,
+    stack: StackOption = "crmsync",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Push the archived events of the last N days of the types SYNC has switched on (SPEC M4).
+    Idempotent: events already on the timeline stay as they are."""
+    report = guarded(lambda: operator(stack).backfill_events(sync_id, days=days))
+    if as_json:
+        print(json.dumps(asdict(report)))
+        return
+    console.print(
+        f"{sync_id}: {report.read} archived events of the last {report.days} days read, {report.sent} queued "
+        f"({', '.join(report.types) or 'no type switched on'})",
+        highlight=False,
+    )
+
+
 # ------------------------------------------------------------------------------------- local
 def local_module(name: str) -> Any:
     """Import a module of the local stack, which needs the `local` extra (moto and the emulators' servers);
@@ -894,8 +958,12 @@ def local_up(
         )
         console.print(f"state written to {state_file}; Ctrl-C to stop")
         try:
+            # The events queue's event-source mapping, as Lambda's poller runs it on AWS.
             while not stop.wait(0.5):
-                pass
+                try:
+                    env.deliver_events()
+                except Exception as exc:  # a failed pass is reported; the next one tries again
+                    errors.print(f"events delivery: {type(exc).__name__}: {exc}", highlight=False)
         except KeyboardInterrupt:
             pass
         finally:

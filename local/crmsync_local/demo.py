@@ -10,6 +10,9 @@ changes and deletions, and incremental imports through the change-tracking delta
 
 from __future__ import annotations
 
+import json
+import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -241,6 +244,85 @@ def _deletions(console: Console, operator: Operator, crm: Any, contact_ids: list
     )
 
 
+def _events(console: Console, env: LocalEnvironment, operator: Operator) -> bool:
+    """E-mail events on both timelines (SPEC M1-M4): a few hundred sends, opens, clicks and bounces for
+    profiles linked to Salesforce Contacts and Dynamics contacts, some sent twice, some for profiles with
+    no CRM record yet, and one malformed message from a broken producer."""
+    from rich.table import Table
+
+    store = marketing_profiles(operator.container)
+    profiles = store.scan_profiles()
+    linked = {
+        link: [p["profileId"] for p in profiles if link in (p.get("externalIds") or {})][:60]
+        for link in ("sf-prod:Contact", "dyn-prod:contact")
+    }
+    strangers = store.create_local_many([{"email": f"new.{n}@example.org"} for n in range(5)])
+    rng = random.Random(15)
+    now = datetime.now(UTC)
+    events: list[dict[str, Any]] = []
+    owners = [*linked["sf-prod:Contact"], *linked["dyn-prod:contact"], *[str(p) for p in strangers]]
+    for number in range(240):
+        kind = ("send", "open", "open", "click", "bounce")[number % 5]
+        profile = owners[number % len(owners)]
+        event = {
+            "event_id": f"demo-{number:04d}",
+            "type": kind,
+            "profile_id": profile,
+            "campaign_id": "CMP-2026-12",
+            "campaign_name": "Soldes d'hiver / Winter sale",
+            "delivery_id": f"DLV-{number % 4 + 1}",
+            "delivery_name": f"Vague {number % 4 + 1}",
+            "at": (now - timedelta(hours=rng.randint(1, 72))).isoformat(),
+            "mirror_page_url": f"https://marketing.example.com/mirror/DLV-{number % 4 + 1}/{profile}",
+        }
+        if kind == "click":
+            event["url"] = f"https://shop.example.com/winter?p={number}"
+        events.append(event)
+    duplicates = rng.sample(events, 60)
+    lines = [json.dumps(e, ensure_ascii=False) for e in [*events, *duplicates]]
+    sent = operator.send_events(lines)
+    sqs = operator.aws.client("sqs")
+    sqs.send_message(QueueUrl=operator.events_queue_url, MessageBody='{"event_id": "demo-x", "type": "forward"}')
+    delivered = env.deliver_events()
+    console.print(
+        f"{sent.sent} e-mail events queued ({len(duplicates)} of them twice), plus one malformed message, "
+        f"delivered in {delivered.batches} batch(es) of the events queue. Each event goes to both CRMs' events "
+        f"syncs and is written where its profile has a record; {delivered.failed} messages stay in the queue "
+        "because their profile has no record yet on one of the CRMs (retried until unlinked_retry_hours, then "
+        "a reject there)"
+    )
+    table = Table(title="e-mail events on the CRM timelines")
+    table.add_column("CRM")
+    for kind in ("send", "open", "click", "bounce"):
+        table.add_column(kind, justify="right")
+    table.add_column("total", justify="right")
+    sf_rows = env.salesforce_control.records("Marketing_Event__c")
+    dyn_rows = env.dynamics_control.records("cr_marketingevents")
+    counts = {
+        "Salesforce Marketing_Event__c": Counter(r["Event_Type__c"] for r in sf_rows),
+        "Dynamics cr_marketingevent": Counter(r["cr_eventtype"] for r in dyn_rows),
+    }
+    for name, counted in counts.items():
+        table.add_row(name, *(str(counted[k]) for k in ("send", "open", "click", "bounce")), str(counted.total()))
+    console.print(table)
+    dlq = operator.aws.client("sqs").get_queue_url(QueueName=f"{operator.names.stack}-events-dlq")["QueueUrl"]
+    dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get(
+        "Messages", []
+    )
+    for message in dead:
+        console.print(
+            f"dead-letter queue: {message['MessageAttributes']['reason']['StringValue']}", highlight=False
+        )
+    expected = {
+        link: len({e["event_id"] for e in events if e["profile_id"] in set(ids)}) for link, ids in linked.items()
+    }
+    return (
+        counts["Salesforce Marketing_Event__c"].total() == expected["sf-prod:Contact"]
+        and counts["Dynamics cr_marketingevent"].total() == expected["dyn-prod:contact"]
+        and len(dead) == 1
+    )
+
+
 def run_demo(console: Console, *, contacts: int = 2400) -> int:
     from crmsync_local.cli import rejects_by_symbol
 
@@ -312,6 +394,9 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
             contacts=max(100, contacts // 4),
         )
 
+        console.rule("E-mail events on the CRM timelines")
+        events_ok = _events(console, env, operator)
+
         console.rule("Schema and enumerations")
         schema_ok = _schema_and_enumerations(console, operator, env.config_environ())
 
@@ -323,6 +408,7 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
             and dynamics_ok
             and schema_ok
             and deletions_ok
+            and events_ok
             and export.get("status") == "SUCCEEDED"
             and export.get("selected", 0) == EDITED + SIGNUPS
             and export.get("rejected", 0) == len(REFUSED)

@@ -21,12 +21,14 @@ from crmsync_local.emulators.salesforce import (
     SalesforceEmulator,
 )
 from crmsync_local.stack import DEFAULT_TEMPLATE, LocalStack
+from crmsync_local.stack.stack import DrainResult
 
 SALESFORCE_SECRET = "crmsync/sf-prod"
 DYNAMICS_SECRET = "crmsync/dyn-prod"
 DYNAMICS_CLIENT_ID = "5f1c2e3d-4a5b-4c6d-8e7f-0a1b2c3d4e5f"
 DYNAMICS_CLIENT_SECRET = "crmsync~local~dynamics"
 STATE_DIR = Path(".crmsync")
+EVENTS_QUEUE = "EventsQueue"
 
 
 @dataclass
@@ -87,6 +89,13 @@ class LocalEnvironment:
             else:
                 os.environ[name] = value
         self._saved_env.clear()
+
+    def deliver_events(self, *, release_failed: bool = False) -> DrainResult:
+        """One pass of the events queue's event-source mapping (what Lambda's poller does on AWS): batches
+        of the template's `BatchSize` to the push function; messages it answers as failures stay in the
+        queue until their visibility timeout passes (or at once, with `release_failed`)."""
+        assert self.stack is not None
+        return self.stack.drain_queue(EVENTS_QUEUE, release_failed=release_failed)
 
     def _set_env(self, name: str, value: str) -> None:
         self._saved_env.setdefault(name, os.environ.get(name))

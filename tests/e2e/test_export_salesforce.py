@@ -275,3 +275,31 @@ def test_a_file_of_records_is_exported_with_its_values_and_the_profiles_links(ex
     summary = export_env.run(LEADS, population={"s3_uri": f"s3://{bucket}/inbox/people.csv"})
     assert (summary["created"], summary["updated"]) == (1, 1)
     assert sorted(r["LastName"] for r in export_env.crm_records()) == ["Newman", "Updated"]
+
+
+def test_the_export_writes_the_profile_id_and_the_link_to_its_timeline(export_env):
+    """SPEC M5: one writer of both special fields, the export (the correlation field holds the id)."""
+    for sobject in ("Lead", "Contact"):
+        export_env.crm.control.define_object(
+            sobject, fields=[{"name": "Marketing_Timeline__c", "type": "url", "length": 255}]
+        )
+    timeline = "https://marketing.example.com/profiles/{profileId}/timeline"
+    sync = export_env.env.config.sync(EXPORT)
+    export_env.apply_sync(
+        type(sync).model_validate(
+            {
+                **sync.model_dump(),
+                "id": "sf-people-timeline",
+                "watermark": {"option": "LASTEXPORT_timeline"},
+                "timeline_link": {"field": "Marketing_Timeline__c", "url": timeline},
+            }
+        )
+    )
+    (contact,) = export_env.crm.control.seed("Contact", [{"LastName": "Known", "Email": "p0@example.com"}])
+    ids = export_env.people(2)
+    summary = export_env.run("sf-people-timeline")
+    assert (summary["status"], summary["created"], summary["updated"]) == ("SUCCEEDED", 1, 1)
+    records = [*export_env.crm_records("Lead"), *export_env.crm_records("Contact")]
+    links = {r[PROFILE_FIELD]: r["Marketing_Timeline__c"] for r in records if r.get(PROFILE_FIELD)}
+    assert links == {p: timeline.replace("{profileId}", p) for p in ids}
+    assert contact in {r["Id"] for r in export_env.crm_records("Contact")}

@@ -155,6 +155,9 @@ def test_outputs_resolve(local_stack: LocalStack) -> None:
         "RejectsQueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/crmsync-rejects",
         "SchedulerRoleArn": f"arn:aws:iam::{ACCOUNT}:role/crmsync-scheduler",
         "SyncScheduleGroupName": "crmsync-syncs",
+        "EventsQueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/crmsync-events",
+        "EventsDeadLetterQueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/crmsync-events-dlq",
+        "EventsBusName": "crmsync-marketing-events",
     }
 
 

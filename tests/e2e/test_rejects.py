@@ -127,3 +127,28 @@ def test_a_deletion_reject_is_retried_and_replaced_when_refused_again(sync_env):
     (after,) = sync_env.operator.rejects(DELETE)
     assert after["runId"] == report["summary"]["run_id"] != before["runId"]
     assert not next(r for r in sync_env.crm.control.records("Lead") if r["Id"] == lead).get("IsDeleted")
+
+
+# ------------------------------------------------------------------------------------- poison records
+def test_a_record_too_large_to_store_is_rejected_and_the_rest_of_its_page_imported(sync_env):
+    good = sync_env.seed_contacts(3)
+    (poison,) = sync_env.seed_contacts(1, prefix="big", FirstName="x" * 2_000_000, start=T0 + timedelta(minutes=1))
+    summary = sync_env.run()
+    assert (summary["status"], summary["created"], summary["rejected"]) == ("SUCCEEDED", 3, 1)
+    assert summary["watermark_moved"] is True
+    assert {p["externalId"] for p in sync_env.profiles()} == set(good)
+    (reject,) = sync_env.operator.rejects(SYNC)
+    assert (reject["errorSymbol"], reject["crmId"], reject["fields"]) == (
+        "RECORD_TOO_LARGE",
+        poison,
+        ["firstName"],
+    )
+    assert len(reject["record"]["FirstName"]) == 2_000_000
+    assert sync_env.run()["status"] == "SUCCEEDED"
+
+    fixed = T0 + timedelta(hours=2)
+    sync_env.crm.control.seed("Contact", [{"Id": poison, "FirstName": "Ana", "SystemModstamp": fixed.isoformat()}])
+    report = json.loads(cli("rejects", "replay", SYNC, "--json").stdout)
+    assert (report["applied"], report["consumed"]) == (1, 1)
+    assert poison in {p["externalId"] for p in sync_env.profiles()}
+    assert sync_env.operator.rejects(SYNC) == []

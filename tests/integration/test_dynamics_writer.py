@@ -171,6 +171,17 @@ def test_a_dropped_answer_on_an_insert_batch_raises_outcome_unknown_with_the_bat
     assert len(contacts(crm)) == 1200
 
 
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_gateway_error_on_an_insert_batch_is_an_unknown_outcome_never_sent_again_in_the_call(
+    crm, writer, status
+):
+    crm.control.inject_fault(BATCH_MATCH, status=status, after=1, times=1, after_apply=True)
+    with pytest.raises(CrmOutcomeUnknown) as unknown:
+        writer.write(insert(people(1200)), Journal())
+    assert [r.ref for r in unknown.value.completed] == [f"p{i}" for i in range(1000)]
+    assert len(contacts(crm)) == 1200
+
+
 def test_a_429_with_retry_after_on_the_batch_is_waited_for_then_every_record_is_written_once(
     crm, make_dynamics_connector
 ):

@@ -95,12 +95,20 @@ def test_a_dropped_update_answer_is_simply_sent_again(crm, connector):
     assert stored(crm)[0]["LastName"] == "After"
 
 
-@pytest.mark.parametrize("status", [429, 503])
-def test_a_burst_of_refusals_is_retried_and_every_record_is_written_once(crm, connector, status):
-    crm.control.add_fault(r"^POST .*/composite/sobjects$", status=status, times=3)
+def test_a_burst_of_rate_limit_refusals_is_retried_and_every_record_is_written_once(crm, connector):
+    crm.control.add_fault(r"^POST .*/composite/sobjects$", status=429, times=3)
     results = SalesforceWriter(connector).write(insert(leads(10)), Journal())
     assert all(r.success for r in results)
     assert len(stored(crm)) == 10
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_gateway_error_on_an_insert_is_an_unknown_outcome_never_sent_again_in_the_call(crm, connector, status):
+    crm.control.add_fault(r"^POST .*/composite/sobjects$", status=status, after=1, times=1, after_apply=True)
+    with pytest.raises(CrmOutcomeUnknown) as unknown:
+        SalesforceWriter(connector).write(insert(leads(450)), Journal())
+    assert len(unknown.value.completed) == 200
+    assert len(stored(crm)) == 400
 
 
 def test_an_upsert_by_external_id_reports_created_then_updated(crm, connector):

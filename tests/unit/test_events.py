@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from crmsync.registry import all_steps
+from crmsync.registry import QUEUE_OPERATIONS, all_functions, all_steps
 
 ROOT = Path(__file__).parents[2]
 EVENTS = sorted((ROOT / "events").glob("*/*.json"))
 
 
 def handler_model(function: str):
-    (step,) = [step for step in all_steps() if step.function == function]
+    (step,) = [step for step in all_functions() if step.function == function]
     return step.event_model()
 
 
@@ -44,4 +44,15 @@ def test_handler_parses_the_registry_event_and_runs_its_use_case(step):
     assert event_module == case_module
     assert f"from {event_module} import {event}, {use_case}" in source
     assert f"step_handler({event}, {use_case}, name={step.function!r})".replace("'", '"') in source
+    assert callable(step.run())
+
+
+@pytest.mark.parametrize("operation", QUEUE_OPERATIONS.values(), ids=lambda op: op.step.function)
+def test_queue_handler_runs_the_registry_use_case_over_powertools_batch_processing(operation):
+    """A queue's function is two lines too: the registry's use case under `queue_handler`."""
+    step = operation.step
+    source = (ROOT / "functions" / step.function / "app.py").read_text()
+    case_module, _, use_case = step.use_case.partition(":")
+    assert f"from {case_module} import {use_case}" in source
+    assert f'queue_handler({use_case}, name="{step.function}")' in source
     assert callable(step.run())

@@ -116,3 +116,26 @@ def test_deleted_flag_is_cleared_when_the_record_comes_back():
     stored.deleted_in_crm = True
     (update,) = plan([record("A")], by_crm_id={"A": stored}).updates
     assert update.undelete
+
+
+def test_a_new_record_with_the_key_of_a_profile_deleted_in_the_crm_takes_the_profile_over():
+    stored = profile("p-old", crm_id="A")
+    stored.deleted_in_crm = True
+    result = plan([record("B", firstName="Ana")], by_key={"ana@example.com": stored})
+    assert not result.rejects
+    (update,) = result.updates
+    assert (update.profile.profile_id, update.relink, update.undelete) == ("p-old", True, True)
+    assert update.profile.links[LINK] == "B"
+
+
+def test_two_new_records_with_the_key_of_a_deleted_profile_take_it_once():
+    stored = profile("p-old", crm_id="A")
+    stored.deleted_in_crm = True
+    result = plan([record("B"), record("C")], by_key={"ana@example.com": stored})
+    assert [u.record.crm_id for u in result.updates] == ["B"]
+    assert [(r.crm_id, e.code) for r, e in result.rejects] == [("C", RejectCode.DUPLICATE_KEY)]
+
+
+def test_the_key_of_a_live_profile_linked_to_another_record_is_still_a_duplicate():
+    result = plan([record("B")], by_key={"ana@example.com": profile("p-live", crm_id="A")})
+    assert [(r.crm_id, e.code) for r, e in result.rejects] == [("B", RejectCode.DUPLICATE_KEY)]

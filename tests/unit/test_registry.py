@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from crmsync.config import SYNC_OPERATIONS, SyncDefinition
-from crmsync.registry import OPERATIONS, all_steps, operation, summary_fields
+from crmsync.registry import OPERATIONS, QUEUE_OPERATIONS, all_functions, operation, summary_fields
 from crmsync.services.operations import StackNames
 
 ROOT = Path(__file__).parents[2]
@@ -34,9 +34,22 @@ RESOURCES = TEMPLATE["Resources"]
 def test_the_registry_holds_exactly_the_operations_the_configuration_accepts():
     (union, _) = typing.get_args(SyncDefinition)
     tags = {typing.get_args(model.model_fields["operation"].annotation)[0] for model in typing.get_args(union)}
-    assert set(OPERATIONS) == tags == set(SYNC_OPERATIONS)
-    for name, row in OPERATIONS.items():
+    assert set(OPERATIONS) | set(QUEUE_OPERATIONS) == tags == set(SYNC_OPERATIONS)
+    assert not set(OPERATIONS) & set(QUEUE_OPERATIONS)
+    for name, row in {**OPERATIONS, **QUEUE_OPERATIONS}.items():
         assert typing.get_args(row.sync_model.model_fields["operation"].annotation) == (name,)
+
+
+@pytest.mark.parametrize("row", QUEUE_OPERATIONS.values(), ids=lambda op: op.name)
+def test_every_queue_operation_has_its_function_mapped_to_its_queue_with_partial_batch_responses(row):
+    function = RESOURCES[row.step.logical_id]
+    assert function["Properties"]["CodeUri"] == f"functions/{row.step.function}/"
+    (source,) = function["Properties"]["Events"].values()
+    assert source["Type"] == "SQS"
+    assert source["Properties"]["Queue"] == {"GetAtt": f"{row.queue}.Arn"}
+    assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert source["Properties"]["BatchSize"] > 10
+    assert source["Properties"]["MaximumBatchingWindowInSeconds"] >= 1
 
 
 @pytest.mark.parametrize("row", OPERATIONS.values(), ids=lambda op: op.name)
@@ -62,9 +75,9 @@ def test_every_step_is_a_function_of_the_template_its_state_machine_may_invoke(r
 
 def test_every_function_of_the_template_is_a_step_of_the_registry():
     functions = {lid for lid, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"}
-    assert functions == {step.logical_id for step in all_steps()}
+    assert functions == {step.logical_id for step in all_functions()}
     folders = {p.name for p in (ROOT / "functions").iterdir() if p.is_dir() and not p.name.startswith("_")}
-    assert folders == {step.function for step in all_steps()}
+    assert folders == {step.function for step in all_functions()}
 
 
 @pytest.mark.parametrize("row", OPERATIONS.values(), ids=lambda op: op.name)

@@ -159,6 +159,18 @@ NEEDED = {
         ("dynamodb:UpdateItem", "RunsTable"),
         ("dynamodb:UpdateItem", "WatermarksTable"),
     },
+    "EventsPushFunction": {
+        ("sqs:ReceiveMessage", "EventsQueue"),
+        ("sqs:DeleteMessage", "EventsQueue"),
+        ("sqs:SendMessage", "EventsDeadLetterQueue"),
+        ("sqs:SendMessage", "RejectsQueue"),
+        ("dynamodb:BatchWriteItem", "RejectsTable"),
+        ("dynamodb:GetItem", "DefinitionsTable"),
+        ("dynamodb:Scan", "DefinitionsTable"),
+        ("dynamodb:BatchGetItem", "ProfilesTable"),
+        ("s3:PutObject", "DataBucket"),
+        ("secretsmanager:GetSecretValue", None),
+    },
     "RunFailedFunction": {
         ("dynamodb:UpdateItem", "RunsTable"),
         ("dynamodb:DeleteItem", "RunsTable"),

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .domain.events import timeline_link
 from .domain.filters import AllOf, AnyOf, Condition, Filter, FilterNode, NotOf, OrderBy, check_field_name
 from .domain.mapping import FieldMapping
 from .domain.types import AttributeType
@@ -435,6 +436,34 @@ class OwnerSync(_Model):
     by: Literal["email", "id"] = "email"
 
 
+class TimelineLink(_Model):
+    """A link to the profile's marketing timeline, written on the CRM record by the export (SPEC M5)."""
+
+    field: str = Field(description="CRM text or URL field receiving the link")
+    url: str = Field(
+        description="https URL template; {profileId} is replaced by the marketing profile id, e.g. "
+        "https://marketing.example.com/profiles/{profileId}/timeline"
+    )
+
+    _field = field_validator("field")(check_field_name)
+
+    @field_validator("url")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if "{profileId}" not in value:
+            raise ValueError(f"{value!r} must contain {{profileId}}, where the profile's id goes")
+        rest = value.replace("{profileId}", "")
+        if "{" in rest or "}" in rest:
+            raise ValueError(f"{value!r}: {{profileId}} is the only placeholder")
+        parts = urlsplit(value.replace("{profileId}", "x"))
+        if parts.scheme.lower() != "https" or not parts.hostname:
+            raise ValueError(f"{value!r} is not an https:// URL ({RULE_HTTPS})")
+        return value
+
+    def for_profile(self, profile_id: str) -> str:
+        return timeline_link(self.url, profile_id)
+
+
 class ExportSync(_Sync):
     """Export of marketing profiles to one CRM object (SPEC E1-E6, R1)."""
 
@@ -453,6 +482,11 @@ class ExportSync(_Sync):
     )
     lead_or_contact: LeadOrContact | None = None
     owner: OwnerSync | None = None
+    timeline_link: TimelineLink | None = Field(
+        default=None,
+        description="also write a link to the profile's marketing timeline on each record (SPEC M5); the "
+        "profile id itself goes to correlation_field",
+    )
     watermark: ExportWatermarkSettings = Field(default_factory=ExportWatermarkSettings)
     timezone: str = Field(default="UTC", description="IANA time zone of local date-times (SPEC E3)")
     batch_size: int = Field(
@@ -515,6 +549,12 @@ class ExportSync(_Sync):
         ):
             problems.append(
                 f"correlation_field: {self.correlation_field!r} is written by crmsync; do not map it in fields"
+            )
+        if self.timeline_link is not None and any(
+            m.remote.lower() == self.timeline_link.field.lower() for m in self.fields
+        ):
+            problems.append(
+                f"timeline_link.field: {self.timeline_link.field!r} is written by crmsync; do not map it in fields"
             )
         if self.owner is not None and self.owner.local == PROFILE_ID:
             problems.append("owner.local: must be a local attribute naming the owner")
@@ -618,6 +658,172 @@ class CrmDeleteSync(_Sync):
         return self.watermark.option or f"LASTDELETE_{instance}_{self.id}"
 
 
+# ------------------------------------------------------------------------------------- e-mail events
+EVENT_TYPES = ("send", "open", "click", "bounce")
+MAX_EVENTS_BATCH = {"salesforce": 200, "dynamics": 1000}
+DEFAULT_EVENTS_BATCH = {"salesforce": 200, "dynamics": 100}
+"""Salesforce: sObject Collections take 200 records a call. Dynamics: parts per `$batch`, measured by
+`bench/events_bench.py` (docs/events.md): 100 keeps a call well under Dataverse's 2-minute limit while
+costing 10 calls per 1,000 events."""
+DEFAULT_EVENT_OBJECT_FIELDS: dict[str, dict[str, str]] = {
+    "salesforce": {
+        "event_id": "Event_Id__c",
+        "type": "Event_Type__c",
+        "subject": "Name",
+        "campaign_name": "Campaign_Name__c",
+        "delivery_name": "Delivery_Name__c",
+        "at": "Event_At__c",
+        "url": "Clicked_URL__c",
+        "mirror_page_url": "Mirror_Page_URL__c",
+        "owner": "OwnerId",
+    },
+    "dynamics": {
+        "type": "cr_eventtype",
+        "subject": "subject",
+        "campaign_name": "cr_campaignname",
+        "delivery_name": "cr_deliveryname",
+        "at": "actualstart",
+        "url": "cr_clickedurl",
+        "mirror_page_url": "cr_mirrorpageurl",
+        "owner": "ownerid",
+    },
+}
+DEFAULT_REGARDING = {
+    "salesforce": {"Contact": "Contact__c", "Lead": "Lead__c"},
+    "dynamics": {"contact": "regardingobjectid", "lead": "regardingobjectid"},
+}
+
+
+class EventTypeSwitches(_Model):
+    """Which e-mail event types are pushed (SPEC M3); every type is archived whatever its switch."""
+
+    send: bool = True
+    open: bool = True
+    click: bool = True
+    bounce: bool = True
+
+    def on(self) -> set[str]:
+        return {name for name in EVENT_TYPES if getattr(self, name)}
+
+
+class EventFieldNames(_Model):
+    """The CRM fields an activity's values go to (SPEC M2); unset ones take the CRM's default
+    (Salesforce `Marketing_Event__c` fields, Dataverse `cr_marketingevent` columns: docs/events.md)."""
+
+    event_id: str | None = Field(
+        default=None,
+        description="Salesforce: the unique External ID field holding the event id (upserts match on it); "
+        "Dynamics uses a UUIDv5 of the event id as the activityid instead",
+    )
+    type: str | None = None
+    subject: str | None = None
+    campaign_name: str | None = None
+    delivery_name: str | None = None
+    at: str | None = Field(default=None, description="a date-time field (not a date)")
+    url: str | None = Field(default=None, description="the clicked URL, clicks only")
+    mirror_page_url: str | None = None
+    owner: str | None = None
+
+    @field_validator(
+        "event_id", "type", "subject", "campaign_name", "delivery_name", "at", "url", "mirror_page_url", "owner"
+    )
+    @classmethod
+    def _names(cls, value: str | None) -> str | None:
+        return None if value is None else check_field_name(value)
+
+
+class EventsSync(_Sync):
+    """Marketing e-mail events pushed onto the CRM timeline as activities (SPEC M1-M4).
+
+    Not scheduled: events arrive on the events queue and are pushed as they come. `object` is the
+    Salesforce custom object (one record per event, upserted by its External ID) or the Dataverse custom
+    activity table (logical name) whose activities regard the contact or lead.
+    """
+
+    operation: Literal["events"]
+    types: EventTypeSwitches = Field(default_factory=EventTypeSwitches)
+    owner: str | None = Field(
+        default=None, description="CRM user id owning the activities (Salesforce User Id, Dataverse systemuserid)"
+    )
+    regarding: list[str] | None = Field(
+        default=None,
+        description="the CRM objects an event may regard, first linked one wins; default Contact then Lead "
+        "(Salesforce), contact then lead (Dynamics)",
+    )
+    crm_fields: EventFieldNames = Field(default_factory=EventFieldNames)
+    regarding_fields: dict[str, str] | None = Field(
+        default=None,
+        description="Salesforce: the lookup field of the event object per regarded object (default "
+        "Contact: Contact__c, Lead: Lead__c); Dynamics binds regardingobjectid_<object>_<table>",
+    )
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="records per CRM call: at most 200 on Salesforce (default 200), parts per $batch on "
+        "Dynamics (default 100, at most 1,000)",
+    )
+    unlinked_retry_hours: float = Field(
+        default=24,
+        gt=0,
+        le=72,
+        description="an event whose profile has no CRM record yet is retried this long after it was sent, "
+        "then becomes a reject (the events queue keeps a message 4 days)",
+    )
+    backfill_days: int = Field(
+        default=7, ge=1, le=30, description="switching a type on pushes this many days of it from the archive"
+    )
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9-]{15,36}", value):
+            raise ValueError(f"{value!r} is not a CRM user id (a Salesforce 15/18-character id or a GUID)")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> EventsSync:
+        if self.schedule is not None:
+            raise ValueError("schedule: events are pushed as they arrive; an events sync has no schedule")
+        return self
+
+    def watermark_option(self, instance: str) -> str:
+        """Events keep no watermark; the name is only reserved so no other sync takes it."""
+        return f"EVENTS_{instance}_{self.id}"
+
+    def field_names(self, kind: str) -> dict[str, str]:
+        """Event attribute -> CRM field, the CRM's defaults overridden by `fields`."""
+        names = dict(DEFAULT_EVENT_OBJECT_FIELDS[kind])
+        names.update({k: v for k, v in self.crm_fields.model_dump().items() if v is not None})
+        return names
+
+    def regarding_objects(self, kind: str) -> dict[str, str]:
+        """Regarded CRM object -> the field (Salesforce) or lookup (Dynamics) that binds it, in order."""
+        defaults = DEFAULT_REGARDING[kind]
+        objects = self.regarding or list(defaults)
+        given = self.regarding_fields or {}
+        return {name: given.get(name, defaults.get(name, "regardingobjectid")) for name in objects}
+
+    def records_per_call(self, kind: str) -> int:
+        return self.batch_size or DEFAULT_EVENTS_BATCH[kind]
+
+    def crm_problems(self, kind: str) -> list[str]:
+        problems: list[str] = []
+        if self.batch_size is not None and self.batch_size > MAX_EVENTS_BATCH[kind]:
+            problems.append(
+                f"batch_size: {self.batch_size} is over {MAX_EVENTS_BATCH[kind]}, the most a {kind} call takes "
+                "(Salesforce sObject Collections: 200; Dataverse $batch: 1,000 parts)"
+            )
+        if kind == "dynamics" and self.crm_fields.event_id is not None:
+            problems.append(
+                "crm_fields.event_id: Dynamics activities are keyed by a UUIDv5 of the event id (activityid)"
+            )
+        if kind == "salesforce" and self.regarding_fields is not None:
+            missing = set(self.regarding_objects(kind)) - set(self.regarding_fields) - set(DEFAULT_REGARDING[kind])
+            problems += [f"regarding_fields: no lookup field named for {name}" for name in sorted(missing)]
+        return problems
+
+
 # ------------------------------------------------------------------------------------- enumerations
 class EnumerationSpec(_Model):
     """One enumeration the marketing side keeps in step with a CRM picklist or option set (SPEC S2)."""
@@ -681,12 +887,12 @@ class EnumerationSync(_Sync):
 
 
 SyncDefinition = Annotated[
-    ImportSync | ExportSync | DeletionImportSync | CrmDeleteSync | EnumerationSync,
+    ImportSync | ExportSync | DeletionImportSync | CrmDeleteSync | EventsSync | EnumerationSync,
     Field(discriminator="operation"),
 ]
 SYNC_OPERATIONS: tuple[str, ...] = tuple(
     get_args(model.model_fields["operation"].annotation)[0]
-    for model in (ImportSync, ExportSync, DeletionImportSync, CrmDeleteSync, EnumerationSync)
+    for model in (ImportSync, ExportSync, DeletionImportSync, CrmDeleteSync, EventsSync, EnumerationSync)
 )
 CONNECTION_KINDS: tuple[str, ...] = tuple(
     get_args(model.model_fields["kind"].annotation)[0] for model in (SalesforceConnection, DynamicsConnection)
@@ -820,7 +1026,7 @@ class CrmsyncConfig(_Model):
                 problems.append(f"{where}.watermark.option: {option!r} is also used by sync {options[option]!r}")
             options.setdefault(option, sync.id)
             kind = next((c.kind for c in self.connections if c.name == sync.connection), None)
-            if kind is not None and isinstance(sync, ExportSync):
+            if kind is not None and isinstance(sync, ExportSync | EventsSync):
                 problems += [f"{where}.{problem}" for problem in sync.crm_problems(kind)]
             if kind == "salesforce":
                 problems += [
@@ -1037,6 +1243,7 @@ __all__ = [
     "CrmsyncConfig",
     "DynamicsConnection",
     "EnumerationSync",
+    "EventsSync",
     "ExportSync",
     "FieldMapping",
     "ImportSync",

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import CrmDeleteSync, DeletionImportSync, EnumerationSync, ExportSync, ImportSync
+from .config import CrmDeleteSync, DeletionImportSync, EnumerationSync, EventsSync, ExportSync, ImportSync
 
 
 def _load(path: str) -> Any:
@@ -198,6 +198,37 @@ OPERATIONS: dict[str, Operation] = {
     )
 }
 
+
+@dataclass(frozen=True)
+class QueueOperation:
+    """An operation a queue triggers instead of a state machine (e-mail events, DESIGN §1): its sync
+    model, and the queue (its logical id in `template.yaml`) whose event-source mapping invokes its one
+    function with batches of messages. It has no runs, schedules or summaries."""
+
+    name: str
+    sync_model: type[BaseModel]
+    queue: str
+    step: Step
+
+
+QUEUE_OPERATIONS: dict[str, QueueOperation] = {
+    op.name: op
+    for op in (
+        QueueOperation(
+            name="events",
+            sync_model=EventsSync,
+            queue="EventsQueue",
+            step=Step(
+                "events_push",
+                "",
+                "aws_lambda_powertools.utilities.parser.models:SqsModel",
+                "crmsync.services.events:push_events",
+                True,
+            ),
+        ),
+    )
+}
+
 RUN_FAILED = Step(
     "run_failed", "RecordFailure", "crmsync.services.runs:RunFailedEvent", "crmsync.services.runs:record_failure"
 )
@@ -213,8 +244,13 @@ def operation(name: str) -> Operation:
 
 
 def all_steps() -> tuple[Step, ...]:
-    """Every Lambda step of the stack, once."""
+    """Every Lambda step of the stack's state machines, once."""
     return (*(step for op in OPERATIONS.values() for step in op.steps), RUN_FAILED)
+
+
+def all_functions() -> tuple[Step, ...]:
+    """Every Lambda function of the stack, once: the state machines' steps, then the queues' functions."""
+    return (*all_steps(), *(op.step for op in QUEUE_OPERATIONS.values()))
 
 
 def summary_fields(name: str | None) -> tuple[str, ...]:
@@ -224,4 +260,15 @@ def summary_fields(name: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for op in OPERATIONS.values() for name in op.summary_fields))
 
 
-__all__ = ["OPERATIONS", "RUN_FAILED", "Operation", "Step", "all_steps", "operation", "summary_fields"]
+__all__ = [
+    "OPERATIONS",
+    "QUEUE_OPERATIONS",
+    "RUN_FAILED",
+    "Operation",
+    "QueueOperation",
+    "Step",
+    "all_functions",
+    "all_steps",
+    "operation",
+    "summary_fields",
+]

@@ -48,6 +48,8 @@ class Settings(BaseModel):
     rejects_table: str = Field(alias="REJECTS_TABLE")
     data_bucket: str = Field(alias="DATA_BUCKET")
     enumerations_table: str | None = Field(default=None, alias="ENUMERATIONS_TABLE")
+    events_queue_url: str | None = Field(default=None, alias="EVENTS_QUEUE_URL")
+    events_dlq_url: str | None = Field(default=None, alias="EVENTS_DLQ_URL")
     stack_name: str = Field(default="crmsync", alias="STACK_NAME")
     region: str | None = Field(default=None, alias="AWS_REGION")
     retry_attempts: int = Field(default=4, ge=1, le=10, alias="CRMSYNC_RETRY_ATTEMPTS")

@@ -108,6 +108,7 @@ class Provisioner:
             "AWS::StepFunctions::StateMachine": self._state_machine,
             "AWS::Scheduler::ScheduleGroup": self._schedule_group,
             "AWS::Scheduler::Schedule": self._schedule,
+            "AWS::Events::EventBus": self._event_bus,
             "AWS::Events::Rule": self._rule,
             "AWS::SecretsManager::Secret": self._secret,
             "AWS::Logs::LogGroup": self._log_group,
@@ -520,6 +521,15 @@ class Provisioner:
         arn = self.client("scheduler").create_schedule(**request)["ScheduleArn"]
         return _info("AWS::Scheduler::Schedule", name, arn)
 
+    def _event_bus(self, logical_id: str, p: dict[str, Any]) -> ResourceInfo:
+        name = self.plan.physical_name(logical_id)
+        request: dict[str, Any] = {"Name": name}
+        for key in ("Description", "Tags"):
+            if key in p:
+                request[key] = p[key]
+        arn = self.client("events").create_event_bus(**request)["EventBusArn"]
+        return _info("AWS::Events::EventBus", name, arn)
+
     def _rule(self, logical_id: str, p: dict[str, Any]) -> ResourceInfo:
         name = self.plan.physical_name(logical_id)
         events = self.client("events")
@@ -750,6 +760,10 @@ _PROPERTIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
             }
         ),
         frozenset(),
+    ),
+    "AWS::Events::EventBus": (
+        frozenset({"Name", "Description", "Tags"}),
+        frozenset({"EventSourceName", "KmsKeyIdentifier", "DeadLetterConfig", "LogConfig", "Policy"}),
     ),
     "AWS::Events::Rule": (
         frozenset(

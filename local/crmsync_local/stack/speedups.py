@@ -21,6 +21,13 @@ Reading items back: moto serializes responses by walking botocore's shape model 
 18 ms for one profile with nested maps, so an export reading 50,000 profiles would spend 15 minutes in
 the serializer. The answers of GetItem, BatchGetItem, Query and Scan are already DynamoDB JSON after
 moto's `dynamo_to_dict`; they are written with `json.dumps` (binary values base64, as on the wire).
+
+SQS: moto's `Queue.attributes` counts the messages delayed, in flight and visible - reading the clock
+once per message - every time any attribute is read, and the send path reads it for
+`ContentBasedDeduplication`, the receive path (three times) for `MessageRetentionPeriod` of each
+message: N messages cost N² clock reads (1,000 e-mail events took 67 s to queue, 10,000 would take
+hours). The counts are now computed only for `GetQueueAttributes` calls that ask for them (`All` or an
+`ApproximateNumberOf...` name); every other attribute is read as before.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import threading
 from typing import Any
 
+from moto.core.utils import camelcase_to_underscores
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
     ConditionalCheckFailed,
@@ -43,10 +52,17 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.utilities import bytesize
 from moto.dynamodb.responses import DynamoResult
+from moto.sqs.models import Queue, SQSBackend
 
 _ORIGINAL_TRANSACT = DynamoDBBackend.transact_write_items
 _ORIGINAL_ITEM_INIT = Item.__init__
 _ORIGINAL_EXECUTE_RESULT = DynamoResult.execute_result
+_ORIGINAL_QUEUE_ATTRIBUTES = Queue.attributes
+_ORIGINAL_GET_QUEUE_ATTRIBUTES = SQSBackend.get_queue_attributes
+_COUNTS = frozenset(
+    {"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed", "ApproximateNumberOfMessagesNotVisible"}
+)
+_counting = threading.local()
 _ITEM_READS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan"})
 ITEM_SIZE_LIMIT = 405_000  # moto's own figure for DynamoDB's 400 KB
 _OPERATIONS = frozenset({"ConditionCheck", "Put", "Delete", "Update"})
@@ -155,14 +171,43 @@ def _execute_result(self: DynamoResult, context: Any) -> Any:
     return 200, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(result, default=_wire_json)
 
 
+def _queue_attributes(self: Queue) -> dict[str, Any]:
+    """moto's attributes, with the message counts only when a GetQueueAttributes call asked for them."""
+    if getattr(_counting, "active", False):
+        return dict(_ORIGINAL_QUEUE_ATTRIBUTES.fget(self))  # type: ignore[attr-defined]
+    names = [n for n in self.BASE_ATTRIBUTES if n not in _COUNTS]
+    if self.fifo_queue:
+        names += self.FIFO_ATTRIBUTES
+    if self.kms_master_key_id:
+        names += self.KMS_ATTRIBUTES
+    result: dict[str, Any] = {name: getattr(self, camelcase_to_underscores(name)) for name in names}
+    if self.policy:
+        result["Policy"] = self.policy
+    if self.redrive_policy:
+        result["RedrivePolicy"] = json.dumps(self.redrive_policy)
+    return {k: str(v).lower() if isinstance(v, bool) else v for k, v in result.items()}
+
+
+def _get_queue_attributes(self: SQSBackend, queue_name: str, attribute_names: list[str]) -> Any:
+    _counting.active = "All" in attribute_names or bool(_COUNTS & set(attribute_names))
+    try:
+        return _ORIGINAL_GET_QUEUE_ATTRIBUTES(self, queue_name, attribute_names)
+    finally:
+        _counting.active = False
+
+
 def install() -> None:
     """Apply the fixes (process-wide, like moto's backends)."""
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     Item.__init__ = _item_init  # type: ignore[method-assign]
     DynamoResult.execute_result = _execute_result  # type: ignore[method-assign]
+    Queue.attributes = property(_queue_attributes)  # type: ignore[assignment,method-assign]
+    SQSBackend.get_queue_attributes = _get_queue_attributes  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
     DynamoDBBackend.transact_write_items = _ORIGINAL_TRANSACT  # type: ignore[method-assign]
     Item.__init__ = _ORIGINAL_ITEM_INIT  # type: ignore[method-assign]
     DynamoResult.execute_result = _ORIGINAL_EXECUTE_RESULT  # type: ignore[method-assign]
+    Queue.attributes = _ORIGINAL_QUEUE_ATTRIBUTES  # type: ignore[method-assign]
+    SQSBackend.get_queue_attributes = _ORIGINAL_GET_QUEUE_ATTRIBUTES  # type: ignore[method-assign]

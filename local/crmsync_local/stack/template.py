@@ -285,6 +285,12 @@ TYPE_SPECS: dict[str, TypeSpec] = {
     "AWS::Scheduler::Schedule": TypeSpec(
         name_property="Name", max_name_length=64, ref=lambda n: n.name, attributes={"Arn": _schedule_arn}
     ),
+    "AWS::Events::EventBus": TypeSpec(
+        name_property="Name",
+        max_name_length=256,
+        ref=lambda n: n.name,
+        attributes={"Arn": _arn("events", "event-bus/{name}"), "Name": lambda n: n.name},
+    ),
     "AWS::Events::Rule": TypeSpec(
         name_property="Name", max_name_length=64, ref=lambda n: n.name, attributes={"Arn": _rule_arn}
     ),

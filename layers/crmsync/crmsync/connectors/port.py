@@ -234,7 +234,10 @@ class IdSetConnector(CrmConnector, Protocol):
 
 
 # ------------------------------------------------------------------------------------- writes
-WriteKind = Literal["insert", "update", "upsert", "delete"]
+WriteKind = Literal["insert", "update", "upsert", "delete", "insert_once"]
+"""`insert_once`: a new record under a key the caller derives from its own data, safe to send again
+(e-mail events, SPEC M1). Salesforce upserts it by the external-id `key_field`; Dataverse creates the
+record id `key_field` with `If-None-Match: *`, and a 412 (already there) is done, not refused."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """Reconciliation and de-duplication of imported records against local profiles (SPEC I10).
 
-Match on the CRM id first, then on the configured unique key; update the match, create otherwise.
+Match on the CRM id first, then on the configured unique key; update the match, create otherwise. A key
+that belongs to a profile linked to another record of the object is a duplicate, unless that profile is
+flagged deleted in the CRM: a new record with the key of a deleted one is the same person re-created, and
+takes the profile over.
 This module only decides; the profile store executes the decision with conditional writes, so two
 runs (or a retried page) racing on one CRM record still end with one profile.
 """
@@ -110,9 +113,13 @@ def reconcile(
             candidate = by_key.get(key)
             if candidate is not None:
                 owner = candidate.links.get(link)
-                if owner is not None and owner != record.crm_id:
+                recreated = candidate.deleted_in_crm and claimed_keys.get(key, record.crm_id) == record.crm_id
+                if owner is not None and owner != record.crm_id and not recreated:
                     plan.rejects.append((record, _duplicate(key_attribute, owner)))
                     continue
+                # A key owned by a record deleted in the CRM: the person's record was re-created, so the
+                # profile is linked to the new record (and no longer flagged) instead of refusing it as a
+                # duplicate on every run.
                 profile = candidate
             elif key in claimed_keys:
                 plan.rejects.append((record, _duplicate(key_attribute, claimed_keys[key])))

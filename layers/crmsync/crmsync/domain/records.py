@@ -22,6 +22,8 @@ class RejectCode(StrEnum):
     DUPLICATE_KEY = "DUPLICATE_KEY"
     MISSING_ID = "MISSING_ID"
     MISSING_WATERMARK = "MISSING_WATERMARK"
+    RECORD_TOO_LARGE = "RECORD_TOO_LARGE"
+    RECORD_NOT_STORED = "RECORD_NOT_STORED"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Reject:
     crm_id: str | None = None
     fields: tuple[str, ...] = ()
     profile_id: str | None = None
+    reference: str | None = None
+    """The caller's own name for what was refused when it has no CRM id (an e-mail event's message)."""
 
     def as_message(self, *, sync_id: str, run_id: str, operation: str, direction: str) -> dict[str, Any]:
         message = {

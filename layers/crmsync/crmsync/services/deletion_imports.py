@@ -9,7 +9,8 @@ Three ways to learn what was deleted, one per `mode`:
   Without a usable link (first run, or the CRM forgot it) the run compares id sets instead.
 - `compare`: read every id of the object the cheapest way the CRM has, keep them in S3 under the run,
   then flag the local records whose id is gone: the one way to catch deletions older than the CRM's
-  retention.
+  retention. A local id the list lacks is asked about once more before it is flagged: the list was read
+  first, so a record created and imported meanwhile is missing from it without being deleted.
 
 Every step is a function of the state it is given; applying deletions is idempotent, so a retried step
 changes nothing twice. The watermark (and delta link) move in the finish step, under the run's lease.
@@ -259,7 +260,7 @@ def deletion_import_page(state: DeletionImportState, container: Container) -> De
     elif page.phase == "read_ids":
         page, totals = _read_ids(run, page, connector, container)
     else:
-        page, totals = _sweep(run, page, container)
+        page, totals = _sweep(run, page, connector, container)
     totals.api_calls = connector.api_calls - calls_before
     totals.pages = 1
     logger.info(
@@ -430,8 +431,23 @@ def _crm_ids(run: DeletionImportRun, page: DeletionCursor, container: Container)
     return _crm_id_sets[run.run_id]
 
 
+def _still_missing(run: DeletionImportRun, connector: CrmConnector, missing: list[str]) -> list[str]:
+    """Of the local ids the CRM's id list lacks, those the CRM still does not have.
+
+    The CRM's ids were read before the local ones: a record created in the CRM after its id was listed,
+    and imported by another sync before the sweep read the local ids, is in the local list only. It must
+    not be flagged (nor removed): the CRM is asked about each missing id once more. Only the missing are
+    asked - the records deleted since the last run, and those flagged already (`ID_CHUNK` a call).
+    """
+    if not missing:
+        return []
+    query = RecordQuery(object=run.object, fields=(run.id_field,), ids=tuple(missing))
+    present = {_normalized(run, str(r[run.id_field])) for r in connector.read_by_ids(query) if r.get(run.id_field)}
+    return [i for i in missing if _normalized(run, i) not in present]
+
+
 def _sweep(
-    run: DeletionImportRun, page: DeletionCursor, container: Container
+    run: DeletionImportRun, page: DeletionCursor, connector: CrmConnector, container: Container
 ) -> tuple[DeletionCursor, DeletionTotals]:
     """A chunk of the local records, checked against the CRM's ids: those whose id is gone were deleted."""
     crm_ids = _crm_ids(run, page, container)
@@ -442,7 +458,8 @@ def _sweep(
             "flag every one of them (check that the integration user can read the object)"
         )
     seen = datetime.fromisoformat(run.started_at)
-    gone = [CrmDeletion(i, seen) for i in local if _normalized(run, i) not in crm_ids]
+    missing = [i for i in local if _normalized(run, i) not in crm_ids]
+    gone = [CrmDeletion(i, seen) for i in _still_missing(run, connector, missing)]
     totals = DeletionTotals(checked=len(local))
     _apply(container, run, gone, totals)
     return page.model_copy(update={"cursor": after, "done": after is None}), totals

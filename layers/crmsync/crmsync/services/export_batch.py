@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..connectors.port import CrmWriter, RecordWrite, WriteJournal, WriteKind, WriteRequest, WriteResult
+from ..domain.events import timeline_link
 from ..domain.reconciliation import normalize_key
 from ..domain.records import RecordRejected, Reject, RejectCode
 from ..domain.routing import CrmMatch, Route, route_by_link, route_lead_or_contact
@@ -221,6 +222,8 @@ class BatchExporter:
             return payload
         if plan.correlation_field and target.correlation:
             payload[plan.correlation_field] = record.profile_id
+        if plan.timeline_field and plan.timeline_url and target.timeline:
+            payload[plan.timeline_field] = timeline_link(plan.timeline_url, record.profile_id)
         if route.kind == "update":
             payload[target.id_field] = route.crm_id
         elif route.kind == "upsert":

@@ -68,10 +68,13 @@ class ObjectTarget:
     owner: bool
     email_field: str | None = None
     converted_field: str | None = None
+    timeline: bool = False
+    """The object has the timeline-link field (SPEC M5): the link is written with the record."""
 
     def to_state(self) -> dict[str, Any]:
         return {
             "object": self.object,
+            "timeline": self.timeline,
             "id_field": self.id_field,
             "fields": [f.to_state() for f in self.fields],
             "correlation": self.correlation,
@@ -90,6 +93,7 @@ class ObjectTarget:
             owner=bool(data["owner"]),
             email_field=data.get("email_field"),
             converted_field=data.get("converted_field"),
+            timeline=bool(data.get("timeline", False)),
         )
 
 
@@ -112,6 +116,9 @@ class ExportPlan:
     bulk_threshold: int
     bulk_batch_size: int
     max_concurrency: int
+    timeline_field: str | None = None
+    timeline_url: str | None = None
+    """The export writes the link to the profile's timeline (SPEC M5): `timeline_url` with {profileId}."""
 
     @property
     def targets(self) -> tuple[ObjectTarget, ...]:
@@ -160,6 +167,8 @@ class ExportPlan:
             "bulk_threshold": self.bulk_threshold,
             "bulk_batch_size": self.bulk_batch_size,
             "max_concurrency": self.max_concurrency,
+            "timeline_field": self.timeline_field,
+            "timeline_url": self.timeline_url,
         }
 
     @classmethod
@@ -182,6 +191,8 @@ class ExportPlan:
             bulk_threshold=int(data["bulk_threshold"]),
             bulk_batch_size=int(data["bulk_batch_size"]),
             max_concurrency=int(data["max_concurrency"]),
+            timeline_field=data.get("timeline_field"),
+            timeline_url=data.get("timeline_url"),
         )
 
 
@@ -278,6 +289,21 @@ def resolve_export_plan(
     if sync.correlation_field is not None:
         correlation = special(sync.correlation_field, "correlation_field", primary_description, required=True)
 
+    timeline: str | None = None
+    if sync.timeline_link is not None:
+        found_link = primary_description.field(sync.timeline_link.field)
+        if found_link is None:
+            problems.append(
+                f"{where}: " + unknown_field("timeline_link.field", sync.timeline_link.field, primary_description)
+            )
+        elif found_link.crm_type not in TEXT_TYPES or not (found_link.createable and found_link.updateable):
+            problems.append(
+                f"{where}: timeline_link.field: {primary_description.name}.{found_link.name} must be a writable "
+                "text or URL field"
+            )
+        else:
+            timeline = found_link.name
+
     owner_primary = False
     if sync.owner is not None and vocabulary is not None:
         owner_field = vocabulary.owner_field
@@ -334,6 +360,7 @@ def resolve_export_plan(
             is not None,
             owner=owner_contact,
             email_field=vocabulary.email_field,
+            timeline=timeline is not None and contact_description.field(timeline) is not None,
         )
 
     if problems:
@@ -349,6 +376,7 @@ def resolve_export_plan(
             owner=owner_primary,
             email_field=email_primary,
             converted_field=converted,
+            timeline=timeline is not None,
         ),
         contact=contact,
         write=sync.write,
@@ -364,4 +392,6 @@ def resolve_export_plan(
         bulk_threshold=sync.bulk_threshold,
         bulk_batch_size=sync.bulk_batch_size,
         max_concurrency=sync.max_concurrency,
+        timeline_field=timeline,
+        timeline_url=sync.timeline_link.url if sync.timeline_link else None,
     )

@@ -32,6 +32,7 @@ from ..domain.records import CrmDeletion, DeletionResult, LocalRecord, RecordRej
 from ..domain.windows import ImportWindow
 from ..errors import ConfigurationError, DeltaTokenExpired
 from ..inputs import decode_text
+from ..stores.profiles import ApplyResult
 from ..stores.rejects import RejectContext
 from ..wiring import Container
 from .enumerations import through_enumerations
@@ -49,6 +50,7 @@ from .runs import (
     sync_to_start,
 )
 from .schema_drift import describe_for_run, mapped_fields
+from .store_guard import apply_isolating, too_large
 
 logger = logging.getLogger(__name__)
 
@@ -353,20 +355,10 @@ def import_page(state: ImportState, container: Container) -> ImportState:
                 )
             )
 
-    if plan.target_kind == "resource":
-        assert plan.resource is not None
-        result = container.resources.apply_import(
-            mapped, resource=plan.resource, connection=run.connection, run_id=run.run_id
-        )
-    else:
-        result = container.profiles.apply_import(
-            mapped,
-            connection=run.connection,
-            object_name=plan.object,
-            key_attribute=plan.key_attribute,
-            case_insensitive=plan.case_insensitive,
-            run_id=run.run_id,
-        )
+    mapped, oversized = too_large(mapped)
+    rejects.extend(oversized)
+    result, not_stored = apply_isolating(mapped, lambda chunk: _store(container, plan, run, chunk))
+    rejects.extend(not_stored)
     for local, duplicate in result.rejects:
         rejects.append(
             Reject(
@@ -414,6 +406,23 @@ def import_page(state: ImportState, container: Container) -> ImportState:
         ),
         next_delta_link=next_delta_link,
         crm_api_usage=api_usage_of(connector, run) or state.crm_api_usage,
+    )
+
+
+def _store(container: Container, plan: ImportPlan, run: RunContext, records: list[LocalRecord]) -> ApplyResult:
+    """Reconcile and write mapped records into the sync's target: profiles or a resource table."""
+    if plan.target_kind == "resource":
+        assert plan.resource is not None
+        return container.resources.apply_import(
+            records, resource=plan.resource, connection=run.connection, run_id=run.run_id
+        )
+    return container.profiles.apply_import(
+        records,
+        connection=run.connection,
+        object_name=plan.object,
+        key_attribute=plan.key_attribute,
+        case_insensitive=plan.case_insensitive,
+        run_id=run.run_id,
     )
 
 

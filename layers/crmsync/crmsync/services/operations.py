@@ -9,7 +9,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,13 +17,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from .. import registry
-from ..config import CrmsyncConfig, DynamicsConnection, SalesforceConnection, SyncDefinition
+from ..config import CrmsyncConfig, DynamicsConnection, EventsSync, SalesforceConnection, SyncDefinition
 from ..connectors.port import ApiLimits, CrmConnector, ObjectSummary
+from ..domain.events import parse_event
 from ..domain.windows import parse_watermark
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, SyncNotFound
 from ..stores.definitions import DefinitionPlan
 from ..stores.watermarks import Watermark
 from ..wiring import AwsClients, Container, Settings
+from .events import BackfillReport, backfill, switched_on
 from .rejects import DeadLetters, RejectDesk, ReplayReport
 from .rejects import data_loader_error_file as data_loader_error_file
 
@@ -55,6 +57,10 @@ class StackNames:
     def rejects_queue(self) -> str:
         return f"{self.stack}-rejects"
 
+    @property
+    def events_queue(self) -> str:
+        return f"{self.stack}-events"
+
 
 @dataclass(frozen=True)
 class StartedRun:
@@ -80,6 +86,17 @@ class ScheduleChange:
     sync_id: str
     action: str
     expression: str | None
+    backfill: BackfillReport | None = None
+    """An events sync whose types were switched on: the back-fill `apply` started (SPEC M4)."""
+
+
+@dataclass(frozen=True)
+class SentEvents:
+    """What `crmsync events send` did: lines read, events queued, lines refused before sending."""
+
+    read: int
+    sent: int
+    invalid: list[tuple[int, str]]
 
 
 @dataclass(frozen=True)
@@ -131,16 +148,92 @@ class Operator:
 
     def apply_config(self, config: CrmsyncConfig, *, dry_run: bool = False) -> ApplyReport:
         """Make the stack's definitions and schedules the file's: add, change, and remove what the file no
-        longer has. With `dry_run`, only the plan: nothing is written."""
+        longer has. With `dry_run`, only the plan: nothing is written. An events sync whose types are
+        switched on (or that is new) back-fills them from the archive (SPEC M4)."""
         definitions = self.container.definitions
         plan = definitions.plan(config)
         waiting = {sync_id: why for sync_id in plan.removed if (why := self._in_flight(sync_id))}
         if dry_run:
             return ApplyReport(plan, [], [], waiting, dry_run=True)
+        before = self._stored_events_syncs(config)
         definitions.apply(config, keep=frozenset(waiting))
-        schedules = [self._schedule(sync) for sync in config.syncs]
+        schedules = [self._backfill_switched_on(self._schedule(sync), sync, before) for sync in config.syncs]
         removed = [self._unschedule(sync_id, disable=sync_id in waiting) for sync_id in plan.removed]
         return ApplyReport(plan, schedules, removed, waiting)
+
+    def _stored_events_syncs(self, config: CrmsyncConfig) -> dict[str, EventsSync | None]:
+        """The stored definition of each events sync of the file, before it is applied."""
+        before: dict[str, EventsSync | None] = {}
+        for sync in config.syncs:
+            if isinstance(sync, EventsSync):
+                try:
+                    stored = self.container.definitions.sync(sync.id).sync
+                except SyncNotFound:
+                    stored = None
+                before[sync.id] = stored if isinstance(stored, EventsSync) else None
+        return before
+
+    def _backfill_switched_on(
+        self, change: ScheduleChange, sync: SyncDefinition, before: dict[str, EventsSync | None]
+    ) -> ScheduleChange:
+        if not isinstance(sync, EventsSync):
+            return change
+        types = switched_on(before.get(sync.id), sync)
+        if not types:
+            return change
+        report = backfill(self.container, self.events_queue_url, sync, types=types)
+        return ScheduleChange(change.sync_id, change.action, change.expression, report)
+
+    # -- e-mail events (SPEC M1-M4) --------------------------------------------------------------------
+    @property
+    def events_queue_url(self) -> str:
+        url = self.container.settings.events_queue_url
+        if url is None:
+            url = self.aws.client("sqs").get_queue_url(QueueName=self.names.events_queue)["QueueUrl"]
+            self.container.settings = self.container.settings.model_copy(update={"events_queue_url": url})
+        return url
+
+    def send_events(self, lines: Iterator[str] | list[str]) -> SentEvents:
+        """JSON Lines onto the events queue, 10 a call. A line that is not an event is reported, not sent
+        (the queue's consumer would only move it to the dead-letter queue)."""
+        sqs = self.aws.client("sqs")
+        invalid: list[tuple[int, str]] = []
+        batch: list[dict[str, Any]] = []
+        read = sent = 0
+
+        def flush() -> int:
+            if not batch:
+                return 0
+            response = sqs.send_message_batch(QueueUrl=self.events_queue_url, Entries=batch)
+            if response.get("Failed"):
+                raise ConfigurationError(f"SQS refused {len(response['Failed'])} events")
+            count = len(batch)
+            batch.clear()
+            return count
+
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            read += 1
+            try:
+                parse_event(line)
+            except ValueError as problem:
+                invalid.append((number, str(problem)))
+                continue
+            batch.append({"Id": str(len(batch)), "MessageBody": line.strip()})
+            if len(batch) == 10:
+                sent += flush()
+        sent += flush()
+        return SentEvents(read=read, sent=sent, invalid=invalid)
+
+    def backfill_events(self, sync_id: str, *, days: int | None = None) -> BackfillReport:
+        """Push the archived events of the last `days` (default the sync's `backfill_days`) again."""
+        stored = self.container.definitions.sync(sync_id)
+        if not isinstance(stored.sync, EventsSync):
+            raise ConfigurationError(
+                f"sync {sync_id!r} is an {stored.sync.operation}; only events syncs back-fill"
+            )
+        return backfill(self.container, self.events_queue_url, stored.sync, days=days)
 
     def _in_flight(self, sync_id: str) -> str | None:
         """Why a removal waits: the run holding the sync's lease, if the lease has not expired."""
@@ -253,6 +346,11 @@ class Operator:
         trigger: str = "manual",
     ) -> StartedRun:
         stored = self.container.definitions.sync(sync_id)
+        if isinstance(stored.sync, EventsSync):
+            raise ConfigurationError(
+                f"sync {sync_id!r} pushes e-mail events as they arrive; it has no runs "
+                "(crmsync events send FILE, crmsync events backfill SYNC)"
+            )
         if period is not None and not registry.operation(stored.sync.operation).takes_period:
             raise ConfigurationError(
                 f"sync {sync_id!r} is an {stored.sync.operation}; a period is given to deletion imports only"

@@ -63,6 +63,8 @@ def reject_id(reject: Reject, context: RejectContext) -> str:
     identity = f"{context.run_id}|{reject.crm_id}|{reject.error_symbol}"
     if reject.profile_id is not None:
         identity += f"|{reject.profile_id}"
+    if reject.reference is not None:
+        identity += f"|{reject.reference}"
     if reject.crm_id is None and reject.profile_id is None:
         # No id tells such records apart (a record without its id field): their content does.
         identity += "|" + json.dumps(reject.record, sort_keys=True, default=str)

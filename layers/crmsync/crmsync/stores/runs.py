@@ -3,6 +3,15 @@
 Items of the runs table:
 - `LOCK#<sync>` / `LOCK`: the lease — holder run id and expiry; taken with a conditional put, renewed
   by every step of the holder, deleted (conditionally) when the run ends.
+
+A step is not over in an instant: a page or batch step may run up to its Lambda timeout (900 s), which
+the default lease equals. Renewed only when the step started, the lease could expire while the step was
+still writing, and a scheduled run take the same sync over. So taking or renewing the lease also starts
+a *heartbeat*: a daemon thread that renews it every quarter of its length while the step runs, until
+`stop_heartbeats()` (the step handler calls it when the invocation ends, however it ends). At the end of
+a step the lease has three quarters of its length left, which covers the Retry back-off and the
+scheduling between two steps. A heartbeat that finds the lease taken stops: the step's own writes are
+conditional on its claim, and its next step fails with `LeaseLost`.
 - `RUN#<sync>` / `<startedAt>#<runId>`: one per run — status, window, counts, error.
 - `SCHEMA#<sync>` / `SCHEMA`: the object's description as the sync's last run saw it (zlib-compressed
   JSON), when the CRM said so (`describedAt`, for `If-Modified-Since`) and which definition of the sync
@@ -12,6 +21,8 @@ Items of the runs table:
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -24,6 +35,26 @@ from ..errors import LeaseLost, RunAlreadyInProgress
 from .dynamo import deserialize, serialize, serialize_value
 
 RUN_RETENTION_SECONDS = 180 * 86_400
+HEARTBEATS_PER_LEASE = 4
+
+logger = logging.getLogger(__name__)
+_heartbeats: dict[tuple[str, str], threading.Event] = {}
+_heartbeats_lock = threading.Lock()
+
+
+def _stop_heartbeat(sync_id: str, run_id: str) -> None:
+    with _heartbeats_lock:
+        stop = _heartbeats.pop((sync_id, run_id), None)
+    if stop is not None:
+        stop.set()
+
+
+def stop_heartbeats() -> None:
+    """Stop renewing every lease this process renews (the invocation that needed them is over)."""
+    with _heartbeats_lock:
+        for stop in _heartbeats.values():
+            stop.set()
+        _heartbeats.clear()
 
 
 def _condition_failed(error: ClientError) -> bool:
@@ -86,12 +117,45 @@ class RunLedger:
                 )
                 + "; runs of one sync never overlap"
             ) from None
+        self._keep(sync_id, run_id, lease_seconds)
+
+    def _keep(self, sync_id: str, run_id: str, lease_seconds: int) -> None:
+        """Renew the lease every `lease_seconds / HEARTBEATS_PER_LEASE` until `stop_heartbeats()`."""
+        stop = threading.Event()
+        with _heartbeats_lock:
+            previous = _heartbeats.pop((sync_id, run_id), None)
+            if previous is not None:
+                previous.set()
+            _heartbeats[(sync_id, run_id)] = stop
+
+        def beat() -> None:
+            while not stop.wait(lease_seconds / HEARTBEATS_PER_LEASE):
+                try:
+                    self._extend(sync_id, run_id, lease_seconds)
+                except LeaseLost:
+                    logger.warning(
+                        "lease lost while a step was running", extra={"sync_id": sync_id, "run_id": run_id}
+                    )
+                    return
+                except Exception:
+                    logger.warning(
+                        "lease heartbeat failed; the next renewal tries again",
+                        extra={"sync_id": sync_id, "run_id": run_id},
+                        exc_info=True,
+                    )
+
+        threading.Thread(target=beat, name=f"lease-{sync_id}", daemon=True).start()
 
     def lease_holder(self, sync_id: str) -> dict[str, Any] | None:
         response = self.client.get_item(TableName=self.table, Key=self._lock_key(sync_id), ConsistentRead=True)
         return deserialize(response["Item"]) if "Item" in response else None
 
     def renew(self, sync_id: str, run_id: str, lease_seconds: int) -> None:
+        """Extend the lease now (`LeaseLost` when another run holds it) and keep it while the step runs."""
+        self._extend(sync_id, run_id, lease_seconds)
+        self._keep(sync_id, run_id, lease_seconds)
+
+    def _extend(self, sync_id: str, run_id: str, lease_seconds: int) -> None:
         now = int(self.clock())
         try:
             self.client.update_item(
@@ -109,6 +173,8 @@ class RunLedger:
             ) from None
 
     def release_action(self, sync_id: str, run_id: str) -> dict[str, Any]:
+        """The lease's release, for a transaction that ends the run; its heartbeat stops here."""
+        _stop_heartbeat(sync_id, run_id)
         return {
             "Delete": {
                 "TableName": self.table,
@@ -120,6 +186,7 @@ class RunLedger:
 
     def release(self, sync_id: str, run_id: str) -> bool:
         """Release the lease if this run still holds it; False when it did not."""
+        _stop_heartbeat(sync_id, run_id)
         try:
             self.client.delete_item(
                 TableName=self.table,

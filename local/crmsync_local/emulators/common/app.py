@@ -38,13 +38,16 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 @dataclass
 class Fault:
     """One injected fault. `times=None` means until reset; `after` lets that many matching requests
-    through untouched first (a crash after k of n batches)."""
+    through untouched first (a crash after k of n batches). A `status` answers in place of the request,
+    unless `after_apply`: then the request is handled first and its answer replaced by the status, as a
+    gateway that times out or fails in front of a CRM that did the work (a 502/503/504 after the write)."""
 
     match: re.Pattern[str]
     status: int | None = None
     times: int | None = 1
     latency_ms: int = 0
     drop_response: bool = False
+    after_apply: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
     after: int = 0
@@ -58,6 +61,7 @@ class Fault:
             "times": self.times,
             "latency_ms": self.latency_ms,
             "drop_response": self.drop_response,
+            "after_apply": self.after_apply,
             "after": self.after,
             "fired": self.fired,
         }
@@ -82,6 +86,7 @@ class FaultInjector:
             times=None if spec.get("times", 1) is None else int(spec.get("times", 1)),
             latency_ms=int(spec.get("latency_ms", 0)),
             drop_response=bool(spec.get("drop_response", False)),
+            after_apply=bool(spec.get("after_apply", False)),
             headers={str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
             body=spec.get("body"),
             after=int(spec.get("after", 0)),
@@ -232,6 +237,8 @@ class EmulatorApp:
         fault = self.faults.take(request.method, request.full_path.rstrip("?"))
         if fault is not None and fault.latency_ms:
             time.sleep(fault.latency_ms / 1000)
+        if fault is not None and fault.status is not None and fault.after_apply:
+            self.handlers[endpoint](request, **values)
         if fault is not None and fault.status is not None:
             response = (
                 json_response(fault.body, fault.status)

@@ -162,6 +162,7 @@ class DynamicsEmulator(EmulatorApp):
         self.route(f"{control}/tokens/expire", ["POST"], self._control_expire_access_tokens)
         self.route(f"{control}/entities", ["GET", "POST"], self._control_entities)
         self.route(f"{control}/entities/<logical>/attributes/<name>", ["DELETE", "PATCH"], self._control_attribute)
+        self.route(f"{control}/timeline/<entity_set>/<record_id>", ["GET"], self._control_timeline)
 
     def stats_key(self, request: Request, rule: str) -> str:
         """Web API calls are counted per resource (`GET /api/data/v9.2/contacts({key})`), not per route."""
@@ -418,6 +419,32 @@ class DynamicsEmulator(EmulatorApp):
         with self.lock:
             rows = self.store.rows(entity)
         return json_response({"value": rows, "count": len(rows)})
+
+    def _control_timeline(self, request: Request, entity_set: str, record_id: str) -> Response:
+        """The record's timeline: the `activitypointers` regarding it, oldest first (by `actualstart`,
+        then creation), each with its `activitytypecode` and the activity table's own row."""
+        try:
+            entity = self._control_entity(entity_set)
+        except KeyError:
+            return json_response({"error": f"no entity set {entity_set!r}"}, 404)
+        wanted = record_id.lower()
+        with self.lock:
+            if self.store.get(entity, wanted) is None:
+                return json_response({"error": f"no {entity.logical_name} {record_id}"}, 404)
+            pointer = self.registry.entity("activitypointer")
+            rows = (
+                [r for r in self.store.rows(pointer) if r.get("_regardingobjectid_value") == wanted]
+                if pointer
+                else []
+            )
+            activities = []
+            for row in sorted(rows, key=lambda r: (r.get("actualstart") or "", r.get("createdon") or "")):
+                table = self.registry.entity(str(row.get("activitytypecode")))
+                full = self.store.get(table, row["activityid"]) if table is not None else None
+                activities.append({**row, "activity": full})
+        return json_response(
+            {"entity": entity.logical_name, "id": wanted, "count": len(activities), "value": activities}
+        )
 
     def _control_put_records(self, request: Request, entity_set: str) -> Response:
         """Create or update records as given, timestamps and state included, bumping versions as writes do."""

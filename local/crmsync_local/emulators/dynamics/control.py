@@ -51,6 +51,11 @@ class DynamicsControl:
     def records(self, entity_set: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"records/{entity_set}")["value"])
 
+    def timeline(self, entity_set: str, record_id: str) -> list[dict[str, Any]]:
+        """The record's timeline: the `activitypointers` regarding it (each with `activity`, its row in the
+        activity table), oldest first."""
+        return list(self._call("GET", f"timeline/{entity_set}/{record_id}")["value"])
+
     def delete_record(self, entity_set: str, record_id: str) -> None:
         """Delete as a user would: the deletion shows up in change tracking."""
         self._call("DELETE", f"records/{entity_set}/{record_id}")
@@ -156,6 +161,7 @@ class DynamicsControl:
         headers: dict[str, str] | None = None,
         body: Any = None,
         after: int = 0,
+        after_apply: bool = False,
     ) -> dict[str, Any]:
         """`match` is a regular expression on `"<METHOD> <path?query>"`; `after` lets that many matching
         requests through first (a crash after k of n batches)."""
@@ -165,6 +171,7 @@ class DynamicsControl:
             "latency_ms": latency_ms,
             "drop_response": drop_response,
             "after": after,
+            "after_apply": after_apply,
         }
         if status is not None:
             spec["status"] = status

@@ -187,6 +187,8 @@ class EntityDef:
     schema_name: str = ""
     attributes: dict[str, AttributeDef] = field(default_factory=dict)
     keys: list[AlternateKeyDef] = field(default_factory=list)
+    is_activity: bool = False
+    """An activity table: keyed by `activityid`, each row also listed in `activitypointers` (timelines)."""
 
     def __post_init__(self) -> None:
         self.schema_name = self.schema_name or self.logical_name
@@ -334,10 +336,12 @@ def _entity(
     collection: str,
     code: int,
     attributes: list[AttributeDef],
+    *,
+    primary_id: str | None = None,
     **kw: Any,
 ) -> EntityDef:
     primary = AttributeDef(
-        f"{logical}id",
+        primary_id or f"{logical}id",
         "Uniqueidentifier",
         display_name=display,
         is_primary_id=True,
@@ -598,7 +602,93 @@ def default_entities() -> list[EntityDef]:
         schema_name="new_Subscription",
         keys=[AlternateKeyDef("new_externalid_key", ["new_externalid"], "External ID key")],
     )
-    return [contact, lead, account, systemuser, subscription]
+    return [contact, lead, account, systemuser, subscription, *activity_entities()]
+
+
+ACTIVITY_POINTER = "activitypointer"
+REGARDING_TARGETS = ("contact", "lead", "account")
+
+
+def _activity_columns(table: str) -> list[AttributeDef]:
+    """What every activity has: subject, description, times, the polymorphic regarding lookup (one
+    navigation property per target, `regardingobjectid_<target>_<table>`), owner and system columns."""
+    return [
+        _string("subject", 200, "Subject"),
+        AttributeDef("description", "Memo", display_name="Description", max_length=2000),
+        AttributeDef("actualstart", "DateTime", display_name="Actual Start"),
+        AttributeDef("actualend", "DateTime", display_name="Actual End"),
+        AttributeDef(
+            "regardingobjectid",
+            "Lookup",
+            display_name="Regarding",
+            targets=list(REGARDING_TARGETS),
+            navigation={t: f"regardingobjectid_{t}_{table}" for t in REGARDING_TARGETS},
+        ),
+        *_system_columns(),
+    ]
+
+
+def _activity_table(
+    logical: str, entity_set: str, display: str, collection: str, code: int, columns: list[AttributeDef], **kw: Any
+) -> EntityDef:
+    """Every activity table is keyed by `activityid` and named by its `subject`."""
+    columns = [*_activity_columns(logical), *columns]
+    return _entity(
+        logical,
+        entity_set,
+        "subject",
+        display,
+        collection,
+        code,
+        columns,
+        primary_id="activityid",
+        is_activity=True,
+        **kw,
+    )
+
+
+def activity_entities() -> list[EntityDef]:
+    """`activitypointer` (every activity, what timelines read) and the custom activity table
+    `cr_marketingevent` that e-mail events are written to (SPEC M1)."""
+    pointer = _activity_table(
+        ACTIVITY_POINTER,
+        "activitypointers",
+        "Activity",
+        "Activities",
+        4200,
+        [_string("activitytypecode", 64, "Activity Type", valid_for_create=False, valid_for_update=False)],
+        change_tracking=False,
+    )
+    pointer.is_activity = False  # the base of the activities, not one of them
+
+    def custom(name: str, kind: str, display: str, **kw: Any) -> AttributeDef:
+        return AttributeDef(
+            name,
+            kind,
+            display_name=display,
+            is_custom=True,
+            schema_name="cr_" + name.removeprefix("cr_").title(),
+            **kw,
+        )
+
+    marketing_event = _activity_table(
+        "cr_marketingevent",
+        "cr_marketingevents",
+        "Marketing Event",
+        "Marketing Events",
+        10_001,
+        [
+            custom("cr_eventtype", "String", "Event Type", max_length=20),
+            custom("cr_campaignname", "String", "Campaign Name", max_length=255),
+            custom("cr_deliveryname", "String", "Delivery Name", max_length=255),
+            custom("cr_clickedurl", "String", "Clicked URL", max_length=500, string_format="Url"),
+            custom("cr_mirrorpageurl", "String", "Mirror Page URL", max_length=2000, string_format="Url"),
+        ],
+        is_custom=True,
+        schema_name="cr_MarketingEvent",
+        change_tracking=False,  # a new custom table has change tracking off until someone turns it on
+    )
+    return [pointer, marketing_event]
 
 
 class MetadataRegistry:
@@ -795,7 +885,7 @@ def entity_json(entity: EntityDef) -> dict[str, Any]:
         "ObjectTypeCode": entity.object_type_code,
         "IsCustomEntity": entity.is_custom,
         "IsManaged": not entity.is_custom,
-        "IsActivity": False,
+        "IsActivity": entity.is_activity,
         "IsIntersect": False,
         "IsValidForAdvancedFind": True,
         "TableType": "Standard",

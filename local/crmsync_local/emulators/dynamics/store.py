@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import errors
-from .metadata import AlternateKeyDef, EntityDef, MetadataRegistry
+from .metadata import ACTIVITY_POINTER, AlternateKeyDef, EntityDef, MetadataRegistry
 
 Row = dict[str, Any]
 LOOKUP_TYPE = "@Microsoft.Dynamics.CRM.lookuplogicalname"
@@ -225,7 +225,9 @@ class RecordWriter:
                 row[prop] = caller_id
                 row[prop + LOOKUP_TYPE] = "systemuser"
         self._finish(entity, row, creating=True)
-        return self.store.put(entity, row)
+        stored = self.store.put(entity, row)
+        self._pointer(entity, stored)
+        return stored
 
     def update(
         self,
@@ -249,10 +251,26 @@ class RecordWriter:
             row["_modifiedby_value"] = caller_id
             row["_modifiedby_value" + LOOKUP_TYPE] = "systemuser"
         self._finish(entity, row, creating=False)
-        return self.store.put(entity, row)
+        stored = self.store.put(entity, row)
+        self._pointer(entity, stored)
+        return stored
 
     def delete(self, entity: EntityDef, record_id: str, timestamp: float) -> Row | None:
+        if entity.is_activity:
+            pointer = self.store.registry.entity(ACTIVITY_POINTER)
+            if pointer is not None and self.store.get(pointer, record_id) is not None:
+                self.store.remove(pointer, record_id, timestamp)
         return self.store.remove(entity, record_id, timestamp)
+
+    def _pointer(self, entity: EntityDef, row: Row) -> None:
+        """An activity is also an `activitypointer` row (what a timeline lists), with its type code."""
+        if not entity.is_activity:
+            return
+        pointer = self.store.registry.entity(ACTIVITY_POINTER)
+        if pointer is None:
+            return
+        shared = {k: v for k, v in row.items() if k in pointer.properties or k.endswith(LOOKUP_TYPE)}
+        self.store.put(pointer, {**shared, "activitytypecode": entity.logical_name})
 
     def _finish(self, entity: EntityDef, row: Row, *, creating: bool) -> None:
         if "fullname" in entity.attributes and (

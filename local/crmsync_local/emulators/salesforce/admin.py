@@ -55,6 +55,7 @@ class ControlApi:
         route(f"{CONTROL_PREFIX}/sessions/expire", ["POST"], self.expire_sessions)
         route(f"{CONTROL_PREFIX}/schema/<sobject>", ["POST"], self.define_schema)
         route(f"{CONTROL_PREFIX}/schema/<sobject>/<field>", ["DELETE", "PATCH"], self.change_field)
+        route(f"{CONTROL_PREFIX}/timeline/<sobject>/<record_id>", ["GET"], self.timeline)
 
     # -- records -------------------------------------------------------------------------------------------------
     def seed(self, request: Request, sobject: str) -> Response:
@@ -92,6 +93,41 @@ class ControlApi:
                     )
                 out.append(record)
         return json_response({"totalSize": len(out), "records": out})
+
+    def timeline(self, request: Request, sobject: str, record_id: str) -> Response:
+        """The record's timeline: records of custom objects whose lookup points at it (e-mail events in
+        `Marketing_Event__c`), oldest first by their date-time field, then creation."""
+        normalized = normalize_id(record_id)
+        with self.emulator.lock:
+            org = self.emulator.org
+            definition = org.schema.get(sobject)
+            if definition is None or normalized is None:
+                return json_response({"error": f"no {sobject} {record_id}"}, 404)
+            out: list[dict[str, Any]] = []
+            for related in org.schema.all():
+                lookups = [
+                    f.name
+                    for f in related.fields.values()
+                    if related.custom and f.type == "reference" and sobject in f.reference_to and f.custom
+                ]
+                if not lookups:
+                    continue
+                dated = next(
+                    (f.name for f in related.fields.values() if f.custom and f.type == "datetime"), "CreatedDate"
+                )
+                for row in org.store.table(related).records.values():
+                    if row.get("IsDeleted") or not any(row.get(name) == normalized for name in lookups):
+                        continue
+                    record = render_record(related, row, _VERSION)
+                    out.append(
+                        {
+                            "object": related.name,
+                            "at": record.get(dated) or record.get("CreatedDate"),
+                            "record": record,
+                        }
+                    )
+        out.sort(key=lambda a: (str(a["at"] or ""), str(a["record"].get("CreatedDate"))))
+        return json_response({"sobject": sobject, "id": normalized, "totalSize": len(out), "records": out})
 
     def delete(self, request: Request, sobject: str, record_id: str) -> Response:
         when_raw = request.args.get("deletedDate")

@@ -46,6 +46,11 @@ class SalesforceControl:
         rows: list[dict[str, Any]] = self._call("GET", f"/sobjects/{sobject}")["records"]
         return rows
 
+    def timeline(self, sobject: str, record_id: str) -> list[dict[str, Any]]:
+        """The record's timeline: `{object, at, record}` of custom-object records looking it up, oldest first."""
+        rows: list[dict[str, Any]] = self._call("GET", f"/timeline/{sobject}/{record_id}")["records"]
+        return rows
+
     def delete(
         self, sobject: str, record_id: str, *, deleted_date: datetime | str | None = None, hard: bool = False
     ) -> None:
@@ -74,6 +79,7 @@ class SalesforceControl:
         headers: dict[str, str] | None = None,
         body: Any = None,
         after: int = 0,
+        after_apply: bool = False,
     ) -> dict[str, Any]:
         """Inject a fault on requests whose `"<METHOD> <path?query>"` matches the regular expression;
         `after` lets that many matching requests through first."""
@@ -84,6 +90,7 @@ class SalesforceControl:
             "latency_ms": latency_ms,
             "drop_response": drop_response,
             "after": after,
+            "after_apply": after_apply,
         }
         if headers:
             spec["headers"] = headers

@@ -622,7 +622,29 @@ def standard_objects() -> list[ObjectDef]:
             _typed("textarea", "Notes__c", "Notes", 32768),
         ],
     )
-    return [account, contact, lead, opportunity, campaign, user, subscription]
+    # The e-mail events' timeline object (SPEC M1): one record per event, unique by its External ID, so
+    # an upsert through sObject Collections never makes a second record for a redelivered event.
+    marketing_event = _object(
+        "Marketing_Event__c",
+        "Marketing Event",
+        "Marketing Events",
+        "a02",
+        [
+            _text("Name", "Subject", 80, name_field=True, nillable=False),
+            _text("Event_Id__c", "Event Id", 100, external_id=True, unique=True, id_lookup=True),
+            _picklist(
+                "Event_Type__c", "Event Type", ("send", "open", "click", "bounce"), restricted_picklist=True
+            ),
+            _lookup("Contact__c", "Contact", "Contact", "Contact__r"),
+            _lookup("Lead__c", "Lead", "Lead", "Lead__r"),
+            _text("Campaign_Name__c", "Campaign Name", 255),
+            _text("Delivery_Name__c", "Delivery Name", 255),
+            _typed("datetime", "Event_At__c", "Event Date/Time"),
+            _typed("url", "Clicked_URL__c", "Clicked URL", 255),
+            _typed("url", "Mirror_Page_URL__c", "Mirror Page URL", 255),
+        ],
+    )
+    return [account, contact, lead, opportunity, campaign, user, subscription, marketing_event]
 
 
 class SchemaError(ValueError):

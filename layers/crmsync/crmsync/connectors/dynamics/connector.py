@@ -198,12 +198,12 @@ def classify(failure: requests.Response | Exception) -> CrmsyncError:
 
 def classify_write(failure: requests.Response | Exception) -> CrmsyncError:
     """Like `classify`, for a call that changes data: a failure after the request may have reached
-    Dataverse is an unknown outcome, not a plain retryable error. Only refusals Dataverse answers before
-    doing anything - service protection (429), 503, a connection never opened - are safe to repeat."""
+    Dataverse is an unknown outcome, not a plain retryable error. That includes every 5xx: a 502, 503 or
+    504 may come from a gateway after Dataverse applied the write. Only refusals that come before anything
+    is done - service protection (429), a connection never opened - are safe to repeat as they are; an
+    unknown outcome is resolved by the caller, as a dropped answer is."""
     error = classify(failure)
-    refused = isinstance(failure, requests.ConnectTimeout) or (
-        isinstance(failure, requests.Response) and failure.status_code == 503
-    )
+    refused = isinstance(failure, requests.ConnectTimeout)
     if type(error) is CrmUnavailable and not refused:
         return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
     return error

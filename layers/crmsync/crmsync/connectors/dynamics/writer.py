@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 MAX_BATCH_RECORDS = 1000
 """Dataverse runs at most 1,000 requests in one `$batch`."""
 RECORD_DOES_NOT_EXIST = "0x80040217"
+PRECONDITION_FAILED = 412
+"""An `insert_once` of a record that exists: "already there", done."""
 MISSING_KEY = "MISSING_KEY"
 INVALID_ID = "INVALID_ID"
 _ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)$")
@@ -137,6 +139,10 @@ class DynamicsWriter:
                 INVALID_ID, f"{key!r} is not a Dataverse record id (a GUID)", (request.key_field,)
             )
         address = f"{collection}({str(key).lower()})"
+        if request.kind == "insert_once":
+            # "Perform conditional operations using the Web API": If-None-Match: * prevents an update,
+            # so the PATCH only creates; a record already there answers 412.
+            return batch.BatchPart(content_id, "PATCH", address, headers={"If-None-Match": "*"}, body=body)
         if request.kind == "update":
             return batch.BatchPart(content_id, "PATCH", address, headers={"If-Match": "*"}, body=body)
         return batch.BatchPart(content_id, "DELETE", address)
@@ -146,6 +152,8 @@ class DynamicsWriter:
     ) -> WriteResult | None:
         """The record's result, or None when its request was not applied for a passing reason (service
         protection, a server fault): unknown for now, resolved by the caller, never a reject."""
+        if request.kind == "insert_once" and answer.status == PRECONDITION_FAILED:
+            return WriteResult(ref=record.ref, crm_id=_key_of(request, record), created=False)
         if answer.status >= 400:
             code, message = answer.error()
             if request.kind == "delete" and (answer.status == 404 or code == RECORD_DOES_NOT_EXIST):
@@ -156,6 +164,8 @@ class DynamicsWriter:
             return _failed(record, code, message, ())
         if request.kind == "insert":
             return WriteResult(ref=record.ref, crm_id=_entity_id(answer, table), created=True)
+        if request.kind == "insert_once":
+            return WriteResult(ref=record.ref, crm_id=_key_of(request, record), created=True)
         if request.kind == "upsert":
             document = answer.json()
             crm_id = (

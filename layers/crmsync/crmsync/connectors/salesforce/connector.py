@@ -111,11 +111,13 @@ def classify(exc: Exception) -> CrmsyncError:
 
 def classify_write(exc: Exception) -> CrmsyncError:
     """Like `classify`, for a call that changes data: a failure after the request may have reached
-    Salesforce is an unknown outcome, not a plain retryable error. Only refusals Salesforce answers
-    before doing anything - 503 SERVER_UNAVAILABLE, rate limits, an unopened connection - are safe to repeat.
+    Salesforce is an unknown outcome, not a plain retryable error. That includes every 5xx: a 502, 503 or
+    504 may come from a gateway or load balancer after Salesforce applied the write. Only refusals that
+    come before anything is done - rate limits, a connection never opened - are safe to repeat as they are;
+    an unknown outcome is resolved by the caller, as a dropped answer is.
     """
     error = classify(exc)
-    refused = isinstance(exc, requests.ConnectTimeout) or (isinstance(exc, SalesforceError) and exc.status == 503)
+    refused = isinstance(exc, requests.ConnectTimeout)
     if type(error) is CrmUnavailable and not refused:
         return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
     return error

@@ -76,7 +76,7 @@ class SalesforceWriter:
                     saved = collections.create(request.object, bodies)
                 elif request.kind == "update":
                     saved = collections.update(request.object, bodies)
-                else:
+                else:  # upsert, and insert_once: an upsert by the external id is safe to send again
                     assert request.key_field is not None
                     saved = collections.upsert(request.object, request.key_field, bodies)
             except CrmOutcomeUnknown as unknown:
@@ -102,11 +102,12 @@ class SalesforceWriter:
         else:
             columns = list(dict.fromkeys(name for record in request.records for name in record.fields))
             data = encode_csv((r.fields for r in request.records), columns)
+        operation = "upsert" if request.kind == "insert_once" else request.kind  # by the external id
         results = self.bulk.ingest(
             request.object,
-            request.kind,
+            operation,
             data,
-            external_id_field=request.key_field if request.kind == "upsert" else None,
+            external_id_field=request.key_field if operation == "upsert" else None,
             on_created=journal.record_job,
             budget_seconds=self.bulk_budget_seconds,
         )

@@ -1,0 +1,43 @@
+"""The run lease outlives the step that holds it (SPEC I12, issue 10): a step running longer than the lease
+keeps it, and another run of the sync is refused meanwhile."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from crmsync.errors import RunAlreadyInProgress
+from crmsync.services.operations import Operator
+from crmsync.stores.runs import stop_heartbeats
+
+
+@pytest.fixture
+def ledger(local_stack, monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", local_stack.region)
+    yield Operator("crmsync").container.runs
+    stop_heartbeats()
+
+
+def test_a_step_running_longer_than_the_lease_keeps_it_and_a_second_run_is_refused(ledger):
+    ledger.acquire("sf-contacts", "run-1", lease_seconds=2)
+    ledger.renew("sf-contacts", "run-1", lease_seconds=2)  # a page step starts...
+    time.sleep(3)  # ...and is still writing when the lease it took would have ended
+    with pytest.raises(RunAlreadyInProgress):
+        ledger.acquire("sf-contacts", "scheduled-run", lease_seconds=2)
+    assert ledger.lease_holder("sf-contacts")["holder"] == "run-1"
+
+
+def test_once_the_step_is_over_the_lease_is_no_longer_renewed(ledger):
+    ledger.acquire("sf-contacts", "run-1", lease_seconds=2)
+    stop_heartbeats()
+    time.sleep(2.5)
+    ledger.acquire("sf-contacts", "next-run", lease_seconds=2)
+    assert ledger.lease_holder("sf-contacts")["holder"] == "next-run"
+
+
+def test_releasing_the_lease_stops_its_heartbeat(ledger):
+    ledger.acquire("sf-contacts", "run-1", lease_seconds=2)
+    assert ledger.release("sf-contacts", "run-1")
+    time.sleep(1)
+    assert ledger.lease_holder("sf-contacts") is None
