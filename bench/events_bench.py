@@ -227,7 +227,7 @@ def main() -> int:
         operator.apply(config)
         if args.latency_ms:
             env.salesforce_control.add_fault(".*", latency_ms=args.latency_ms, times=None)
-            env.dynamics_control.inject_fault(".*", latency_ms=args.latency_ms, times=None)
+            env.dynamics_control.add_fault(".*", latency_ms=args.latency_ms, times=None)
         plans: list[tuple[str, int | None]] = []
         if args.crm in ("salesforce", "both"):
             plans.append(("salesforce", None))

@@ -198,7 +198,7 @@ def test_a_request_outside_a_changeset_gets_its_content_id_back(dynamics_emulato
 def test_a_dropped_batch_answer_is_cut_after_every_part_was_applied(
     dynamics_emulator: DynamicsEmulatorHandle,
 ) -> None:
-    dynamics_emulator.control.inject_fault(r"^POST /api/data/v9\.2/\$batch", drop_response=True)
+    dynamics_emulator.control.add_fault(r"^POST /api/data/v9\.2/\$batch", drop_response=True)
     with pytest.raises(requests.ConnectionError):
         _post_batch(
             dynamics_emulator,

@@ -39,7 +39,7 @@ def test_concurrent_request_limit_answers_429(dynamics_emulator: DynamicsEmulato
     headers = dynamics_emulator.headers()
     control = dynamics_emulator.control
     control.configure(service_protection={"max_concurrent": 1})
-    control.inject_fault(r"^GET /api/data/v9\.2/WhoAmI", latency_ms=2000)
+    control.add_fault(r"^GET /api/data/v9\.2/WhoAmI", latency_ms=2000)
     slow: list[requests.Response] = []
     worker = threading.Thread(
         target=lambda: slow.append(
@@ -69,9 +69,7 @@ def test_injected_429_answers_in_dataverse_shape_with_retry_after(
     dynamics_emulator: DynamicsEmulatorHandle,
 ) -> None:
     headers = dynamics_emulator.headers()
-    dynamics_emulator.control.inject_fault(
-        r"^GET /api/data/v9\.2/contacts", status=429, headers={"Retry-After": "7"}
-    )
+    dynamics_emulator.control.add_fault(r"^GET /api/data/v9\.2/contacts", status=429, headers={"Retry-After": "7"})
     http = dynamics_emulator.http()
 
     throttled = http.get(f"{dynamics_emulator.api_url}/contacts?$select=lastname", headers=headers)
@@ -86,9 +84,7 @@ def test_injected_429_answers_in_dataverse_shape_with_retry_after(
 def test_injected_fault_on_the_token_endpoint_answers_in_aad_shape(
     dynamics_emulator: DynamicsEmulatorHandle,
 ) -> None:
-    dynamics_emulator.control.inject_fault(
-        r"^POST /.*/oauth2/v2\.0/token", status=429, headers={"Retry-After": "3"}
-    )
+    dynamics_emulator.control.add_fault(r"^POST /.*/oauth2/v2\.0/token", status=429, headers={"Retry-After": "3"})
 
     result = dynamics_emulator.msal_app().acquire_token_for_client(scopes=[dynamics_emulator.scope])
 
@@ -113,7 +109,7 @@ def test_calls_are_counted_per_web_api_resource(dynamics_emulator: DynamicsEmula
 
 def test_dropped_response_still_applies_the_write(dynamics_emulator: DynamicsEmulatorHandle) -> None:
     headers = dynamics_emulator.headers()
-    dynamics_emulator.control.inject_fault(r"^POST /api/data/v9\.2/contacts", drop_response=True)
+    dynamics_emulator.control.add_fault(r"^POST /api/data/v9\.2/contacts", drop_response=True)
 
     with pytest.raises(requests.ConnectionError):
         dynamics_emulator.http().post(

@@ -186,7 +186,7 @@ def test_a_throttled_or_unavailable_crm_is_retried_with_nothing_lost(events_env)
     if isinstance(events_env, SalesforceEvents):
         events_env.control.add_fault(r"composite/sobjects/Marketing_Event__c", status=503, times=None)
     else:
-        events_env.control.inject_fault(r"\$batch", status=429, times=None, headers={"Retry-After": "0"})
+        events_env.control.add_fault(r"\$batch", status=429, times=None, headers={"Retry-After": "0"})
     first = events_env.deliver()
     assert (first.delivered, first.failed) == (12, 12)
     assert events_env.timeline_records() == []

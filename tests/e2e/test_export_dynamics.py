@@ -84,9 +84,9 @@ def test_crash_after_k_of_n_batches_then_resume_puts_every_record_in_the_crm_exa
     control = export_env.crm.control
     # Batches 1 and 2 go through. Batch 3 reaches Dataverse but its answer is lost, and the look-up that
     # would resolve it fails for good; batches 4 and 5 are refused. The run dies with 3 of 5 batches in the CRM.
-    control.inject_fault(BATCH, drop_response=True, after=2, times=1)
-    control.inject_fault(BATCH, status=503, after=2, times=None)
-    control.inject_fault(r"^GET /api/data/v9\.2/contacts\?", status=503, times=None)
+    control.add_fault(BATCH, drop_response=True, after=2, times=1)
+    control.add_fault(BATCH, status=503, after=2, times=None)
+    control.add_fault(r"^GET /api/data/v9\.2/contacts\?", status=503, times=None)
     failed = export_env.run()
     assert failed["status"] == "FAILED"
     assert len(export_env.contacts()) == 600
@@ -104,7 +104,7 @@ def test_crash_after_k_of_n_batches_then_resume_puts_every_record_in_the_crm_exa
 def test_a_dropped_response_on_an_insert_batch_creates_no_duplicate(export_env):
     export_env.configure(batch_size=200, max_concurrency=1)
     ids = export_env.people(450)
-    export_env.crm.control.inject_fault(BATCH, drop_response=True, after=1, times=1)
+    export_env.crm.control.add_fault(BATCH, drop_response=True, after=1, times=1)
     summary = export_env.run()
     assert (summary["status"], summary["created"]) == ("SUCCEEDED", 450)
     assert export_env.copies_per_profile() == dict.fromkeys(ids, 1)

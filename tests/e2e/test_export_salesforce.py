@@ -277,6 +277,16 @@ def test_a_file_of_records_is_exported_with_its_values_and_the_profiles_links(ex
     assert sorted(r["LastName"] for r in export_env.crm_records()) == ["Newman", "Updated"]
 
 
+def test_a_file_of_records_outside_inbox_and_populations_is_refused(export_env):
+    bucket = export_env.operator.container.settings.data_bucket
+    body = b"profileId,lastName,company,email\nfrom-file,Newman,Acme,n@example.com\n"
+    export_env.env.stack.client("s3").put_object(Bucket=bucket, Key="runs/people.csv", Body=body)
+    summary = export_env.run(LEADS, population={"s3_uri": f"s3://{bucket}/runs/people.csv"})
+    assert summary["status"] == "FAILED"
+    assert "inbox/ or populations/ only" in summary["error"]["message"]
+    assert export_env.crm_records() == []
+
+
 def test_the_export_writes_the_profile_id_and_the_link_to_its_timeline(export_env):
     """SPEC M5: one writer of both special fields, the export (the correlation field holds the id)."""
     for sobject in ("Lead", "Contact"):

@@ -181,7 +181,7 @@ def test_a_delta_link_of_another_table_is_refused_before_any_data_moves(dynamics
 
 def test_a_429_burst_with_retry_after_is_recovered_by_the_state_machine(dynamics_env):
     dynamics_env.seed_contacts(10)
-    dynamics_env.crm.control.inject_fault(CONTACTS, status=429, times=6, headers={"Retry-After": "0"})
+    dynamics_env.crm.control.add_fault(CONTACTS, status=429, times=6, headers={"Retry-After": "0"})
     summary = dynamics_env.run("dyn-contacts")
     assert (summary["status"], summary["created"]) == ("SUCCEEDED", 10)
 
@@ -194,7 +194,7 @@ def test_a_429_storm_longer_than_the_retry_budget_fails_the_run_and_keeps_waterm
     before = dynamics_env.watermark("dyn-contacts")
     dynamics_env.crm.control.advance_clock(3600)
     dynamics_env.crm.control.put_records("contacts", [{"contactid": ids[0], "firstname": "Changed"}])
-    dynamics_env.crm.control.inject_fault(CONTACTS, status=429, times=1000, headers={"Retry-After": "0"})
+    dynamics_env.crm.control.add_fault(CONTACTS, status=429, times=1000, headers={"Retry-After": "0"})
 
     failed = dynamics_env.run("dyn-contacts")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -234,3 +235,29 @@ def test_missing_definition_file_is_reported(tmp_path: Path, local_stack_factory
     )
     with pytest.raises(TemplateError, match=r"Machine .*DefinitionUri statemachines/nope.asl.json not found"):
         local_stack_factory(template)
+
+
+def test_log_groups_alarms_and_the_schedules_dead_letter_queue_are_created(aws_env: AwsEnv) -> None:
+    groups = {
+        g["logGroupName"]: g.get("retentionInDays")
+        for g in aws_env.client("logs").describe_log_groups(logGroupNamePrefix="/crmsync/crmsync/")["logGroups"]
+    }
+    assert groups == {f"/crmsync/crmsync/{name.removeprefix('crmsync-')}": 365 for name in groups_of_functions()}
+    alarms = {a["AlarmName"]: a for a in aws_env.client("cloudwatch").describe_alarms()["MetricAlarms"]}
+    assert set(alarms) >= {
+        "crmsync-import-runs-failed",
+        "crmsync-export-runs-failed",
+        "crmsync-import-deleted-runs-failed",
+        "crmsync-delete-runs-failed",
+        "crmsync-rejects-dead-letters",
+        "crmsync-schedules-dead-letters",
+        "crmsync-rejects-age",
+    }
+    assert alarms["crmsync-rejects-age"]["Threshold"] == 604800
+    assert alarms["crmsync-rejects-age"].get("AlarmActions", []) == []  # no AlarmTopicArn given
+    aws_env.client("sqs").get_queue_url(QueueName="crmsync-schedules-dlq")
+
+
+def groups_of_functions() -> list[str]:
+    names = re.findall(r'FunctionName: !Sub "\$\{AWS::StackName\}-([a-z-]+)"', DEFAULT_TEMPLATE.read_text())
+    return [f"crmsync-{name}" for name in names]

@@ -100,3 +100,25 @@ def test_a_removed_sync_with_a_run_in_flight_waits_for_it_with_its_schedule_disa
     assert (again.waiting, [(c.sync_id, c.action) for c in again.removed]) == ({}, [("sf-contacts", "removed")])
     with pytest.raises(SyncNotFound):
         sync_env.container.definitions.sync("sf-contacts")
+
+
+def test_a_schedule_whose_run_cannot_start_goes_to_the_stacks_dead_letter_queue(sync_env):
+    target = schedule(sync_env, "sf-contacts")["Target"]
+    assert target["DeadLetterConfig"]["Arn"].endswith(":crmsync-schedules-dlq")
+    queue = sync_env.stack.client("sqs").get_queue_url(QueueName="crmsync-schedules-dlq")["QueueUrl"]
+    assert queue.endswith("/crmsync-schedules-dlq")
+
+
+def test_the_connection_of_a_waiting_sync_stays_until_the_sync_goes(sync_env):
+    dynamics = [s.id for s in sync_env.config.syncs if s.connection == "dyn-prod"]
+    config = without(sync_env.config, *dynamics).model_copy(
+        update={"connections": [c for c in sync_env.config.connections if c.name != "dyn-prod"]}
+    )
+    sync_env.container.runs.acquire("dyn-contacts", "dyn-contacts-manual-in-flight", 600)
+    report = sync_env.operator.apply_config(config)
+    assert list(report.waiting) == ["dyn-contacts"]
+    assert report.plan.connections_removed == []
+    assert sync_env.container.definitions.sync("dyn-contacts").connection.name == "dyn-prod"
+
+    sync_env.container.runs.release("dyn-contacts", "dyn-contacts-manual-in-flight")
+    assert sync_env.operator.apply_config(config).plan.connections_removed == ["dyn-prod"]

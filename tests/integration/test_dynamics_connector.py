@@ -285,7 +285,7 @@ def test_reads_by_id_never_exceed_the_connection_max_concurrency(make_dynamics_c
 # -- service protection and failures ---------------------------------------------------------------------
 def test_429_with_retry_after_is_waited_out_and_recovers(make_dynamics_connector, dynamics_emulator):
     seed_contacts(dynamics_emulator, 2)
-    dynamics_emulator.control.inject_fault(
+    dynamics_emulator.control.add_fault(
         r"GET /api/data/v9\.2/contacts", status=429, times=2, headers={"Retry-After": "7"}
     )
     sleeps: list[float] = []
@@ -295,20 +295,20 @@ def test_429_with_retry_after_is_waited_out_and_recovers(make_dynamics_connector
 
 
 def test_a_429_storm_longer_than_the_retry_budget_surfaces_as_rate_limited(dynamics, dynamics_emulator):
-    dynamics_emulator.control.inject_fault(r"GET /api/data/v9\.2/contacts", status=429, times=100)
+    dynamics_emulator.control.add_fault(r"GET /api/data/v9\.2/contacts", status=429, times=100)
     with pytest.raises(CrmRateLimited, match="0x80072322"):
         dynamics.read_first_page(contacts_query())
 
 
 def test_503_burst_longer_than_the_budget_surfaces_as_unavailable(dynamics, dynamics_emulator):
-    dynamics_emulator.control.inject_fault(r"GET /api/data/v9\.2/contacts", status=503, times=100)
+    dynamics_emulator.control.add_fault(r"GET /api/data/v9\.2/contacts", status=503, times=100)
     with pytest.raises(CrmUnavailable):
         dynamics.read_first_page(contacts_query())
 
 
 def test_a_cut_connection_is_retried(dynamics, dynamics_emulator):
     seed_contacts(dynamics_emulator, 2)
-    dynamics_emulator.control.inject_fault(r"GET /api/data/v9\.2/contacts", drop_response=True, times=1)
+    dynamics_emulator.control.add_fault(r"GET /api/data/v9\.2/contacts", drop_response=True, times=1)
     assert len(dynamics.read_first_page(contacts_query()).records) == 2
 
 

@@ -164,7 +164,7 @@ def test_delete_removes_records_and_an_already_deleted_one_is_gone_not_rejected(
 
 
 def test_a_dropped_answer_on_an_insert_batch_raises_outcome_unknown_with_the_batches_already_done(crm, writer):
-    crm.control.inject_fault(BATCH_MATCH, drop_response=True, after=1, times=1)
+    crm.control.add_fault(BATCH_MATCH, drop_response=True, after=1, times=1)
     with pytest.raises(CrmOutcomeUnknown) as unknown:
         writer.write(insert(people(1200)), Journal())
     assert [r.ref for r in unknown.value.completed] == [f"p{i}" for i in range(1000)]
@@ -175,7 +175,7 @@ def test_a_dropped_answer_on_an_insert_batch_raises_outcome_unknown_with_the_bat
 def test_a_gateway_error_on_an_insert_batch_is_an_unknown_outcome_never_sent_again_in_the_call(
     crm, writer, status
 ):
-    crm.control.inject_fault(BATCH_MATCH, status=status, after=1, times=1, after_apply=True)
+    crm.control.add_fault(BATCH_MATCH, status=status, after=1, times=1, after_apply=True)
     with pytest.raises(CrmOutcomeUnknown) as unknown:
         writer.write(insert(people(1200)), Journal())
     assert [r.ref for r in unknown.value.completed] == [f"p{i}" for i in range(1000)]
@@ -188,7 +188,7 @@ def test_a_429_with_retry_after_on_the_batch_is_waited_for_then_every_record_is_
     waits: list[float] = []
     retry = RetryPolicy(attempts=4, base_delay=0, sleep=waits.append)
     writer = DynamicsWriter(make_dynamics_connector(retry=retry))
-    crm.control.inject_fault(BATCH_MATCH, status=429, headers={"Retry-After": "7"}, times=2)
+    crm.control.add_fault(BATCH_MATCH, status=429, headers={"Retry-After": "7"}, times=2)
     results = writer.write(insert(people(10)), Journal())
     assert all(r.success for r in results)
     assert waits == [7.0, 7.0]
@@ -252,7 +252,7 @@ def population(n):
 
 def test_an_export_batch_resolves_a_dropped_insert_batch_by_correlation_value_without_duplicates(crm, dynamics):
     plan = export_plan(dynamics)
-    crm.control.inject_fault(BATCH_MATCH, drop_response=True, after=1, times=1)
+    crm.control.add_fault(BATCH_MATCH, drop_response=True, after=1, times=1)
     result = BatchExporter(
         plan, DynamicsWriter(dynamics), lambda slot: Journal(), bulk=False, interrupted=False
     ).export(population(1500))

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .domain.events import timeline_link
-from .domain.filters import AllOf, AnyOf, Condition, Filter, FilterNode, NotOf, OrderBy, check_field_name
+from .domain.filters import AllOf, AnyOf, Condition, FilterNode, NotOf, OrderBy, check_field_name
 from .domain.mapping import FieldMapping
 from .domain.types import AttributeType
 from .errors import ConfigurationError
@@ -378,10 +378,6 @@ class ImportSync(_Sync):
         if problems:
             raise ValueError("\n".join(problems))
         return self
-
-    @property
-    def filter_tree(self) -> Filter | None:
-        return self.filter
 
     def watermark_option(self, instance: str) -> str:
         return self.watermark.option or f"LASTIMPORT_{instance}_{self.id}"

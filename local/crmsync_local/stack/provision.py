@@ -112,6 +112,7 @@ class Provisioner:
             "AWS::Events::Rule": self._rule,
             "AWS::SecretsManager::Secret": self._secret,
             "AWS::Logs::LogGroup": self._log_group,
+            "AWS::CloudWatch::Alarm": self._alarm,
             "AWS::Lambda::Permission": self._permission,
             "AWS::Lambda::EventSourceMapping": self._event_source_mapping,
         }
@@ -560,8 +561,42 @@ class Provisioner:
             logs.put_retention_policy(logGroupName=name, retentionInDays=int(p["RetentionInDays"]))
         return _info("AWS::Logs::LogGroup", name, self.plan.get_att(logical_id, "Arn"))
 
+    def _alarm(self, logical_id: str, p: dict[str, Any]) -> ResourceInfo:
+        """A metric alarm, created in moto as CloudFormation would (moto never evaluates it)."""
+        name = self.plan.physical_name(logical_id)
+        request: dict[str, Any] = {
+            "AlarmName": name,
+            "EvaluationPeriods": int(p["EvaluationPeriods"]),
+            "ComparisonOperator": p["ComparisonOperator"],
+        }
+        for key in ("Period", "DatapointsToAlarm"):
+            if key in p:
+                request[key] = int(p[key])
+        if "Threshold" in p:
+            request["Threshold"] = float(p["Threshold"])
+        if "ActionsEnabled" in p:
+            request["ActionsEnabled"] = _bool(p["ActionsEnabled"])
+        request.update({key: p[key] for key in _ALARM_AS_GIVEN if key in p})
+        self.client("cloudwatch").put_metric_alarm(**request)
+        return _info("AWS::CloudWatch::Alarm", name, self.plan.get_att(logical_id, "Arn"))
+
 
 # ------------------------------------------------------------------------------------------------ properties
+
+# Alarm properties put_metric_alarm takes as the template gives them.
+_ALARM_AS_GIVEN = (
+    "AlarmDescription",
+    "Namespace",
+    "MetricName",
+    "Dimensions",
+    "Statistic",
+    "ExtendedStatistic",
+    "Unit",
+    "TreatMissingData",
+    "AlarmActions",
+    "OKActions",
+    "InsufficientDataActions",
+)
 
 # type -> (modelled properties, accepted properties without local effect)
 _PROPERTIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -787,6 +822,21 @@ _PROPERTIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "AWS::Logs::LogGroup": (
         frozenset({"LogGroupName", "RetentionInDays", "Tags"}),
         frozenset({"KmsKeyId", "DataProtectionPolicy", "LogGroupClass"}),
+    ),
+    "AWS::CloudWatch::Alarm": (
+        frozenset(
+            {
+                "AlarmName",
+                "Period",
+                "EvaluationPeriods",
+                "DatapointsToAlarm",
+                "Threshold",
+                "ComparisonOperator",
+                "ActionsEnabled",
+                *_ALARM_AS_GIVEN,
+            }
+        ),
+        frozenset({"Metrics", "ThresholdMetricId", "EvaluateLowSampleCountPercentile"}),
     ),
     "AWS::Lambda::Permission": (
         frozenset(

@@ -309,6 +309,12 @@ TYPE_SPECS: dict[str, TypeSpec] = {
         ref=lambda n: n.name,
         attributes={"Arn": _arn("logs", "log-group:{name}:*")},
     ),
+    "AWS::CloudWatch::Alarm": TypeSpec(
+        name_property="AlarmName",
+        max_name_length=255,
+        ref=lambda n: n.name,
+        attributes={"Arn": _arn("cloudwatch", "alarm:{name}")},
+    ),
     "AWS::Lambda::Permission": TypeSpec(name_property=None, max_name_length=255, ref=lambda n: n.name),
     "AWS::Lambda::EventSourceMapping": TypeSpec(
         name_property=None,

@@ -142,6 +142,18 @@ class CrmConnector(Protocol):
 
     def limits(self) -> ApiLimits: ...
 
+    bulk_deletes: bool
+    """Large deletions go through a bulk API (a job per batch) rather than record collections."""
+
+    def is_record_id(self, value: str) -> bool:
+        """`value` is written as this CRM writes a record id."""
+
+    def normalize_id(self, value: str) -> str:
+        """A record id as the CRM answers it (Dataverse: lower case), so given ids compare equal."""
+
+    def id_of_object(self, value: str, description: ObjectDescription) -> bool:
+        """A record id of `description`'s object, where the CRM's ids tell their object apart."""
+
     def api_usage(self) -> ApiLimits | None:
         """The allowance the CRM reported with its last answer (Salesforce `Sforce-Limit-Info`), no call made."""
 

@@ -16,15 +16,14 @@ import csv
 import io
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
 from ..config import CrmDeleteSync
-from ..connectors.dynamics.odata import is_guid
 from ..connectors.port import CrmConnector, CrmWriter, ObjectDescription, RecordWrite, WriteJournal, WriteRequest
-from ..connectors.salesforce.soql import is_salesforce_id
 from ..domain.records import CrmDeletion, Reject, RejectCode
 from ..domain.windows import ImportWindow
 from ..errors import ConfigurationError
@@ -83,9 +82,17 @@ class DeleteSummary(batched.BatchedSummary, DeleteTotals):
 
 
 # ------------------------------------------------------------------------------------- hooks
+@dataclass(frozen=True)
+class DeletePlan:
+    """What a start step learnt: the object, and the CRM's rules for its ids and its deletions."""
+
+    description: ObjectDescription
+    crm: CrmConnector
+
+
 class CrmDelete(
     batched.BatchedOperation[
-        CrmDeleteSync, ObjectDescription, DeleteRun, DeleteTotals, DeleteState, DeleteBatchEvent, DeleteSummary
+        CrmDeleteSync, DeletePlan, DeleteRun, DeleteTotals, DeleteState, DeleteBatchEvent, DeleteSummary
     ]
 ):
     operation = OPERATION
@@ -101,9 +108,9 @@ class CrmDelete(
 
     def prepare(
         self, sync: CrmDeleteSync, connection: batched.Connection, connector: CrmConnector
-    ) -> tuple[ObjectDescription, batched.RunSettings]:
+    ) -> tuple[DeletePlan, batched.RunSettings]:
         description = connector.describe(sync.object)
-        return description, batched.RunSettings(
+        return DeletePlan(description, connector), batched.RunSettings(
             object=description.name,
             max_concurrency=sync.max_concurrency,
             part_size=sync.batch_size,
@@ -123,7 +130,7 @@ class CrmDelete(
         container: Container,
         run: DeleteRun,
         sync: CrmDeleteSync,
-        plan: ObjectDescription,
+        plan: DeletePlan,
         window: ImportWindow,
         until: datetime,
     ) -> Iterator[dict[str, Any]]:
@@ -134,24 +141,25 @@ class CrmDelete(
         self,
         container: Container,
         run: DeleteRun,
-        plan: ObjectDescription,
+        plan: DeletePlan,
         population: PopulationSource,
         rejects: list[Reject],
     ) -> Iterator[dict[str, Any]]:
         """The given ids; an id of another object is refused: Salesforce deletes whatever id it is sent,
         of any object."""
-        key_prefix = plan.key_prefix
+        crm, key_prefix = plan.crm, plan.description.key_prefix
         for value in _given_ids(container, population):
-            crm_id = value.lower() if run.crm_kind == "dynamics" else value
-            if not _valid_crm_id(crm_id, run.crm_kind):
+            crm_id = crm.normalize_id(value)
+            if not crm.is_record_id(crm_id):
                 rejects.append(
-                    Reject(RejectCode.INVALID_ID, f"{value!r} is not a {run.crm_kind} record id", {"crmId": value})
+                    Reject(RejectCode.INVALID_ID, f"{value!r} is not a {crm.kind} record id", {"crmId": value})
                 )
-            elif key_prefix and not crm_id.startswith(key_prefix):
+            elif not crm.id_of_object(crm_id, plan.description):
+                starts = f" ({run.object} ids start {key_prefix})" if key_prefix else ""
                 rejects.append(
                     Reject(
                         RejectCode.INVALID_ID,
-                        f"{value!r} is not a {run.object} id ({run.object} ids start {key_prefix}); not deleted",
+                        f"{value!r} is not a {run.object} id{starts}; not deleted",
                         {"crmId": value},
                     )
                 )
@@ -159,9 +167,9 @@ class CrmDelete(
                 yield {"crmId": crm_id}
 
     def api(
-        self, sync: CrmDeleteSync, plan: ObjectDescription, run: DeleteRun
+        self, sync: CrmDeleteSync, plan: DeletePlan, run: DeleteRun
     ) -> tuple[Literal["collections", "bulk"], int]:
-        bulk = run.records >= sync.bulk_threshold and run.crm_kind == "salesforce"
+        bulk = run.records >= sync.bulk_threshold and plan.crm.bulk_deletes
         return ("bulk" if bulk else "collections"), 1
 
     def send(
@@ -220,10 +228,6 @@ finish_delete = CRM_DELETE.finish
 
 
 # ------------------------------------------------------------------------------------- population
-def _valid_crm_id(value: str, kind: str) -> bool:
-    return is_salesforce_id(value) if kind == "salesforce" else is_guid(value)
-
-
 def _given_ids(container: Container, population: PopulationSource) -> list[str]:
     if population.ids is not None:
         return population.ids

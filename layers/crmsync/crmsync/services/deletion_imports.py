@@ -75,7 +75,7 @@ class StartDeletionImportEvent(StartRunEvent):
     period: Period | None = None
 
 
-class DeletionTotals(Counts):
+class DeletionImportTotals(Counts):
     reported: int = Field(default=0, description="deletions the CRM reported (period and changes modes)")
     compared: int = Field(default=0, description="CRM ids read for an id-set comparison")
     checked: int = Field(default=0, description="local records checked against those ids")
@@ -104,7 +104,7 @@ class DeletionImportRun(RunIdentity):
         return LocalTarget(self.connection, self.object, self.target_kind, self.resource)
 
 
-class DeletionCursor(BaseModel):
+class DeletionImportCursor(BaseModel):
     phase: Literal["deleted", "changes", "read_ids", "sweep"]
     periods: list[tuple[datetime, datetime]] = Field(default_factory=list)
     """Periods still to read, the current one first (split ones included)."""
@@ -120,11 +120,11 @@ class DeletionCursor(BaseModel):
 
 class DeletionImportState(BaseModel):
     run: DeletionImportRun
-    page: DeletionCursor
-    totals: DeletionTotals = Field(default_factory=DeletionTotals)
+    page: DeletionImportCursor
+    totals: DeletionImportTotals = Field(default_factory=DeletionImportTotals)
 
 
-class DeletionImportSummary(DeletionTotals):
+class DeletionImportSummary(DeletionImportTotals):
     """The result of a deletion import, as `crmsync run --wait --json` prints it."""
 
     sync_id: str
@@ -209,7 +209,7 @@ def start_deletion_import(event: StartDeletionImportEvent, container: Container)
                 raise ConfigurationError(
                     f"the period starts ({start.isoformat()}) after it ends ({end.isoformat()})"
                 )
-            page = DeletionCursor(
+            page = DeletionImportCursor(
                 phase="deleted", periods=[(start, end)], from_earliest=event.period is None and previous is None
             )
             if event.period is None:
@@ -222,7 +222,7 @@ def start_deletion_import(event: StartDeletionImportEvent, container: Container)
             if run.delta_link:
                 assert isinstance(connector, ChangeTrackingConnector)
                 connector.check_delta_link(run.delta_link, description.name)
-            page = DeletionCursor(phase="changes" if run.delta_link else "read_ids")
+            page = DeletionImportCursor(phase="changes" if run.delta_link else "read_ids")
         run.previous_watermark = format_watermark(previous.value) if previous else None
         container.runs.record_start(
             run.key,
@@ -240,7 +240,7 @@ def start_deletion_import(event: StartDeletionImportEvent, container: Container)
             extra={"sync_id": sync.id, "run_id": run.run_id, "mode": mode, "phase": page.phase},
         )
         return DeletionImportState(
-            run=run, page=page, totals=DeletionTotals(api_calls=connector.api_calls - calls_before)
+            run=run, page=page, totals=DeletionImportTotals(api_calls=connector.api_calls - calls_before)
         )
 
 
@@ -271,7 +271,7 @@ def deletion_import_page(state: DeletionImportState, container: Container) -> De
 
 
 def _apply(
-    container: Container, run: DeletionImportRun, deletions: list[CrmDeletion], totals: DeletionTotals
+    container: Container, run: DeletionImportRun, deletions: list[CrmDeletion], totals: DeletionImportTotals
 ) -> None:
     result = apply_deletions(container, run.target, deletions, run_id=run.run_id, remove=run.remove)
     totals.deleted += result.marked
@@ -280,10 +280,10 @@ def _apply(
 
 
 def _deleted_period(
-    run: DeletionImportRun, page: DeletionCursor, connector: CrmConnector, container: Container
-) -> tuple[DeletionCursor, DeletionTotals]:
+    run: DeletionImportRun, page: DeletionImportCursor, connector: CrmConnector, container: Container
+) -> tuple[DeletionImportCursor, DeletionImportTotals]:
     assert isinstance(connector, DeletedRecordsConnector)
-    totals = DeletionTotals()
+    totals = DeletionImportTotals()
     start, end = page.periods[0]
     try:
         found = connector.read_deleted(run.object, start, end)
@@ -330,10 +330,10 @@ def _deleted_period(
 
 
 def _changes(
-    run: DeletionImportRun, page: DeletionCursor, connector: CrmConnector, container: Container
-) -> tuple[DeletionCursor, DeletionTotals]:
+    run: DeletionImportRun, page: DeletionImportCursor, connector: CrmConnector, container: Container
+) -> tuple[DeletionImportCursor, DeletionImportTotals]:
     assert isinstance(connector, ChangeTrackingConnector)
-    totals = DeletionTotals()
+    totals = DeletionImportTotals()
     try:
         result = (
             connector.read_next_page(page.cursor)
@@ -345,7 +345,7 @@ def _changes(
             "delta link expired; comparing id sets so no deletion is lost",
             extra={"sync_id": run.sync_id, "run_id": run.run_id},
         )
-        return DeletionCursor(phase="read_ids"), totals
+        return DeletionImportCursor(phase="read_ids"), totals
     seen = datetime.fromisoformat(run.started_at)
     deletions = [CrmDeletion(crm_id, seen) for crm_id in result.deleted_ids]
     totals.reported = len(deletions)
@@ -367,18 +367,13 @@ def _id_query(run: DeletionImportRun) -> RecordQuery:
     return RecordQuery(object=run.object, fields=(run.id_field,), page_size=5000)
 
 
-def _normalized(run: DeletionImportRun, crm_id: str) -> str:
-    """Dataverse GUIDs compare in lower case; Salesforce ids are case-sensitive."""
-    return crm_id.lower() if run.crm_kind == "dynamics" else crm_id
-
-
 def _ids_prefix(run: DeletionImportRun) -> str:
     return f"runs/{run.sync_id}/{run.run_id}/crm-ids"
 
 
 def _read_ids(
-    run: DeletionImportRun, page: DeletionCursor, connector: CrmConnector, container: Container
-) -> tuple[DeletionCursor, DeletionTotals]:
+    run: DeletionImportRun, page: DeletionImportCursor, connector: CrmConnector, container: Container
+) -> tuple[DeletionImportCursor, DeletionImportTotals]:
     """One page of every id of the object, kept in S3 for the sweep. On a change-tracking sync the
     ids come from a full change-tracking read, whose last page gives the next delta link."""
     next_delta_link = page.next_delta_link
@@ -399,7 +394,7 @@ def _read_ids(
     container.aws.client("s3").put_object(
         Bucket=container.settings.data_bucket,
         Key=f"{_ids_prefix(run)}/{number:06d}.json",
-        Body=json.dumps([_normalized(run, i) for i in ids]).encode(),
+        Body=json.dumps([connector.normalize_id(i) for i in ids]).encode(),
         ContentType="application/json",
     )
     done_reading = next_cursor is None
@@ -412,11 +407,11 @@ def _read_ids(
                 "next_delta_link": next_delta_link,
             }
         ),
-        DeletionTotals(compared=len(ids)),
+        DeletionImportTotals(compared=len(ids)),
     )
 
 
-def _crm_ids(run: DeletionImportRun, page: DeletionCursor, container: Container) -> frozenset[str]:
+def _crm_ids(run: DeletionImportRun, page: DeletionImportCursor, container: Container) -> frozenset[str]:
     """Every CRM id the read phase kept, loaded once per warm function and run."""
     cached = _crm_id_sets.get(run.run_id)
     if cached is not None:
@@ -442,13 +437,15 @@ def _still_missing(run: DeletionImportRun, connector: CrmConnector, missing: lis
     if not missing:
         return []
     query = RecordQuery(object=run.object, fields=(run.id_field,), ids=tuple(missing))
-    present = {_normalized(run, str(r[run.id_field])) for r in connector.read_by_ids(query) if r.get(run.id_field)}
-    return [i for i in missing if _normalized(run, i) not in present]
+    present = {
+        connector.normalize_id(str(r[run.id_field])) for r in connector.read_by_ids(query) if r.get(run.id_field)
+    }
+    return [i for i in missing if connector.normalize_id(i) not in present]
 
 
 def _sweep(
-    run: DeletionImportRun, page: DeletionCursor, connector: CrmConnector, container: Container
-) -> tuple[DeletionCursor, DeletionTotals]:
+    run: DeletionImportRun, page: DeletionImportCursor, connector: CrmConnector, container: Container
+) -> tuple[DeletionImportCursor, DeletionImportTotals]:
     """A chunk of the local records, checked against the CRM's ids: those whose id is gone were deleted."""
     crm_ids = _crm_ids(run, page, container)
     local, after = local_crm_ids(container, run.target, after=page.cursor, limit=SWEEP_CHUNK)
@@ -458,9 +455,9 @@ def _sweep(
             "flag every one of them (check that the integration user can read the object)"
         )
     seen = datetime.fromisoformat(run.started_at)
-    missing = [i for i in local if _normalized(run, i) not in crm_ids]
+    missing = [i for i in local if connector.normalize_id(i) not in crm_ids]
     gone = [CrmDeletion(i, seen) for i in _still_missing(run, connector, missing)]
-    totals = DeletionTotals(checked=len(local))
+    totals = DeletionImportTotals(checked=len(local))
     _apply(container, run, gone, totals)
     return page.model_copy(update={"cursor": after, "done": after is None}), totals
 

@@ -285,12 +285,21 @@ def _file_rows(body: Any, key: str) -> Iterator[dict[str, Any]]:
         raise ConfigurationError(f"{key}: a file of records is .csv (with a header) or .jsonl (JSON lines)")
 
 
+EXPORT_FILE_PREFIXES = ("inbox/", "populations/")
+
+
 def _file_records(
     container: Container, plan: ExportPlan, uri: str, rejects: list[Reject]
 ) -> Iterator[SnapshotRecord]:
     """Records given in a file: their values as given, their CRM links from the profile store."""
     match = S3_URI.match(uri)
     assert match is not None
+    bucket = container.settings.data_bucket
+    if match.group(1) != bucket or not match.group(2).startswith(EXPORT_FILE_PREFIXES):
+        raise ConfigurationError(
+            f"files of records are read from s3://{bucket}/inbox/ or populations/ only (the functions may read "
+            f"nothing else, and both prefixes expire); got {uri}"
+        )
     body = container.aws.client("s3").get_object(Bucket=match.group(1), Key=match.group(2))["Body"]
     pending: list[dict[str, Any]] = []
 

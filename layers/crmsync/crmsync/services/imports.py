@@ -25,9 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..config import ImportSync
-from ..connectors.dynamics.odata import is_guid
 from ..connectors.port import ChangeTrackingConnector, CrmConnector, RecordPage, RecordQuery
-from ..connectors.salesforce.soql import is_salesforce_id
 from ..domain.records import CrmDeletion, DeletionResult, LocalRecord, RecordRejected, Reject, RejectCode
 from ..domain.windows import ImportWindow
 from ..errors import ConfigurationError, DeltaTokenExpired
@@ -59,17 +57,17 @@ SWEEP_CHUNK = 500
 
 
 # ------------------------------------------------------------------------------------- payloads
-class Population(PopulationSource):
+class ImportPopulation(PopulationSource):
     """Record identification: exactly these CRM ids instead of a window (SPEC I8)."""
 
     s3_uri: str | None = Field(default=None, description="s3://bucket/key of a file with one id per line")
 
 
 class StartImportEvent(StartRunEvent):
-    population: Population | None = None
+    population: ImportPopulation | None = None
 
 
-class Totals(Counts):
+class ImportTotals(Counts):
     read: int = 0
     created: int = 0
     updated: int = 0
@@ -81,7 +79,7 @@ class Totals(Counts):
     pages: int = 0
 
 
-class RunContext(RunIdentity):
+class ImportRun(RunIdentity):
     trigger: str
     connection: str
     object: str
@@ -107,7 +105,7 @@ class RunContext(RunIdentity):
         return None if self.mode == "population" else super().window()
 
 
-class PageCursor(BaseModel):
+class ImportCursor(BaseModel):
     number: int = 0
     cursor: str | None = None
     done: bool = False
@@ -117,20 +115,20 @@ class PageCursor(BaseModel):
 class ImportState(BaseModel):
     """The state the import state machine carries between steps."""
 
-    run: RunContext
+    run: ImportRun
     plan: dict[str, Any]
-    page: PageCursor = Field(default_factory=PageCursor)
-    totals: Totals = Field(default_factory=Totals)
+    page: ImportCursor = Field(default_factory=ImportCursor)
+    totals: ImportTotals = Field(default_factory=ImportTotals)
     crm_api_usage: dict[str, int] | None = None
     next_delta_link: str | None = None
 
 
-class RunSummary(Totals):
+class ImportSummary(ImportTotals):
     """The result of a run, as `crmsync run --wait --json` prints it."""
 
     sync_id: str
     run_id: str
-    status: Literal["SUCCEEDED", "FAILED", "REFUSED"]
+    status: Literal["SUCCEEDED"] = "SUCCEEDED"
     operation: str = "import"
     window: dict[str, str | None] | None = None
     watermark_moved: bool = False
@@ -158,7 +156,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
         plan = resolve_import_plan(sync, described.description, connection.kind)
         plan = dataclasses.replace(plan, fields=through_enumerations(plan.fields, container, "import"))
         started_at = normalize_started_at(event.started_at)
-        run = RunContext(
+        run = ImportRun(
             sync_id=sync.id,
             run_id=event.run_id,
             started_at=started_at,
@@ -171,7 +169,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
         done = False
         if event.population is not None:
             run.population_prefix, run.population_chunks = _stage_population(
-                container, run, event.population, connection.kind
+                container, run, event.population, connector
             )
             done = run.population_chunks == 0
         else:
@@ -208,13 +206,13 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
         return ImportState(
             run=run,
             plan=plan.to_state(),
-            page=PageCursor(done=done),
-            totals=Totals(api_calls=connector.api_calls - calls_before),
+            page=ImportCursor(done=done),
+            totals=ImportTotals(api_calls=connector.api_calls - calls_before),
             crm_api_usage=api_usage_of(connector, run),
         )
 
 
-def api_usage_of(connector: CrmConnector, run: RunContext) -> dict[str, int] | None:
+def api_usage_of(connector: CrmConnector, run: ImportRun) -> dict[str, int] | None:
     """The CRM's allowance after this step; a warning when less than a tenth of it is left."""
     usage = connector.api_usage()
     if usage is None or usage.used is None or usage.maximum is None or usage.remaining is None:
@@ -247,7 +245,9 @@ def _check_delta_link(
         ) from None
 
 
-def _stage_population(container: Container, run: RunContext, population: Population, kind: str) -> tuple[str, int]:
+def _stage_population(
+    container: Container, run: ImportRun, population: ImportPopulation, connector: CrmConnector
+) -> tuple[str, int]:
     """Write the population in chunks under the run's prefix, so each page reads one small object."""
     s3 = container.aws.client("s3")
     if population.ids is not None:
@@ -264,8 +264,7 @@ def _stage_population(container: Container, run: RunContext, population: Populat
         body = decode_text(data, population.s3_uri or "")
         ids = [line.split(",")[0].strip().strip('"') for line in body.splitlines()]
         ids = [i for i in ids if i and i.lower() not in ("id", "crmid", "externalid")]
-    # Dataverse answers GUIDs in lower case; Salesforce ids are case-sensitive.
-    cleaned = (i.strip().lower() if kind == "dynamics" else i.strip() for i in ids)
+    cleaned = (connector.normalize_id(i.strip()) for i in ids)
     unique = list(dict.fromkeys(i for i in cleaned if i))
     prefix = f"runs/{run.sync_id}/{run.run_id}/population"
     chunks = 0
@@ -277,10 +276,6 @@ def _stage_population(container: Container, run: RunContext, population: Populat
             ContentType="application/json",
         )
     return prefix, chunks
-
-
-def _valid_crm_id(value: str, kind: str) -> bool:
-    return is_salesforce_id(value) if kind == "salesforce" else is_guid(value)
 
 
 def import_page(state: ImportState, container: Container) -> ImportState:
@@ -301,12 +296,12 @@ def import_page(state: ImportState, container: Container) -> ImportState:
     next_cursor: str | None
     if run.mode == "population":
         ids = _population_chunk(container, run, state.page.number)
-        valid = [i for i in ids if _valid_crm_id(i, connection.kind)]
+        valid = [i for i in ids if connector.is_record_id(i)]
         for invalid in (i for i in ids if i not in set(valid)):
             rejects.append(
                 Reject(
                     RejectCode.INVALID_ID,
-                    f"{invalid!r} is not a {connection.kind} record id",
+                    f"{invalid!r} is not a {connector.kind} record id",
                     {"Id": invalid},
                     crm_id=invalid,
                 )
@@ -372,7 +367,7 @@ def import_page(state: ImportState, container: Container) -> ImportState:
         enabled=plan.route_rejects,
     )
     deletions = _apply_deletions(container, plan, run, deleted_ids)
-    page_totals = Totals(
+    page_totals = ImportTotals(
         read=len(records),
         created=result.created,
         updated=result.updated,
@@ -398,7 +393,7 @@ def import_page(state: ImportState, container: Container) -> ImportState:
         run=run,
         plan=state.plan,
         totals=state.totals.plus(page_totals),
-        page=PageCursor(
+        page=ImportCursor(
             number=state.page.number + 1,
             cursor=next_cursor,
             done=read_done and not sweep_next,
@@ -409,7 +404,7 @@ def import_page(state: ImportState, container: Container) -> ImportState:
     )
 
 
-def _store(container: Container, plan: ImportPlan, run: RunContext, records: list[LocalRecord]) -> ApplyResult:
+def _store(container: Container, plan: ImportPlan, run: ImportRun, records: list[LocalRecord]) -> ApplyResult:
     """Reconcile and write mapped records into the sync's target: profiles or a resource table."""
     if plan.target_kind == "resource":
         assert plan.resource is not None
@@ -428,7 +423,7 @@ def _store(container: Container, plan: ImportPlan, run: RunContext, records: lis
 
 def _read_changes(
     state: ImportState, plan: ImportPlan, container: Container, connector: CrmConnector
-) -> tuple[RecordPage, RunContext]:
+) -> tuple[RecordPage, ImportRun]:
     """The next page of a change-tracking read. An expired delta link, or none while the table's records
     are known locally, turns the run into a resync (a full read, then the id comparison)."""
     run = state.run
@@ -449,13 +444,13 @@ def _read_changes(
     return changes.read_changes(plan.query(), None), run
 
 
-def _target(plan: ImportPlan, run: RunContext) -> LocalTarget:
+def _target(plan: ImportPlan, run: ImportRun) -> LocalTarget:
     kind: Literal["profiles", "resource"] = "resource" if plan.target_kind == "resource" else "profiles"
     return LocalTarget(run.connection, plan.object, kind, plan.resource)
 
 
 def _apply_deletions(
-    container: Container, plan: ImportPlan, run: RunContext, crm_ids: Sequence[str]
+    container: Container, plan: ImportPlan, run: ImportRun, crm_ids: Sequence[str]
 ) -> DeletionResult:
     """Flag the local records of CRM deletions (SPEC D2, the default), dated by the run that saw them:
     change tracking does not say when a record was deleted."""
@@ -465,7 +460,7 @@ def _apply_deletions(
 
 
 def _local_crm_ids(
-    container: Container, plan: ImportPlan, run: RunContext, *, after: str | None = None, limit: int
+    container: Container, plan: ImportPlan, run: ImportRun, *, after: str | None = None, limit: int
 ) -> tuple[list[str], str | None]:
     return local_crm_ids(container, _target(plan, run), after=after, limit=limit)
 
@@ -482,18 +477,18 @@ def _sweep(state: ImportState, plan: ImportPlan, container: Container, connector
         "deletion sweep chunk",
         extra={"sync_id": run.sync_id, "run_id": run.run_id, "checked": len(ids), "deleted": deletions.marked},
     )
-    totals = Totals(
+    totals = ImportTotals(
         deleted=deletions.marked, deleted_unknown=deletions.unknown, api_calls=connector.api_calls - calls_before
     )
     return state.model_copy(
         update={
             "totals": state.totals.plus(totals),
-            "page": PageCursor(number=state.page.number + 1, cursor=after, done=after is None, phase="sweep"),
+            "page": ImportCursor(number=state.page.number + 1, cursor=after, done=after is None, phase="sweep"),
         }
     )
 
 
-def _population_chunk(container: Container, run: RunContext, number: int) -> list[str]:
+def _population_chunk(container: Container, run: ImportRun, number: int) -> list[str]:
     key = f"{run.population_prefix}/{number + 1:06d}.json"
     body = container.aws.client("s3").get_object(Bucket=container.settings.data_bucket, Key=key)["Body"].read()
     ids = json.loads(body)
@@ -502,13 +497,13 @@ def _population_chunk(container: Container, run: RunContext, number: int) -> lis
     return [str(i) for i in ids]
 
 
-def finish_import(state: ImportState, container: Container) -> RunSummary:
+def finish_import(state: ImportState, container: Container) -> ImportSummary:
     """Move the watermark to the window's end - only forward, only under this run's lease - and close."""
     run = state.run
     if not state.page.done:
         raise ConfigurationError("finish was called before the last page was applied")
     window = run.window()
-    summary = RunSummary(
+    summary = ImportSummary(
         sync_id=run.sync_id,
         run_id=run.run_id,
         status="SUCCEEDED",
@@ -531,9 +526,9 @@ def finish_import(state: ImportState, container: Container) -> RunSummary:
 
 
 __all__ = [
+    "ImportPopulation",
     "ImportState",
-    "Population",
-    "RunSummary",
+    "ImportSummary",
     "StartImportEvent",
     "finish_import",
     "import_page",

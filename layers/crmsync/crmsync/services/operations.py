@@ -58,6 +58,10 @@ class StackNames:
         return f"{self.stack}-rejects"
 
     @property
+    def schedule_dead_letter_queue_arn(self) -> str:
+        return f"arn:{self.partition}:sqs:{self.region}:{self.account}:{self.stack}-schedules-dlq"
+
+    @property
     def events_queue(self) -> str:
         return f"{self.stack}-events"
 
@@ -153,6 +157,9 @@ class Operator:
         definitions = self.container.definitions
         plan = definitions.plan(config)
         waiting = {sync_id: why for sync_id in plan.removed if (why := self._in_flight(sync_id))}
+        # A waiting sync keeps the connection it reads from, until it goes itself.
+        kept = {definitions.connection_name_of(sync_id) for sync_id in waiting}
+        plan.connections_removed = [name for name in plan.connections_removed if name not in kept]
         if dry_run:
             return ApplyReport(plan, [], [], waiting, dry_run=True)
         before = self._stored_events_syncs(config)
@@ -294,6 +301,8 @@ class Operator:
                 "RoleArn": self.names.scheduler_role_arn,
                 "Input": json.dumps({"sync_id": sync.id, "trigger": "schedule"}),
                 "RetryPolicy": {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 3600},
+                # A run that could not be started after the retries is kept there, and alarmed on.
+                "DeadLetterConfig": {"Arn": self.names.schedule_dead_letter_queue_arn},
             },
         }
         (scheduler.update_schedule if exists else scheduler.create_schedule)(**request)

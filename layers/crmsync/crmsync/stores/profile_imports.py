@@ -40,7 +40,9 @@ class ImportWrites(ProfileTable):
         result = ApplyResult()
 
         def write(pending: list[LocalRecord]) -> list[LocalRecord]:
-            plan = self._plan(pending, connection, object_name, key_attribute, case_insensitive)
+            plan = self._plan(
+                connection, object_name, pending, key_attribute=key_attribute, case_insensitive=case_insensitive
+            )
             result.unchanged += len(plan.unchanged)
             result.rejects.extend(plan.rejects)
             return self._execute(plan, connection, object_name, key_attribute, run_id, result)
@@ -50,12 +52,14 @@ class ImportWrites(ProfileTable):
 
     def _plan(
         self,
-        records: list[LocalRecord],
         connection: str,
         object_name: str,
+        records: list[LocalRecord],
+        *,
         key_attribute: str | None,
         case_insensitive: bool,
     ) -> ReconciliationPlan:
+        """Each record reconciled with the profiles its CRM id or unique key finds (read now)."""
         id_keys = [crm_id_key(connection, object_name, r.crm_id) for r in records]
         unique_keys: dict[str, str] = {}
         if key_attribute:

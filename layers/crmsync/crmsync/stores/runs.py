@@ -200,10 +200,6 @@ class RunLedger:
             raise
         return True
 
-    def force_release(self, sync_id: str) -> None:
-        """Operator's escape hatch when a run died without releasing (the lease would expire anyway)."""
-        self.client.delete_item(TableName=self.table, Key=self._lock_key(sync_id))
-
     # -- ledger ------------------------------------------------------------------------------------
     def record_start(self, key: RunKey, *, operation: str, trigger: str, details: dict[str, Any]) -> None:
         self.client.put_item(

@@ -4,7 +4,7 @@ control = DynamicsControl("https://127.0.0.1:8443", ca_bundle="/tmp/crmsync-test
 ids = control.put_records("contacts", [{"firstname": "Ada", "lastname": "Lovelace"}])
 control.advance_clock(3600)
 control.delete_record("contacts", ids[0])
-control.inject_fault(r"GET /api/data/v9\\.2/contacts", status=429, headers={"Retry-After": "2"})
+control.add_fault(r"GET /api/data/v9\\.2/contacts", status=429, headers={"Retry-After": "2"})
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class DynamicsControl:
         return list(self._call("GET", "entities")["entities"])
 
     # -- base harness: faults, stats, reset ----------------------------------------------------------------------
-    def inject_fault(
+    def add_fault(
         self,
         match: str,
         *,

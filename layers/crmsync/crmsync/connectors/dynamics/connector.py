@@ -34,6 +34,7 @@ from ...errors import (
     CrmUnavailable,
     DeltaTokenExpired,
 )
+from ..base import HttpConnector
 from ..http import CrmHttpSession, unreachable
 from ..port import (
     ApiLimits,
@@ -260,7 +261,7 @@ class _Cursor:
             raise ConfigurationError("the page cursor is not a Dynamics next link") from None
 
 
-class DynamicsConnector:
+class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]):
     kind = "dynamics"
 
     def __init__(
@@ -270,19 +271,21 @@ class DynamicsConnector:
         session: CrmHttpSession,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.connection = connection
-        self.tokens = tokens
-        self.session = session
-        self.retry = retry or RetryPolicy()
+        super().__init__(connection, tokens, session, retry)
         self.service_protection: dict[str, str] = {}
         self._base = f"{connection.instance_url}/api/data/v{connection.api_version}"
         self._host = urlsplit(connection.instance_url).netloc.lower()
         self._tables: dict[str, Table] = {}
         self._slots = threading.BoundedSemaphore(connection.max_concurrency)
 
-    @property
-    def api_calls(self) -> int:
-        return self.session.calls
+    # -- id rules ----------------------------------------------------------------------------------
+    def is_record_id(self, value: str) -> bool:
+        """A GUID."""
+        return odata.is_guid(value)
+
+    def normalize_id(self, value: str) -> str:
+        """Dataverse answers GUIDs in lower case and compares them in any case."""
+        return value.lower()
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _send(

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from ...errors import ConfigurationError, CrmOutcomeUnknown
+from ..base import ConnectorWriter
 from ..port import RecordWrite, WriteError, WriteJournal, WriteRequest, WriteResult
 from . import batch, odata
 from .connector import DynamicsConnector, Table
@@ -38,20 +38,8 @@ INVALID_ID = "INVALID_ID"
 _ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)$")
 
 
-class DynamicsWriter:
+class DynamicsWriter(ConnectorWriter[DynamicsConnector]):
     kind = "dynamics"
-
-    def __init__(self, connector: DynamicsConnector) -> None:
-        self.connector = connector
-
-    @property
-    def api_calls(self) -> int:
-        return self.connector.api_calls
-
-    def find(
-        self, object_name: str, field: str, values: Iterable[str], fields: Iterable[str]
-    ) -> list[dict[str, Any]]:
-        return self.connector.find(object_name, field, values, fields)
 
     def write(self, request: WriteRequest, journal: WriteJournal) -> list[WriteResult]:
         if not request.records:

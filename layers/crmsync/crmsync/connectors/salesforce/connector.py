@@ -29,6 +29,7 @@ from ...errors import (
     DeletionPeriodRefused,
     TooManyDeletedIds,
 )
+from ..base import HttpConnector
 from ..http import CrmHttpSession, unreachable
 from ..port import (
     ApiLimits,
@@ -163,8 +164,9 @@ class _IdCursor:
         return cls(job_id, locator)
 
 
-class SalesforceConnector:
+class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenProvider]):
     kind = "salesforce"
+    bulk_deletes = True
 
     def __init__(
         self,
@@ -173,18 +175,21 @@ class SalesforceConnector:
         session: CrmHttpSession,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.connection = connection
-        self.tokens = tokens
-        self.session = session
-        self.retry = retry or RetryPolicy()
+        super().__init__(connection, tokens, session, retry)
         self.last_usage: tuple[int, int] | None = None
         self._client: tuple[SalesforceToken, Salesforce] | None = None
         self.id_page_records = ID_PAGE_RECORDS
         self.id_job_budget_seconds = ID_JOB_BUDGET_SECONDS
 
-    @property
-    def api_calls(self) -> int:
-        return self.session.calls
+    # -- id rules ----------------------------------------------------------------------------------
+    def is_record_id(self, value: str) -> bool:
+        """15 or 18 characters; case-sensitive (the 18-character form is the 15 with a checksum)."""
+        return is_salesforce_id(value)
+
+    def id_of_object(self, value: str, description: ObjectDescription) -> bool:
+        """Every id of an object starts with its key prefix (a Contact's 003): Salesforce deletes whatever id
+        it is sent, of any object, so a given id is checked first."""
+        return not description.key_prefix or value.startswith(description.key_prefix)
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _salesforce(self, token: SalesforceToken) -> Salesforce:

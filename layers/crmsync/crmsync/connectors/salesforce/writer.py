@@ -12,10 +12,9 @@ nothing applied) is aborted and replaced, a closed one is waited for and its res
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Any
 
 from ...errors import CrmOutcomeUnknown, CrmRequestRejected
+from ..base import ConnectorWriter
 from ..port import RecordWrite, WriteError, WriteJournal, WriteRequest, WriteResult
 from .bulk2 import BulkApi2, IngestResults, encode_csv, parse_bulk_error
 from .collections import MAX_RECORDS, SaveResult
@@ -28,7 +27,7 @@ GONE_CODES = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"})
 """What Salesforce answers a delete of a record in the recycle bin, or of an id it does not know."""
 
 
-class SalesforceWriter:
+class SalesforceWriter(ConnectorWriter[SalesforceConnector]):
     kind = "salesforce"
 
     def __init__(
@@ -38,18 +37,9 @@ class SalesforceWriter:
         bulk: BulkApi2 | None = None,
         bulk_budget_seconds: float = BULK_BUDGET_SECONDS,
     ) -> None:
-        self.connector = connector
+        super().__init__(connector)
         self.bulk = bulk or connector.bulk
         self.bulk_budget_seconds = bulk_budget_seconds
-
-    @property
-    def api_calls(self) -> int:
-        return self.connector.api_calls
-
-    def find(
-        self, object_name: str, field: str, values: Iterable[str], fields: Iterable[str]
-    ) -> list[dict[str, Any]]:
-        return self.connector.find(object_name, field, values, fields)
 
     def write(self, request: WriteRequest, journal: WriteJournal) -> list[WriteResult]:
         if not request.records:

@@ -1,0 +1,81 @@
+"""What the two CRM adapters share, so each states only what differs: a connector's plumbing (its
+connection, token provider, HTTP session and retry policy), the CRM's id rules the services ask through
+the port, and a writer that reads through its connector.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Any, Generic, TypeVar
+
+from .http import CrmHttpSession
+from .port import ObjectDescription
+from .retry import RetryPolicy
+
+ConnectionT = TypeVar("ConnectionT")
+TokensT = TypeVar("TokensT")
+
+
+class HttpConnector(ABC, Generic[ConnectionT, TokensT]):
+    """A CRM adapter over HTTPS: the plumbing every call goes through, and the CRM's id rules."""
+
+    kind: str
+    bulk_deletes = False
+    """Large deletions go through a bulk API (a job per batch) rather than record collections."""
+
+    def __init__(
+        self, connection: ConnectionT, tokens: TokensT, session: CrmHttpSession, retry: RetryPolicy | None = None
+    ) -> None:
+        self.connection = connection
+        self.tokens = tokens
+        self.session = session
+        self.retry = retry or RetryPolicy()
+
+    @property
+    def api_calls(self) -> int:
+        """HTTP calls made to the CRM by this connector, token calls included."""
+        return self.session.calls
+
+    @abstractmethod
+    def find(
+        self, object_name: str, field: str, values: Iterable[str], fields: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        """Records whose `field` equals one of `values`, batched; never one call per value."""
+
+    # -- id rules ----------------------------------------------------------------------------------
+    @abstractmethod
+    def is_record_id(self, value: str) -> bool:
+        """`value` is written as this CRM writes a record id."""
+
+    def normalize_id(self, value: str) -> str:
+        """A record id as the CRM answers it, so ids given by a person compare equal to the CRM's."""
+        return value
+
+    def id_of_object(self, value: str, description: ObjectDescription) -> bool:
+        """A record id of `description`'s object (where the CRM's ids tell their object apart)."""
+        return True
+
+
+ConnectorT = TypeVar("ConnectorT", bound=HttpConnector[Any, Any])
+
+
+class ConnectorWriter(Generic[ConnectorT]):
+    """A CRM writer, reading (and counting calls) through the connector whose session it shares."""
+
+    kind: str
+
+    def __init__(self, connector: ConnectorT) -> None:
+        self.connector = connector
+
+    @property
+    def api_calls(self) -> int:
+        return self.connector.api_calls
+
+    def find(
+        self, object_name: str, field: str, values: Iterable[str], fields: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        return self.connector.find(object_name, field, values, fields)
+
+
+__all__ = ["ConnectorWriter", "HttpConnector"]
