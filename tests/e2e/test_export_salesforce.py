@@ -74,23 +74,26 @@ def export_env(sync_env):
             sobject, fields=[{"name": PROFILE_FIELD, "type": "string", "length": 64}]
         )
     environment = ExportEnvironment(sync_env)
-    environment.apply_sync(
-        ExportSync(
-            id=LEADS,
-            operation="export",
-            connection="sf-prod",
-            object="Lead",
-            correlation_field=PROFILE_FIELD,
-            fields=[
-                FieldMapping(remote="LastName", local="lastName"),
-                FieldMapping(remote="Company", local="company"),
-                FieldMapping(remote="Email", local="email"),
-            ],
-            batch_size=200,
-            max_concurrency=1,
-        )
-    )
+    environment.apply_sync(leads_export(LEADS))
     return environment
+
+
+def leads_export(sync_id: str) -> ExportSync:
+    """Profiles to Salesforce Leads, correlated by the profile id, 200 a batch, one batch at a time."""
+    return ExportSync(
+        id=sync_id,
+        operation="export",
+        connection="sf-prod",
+        object="Lead",
+        correlation_field=PROFILE_FIELD,
+        fields=[
+            FieldMapping(remote="LastName", local="lastName"),
+            FieldMapping(remote="Company", local="company"),
+            FieldMapping(remote="Email", local="email"),
+        ],
+        batch_size=200,
+        max_concurrency=1,
+    )
 
 
 def test_first_export_creates_unknown_people_as_leads_and_links_them_back(export_env):

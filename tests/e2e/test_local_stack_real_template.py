@@ -261,3 +261,11 @@ def test_log_groups_alarms_and_the_schedules_dead_letter_queue_are_created(aws_e
 def groups_of_functions() -> list[str]:
     names = re.findall(r'FunctionName: !Sub "\$\{AWS::StackName\}-([a-z-]+)"', DEFAULT_TEMPLATE.read_text())
     return [f"crmsync-{name}" for name in names]
+
+
+def test_a_function_logs_to_its_logging_config_group(local_stack: LocalStack) -> None:
+    spec = local_stack.functions["ImportStartFunction"]
+    assert spec.log_group == "/crmsync/crmsync/import-start"
+    from crmsync_local.stack.runtime import LambdaContext
+
+    assert LambdaContext(spec, "r", spec.arn, "s").log_group_name == "/crmsync/crmsync/import-start"

@@ -112,3 +112,14 @@ def test_every_task_catches_into_the_error_path(path):
         if state["Type"] == "Task":
             caught = {n for c in state.get("Catch", []) for n in c["ErrorEquals"]}
             assert "States.ALL" in caught, f"{path.name}: {name} has no Catch of States.ALL"
+
+
+@pytest.mark.parametrize("operation", OPERATIONS.values(), ids=lambda op: op.name)
+def test_a_batched_operations_map_is_distributed_and_keeps_no_results(operation):
+    """Batched runs keep their results in the batch ledger; a Map's output (and ResultWriter) is not used."""
+    definition = json.loads((ROOT / operation.asl).read_text())
+    maps = [state for _, state in _states(definition) if state["Type"] == "Map"]
+    for state in maps:
+        assert state["ResultPath"] is None
+        assert state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+        assert "ResultWriter" not in state

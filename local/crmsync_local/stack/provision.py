@@ -50,6 +50,8 @@ class FunctionSpec:
     memory_size: int
     environment: Mapping[str, str]
     layer_dirs: tuple[Path, ...] = ()
+    log_group: str | None = None
+    """`LoggingConfig.LogGroup`, where the function's logs go instead of /aws/lambda/<name>."""
 
 
 @dataclass(frozen=True)
@@ -387,6 +389,7 @@ class Provisioner:
             memory_size=request["MemorySize"],
             environment=variables,
             layer_dirs=tuple(self.created.layer_dirs[layer] for layer in layers),
+            log_group=str((p.get("LoggingConfig") or {}).get("LogGroup") or "") or None,
         )
         return _info("AWS::Serverless::Function", name, arn)
 

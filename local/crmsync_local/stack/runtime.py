@@ -115,7 +115,7 @@ class LambdaContext:
         # The real runtime reads it from AWS_LAMBDA_FUNCTION_MEMORY_SIZE, so it is a string there too.
         self.memory_limit_in_mb = str(spec.memory_size)
         self.aws_request_id = request_id
-        self.log_group_name = f"/aws/lambda/{spec.name}"
+        self.log_group_name = spec.log_group or f"/aws/lambda/{spec.name}"
         self.log_stream_name = log_stream_name
         self.identity: Any = None
         self.client_context: Any = None
