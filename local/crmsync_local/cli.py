@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import signal
 import sys
 import threading
-import time
 from collections import Counter
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -25,10 +25,12 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from crmsync.config import CrmsyncConfig, config_json_schema, load_config_file
 from crmsync.errors import ConfigurationError, CrmsyncError
 from crmsync.registry import OPERATIONS, Operation, summary_fields
+from crmsync.services import insight
 from crmsync.services.deletion_imports import parse_period
 from crmsync.services.operations import ApplyReport, ConnectionCheck, Operator, data_loader_error_file
 from crmsync.services.schema import (
@@ -39,6 +41,7 @@ from crmsync.services.schema import (
     snapshot_folder,
     starting_mapping,
 )
+from crmsync_local import views
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="crmsync: keep a marketing database and a CRM in step."
@@ -54,6 +57,22 @@ SUMMARY_LABELS = {
     "unknown": "never imported",
 }
 
+
+class _RunsGroup(TyperGroup):
+    """`crmsync runs SYNC` lists a sync's runs, as it did before `runs show RUN` existed: anything that is
+    not a subcommand is the `list` subcommand's argument."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+runs_app = typer.Typer(
+    cls=_RunsGroup,
+    no_args_is_help=True,
+    help="A sync's runs (crmsync runs SYNC_ID) and one run in detail (crmsync runs show RUN_ID).",
+)
 rejects_app = typer.Typer(no_args_is_help=True, help="Inspect, export and replay the records a sync refused.")
 local_app = typer.Typer(no_args_is_help=True, help="The embedded local environment (emulated AWS and CRMs).")
 connection_app = typer.Typer(no_args_is_help=True, help="Check a CRM connection.")
@@ -67,6 +86,7 @@ app.add_typer(connection_app, name="connection")
 app.add_typer(schema_app, name="schema")
 app.add_typer(enumerations_app, name="enumerations")
 app.add_typer(watermark_app, name="watermark")
+app.add_typer(runs_app, name="runs")
 app.add_typer(rejects_app, name="rejects")
 app.add_typer(local_app, name="local")
 app.add_typer(events_app, name="events")
@@ -98,6 +118,7 @@ console = Console()
 errors = Console(stderr=True)
 
 StackOption = Annotated[str, typer.Option("--stack", envvar="CRMSYNC_STACK", help="CloudFormation stack name.")]
+RULES_DOC = "docs/rules.md of crmsync's repository"
 STATUS_EXIT = {"SUCCEEDED": 0, "FAILED": 1, "REFUSED": 3}
 
 
@@ -130,6 +151,8 @@ def read_config(path: Path) -> CrmsyncConfig:
         errors.print(f"[red]{path}: {len(exc.problems)} problem(s)[/red]", highlight=False, soft_wrap=True)
         for problem in exc.problems:
             errors.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
+        if any("rule " in problem for problem in exc.problems):
+            errors.print(f"(the rules are explained in {RULES_DOC})", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -143,6 +166,8 @@ def guarded(call: Any) -> Any:
         raise fail(f"{type(exc).__name__}: {exc}") from None
     except (ClientError, BotoCoreError) as exc:
         raise fail(f"AWS: {exc}") from None
+    except TimeoutError as exc:
+        raise fail(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------- config
@@ -562,23 +587,35 @@ def run_and_report(
 ) -> int:
     started = guarded(lambda: op.start(sync_id, population=population, period=period))
     if not wait:
-        payload = {"sync_id": started.sync_id, "run_id": started.run_id, "execution_arn": started.execution_arn}
-        console.print_json(json.dumps(payload)) if as_json else console.print(f"started run {started.run_id}")
+        # The start step's verdict (lease taken, run recorded) or the summary of a run that already ended:
+        # a refused start exits 3 here too, not 0 with "started".
+        ended = guarded(lambda: op.verdict(started))
+        if ended is not None:
+            if as_json:  # the keys of a started run's answer, and the summary's
+                sys.stdout.write(
+                    json.dumps({"execution_arn": started.execution_arn, **ended}, ensure_ascii=False) + "\n"
+                )
+            else:
+                console.print(summary_table(ended))
+            return STATUS_EXIT.get(ended.get("status", "FAILED"), 1)
+        payload = {
+            "sync_id": started.sync_id,
+            "run_id": started.run_id,
+            "execution_arn": started.execution_arn,
+            "status": "RUNNING",
+        }
+        if as_json:
+            console.print_json(json.dumps(payload))
+        else:
+            console.print(f"started run {started.run_id} (crmsync runs show {started.run_id})", highlight=False)
         return 0
     if as_json:
         summary = guarded(lambda: op.wait(started))
         sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
     else:
-        begun = time.monotonic()
-        with console.status(f"run {started.run_id}") as status:
-            summary = guarded(
-                lambda: op.wait(
-                    started,
-                    on_poll=lambda execution: status.update(
-                        f"run {started.run_id}: {execution['status'].lower()} ({time.monotonic() - begun:.0f}s)"
-                    ),
-                )
-            )
+        operation = guarded(lambda: op.container.definitions.sync(sync_id)).sync.operation
+        with views.RunProgress(console, started.run_id, operation) as progress:
+            summary = guarded(lambda: op.wait(started, on_poll=lambda _: progress.show(op.run_record(started))))
         console.print(summary_table(summary))
     return STATUS_EXIT.get(summary.get("status", "FAILED"), 1)
 
@@ -639,33 +676,88 @@ def run(
     )
 
 
-@app.command("runs")
-def runs(
+@runs_app.command("list")
+def runs_list(
     sync_id: str,
     limit: int = 10,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     stack: StackOption = "crmsync",
 ) -> None:
-    """The latest runs of SYNC_ID."""
+    """The latest runs of SYNC_ID (also `crmsync runs SYNC_ID`): when, how long, the counts, the error."""
     records = guarded(lambda: operator(stack).runs(sync_id, limit))
     if as_json:
         sys.stdout.write(json.dumps(records, default=str) + "\n")
         return
-    table = Table(title=f"runs of {sync_id}")
-    for column in ("started", "run", "status", "read/selected", "created", "updated", "rejected", "error"):
-        table.add_column(column)
-    for record in records:
-        result = record.get("result") or {}
-        error = (result.get("error") or {}).get("type", "")
-        table.add_row(
-            record.get("startedAt", ""),
-            record.get("runId", ""),
-            record.get("status", ""),
-            str(result.get("read", result.get("selected", ""))),
-            *(str(result.get(k, "")) for k in ("created", "updated", "rejected")),
-            error,
+    console.print(views.runs_table(sync_id, records))
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="A run id, or the short id `crmsync runs SYNC` prints.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """One run in detail: window, every count, CRM calls and allowance, time per step, the error, its logs."""
+    op = operator(stack)
+    record = guarded(lambda: insight.find_run(op, run_id))
+    steps = guarded(lambda: insight.step_times(op, record))
+    logs = insight.log_location(op)
+    if as_json:
+        payload = {"run": record, "steps": [asdict(s) for s in steps], "logs": logs}
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False, default=str) + "\n")
+        return
+    result = record.get("result") if isinstance(record.get("result"), dict) else None
+    summary = summary_table(
+        result
+        or {
+            "sync_id": record.get("syncId"),
+            "run_id": record.get("runId"),
+            "status": record.get("status"),
+            "operation": record.get("operation"),
+            "window": record.get("window"),
+            **(record.get("progress") or {}),
+        }
+    )
+    for part in views.run_details(record, steps, logs, summary):
+        console.print(part)
+
+
+@app.command("status")
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array, one object per sync.")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """Every sync at a glance: last run, watermark, rejects waiting, next run; exit 1 if a last run failed.
+
+    The exit code makes it usable in monitoring: 0 when no sync's last run failed, 1 when one did.
+    """
+    statuses = guarded(lambda: insight.sync_statuses(operator(stack)))
+    if as_json:
+        sys.stdout.write(json.dumps([s.as_json() for s in statuses], ensure_ascii=False, default=str) + "\n")
+    else:
+        console.print(views.status_table(statuses))
+    if any((s.last_run or {}).get("status") == "FAILED" for s in statuses):
+        raise typer.Exit(1)
+
+
+@app.command("logs")
+def logs(
+    run_id: Annotated[str, typer.Argument(help="A run id, or the short id `crmsync runs SYNC` prints.")],
+    stack: StackOption = "crmsync",
+) -> None:
+    """The log lines of one run (CloudWatch Logs on AWS; the local log file under `crmsync local up`).
+
+    On AWS: every function log group of the stack (/crmsync/STACK/*), over the run's time.
+    """
+    op = operator(stack)
+    record = guarded(lambda: insight.find_run(op, run_id))
+    lines = guarded(lambda: list(insight.run_logs(op, record)))
+    for line in lines:
+        sys.stdout.write(line + "\n")
+    if not lines:
+        errors.print(
+            f"no log line carries run {record.get('runId')} ({insight.log_location(op)})", highlight=False
         )
-    console.print(table)
 
 
 # ------------------------------------------------------------------------------------- watermarks
@@ -685,10 +777,10 @@ def watermark_get(sync_id: str, stack: StackOption = "crmsync") -> None:
 @watermark_app.command("set")
 def watermark_set(
     sync_id: str,
-    value: Annotated[str, typer.Argument(help="yyyy/MM/dd hh:mm:ss (UTC)")],
+    value: Annotated[str, typer.Argument(help="yyyy/MM/dd hh:mm:ss (UTC) or ISO 8601; not after the CRM's clock")],
     stack: StackOption = "crmsync",
 ) -> None:
-    """Set the watermark; moving it back re-imports from there."""
+    """Set the watermark; moving it back re-imports from there, a time after the CRM's clock is refused."""
     mark = guarded(lambda: operator(stack).set_watermark(sync_id, value))
     console.print(f"{mark.option} = {mark.text}", highlight=False)
 
@@ -940,13 +1032,31 @@ def local_up(
         ".crmsync/local.json"
     ),
     port: Annotated[int, typer.Option(help="Port of the AWS endpoint (0: any free port).")] = 0,
+    seed: Annotated[
+        bool,
+        typer.Option(
+            "--seed", help="Load the demo's data and schema into both CRMs, so examples/syncs.yaml runs as is."
+        ),
+    ] = False,
+    contacts: Annotated[int, typer.Option(help="With --seed: Salesforce contacts (Dynamics: a quarter).")] = 2400,
 ) -> None:
-    """Serve the local stack and the Salesforce and Dynamics emulators until interrupted."""
+    """Serve the local stack and the Salesforce and Dynamics emulators until interrupted.
+
+    The state file is written once everything is up (and seeded): its `environment` holds the variables
+    that point the CLI at this stack (`eval "$(crmsync local env)"` sets them).
+    """
     LocalEnvironment = local_module("crmsync_local.environment").LocalEnvironment
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with LocalEnvironment(serve=True, port=port) as env:
+        if seed:
+            seeded = env.seed(contacts=contacts)
+            console.print(
+                f"seeded {seeded['salesforce_contacts']:,} Salesforce contacts, {seeded['dynamics_contacts']:,} "
+                f"Dynamics contacts and {seeded['dynamics_subscriptions']:,} new_subscription rows",
+                highlight=False,
+            )
         state = env.state()
         state_file.parent.mkdir(parents=True, exist_ok=True)
         temporary = state_file.with_suffix(".tmp")
@@ -968,6 +1078,21 @@ def local_up(
             pass
         finally:
             state_file.unlink(missing_ok=True)
+
+
+@local_app.command("env")
+def local_env(
+    state_file: Annotated[Path, typer.Option("--state-file", help="The state file `local up` wrote.")] = Path(
+        ".crmsync/local.json"
+    ),
+) -> None:
+    """Print `export` lines pointing a shell at a running `local up`: eval "$(crmsync local env)"."""
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except OSError:
+        raise fail(f"no {state_file}: start `crmsync local up` first (or give --state-file)", 2) from None
+    for name, value in state["environment"].items():
+        sys.stdout.write(f"export {name}={shlex.quote(str(value))}\n")
 
 
 @app.command("demo")

@@ -32,6 +32,18 @@ EXPORT = "sf-people-export"
 SIGNUPS = 40
 KNOWN_LEADS = 6
 EDITED = 12
+NEXT_STEPS = """\
+The demo's stack stopped with it. To try the commands on a local stack that
+stays up, seeded with the same data and schema:
+
+  crmsync local up --seed &       # until Ctrl-C; writes .crmsync/local.json
+  eval "$(crmsync local env)"     # points this shell's crmsync at it
+  crmsync config apply examples/syncs.yaml
+  crmsync run sf-contacts --wait  # pages and records as the run goes
+  crmsync status                  # every sync: last run, watermark, rejects
+  crmsync runs sf-contacts        # then crmsync runs show RUN; crmsync logs RUN
+  crmsync rejects export sf-contacts -o rejects.csv   # Data Loader-style CSV
+"""
 REFUSED = (
     {"email": "jean.dupont@example", "lastName": "Dupont", "company": "Acme"},
     {"email": "sans.nom@example.net", "company": "Acme"},
@@ -91,11 +103,7 @@ def _dynamics(console: Console, crm: DynamicsControl, url: str, operator: Operat
     """Contacts into profiles and a custom entity into its resource table; then changes and deletions."""
     now = datetime.now(UTC).replace(microsecond=0)
     with console.status(f"seeding {contacts:,} Dynamics contacts"):
-        rows = list(demo_data.dynamics_contacts(contacts, now=now))
-        ids: list[str] = []
-        for start in range(0, len(rows), 5000):
-            ids += crm.put_records("contacts", rows[start : start + 5000])
-        subscriptions = crm.put_records("new_subscriptions", demo_data.dynamics_subscriptions(ids, now=now))
+        ids, subscriptions = demo_data.seed_dynamics(crm, contacts_count=contacts, now=now)
     console.print(
         f"Dynamics emulator at {url}: {len(ids):,} contacts, {len(subscriptions):,} rows of the custom table "
         "new_subscription"
@@ -152,19 +160,7 @@ def _export(console: Console, operator: Operator, crm: Any, contact_ids: list[st
     """New sign-ups and edited profiles on the marketing side, exported to Salesforce (SPEC E1-E6, R1)."""
     from crmsync_local.cli import rejects_by_symbol
 
-    for sobject in ("Lead", "Contact"):
-        crm.define_object(
-            sobject,
-            fields=[
-                {
-                    "name": "Marketing_Profile_Id__c",
-                    "type": "string",
-                    "length": 64,
-                    "externalId": True,
-                    "unique": True,
-                }
-            ],
-        )
+    demo_data.define_export_fields(crm)
     people = demo_data.marketing_people(SIGNUPS - len(REFUSED))
     crm.seed(
         "Lead",
@@ -187,12 +183,6 @@ def _export(console: Console, operator: Operator, crm: Any, contact_ids: list[st
     summary = _run(console, operator, EXPORT, f"export of {EXPORT} (new and changed profiles to Salesforce)")
     export_rejects = [r for r in operator.rejects(EXPORT) if r.get("operation") == "export"]
     console.print(rejects_by_symbol(export_rejects))
-    console.print(
-        "crmsync rejects export sf-people-export  # Data Loader-style CSV; fix the data, then: "
-        "crmsync rejects replay sf-people-export",
-        highlight=False,
-        style="dim",
-    )
     return summary
 
 
@@ -332,15 +322,11 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
         now = datetime.now(UTC).replace(microsecond=0)
         crm.set_clock(now, frozen=False)
         with console.status(f"seeding {contacts:,} Salesforce contacts"):
-            rows = list(demo_data.contacts(contacts, now=now))
-            ids: list[str] = []
-            for start in range(0, len(rows), 5000):
-                ids += crm.seed("Contact", rows[start : start + 5000])
-            crm.seed("Subscription__c", demo_data.subscriptions(ids, now=now))
+            ids = demo_data.seed_salesforce(crm, contacts_count=contacts, now=now)
+        countries = {r["MailingCountry"] for r in demo_data.contacts(contacts, now=now)}
         console.print(
             f"Salesforce emulator at {env.salesforce.url if env.salesforce else ''}: "
-            f"{len(ids):,} contacts from {len({r['MailingCountry'] for r in rows})} countries, "
-            "accented and non-Latin names"
+            f"{len(ids):,} contacts from {len(countries)} countries, accented and non-Latin names"
         )
 
         config = load_config(
@@ -418,4 +404,5 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
             console.print("[red]the demo did not end as expected; see .crmsync/local-lambda.log[/red]")
             return 1
         console.rule("[green]demo done[/green]")
+        console.print(NEXT_STEPS, highlight=False, markup=False, soft_wrap=True)
         return 0

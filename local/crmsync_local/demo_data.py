@@ -170,3 +170,39 @@ def marketing_people(count: int, *, seed: int = 23) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+# ------------------------------------------------------------------------------------- seeding
+# What `crmsync demo` and `crmsync local up --seed` load into the emulators, so that the documented
+# workflow (apply examples/syncs.yaml, run its syncs) works against them.
+EXPORT_ID_FIELD = "Marketing_Profile_Id__c"
+
+
+def seed_salesforce(crm: Any, *, contacts_count: int, now: datetime) -> list[str]:
+    """Contacts (with a few rows the import must reject) and the Subscription__c custom object's rows;
+    the Contact ids, in order."""
+    rows = list(contacts(contacts_count, now=now))
+    ids: list[str] = []
+    for start in range(0, len(rows), 5000):
+        ids += crm.seed("Contact", rows[start : start + 5000])
+    crm.seed("Subscription__c", subscriptions(ids, now=now))
+    return ids
+
+
+def define_export_fields(crm: Any) -> None:
+    """The external id that `sf-people-export` upserts Leads and Contacts by (examples/syncs.yaml)."""
+    for sobject in ("Lead", "Contact"):
+        crm.define_object(
+            sobject,
+            fields=[{"name": EXPORT_ID_FIELD, "type": "string", "length": 64, "externalId": True, "unique": True}],
+        )
+
+
+def seed_dynamics(crm: Any, *, contacts_count: int, now: datetime) -> tuple[list[str], list[str]]:
+    """Contacts and rows of the custom table new_subscription; their ids."""
+    rows = list(dynamics_contacts(contacts_count, now=now))
+    ids: list[str] = []
+    for start in range(0, len(rows), 5000):
+        ids += crm.put_records("contacts", rows[start : start + 5000])
+    subscription_ids = crm.put_records("new_subscriptions", dynamics_subscriptions(ids, now=now))
+    return ids, subscription_ids

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from crmsync.services.insight import LOCAL_LOG_VARIABLE
 from crmsync_local.emulators.common import EmulatorServer
 from crmsync_local.emulators.dynamics import DynamicsControl, DynamicsEmulator
 from crmsync_local.emulators.salesforce import (
@@ -117,6 +119,26 @@ class LocalEnvironment:
         assert isinstance(self.dynamics.app, DynamicsEmulator)
         return self.dynamics.app
 
+    def seed(self, *, contacts: int = 2400) -> dict[str, int]:
+        """Load the demo's data and schema into both emulators (what `crmsync local up --seed` does), so
+        that examples/syncs.yaml applies and every sync in it runs: Salesforce Contacts and
+        Subscription__c rows, the Marketing_Profile_Id__c external id on Lead and Contact that the
+        export upserts by, Dynamics contacts and new_subscription rows."""
+        from crmsync_local import demo_data
+
+        now = datetime.now(UTC).replace(microsecond=0)
+        self.salesforce_control.set_clock(now, frozen=False)
+        salesforce = demo_data.seed_salesforce(self.salesforce_control, contacts_count=contacts, now=now)
+        demo_data.define_export_fields(self.salesforce_control)
+        dynamics, subscriptions = demo_data.seed_dynamics(
+            self.dynamics_control, contacts_count=max(100, contacts // 4), now=now
+        )
+        return {
+            "salesforce_contacts": len(salesforce),
+            "dynamics_contacts": len(dynamics),
+            "dynamics_subscriptions": len(subscriptions),
+        }
+
     def crm_environ(self) -> dict[str, str]:
         """The variables `examples/syncs.yaml` interpolates to reach this environment's CRMs."""
         assert self.salesforce is not None
@@ -150,9 +172,11 @@ class LocalEnvironment:
             },
             "ca_bundle": self.salesforce.ca_bundle,
             "secrets": {"salesforce": SALESFORCE_SECRET, "dynamics": DYNAMICS_SECRET},
+            "log_file": str(self.log_path.resolve()),
             "environment": {
                 **(self.stack.client_environment() if self.stack.endpoint_url else {}),
                 **self.crm_environ(),
+                LOCAL_LOG_VARIABLE: str(self.log_path.resolve()),  # where `crmsync logs RUN_ID` reads
             },
             "resources": resources,
         }

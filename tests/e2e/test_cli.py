@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -76,13 +77,13 @@ def test_a_configuration_that_is_not_utf8_exits_2_naming_the_line(tmp_path):
     assert "Traceback" not in result.output
 
 
-@pytest.fixture
-def served(tmp_path):
+@contextmanager
+def serve_local(directory: Path, *options: str):
     """`crmsync local up` in its own process, and the environment its state file tells clients to use."""
-    state_file = tmp_path / "local.json"
+    state_file = directory / "local.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "crmsync_local.cli", "local", "up", "--state-file", str(state_file)],
-        cwd=tmp_path,
+        [sys.executable, "-m", "crmsync_local.cli", "local", "up", "--state-file", str(state_file), *options],
+        cwd=directory,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -96,9 +97,17 @@ def served(tmp_path):
         time.sleep(0.2)
     state = json.loads(state_file.read_text())
     env = {**os.environ, **state["environment"], "CRMSYNC_RETRY_BASE_DELAY_SECONDS": "0"}
-    yield state, env
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
+    try:
+        yield state, env
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def served(tmp_path):
+    with serve_local(tmp_path) as served:
+        yield served
 
 
 def test_local_up_writes_endpoints_and_every_resource(served):

@@ -159,7 +159,13 @@ def test_outputs_resolve(local_stack: LocalStack) -> None:
         "EventsQueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/crmsync-events",
         "EventsDeadLetterQueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/crmsync-events-dlq",
         "EventsBusName": "crmsync-marketing-events",
+        "DashboardUrl": "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#dashboards:name=crmsync",
     }
+
+
+def test_the_dashboard_is_created_with_its_widgets(local_stack: LocalStack) -> None:
+    body = json.loads(local_stack.client("cloudwatch").get_dashboard(DashboardName="crmsync")["DashboardBody"])
+    assert len([w for w in body["widgets"] if w["type"] == "metric"]) == 6
 
 
 def test_handlers_are_registered_from_code_uri(local_stack: LocalStack) -> None:

@@ -42,7 +42,7 @@ def crmsync(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_works_without_the_local_stack():
     result = crmsync("--help")
     assert result.returncode == 0, result.stderr
-    assert "watermark" in result.stdout
+    assert "status" in result.stdout
 
 
 def test_version_works_without_the_local_stack():

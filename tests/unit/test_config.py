@@ -355,3 +355,15 @@ def test_a_configuration_file_that_is_not_utf8_names_its_line_and_column():
     assert caught.value.problems == [
         "syncs.yaml:3:5: byte 0xe9 is not UTF-8 (rule N4: input files are UTF-8 text); save the file as UTF-8"
     ]
+
+
+def test_a_salesforce_page_size_over_2000_is_refused_instead_of_lowered():
+    assert problems_of(base(page_size=3000)) == [
+        "syncs[0] (sf-contacts).page_size: 3000 is over 2000, the most records a Salesforce query page returns"
+    ]
+
+
+def test_a_dynamics_page_size_up_to_5000_is_accepted():
+    raw = dynamics_base()
+    raw["syncs"] = [{**base()["syncs"][0], "connection": "dyn", "page_size": 5000}]
+    assert parse_config(raw).syncs[0].page_size == 5000

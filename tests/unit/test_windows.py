@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from crmsync.domain.windows import compute_window, format_watermark, parse_watermark
+from crmsync.domain.windows import compute_window, format_watermark, parse_moment, parse_watermark
 
 NOW = datetime(2024, 7, 1, 12, 0, 30, 750_000, tzinfo=UTC)
 
@@ -53,3 +53,20 @@ def test_variables_are_exposed_with_the_documented_names():
 def test_window_is_empty_when_the_clock_has_not_passed_the_start():
     previous = datetime(2024, 7, 1, 12, 5, tzinfo=UTC)
     assert compute_window("o", previous, NOW, overlap_seconds=0, lag_seconds=0).is_empty
+
+
+def test_an_operator_time_may_be_iso_8601_with_an_offset():
+    assert parse_moment("2026-11-01T09:30:00+01:00") == datetime(2026, 11, 1, 8, 30, tzinfo=UTC)
+
+
+def test_an_operator_time_may_be_the_watermark_format():
+    assert parse_moment("2026/11/01 08:30:00") == datetime(2026, 11, 1, 8, 30, tzinfo=UTC)
+
+
+def test_an_operator_date_alone_is_midnight_utc():
+    assert parse_moment("2026/11/01") == parse_moment("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def test_an_operator_time_that_is_neither_is_refused_naming_both_formats():
+    with pytest.raises(ValueError, match=r"ISO 8601 .* or yyyy/MM/dd hh:mm:ss"):
+        parse_moment("last tuesday")

@@ -385,6 +385,7 @@ class ImportSync(_Sync):
 
 # ------------------------------------------------------------------------------------- export
 PROFILE_ID = "profileId"
+SALESFORCE_MAX_PAGE = 2000  # records a SOQL query returns per page at most (its batch size)
 MAX_EXPORT_CONCURRENCY = {"salesforce": 25, "dynamics": 52}
 RULE_EXACTLY_ONCE = "rule E4: an export that can insert needs a correlation field so no record is created twice"
 
@@ -1024,6 +1025,11 @@ class CrmsyncConfig(_Model):
             kind = next((c.kind for c in self.connections if c.name == sync.connection), None)
             if kind is not None and isinstance(sync, ExportSync | EventsSync):
                 problems += [f"{where}.{problem}" for problem in sync.crm_problems(kind)]
+            if kind == "salesforce" and isinstance(sync, ImportSync) and sync.page_size > SALESFORCE_MAX_PAGE:
+                problems.append(
+                    f"{where}.page_size: {sync.page_size} is over {SALESFORCE_MAX_PAGE}, the most records a "
+                    "Salesforce query page returns"
+                )
             if kind == "salesforce":
                 problems += [
                     f"{where}.fields[{i}].label: labels (formatted values) are read from Dynamics; Salesforce "

@@ -73,6 +73,8 @@ class Operation:
     window_end_included: bool = False
     takes_period: bool = False
     """A run may be given a period (`crmsync run --from/--to`)."""
+    takes_population: bool = True
+    """A run may be given ids or a file of them (`crmsync run --ids/--population`)."""
     replay_id: str | None = None
     """The id of its rejects that `crmsync rejects replay` gives a run of it as its population (none: its
     rejects are not replayed)."""
@@ -164,6 +166,7 @@ OPERATIONS: dict[str, Operation] = {
             ),
             window_end_included=True,
             takes_period=True,
+            takes_population=False,
             found_by={
                 "period": "the CRM's deleted-records list for the period (both ends included)",
                 "changes": "change tracking: the deletions since the delta link",

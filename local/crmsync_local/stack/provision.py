@@ -114,6 +114,7 @@ class Provisioner:
             "AWS::Events::Rule": self._rule,
             "AWS::SecretsManager::Secret": self._secret,
             "AWS::Logs::LogGroup": self._log_group,
+            "AWS::CloudWatch::Dashboard": self._dashboard,
             "AWS::CloudWatch::Alarm": self._alarm,
             "AWS::Lambda::Permission": self._permission,
             "AWS::Lambda::EventSourceMapping": self._event_source_mapping,
@@ -583,6 +584,12 @@ class Provisioner:
         self.client("cloudwatch").put_metric_alarm(**request)
         return _info("AWS::CloudWatch::Alarm", name, self.plan.get_att(logical_id, "Arn"))
 
+    def _dashboard(self, logical_id: str, p: dict[str, Any]) -> ResourceInfo:
+        """Stored as CloudWatch would (its body must be JSON); nothing draws it locally."""
+        name = self.plan.physical_name(logical_id)
+        self.client("cloudwatch").put_dashboard(DashboardName=name, DashboardBody=str(p["DashboardBody"]))
+        return _info("AWS::CloudWatch::Dashboard", name, None)
+
 
 # ------------------------------------------------------------------------------------------------ properties
 
@@ -822,6 +829,7 @@ _PROPERTIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"Name", "Description", "SecretString", "GenerateSecretString", "KmsKeyId", "Tags"}),
         frozenset({"ReplicaRegions"}),
     ),
+    "AWS::CloudWatch::Dashboard": (frozenset({"DashboardName", "DashboardBody"}), frozenset()),
     "AWS::Logs::LogGroup": (
         frozenset({"LogGroupName", "RetentionInDays", "Tags"}),
         frozenset({"KmsKeyId", "DataProtectionPolicy", "LogGroupClass"}),

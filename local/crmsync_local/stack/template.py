@@ -303,6 +303,9 @@ TYPE_SPECS: dict[str, TypeSpec] = {
         late_attributes=frozenset({"Id"}),
         default_name=lambda logical_id: f"{logical_id}-{_suffix(logical_id, 12)}",
     ),
+    "AWS::CloudWatch::Dashboard": TypeSpec(
+        name_property="DashboardName", max_name_length=255, ref=lambda n: n.name
+    ),
     "AWS::Logs::LogGroup": TypeSpec(
         name_property="LogGroupName",
         max_name_length=512,

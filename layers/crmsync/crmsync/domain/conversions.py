@@ -32,6 +32,17 @@ def parse_crm_datetime(value: str) -> datetime:
     return parsed
 
 
+def parse_stored_time(value: Any) -> datetime | None:
+    """An ISO 8601 time crmsync stored itself (a run's startedAt, endedAt), or None when absent or unreadable:
+    for what is shown or measured, never for what is applied."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_crm_datetime(value)
+    except ValueError:
+        return None
+
+
 def parse_crm_date(value: str) -> date:
     if not _DATE.match(value.strip()):
         raise ValueError(f"{value!r} is not a date (yyyy-mm-dd)")

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from .conversions import parse_crm_datetime
+
 WATERMARK_FORMAT = "%Y/%m/%d %H:%M:%S"
 
 
@@ -26,6 +28,23 @@ def parse_watermark(text: str) -> datetime:
         return datetime.strptime(text.strip(), WATERMARK_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         raise ValueError(f"{text!r} is not a watermark; expected yyyy/MM/dd hh:mm:ss (UTC)") from None
+
+
+def parse_moment(text: str) -> datetime:
+    """A time an operator types (`watermark set`, `run --from/--to`), in UTC: the watermark's own
+    `yyyy/MM/dd hh:mm:ss`, a date `yyyy/MM/dd` (midnight), or ISO 8601 (without an offset: UTC)."""
+    stripped = text.strip()
+    for pattern in (WATERMARK_FORMAT, "%Y/%m/%d"):
+        try:
+            return datetime.strptime(stripped, pattern).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    try:
+        return parse_crm_datetime(stripped).astimezone(UTC)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time; expected ISO 8601 (2026-11-01T08:00:00Z) or yyyy/MM/dd hh:mm:ss (UTC)"
+        ) from None
 
 
 def floor_to_second(moment: datetime) -> datetime:

@@ -34,9 +34,8 @@ from ..connectors.port import (
     ObjectDescription,
     RecordQuery,
 )
-from ..domain.conversions import parse_crm_datetime
 from ..domain.records import CrmDeletion
-from ..domain.windows import ImportWindow, format_watermark, parse_watermark
+from ..domain.windows import ImportWindow, format_watermark, parse_moment, parse_watermark
 from ..errors import ConfigurationError, DeletionPeriodRefused, DeltaTokenExpired, TooManyDeletedIds
 from ..wiring import Container
 from .local_deletions import LocalTarget, apply_deletions, local_crm_ids
@@ -503,14 +502,7 @@ def finish_deletion_import(state: DeletionImportState, container: Container) -> 
 
 def parse_period(start: str, end: str | None) -> dict[str, Any]:
     """A period from the CLI's text (ISO 8601, or the watermark's `yyyy/MM/dd hh:mm:ss`), UTC."""
-
-    def moment(text: str) -> str:
-        try:
-            return parse_watermark(text).isoformat()
-        except ValueError:
-            return parse_crm_datetime(text).astimezone(UTC).isoformat()
-
-    return {"start": moment(start), **({"end": moment(end)} if end else {})}
+    return {"start": parse_moment(start).isoformat(), **({"end": parse_moment(end).isoformat()} if end else {})}
 
 
 __all__ = [

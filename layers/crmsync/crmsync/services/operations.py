@@ -20,7 +20,7 @@ from .. import registry
 from ..config import CrmsyncConfig, DynamicsConnection, EventsSync, SalesforceConnection, SyncDefinition
 from ..connectors.port import ApiLimits, CrmConnector, ObjectSummary
 from ..domain.events import parse_event
-from ..domain.windows import parse_watermark
+from ..domain.windows import format_watermark, parse_moment
 from ..errors import ConfigurationError, SyncNotFound
 from ..stores.definitions import DefinitionPlan
 from ..stores.watermarks import Watermark
@@ -44,6 +44,11 @@ class StackNames:
     def state_machine_arn(self, name: str) -> str:
         """The state machine that runs operation `name` (the registry names it)."""
         return f"arn:{self.partition}:states:{self.region}:{self.account}:stateMachine:{self.stack}-{registry.operation(name).machine}"
+
+    def execution_arn(self, operation: str, run_id: str) -> str:
+        """A run's execution: its id is the execution's name."""
+        machine = self.state_machine_arn(operation)
+        return machine.replace(":stateMachine:", ":execution:", 1) + f":{run_id}"
 
     @property
     def schedule_group(self) -> str:
@@ -360,9 +365,19 @@ class Operator:
                 f"sync {sync_id!r} pushes e-mail events as they arrive; it has no runs "
                 "(crmsync events send FILE, crmsync events backfill SYNC)"
             )
-        if period is not None and not registry.operation(stored.sync.operation).takes_period:
+        operation = stored.sync.operation
+        if period is not None and not registry.operation(operation).takes_period:
             raise ConfigurationError(
-                f"sync {sync_id!r} is an {stored.sync.operation}; a period is given to deletion imports only"
+                f"sync {sync_id!r} is an {operation}; a period is given to deletion imports only"
+            )
+        if population is not None and not registry.operation(operation).takes_population:
+            raise ConfigurationError(
+                f"sync {sync_id!r} is a deletion import: it takes a period (--from/--to), not ids or a population"
+            )
+        if period is not None and not _reads_periods(stored.sync, stored.connection.kind):
+            raise ConfigurationError(
+                f"sync {sync_id!r} finds deletions by {getattr(stored.sync, 'mode', '?')} on {stored.connection.kind}; "
+                "a period (--from/--to) is given to period mode only (Salesforce getDeleted)"
             )
         run_id = execution_name(sync_id, trigger)
         payload: dict[str, Any] = {"sync_id": sync_id, "trigger": trigger}
@@ -398,6 +413,29 @@ class Operator:
                 raise TimeoutError(f"run {run.run_id} still {execution['status']} after {timeout:.0f}s")
             time.sleep(poll)
 
+    def verdict(self, run: StartedRun, *, timeout: float = 600, poll: float = 0.5) -> dict[str, Any] | None:
+        """Wait for the start step's verdict: None once the run holds the sync's lease and is recorded as
+        running; its summary when it already ended (a refused start ends it, status REFUSED)."""
+        sfn = self.aws.client("stepfunctions")
+        deadline = time.monotonic() + timeout
+        while True:
+            execution = sfn.describe_execution(executionArn=run.execution_arn)
+            if execution["status"] in TERMINAL:
+                return self._summary(run, execution)
+            holder = self.container.runs.lease_holder(run.sync_id)
+            if holder is not None and holder.get("holder") == run.run_id and self.run_record(run) is not None:
+                return None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run.run_id}: the start step gave no verdict in {timeout:.0f}s")
+            time.sleep(poll)
+
+    def run_record(self, run: StartedRun) -> dict[str, Any] | None:
+        """The run's item in the ledger, once its start step recorded it."""
+        for record in self.container.runs.recent(run.sync_id, limit=20):
+            if record.get("runId") == run.run_id:
+                return record
+        return None
+
     def _summary(self, run: StartedRun, execution: dict[str, Any]) -> dict[str, Any]:
         if execution["status"] == "SUCCEEDED":
             return dict(json.loads(execution.get("output") or "{}"))
@@ -412,6 +450,7 @@ class Operator:
         }
 
     def runs(self, sync_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        self.container.definitions.sync(sync_id)  # an unknown sync is an error, not an empty history
         return self.container.runs.recent(sync_id, limit)
 
     # -- watermarks ------------------------------------------------------------------------------------
@@ -424,11 +463,24 @@ class Operator:
         return option, self.container.watermarks.get(option)
 
     def set_watermark(self, sync_id: str, text: str) -> Watermark:
+        """Set the sync's watermark to `text` (ISO 8601 or yyyy/MM/dd hh:mm:ss, UTC). A time after the clock
+        that the next window ends on (the CRM's for a sync that reads the CRM, this machine's for an export)
+        is refused: every change until then would be skipped."""
         try:
-            value = parse_watermark(text)
+            value = parse_moment(text)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        return self.container.watermarks.set(self._option(sync_id), value)
+        stored = self.container.definitions.sync(sync_id)
+        if stored.sync.operation == "export":
+            now, clock = datetime.now(UTC), "this machine's clock"
+        else:
+            now, clock = self.container.connector(stored.connection).server_time(), "the CRM's clock"
+        if value > now:
+            raise ConfigurationError(
+                f"{format_watermark(value)} is after {clock} ({format_watermark(now)}): every change until "
+                "then would be skipped"
+            )
+        return self.container.watermarks.set(stored.sync.watermark_option(stored.instance), value)
 
     def reset_watermark(self, sync_id: str) -> str:
         option = self._option(sync_id)
@@ -455,6 +507,7 @@ class Operator:
         self, sync_id: str, *, limit: int | None = 10_000, run_id: str | None = None
     ) -> list[dict[str, Any]]:
         """The sync's rejects, oldest first, records included; reading consumes nothing."""
+        self.container.definitions.sync(sync_id)  # an unknown sync is an error, not an empty list
         return self.reject_desk.store.rejects(sync_id, run_id=run_id, limit=limit)
 
     def count_rejects(self, sync_id: str) -> dict[str, int]:
@@ -487,3 +540,10 @@ class Operator:
             for result in ledger.results(entry):
                 outcomes[result["profileId"]] = result["status"]
         return outcomes
+
+
+def _reads_periods(sync: SyncDefinition, kind: str) -> bool:
+    """Whether a deletion import reads the CRM's deleted-records list for a period (mode period, or auto on
+    Salesforce, the CRM that has one)."""
+    mode = getattr(sync, "mode", None)
+    return mode == "period" or (mode == "auto" and kind == "salesforce")

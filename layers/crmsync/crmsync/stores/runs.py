@@ -12,7 +12,9 @@ a *heartbeat*: a daemon thread that renews it every quarter of its length while 
 a step the lease has three quarters of its length left, which covers the Retry back-off and the
 scheduling between two steps. A heartbeat that finds the lease taken stops: the step's own writes are
 conditional on its claim, and its next step fails with `LeaseLost`.
-- `RUN#<sync>` / `<startedAt>#<runId>`: one per run — status, window, counts, error.
+- `RUN#<sync>` / `<startedAt>#<runId>`: one per run — status, window, counts, error, and `progress`:
+  what its page and batch steps have added so far (`steps` done, `total` when known, and the counts), which
+  `crmsync run --wait` shows as the run goes; the summary in `result` is the exact account.
 - `SCHEMA#<sync>` / `SCHEMA`: the object's description as the sync's last run saw it (zlib-compressed
   JSON), when the CRM said so (`describedAt`, for `If-Modified-Since`) and which definition of the sync
   accepted it: what the next run's drift check compares with.
@@ -215,10 +217,42 @@ class RunLedger:
                     "status": "RUNNING",
                     "startedAt": key.started_at,
                     "expiresAt": int(self.clock()) + RUN_RETENTION_SECONDS,
+                    "progress": {},
                     **details,
                 }
             ),
         )
+
+    def add_progress(self, key: RunKey, counts: dict[str, int], *, total: int | None = None) -> bool:
+        """Add one step's counts to the run's `progress` (and count the step). Parallel batches add at
+        once, hence ADD. False when the run has no `progress` map (recorded before it existed, or never
+        recorded): nothing is created."""
+        names = {"#p": "progress", "#steps": "steps"}
+        values: dict[str, Any] = {":one": 1}
+        parts = ["#p.#steps :one"]
+        for index, (name, value) in enumerate(sorted(counts.items())):
+            names[f"#c{index}"] = name
+            values[f":c{index}"] = value
+            parts.append(f"#p.#c{index} :c{index}")
+        expression = "ADD " + ", ".join(parts)
+        if total is not None:
+            names["#total"] = "total"
+            values[":total"] = total
+            expression += " SET #p.#total = :total"
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=key.key(),
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(#p)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=serialize(values),
+            )
+        except ClientError as error:
+            if _condition_failed(error):
+                return False
+            raise
+        return True
 
     def finish_action(self, key: RunKey, status: str, summary: dict[str, Any]) -> dict[str, Any]:
         names = {"#s": "status", "#e": "endedAt", "#r": "result"}
@@ -286,3 +320,19 @@ class RunLedger:
         if described_at:
             item["describedAt"] = described_at
         self.client.put_item(TableName=self.table, Item=serialize(item))
+
+    def matching(self, sync_id: str, ending: str) -> list[dict[str, Any]]:
+        """The sync's runs whose id ends with `ending` (a full id, or the short id `crmsync runs` prints)."""
+        found: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "FilterExpression": "contains(runId, :ending)",
+            "ExpressionAttributeValues": serialize({":pk": f"RUN#{sync_id}", ":ending": ending}),
+        }
+        while True:
+            response = self.client.query(**kwargs)
+            found += [r for r in map(deserialize, response.get("Items", [])) if str(r["runId"]).endswith(ending)]
+            if "LastEvaluatedKey" not in response:
+                return found
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
