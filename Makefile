@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cat requirements-checkov.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench bench-export bench-deletions bench-events venv clean build
+.PHONY: demo test lint bench bench-export bench-deletions bench-events bench-peers test-peers peers venv clean build
 
 venv: $(STAMP)
 
@@ -60,8 +60,19 @@ bench-events: venv
 bench-deletions: venv
 	$(BIN)/python bench/deletion_bench.py
 
+# Peer clients (tap-salesforce, airbyte-source-salesforce, airbyte-source-microsoft-dataverse) in
+# .venv-peers/, one venv each: too heavy for `make test` (3-6 minutes to install, conflicting pins).
+peers: venv
+	$(BIN)/python bench/peers_bench.py --install
+
+bench-peers: peers
+	$(BIN)/python bench/peers_bench.py
+
+test-peers: peers
+	$(BIN)/python -m pytest -q -p no:xdist tests/contract/test_peer_clients.py
+
 build:
 	sam build
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .venv-peers node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

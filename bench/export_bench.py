@@ -13,9 +13,12 @@ emulator's `latency_ms` fault), each from an empty org:
 
 Printed for each: CRM calls (the emulator's own count, token calls excluded), wall time, and the ratios
 to (a). For (a) the wall time is also split: the start step (reading the changed profiles from the store
-and writing the snapshot - moto's DynamoDB here, not AWS) and the batch steps (CRM writes and write-backs).
+and writing the snapshot - moto's DynamoDB here, not AWS) and the batch steps, and those into the time
+DynamoDB calls were in flight (the store: write-backs, ledger; moto here) and the rest (the CRM and
+crmsync's own work), with the write capacity the store spent (2 WCU an item in a transaction, 1 otherwise).
 
-    python bench/export_bench.py                    # 50,000 records, 20 ms per call
+    python bench/export_bench.py                    # 10,000 records, 20 ms per call
+    python bench/export_bench.py --records 50000
     python bench/export_bench.py --records 5000 --latency-ms 20 --sample 500
 
 Numbers describe this machine and an emulator; compare the rows, not the absolutes.
@@ -27,6 +30,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,15 +88,58 @@ def empty_org(env: LocalEnvironment) -> None:
     control.reset_stats()
 
 
+class StoreClock:
+    """Wall time during which at least one DynamoDB call is in flight (calls may overlap in threads), and
+    the write capacity of what was written."""
+
+    def __init__(self, client: Any) -> None:
+        self.seconds = 0.0
+        self.wcu = 0
+        self._busy = 0
+        self._since = 0.0
+        self._lock = threading.Lock()
+        self._events = client.meta.events
+        self._events.register("before-call.dynamodb", self._enter)
+        self._events.register("after-call.dynamodb", self._leave)
+        self._events.register("after-call-error.dynamodb", self._leave)
+
+    def close(self) -> None:
+        self._events.unregister("before-call.dynamodb", self._enter)
+        self._events.unregister("after-call.dynamodb", self._leave)
+        self._events.unregister("after-call-error.dynamodb", self._leave)
+
+    def _enter(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        body = params.get("body") or b"{}"
+        request = json.loads(body) if isinstance(body, bytes | str) else {}
+        if model.name == "TransactWriteItems":
+            self.wcu += 2 * sum(1 for a in request.get("TransactItems", []) if "ConditionCheck" not in a)
+        elif model.name == "BatchWriteItem":
+            self.wcu += sum(len(r) for r in request.get("RequestItems", {}).values())
+        elif model.name in ("PutItem", "UpdateItem", "DeleteItem"):
+            self.wcu += 1
+        with self._lock:
+            if self._busy == 0:
+                self._since = time.perf_counter()
+            self._busy += 1
+
+    def _leave(self, **_: Any) -> None:
+        with self._lock:
+            self._busy -= 1
+            if self._busy == 0:
+                self.seconds += time.perf_counter() - self._since
+
+
 def crmsync_export(env: LocalEnvironment, operator: Operator, sync_id: str) -> dict[str, Any]:
     container = operator.container
     empty_org(env)
     began = time.perf_counter()
     state = start_export(StartExportEvent(sync_id=sync_id, run_id=f"bench-{time.time_ns()}"), container)
     started = time.perf_counter()
+    store = StoreClock(container.aws.client("dynamodb"))
     for number in range(1, state.run.batches + 1):
         export_batch(ExportBatchEvent(run=state.run, plan=state.plan, number=number), container)
     batches = time.perf_counter()
+    store.close()
     summary = finish_export(state, container).model_dump()
     ended = time.perf_counter()
     return {
@@ -100,6 +147,8 @@ def crmsync_export(env: LocalEnvironment, operator: Operator, sync_id: str) -> d
         "seconds": ended - began,
         "start_seconds": started - began,
         "batch_seconds": batches - started,
+        "batch_store_seconds": store.seconds,
+        "batch_wcu": store.wcu,
         "created": summary["created"],
         "rejected": summary["rejected"],
         "batches": summary["batches"],
@@ -209,7 +258,7 @@ def bench(count: int, latency_ms: int, sample: int) -> Iterator[tuple[str, dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--sample", type=int, default=1_000, help="records (b) is measured on")
     parser.add_argument("--json", action="store_true")
@@ -239,8 +288,10 @@ def describe(label: str, row: dict[str, Any], base: dict[str, Any]) -> str:
     if "start_seconds" in row:
         return line + (
             f" = start {row['start_seconds']:.1f}s (profile store + snapshot, moto) + batches "
-            f"{row['batch_seconds']:.1f}s | {row['batches']} batches, {row['created']:,} created, "
-            f"{row['leads']:,} leads in the CRM"
+            f"{row['batch_seconds']:.1f}s (store {row['batch_store_seconds']:.1f}s, CRM and the rest "
+            f"{row['batch_seconds'] - row['batch_store_seconds']:.1f}s, store WCU "
+            f"{row['batch_wcu'] * 1000 / max(1, row['created']):.0f}/1,000) | {row['batches']} batches, "
+            f"{row['created']:,} created, {row['leads']:,} leads in the CRM"
         )
     if "measured_on" in row:
         return line + (

@@ -9,11 +9,13 @@ DynamoDB calls per 1,000 records, and the peak memory one page step allocates (t
 peak includes moto's in-process DynamoDB, which a Lambda would not carry. `--state-machine` runs the real ASL instead (end to end,
 including Step Functions overhead; no per-page memory figure then).
 
-    python bench/import_bench.py                 # both CRMs, 10,000 and 100,000 records
+    python bench/import_bench.py                 # both CRMs, 20,000 records (--records 20000 100000 for more)
     python bench/import_bench.py --crm dynamics --records 10000
     python bench/import_bench.py --records 20000 --state-machine
 
 Numbers describe this machine and moto's in-process DynamoDB, not AWS; compare runs, not absolutes.
+Write capacity is counted from the requests: an item written in a transaction costs 2 WCU, a plain or
+batched write 1 (DynamoDB's rule for items up to 1 KB; the largest item put is printed to check that).
 """
 
 from __future__ import annotations
@@ -41,6 +43,42 @@ from crmsync_local import demo_data  # noqa: E402
 from crmsync_local.environment import LocalEnvironment  # noqa: E402
 
 SEED_BATCH = 10_000
+
+
+class WriteMeter:
+    """Items written and write capacity, counted on a DynamoDB client's requests."""
+
+    def __init__(self, client: Any) -> None:
+        self.items = 0
+        self.wcu = 0
+        self.largest = 0
+        events = client.meta.events
+        events.register("provide-client-params.dynamodb.TransactWriteItems", self._transact)
+        events.register("provide-client-params.dynamodb.BatchWriteItem", self._batch)
+        for operation in ("PutItem", "UpdateItem", "DeleteItem"):
+            events.register(f"provide-client-params.dynamodb.{operation}", self._single)
+
+    def _count(self, cost: int, item: dict | None = None) -> None:
+        self.items += 1
+        self.wcu += cost
+        if item is not None:
+            self.largest = max(self.largest, len(json.dumps(item)))
+
+    def _transact(self, params: dict, **_: Any) -> None:
+        for action in params["TransactItems"]:
+            if "ConditionCheck" not in action:
+                self._count(2, action.get("Put", {}).get("Item"))
+
+    def _batch(self, params: dict, **_: Any) -> None:
+        for requests_ in params["RequestItems"].values():
+            for request in requests_:
+                self._count(1, request.get("PutRequest", {}).get("Item"))
+
+    def _single(self, params: dict, **_: Any) -> None:
+        self._count(1, params.get("Item"))
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.items, self.wcu
 
 
 @dataclass(frozen=True)
@@ -110,7 +148,7 @@ def run_steps(container: Container, sync_id: str) -> tuple[dict, list[int], floa
     return finish_import(state, container).model_dump(), peaks, plain_seconds, plain_records
 
 
-def bench(crm: Crm, count: int, *, state_machine: bool, page_size: int) -> dict:
+def bench(crm: Crm, count: int, *, state_machine: bool, page_size: int | None) -> dict:
     now = datetime.now(UTC).replace(microsecond=0)
     with LocalEnvironment(log_path=ROOT / ".crmsync" / "bench-lambda.log") as env:
         control = crm.control(env)
@@ -118,11 +156,13 @@ def bench(crm: Crm, count: int, *, state_machine: bool, page_size: int) -> dict:
         os.environ["CRMSYNC_RETRY_BASE_DELAY_SECONDS"] = "0"
         ids = seed(crm, control, count, now)
         config = load_config((ROOT / "examples/syncs.yaml").read_text(), environ=env.config_environ())
-        contacts = config.sync(crm.sync_id).model_copy(update={"filter": None, "page_size": page_size})
+        update: dict[str, Any] = {"filter": None} | ({"page_size": page_size} if page_size else {})
+        contacts = config.sync(crm.sync_id).model_copy(update=update)
         config = config.model_copy(update={"syncs": [contacts]})
         operator = Operator("crmsync")
         operator.apply(config)
         container = operator.container
+        meter = WriteMeter(container.aws.client("dynamodb"))
         results = {}
         for phase in ("first", "incremental"):
             if phase == "incremental":
@@ -131,6 +171,7 @@ def bench(crm: Crm, count: int, *, state_machine: bool, page_size: int) -> dict:
                 control.set_clock(now + timedelta(minutes=12), frozen=True)
             control.reset_stats()
             dynamo_before = container.aws.calls["dynamodb"]
+            items_before, wcu_before = meter.snapshot()
             started = time.perf_counter()
             if state_machine:
                 run = operator.start(contacts.id)
@@ -143,6 +184,9 @@ def bench(crm: Crm, count: int, *, state_machine: bool, page_size: int) -> dict:
             if state_machine or not plain_records:
                 plain_seconds, plain_records = elapsed, summary["read"]
             read = max(1, summary["read"])
+            items, wcu = (
+                n - before for n, before in zip(meter.snapshot(), (items_before, wcu_before), strict=True)
+            )
             crm_calls = control.stats()["total"]
             results[phase] = {
                 "status": summary["status"],
@@ -157,6 +201,9 @@ def bench(crm: Crm, count: int, *, state_machine: bool, page_size: int) -> dict:
                 "crm_calls_per_1000": round(crm_calls * 1000 / read, 2),
                 "dynamodb_calls": dynamo_calls,
                 "dynamodb_calls_per_1000": None if dynamo_calls is None else round(dynamo_calls * 1000 / read, 1),
+                "items_written_per_1000": None if state_machine else round(items * 1000 / read, 1),
+                "wcu_per_1000": None if state_machine else round(wcu * 1000 / read, 1),
+                "largest_item_bytes": meter.largest,
                 "pages": summary["pages"],
                 "peak_page_memory_mib": round(max(peaks) / 2**20, 2) if peaks else None,
             }
@@ -166,8 +213,8 @@ def bench(crm: Crm, count: int, *, state_machine: bool, page_size: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--crm", choices=[*CRMS, "both"], default="both", help="which emulator to read")
-    parser.add_argument("--records", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--page-size", type=int, default=2000)
+    parser.add_argument("--records", type=int, nargs="+", default=[20_000], help="e.g. 20000 100000")
+    parser.add_argument("--page-size", type=int, default=None, help="default: the sync's (the CRM's maximum)")
     parser.add_argument("--state-machine", action="store_true", help="run the real ASL in the local stack")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
@@ -187,6 +234,7 @@ def main() -> None:
                     f"({row['crm_calls_per_1000']:.2f}/1,000) | DynamoDB calls "
                     f"{row['dynamodb_calls'] if row['dynamodb_calls'] is not None else '-':>6} "
                     f"({row['dynamodb_calls_per_1000'] if row['dynamodb_calls_per_1000'] is not None else '-'}/1,000)"
+                    f" | WCU {row['wcu_per_1000'] if row['wcu_per_1000'] is not None else '-'}/1,000"
                     f" | pages {row['pages']} | peak memory per page step "
                     f"{row['peak_page_memory_mib'] if row['peak_page_memory_mib'] is not None else '-'} MiB",
                     flush=True,

@@ -46,6 +46,18 @@ def test_initial_response_applies_the_track_changes_preference(dynamics_emulator
     assert response.headers["Preference-Applied"] == "odata.track-changes"
 
 
+def test_tracked_response_applies_the_page_size_too(dynamics_emulator: DynamicsEmulatorHandle) -> None:
+    dynamics_emulator.control.put_records("contacts", [{"lastname": f"P{i}"} for i in range(3)])
+    headers = dynamics_emulator.headers(Prefer="odata.track-changes,odata.maxpagesize=2")
+
+    response = dynamics_emulator.http().get(
+        f"{dynamics_emulator.api_url}/contacts?$select=lastname", headers=headers
+    )
+
+    assert response.headers["Preference-Applied"] == "odata.track-changes,odata.maxpagesize=2"
+    assert len(response.json()["value"]) == 2
+
+
 def test_delta_link_reports_creates_updates_and_deletes(dynamics_emulator: DynamicsEmulatorHandle) -> None:
     control = dynamics_emulator.control
     kept, changed, removed = control.put_records(

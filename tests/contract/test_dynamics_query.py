@@ -17,6 +17,18 @@ def _get(emulator: DynamicsEmulatorHandle, path: str, **headers: str) -> Any:
     return emulator.http().get(f"{emulator.api_url}/{path}", headers=emulator.headers(**headers))
 
 
+def _pages(emulator: DynamicsEmulatorHandle, path: str, prefer: str) -> list[list[dict[str, Any]]]:
+    """Every page of a query, following @odata.nextLink with the same Prefer header."""
+    http, headers = emulator.http(), emulator.headers(Prefer=prefer)
+    url: str | None = f"{emulator.api_url}/{path}"
+    pages: list[list[dict[str, Any]]] = []
+    while url:
+        body = http.get(url, headers=headers).json()
+        pages.append(body["value"])
+        url = body.get("@odata.nextLink")
+    return pages
+
+
 def _seed(emulator: DynamicsEmulatorHandle, records: list[dict[str, Any]]) -> list[str]:
     return emulator.control.put_records("contacts", records)
 
@@ -198,16 +210,9 @@ def test_orderby_sorts_by_several_columns_in_both_directions(dynamics_emulator: 
 
 def test_paging_follows_the_orderby_across_pages(dynamics_emulator: DynamicsEmulatorHandle) -> None:
     _seed(dynamics_emulator, [{"lastname": f"N{i:02d}"} for i in range(9)])
-    http, headers = dynamics_emulator.http(), dynamics_emulator.headers(Prefer="odata.maxpagesize=4")
-    url: str | None = f"{dynamics_emulator.api_url}/contacts?$select=lastname&$orderby=lastname desc"
-    names: list[str] = []
+    pages = _pages(dynamics_emulator, "contacts?$select=lastname&$orderby=lastname desc", "odata.maxpagesize=4")
 
-    while url:
-        body = http.get(url, headers=headers).json()
-        names += [row["lastname"] for row in body["value"]]
-        url = body.get("@odata.nextLink")
-
-    assert names == [f"N{i:02d}" for i in reversed(range(9))]
+    assert [row["lastname"] for page in pages for row in page] == [f"N{i:02d}" for i in reversed(range(9))]
 
 
 def test_top_limits_the_rows(dynamics_emulator: DynamicsEmulatorHandle) -> None:
@@ -217,6 +222,36 @@ def test_top_limits_the_rows(dynamics_emulator: DynamicsEmulatorHandle) -> None:
 
     assert len(body["value"]) == 4
     assert "@odata.nextLink" not in body
+
+
+def test_top_caps_the_rows_over_pages_of_the_preferred_size(dynamics_emulator: DynamicsEmulatorHandle) -> None:
+    _seed(dynamics_emulator, [{"lastname": f"T{i}"} for i in range(9)])
+    pages = _pages(dynamics_emulator, "contacts?$select=lastname&$top=5", "odata.maxpagesize=2")
+
+    assert [len(page) for page in pages] == [2, 2, 1]
+
+
+def test_top_below_the_preferred_page_size_answers_one_page(dynamics_emulator: DynamicsEmulatorHandle) -> None:
+    _seed(dynamics_emulator, [{"lastname": f"T{i}"} for i in range(6)])
+    headers = dynamics_emulator.headers(Prefer="odata.maxpagesize=5")
+
+    response = dynamics_emulator.http().get(
+        f"{dynamics_emulator.api_url}/contacts?$select=lastname&$top=3", headers=headers
+    )
+
+    assert len(response.json()["value"]) == 3
+    assert "@odata.nextLink" not in response.json()
+    assert response.headers["Preference-Applied"] == "odata.maxpagesize=5"
+
+
+def test_unknown_entity_set_is_404_resource_not_found(dynamics_emulator: DynamicsEmulatorHandle) -> None:
+    response = _get(dynamics_emulator, "nosuchthings?$select=name")
+
+    assert response.status_code == 404
+    assert response.json()["error"] == {
+        "code": "0x8006088a",
+        "message": "Resource not found for the segment 'nosuchthings'.",
+    }
 
 
 def test_skip_is_refused(dynamics_emulator: DynamicsEmulatorHandle) -> None:

@@ -129,6 +129,61 @@ def test_password_without_security_token_is_authentication_failure(salesforce_em
     )
 
 
+def _refresh_form(credentials: SalesforceOAuthCredentials, refresh_token: str) -> dict[str, str]:
+    return {
+        "grant_type": "refresh_token",
+        "client_id": credentials.client_id,
+        "client_secret": credentials.client_secret,
+        "refresh_token": refresh_token,
+    }
+
+
+def test_refresh_token_grant_issues_a_working_token_for_the_tokens_user(salesforce_emulator, salesforce_oauth):
+    refresh = salesforce_emulator.control.issue_refresh_token(
+        salesforce_oauth.client_id, salesforce_oauth.username
+    )
+
+    status, body = _token(salesforce_emulator, _refresh_form(salesforce_oauth, refresh))
+
+    assert status == 200
+    sf = _client(salesforce_emulator, body)
+    user = sf.query(format_soql("SELECT Username FROM User WHERE Id = {}", str(body["id"]).rsplit("/", 1)[1]))
+    assert user["records"][0]["Username"] == salesforce_oauth.username
+
+
+def test_refresh_token_response_has_no_new_refresh_token(salesforce_emulator, salesforce_oauth):
+    refresh = salesforce_emulator.control.issue_refresh_token(salesforce_oauth.client_id)
+
+    _, body = _token(salesforce_emulator, _refresh_form(salesforce_oauth, refresh))
+
+    assert {"access_token", "instance_url", "id", "token_type", "issued_at", "signature"} <= set(body)
+    assert "refresh_token" not in body
+
+
+def test_unknown_refresh_token_is_invalid_grant(salesforce_emulator, salesforce_oauth):
+    status, body = _token(salesforce_emulator, _refresh_form(salesforce_oauth, "5Aep861nonsense"))
+
+    assert (status, body["error"]) == (400, "invalid_grant")
+
+
+def test_refresh_token_of_another_app_is_invalid_grant(salesforce_emulator, salesforce_oauth):
+    salesforce_emulator.control.register_app("3MVG9other", client_secret="other-secret")
+    refresh = salesforce_emulator.control.issue_refresh_token("3MVG9other")
+
+    status, body = _token(salesforce_emulator, _refresh_form(salesforce_oauth, refresh))
+
+    assert (status, body["error"]) == (400, "invalid_grant")
+
+
+def test_refresh_token_with_a_wrong_client_secret_is_invalid_client(salesforce_emulator, salesforce_oauth):
+    refresh = salesforce_emulator.control.issue_refresh_token(salesforce_oauth.client_id)
+    form = {**_refresh_form(salesforce_oauth, refresh), "client_secret": "wrong"}
+
+    status, body = _token(salesforce_emulator, form)
+
+    assert (status, body["error"]) == (400, "invalid_client")
+
+
 def test_unknown_grant_type_is_unsupported_grant_type(salesforce_emulator):
     status, body = _token(salesforce_emulator, {"grant_type": "authorization_code"})
 

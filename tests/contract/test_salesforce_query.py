@@ -337,6 +337,53 @@ def test_count_returns_total_size_only(salesforce_client, people):
     assert result == {"totalSize": 2, "done": True, "records": []}
 
 
+def test_max_and_min_of_a_datetime_are_formatted_as_the_api_returns_them(salesforce_client, people):
+    result = salesforce_client.query("SELECT MAX(LastModifiedDate) latest, MIN(LastModifiedDate) FROM Contact")
+
+    row = result["records"][0]
+    assert (row["attributes"]["type"], row["latest"], row["expr1"]) == (
+        "AggregateResult",
+        "2024-07-04T00:00:00.000+0000",
+        "2024-07-01T10:00:00.000+0000",
+    )
+
+
+def test_max_and_min_of_a_date_and_a_string(salesforce_client, people):
+    result = salesforce_client.query("SELECT MAX(Birthdate), MIN(LastName) FROM Contact WHERE Birthdate != null")
+
+    assert result["records"][0]["expr0"] == "1912-06-23"
+    assert result["records"][0]["expr1"] == "Hopper"
+
+
+def test_sum_and_avg_of_a_number_ignore_nulls(salesforce_emulator, salesforce_client):
+    salesforce_emulator.control.seed(
+        "Lead",
+        [
+            {"LastName": "A", "Company": "X", "NumberOfEmployees": 10},
+            {"LastName": "B", "Company": "X", "NumberOfEmployees": 30},
+            {"LastName": "C", "Company": "X"},
+        ],
+    )
+
+    result = salesforce_client.query("SELECT SUM(NumberOfEmployees) total, AVG(NumberOfEmployees) FROM Lead")
+
+    assert (result["records"][0]["total"], result["records"][0]["expr1"]) == (40, 20)
+
+
+def test_max_over_no_row_is_null(salesforce_client):
+    result = salesforce_client.query("SELECT MAX(LastModifiedDate) FROM Contact WHERE LastName = 'Nobody'")
+
+    assert result["records"][0]["expr0"] is None
+
+
+def test_sum_of_a_text_field_is_refused(salesforce_client, people):
+    with pytest.raises(SalesforceMalformedRequest) as raised:
+        salesforce_client.query("SELECT SUM(LastName) FROM Contact")
+
+    assert _error(raised)["errorCode"] == "INVALID_FIELD"
+    assert "does not support aggregate operator SUM" in str(_error(raised)["message"])
+
+
 def test_parent_relationship_fields(salesforce_client):
     account_id = salesforce_client.Account.create({"Name": "Analytical Engines"})["id"]
     salesforce_client.Contact.create({"LastName": "Babbage", "AccountId": account_id})

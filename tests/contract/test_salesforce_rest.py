@@ -85,6 +85,97 @@ def test_describe_contact_fields(salesforce_client):
     assert {"Web", "Other"} <= {v["value"] for v in fields["LeadSource"]["picklistValues"]}
 
 
+DOCUMENTED_FIELD_KEYS = {
+    "aggregatable", "aiPredictionField", "autoNumber", "byteLength", "calculated", "calculatedFormula",
+    "cascadeDelete", "caseSensitive", "compoundFieldName", "controllerName", "createable", "custom",
+    "defaultValue", "defaultValueFormula", "defaultedOnCreate", "dependentPicklist", "deprecatedAndHidden",
+    "digits", "displayLocationInDecimal", "encrypted", "externalId", "extraTypeInfo", "filterable",
+    "filteredLookupInfo", "formulaTreatNullNumberAsZero", "groupable", "highScaleNumber", "htmlFormatted",
+    "idLookup", "inlineHelpText", "label", "length", "mask", "maskType", "name", "nameField", "namePointing",
+    "nillable", "permissionable", "picklistValues", "polymorphicForeignKey", "precision", "queryByDistance",
+    "referenceTargetField", "referenceTo", "relationshipName", "relationshipOrder", "restrictedDelete",
+    "restrictedPicklist", "scale", "searchPrefilterable", "soapType", "sortable", "type", "unique",
+    "updateable", "writeRequiresMasterRead",
+}  # fmt: skip
+
+
+def test_describe_fields_carry_every_documented_key(salesforce_client):
+    fields = salesforce_client.Contact.describe()["fields"]
+
+    assert all(set(f) == DOCUMENTED_FIELD_KEYS for f in fields)
+
+
+@pytest.mark.parametrize(
+    ("sobject", "compound", "component"),
+    [
+        ("Contact", "MailingAddress", "MailingCity"),
+        ("Lead", "Address", "City"),
+        ("Account", "BillingAddress", "BillingStreet"),
+    ],
+)
+def test_describe_has_compound_address_fields_named_by_their_components(
+    salesforce_client, sobject, compound, component
+):
+    fields = {f["name"]: f for f in getattr(salesforce_client, sobject).describe()["fields"]}
+
+    assert (fields[compound]["type"], fields[compound]["soapType"]) == ("address", "urn:address")
+    assert fields[compound]["compoundFieldName"] is None
+    assert (fields[compound]["createable"], fields[compound]["filterable"]) == (False, False)
+    assert fields[component]["compoundFieldName"] == compound
+
+
+def test_describe_names_the_parts_of_a_persons_name(salesforce_client):
+    fields = {f["name"]: f for f in salesforce_client.Contact.describe()["fields"]}
+
+    assert {fields[n]["compoundFieldName"] for n in ("Salutation", "FirstName", "LastName")} == {"Name"}
+    assert fields["Email"]["compoundFieldName"] is None
+
+
+def test_query_returns_a_compound_address_as_an_object(salesforce_emulator, salesforce_client):
+    salesforce_emulator.control.seed(
+        "Contact",
+        [{"LastName": "Ada", "MailingCity": "London", "MailingPostalCode": "W1", "MailingLatitude": 51.5}],
+    )
+
+    (record,) = salesforce_client.query("SELECT MailingAddress FROM Contact")["records"]
+
+    assert record["MailingAddress"] == {
+        "city": "London",
+        "country": None,
+        "countryCode": None,
+        "geocodeAccuracy": None,
+        "latitude": 51.5,
+        "longitude": None,
+        "postalCode": "W1",
+        "state": None,
+        "stateCode": None,
+        "street": None,
+    }
+
+
+def test_an_empty_address_is_null(salesforce_emulator, salesforce_client):
+    salesforce_emulator.control.seed("Lead", [{"LastName": "Nowhere", "Company": "X"}])
+
+    (record,) = salesforce_client.query("SELECT Address FROM Lead")["records"]
+
+    assert record["Address"] is None
+
+
+def test_retrieve_includes_the_compound_address(salesforce_client):
+    contact_id = salesforce_client.Contact.create({"LastName": "Kay", "MailingCountry": "France"})["id"]
+
+    record = salesforce_client.Contact.get(contact_id)
+
+    assert record["MailingAddress"]["country"] == "France"
+
+
+def test_a_compound_address_cannot_be_written(salesforce_client):
+    with pytest.raises(SalesforceMalformedRequest) as raised:
+        salesforce_client.Contact.create({"LastName": "Kay", "MailingAddress": {"city": "Paris"}})
+
+    assert _error(raised)["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
+
+
 def test_describe_lead_status_is_a_restricted_picklist_with_default(salesforce_client):
     status = next(f for f in salesforce_client.Lead.describe()["fields"] if f["name"] == "Status")
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 
 from crmsync.config import DynamicsConnection
 from crmsync.connectors.dynamics.connector import ID_CHUNK
@@ -264,6 +265,62 @@ def test_lookups_arrive_under_their_logical_name_and_labels_replace_values(dynam
     assert (raw["parentcustomerid"], raw["preferredcontactmethodcode"]) == (account, 2)
     assert (labelled["parentcustomerid"], labelled["preferredcontactmethodcode"]) == ("Contoso", "Email")
     assert not any("@" in key for key in labelled)
+
+
+def _prefer_headers(monkeypatch) -> list[str]:
+    """The Prefer header of every record read the connector sends (what Dataverse is asked to add)."""
+    sent: list[str] = []
+    original = requests.Session.send
+
+    def send(self, request, **kwargs):
+        if "/contacts?" in (request.url or ""):
+            sent.append(request.headers.get("Prefer", ""))
+        return original(self, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", send)
+    return sent
+
+
+def test_option_and_yes_no_labels_come_from_metadata_without_annotations(dynamics, dynamics_emulator, monkeypatch):
+    seed_contacts(dynamics_emulator, 2, preferredcontactmethodcode=2, donotemail=True)
+    prefer = _prefer_headers(monkeypatch)
+    fields = ("contactid", "modifiedon", "preferredcontactmethodcode", "donotemail")
+
+    records = dynamics.read_first_page(
+        contacts_query(fields=fields, labels=("preferredcontactmethodcode", "donotemail"))
+    ).records
+
+    assert [(r["preferredcontactmethodcode"], r["donotemail"]) for r in records] == [("Email", "Do Not Allow")] * 2
+    assert prefer == ["odata.maxpagesize=2000"]
+
+
+def test_a_lookup_label_still_asks_for_formatted_values(dynamics, dynamics_emulator, monkeypatch):
+    seed_contacts(dynamics_emulator, 1)
+    prefer = _prefer_headers(monkeypatch)
+
+    dynamics.read_first_page(
+        contacts_query(fields=("contactid", "parentcustomerid"), labels=("parentcustomerid",))
+    )
+
+    assert prefer == [
+        'odata.maxpagesize=2000,odata.include-annotations="OData.Community.Display.V1.FormattedValue"'
+    ]
+
+
+def test_option_labels_are_read_once_per_connector(dynamics, dynamics_emulator):
+    seed_contacts(dynamics_emulator, 1, preferredcontactmethodcode=1)
+    query = contacts_query(
+        fields=("contactid", "preferredcontactmethodcode"), labels=("preferredcontactmethodcode",)
+    )
+    dynamics.read_first_page(query)
+    dynamics_emulator.control.reset_stats()
+
+    dynamics.read_first_page(query)
+
+    calls = dynamics_emulator.control.stats()["calls"]
+    assert [key for key in calls if "EntityDefinitions" in key or "contacts" in key] == [
+        "GET /api/data/v9.2/contacts"
+    ]
 
 
 def test_records_by_id_return_only_those_that_exist_across_chunks(dynamics, dynamics_emulator):

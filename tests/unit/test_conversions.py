@@ -20,6 +20,10 @@ def test_salesforce_offset_without_colon_is_parsed():
     assert parse_crm_datetime("2024-07-01T10:00:00.000+0000").isoformat() == "2024-07-01T10:00:00+00:00"
 
 
+def test_a_negative_offset_without_colon_is_parsed():
+    assert parse_crm_datetime(" 2024-07-01T10:00:00-0530 ").isoformat() == "2024-07-01T10:00:00-05:30"
+
+
 def test_default_converts_to_the_target_time_zone_in_summer():
     assert convert("2024-07-01T10:00:00.000+0000", Conversion.DEFAULT) == "2024-07-01T12:00:00+02:00"
 
@@ -124,3 +128,46 @@ def test_date_only_without_declared_type_lands_as_a_date():
 )
 def test_type_compatibility_table(crm, local, ok):
     assert is_compatible(crm, local, Conversion.DEFAULT, has_replacements=False) is ok
+
+
+_GRID_FIELDS = [
+    ("S", "s", CrmFieldType.STRING, {}),
+    ("S", "s", CrmFieldType.STRING, {"max_length": 3}),
+    ("P", "p", CrmFieldType.PICKLIST, {"replace": {"a": "b"}}),
+    ("B", "b", CrmFieldType.BOOLEAN, {}),
+    ("B", "b", CrmFieldType.BOOLEAN, {"type": LocalType.INTEGER}),
+    ("I", "i", CrmFieldType.INTEGER, {}),
+    ("I", "i", CrmFieldType.INTEGER, {"type": LocalType.NUMBER}),
+    ("N", "n", CrmFieldType.NUMBER, {}),
+    ("D", "d", CrmFieldType.DATE, {}),
+    ("D", "d", CrmFieldType.DATE, {"conversion": Conversion.DATE_ONLY}),
+    ("T", "t", CrmFieldType.DATETIME, {}),
+    ("T", "t", CrmFieldType.DATETIME, {"conversion": Conversion.DATE_ONLY}),
+    ("T", "t", CrmFieldType.DATETIME, {"conversion": Conversion.NO_OFFSET}),
+    ("T", "t", CrmFieldType.DATETIME, {"conversion": Conversion.RAW}),
+]
+_GRID_VALUES = [
+    None, "", "abc", "abcd", True, False, 0, 1, 2.0, 2.5, "2024-07-01T10:00:00.000+0000",
+    "2024-07-01T10:00:00Z", "2024-07-01", "2024-02-30", "2024-07-01\n", "2024-W01-1", "2024-12-31T23:30:00-05:00",
+    "31/12/2024", "x" * 50, {"a": 1},
+]  # fmt: skip
+
+
+def _outcome(convert, raw):
+    try:
+        return ("value", convert(raw))
+    except RecordRejected as rejected:
+        return ("rejected", rejected.code, str(rejected))
+
+
+@pytest.mark.parametrize(("remote", "local", "crm_type", "settings"), _GRID_FIELDS)
+def test_compiled_field_conversion_equals_the_general_one(remote, local, crm_type, settings):
+    field = resolved(remote, local, crm_type, **settings)
+    compiled = mapper(field, tz="Europe/Paris")
+
+    outcomes = [
+        (_outcome(compiled.compile(field), v), _outcome(lambda r: compiled.map_value(field, r), v))
+        for v in _GRID_VALUES
+    ]
+
+    assert all(fast == general for fast, general in outcomes)

@@ -38,6 +38,9 @@ ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 RULE_HTTPS = "rule C1: only https:// URLs are accepted"
 
 DEFAULT_WATERMARK_FIELD = {"salesforce": "SystemModstamp", "dynamics": "modifiedon"}
+# The largest page each CRM serves (Salesforce query: 2,000 rows; Dataverse: 5,000), and an import's default:
+# a page step costs a Lambda invocation and a CRM call whatever its size.
+CRM_MAX_PAGE_SIZE = {"salesforce": 2000, "dynamics": 5000}
 DEFAULT_ID_FIELD_SALESFORCE = "Id"
 
 
@@ -360,7 +363,12 @@ class ImportSync(_Sync):
     watermark: WatermarkSettings = Field(default_factory=WatermarkSettings)
     reconciliation: Reconciliation = Field(default_factory=Reconciliation)
     target: Target = Field(default_factory=Target)
-    page_size: int = Field(default=2000, ge=200, le=5000)
+    page_size: int | None = Field(
+        default=None,
+        ge=200,
+        le=5000,
+        description="records per page step; by default the CRM's maximum (Salesforce 2,000, Dynamics 5,000)",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> ImportSync:
@@ -385,7 +393,9 @@ class ImportSync(_Sync):
 
 # ------------------------------------------------------------------------------------- export
 PROFILE_ID = "profileId"
-SALESFORCE_MAX_PAGE = 2000  # records a SOQL query returns per page at most (its batch size)
+SALESFORCE_MAX_PAGE = CRM_MAX_PAGE_SIZE[
+    "salesforce"
+]  # records a SOQL query returns per page at most (its batch size)
 MAX_EXPORT_CONCURRENCY = {"salesforce": 25, "dynamics": 52}
 RULE_EXACTLY_ONCE = "rule E4: an export that can insert needs a correlation field so no record is created twice"
 
@@ -1025,7 +1035,11 @@ class CrmsyncConfig(_Model):
             kind = next((c.kind for c in self.connections if c.name == sync.connection), None)
             if kind is not None and isinstance(sync, ExportSync | EventsSync):
                 problems += [f"{where}.{problem}" for problem in sync.crm_problems(kind)]
-            if kind == "salesforce" and isinstance(sync, ImportSync) and sync.page_size > SALESFORCE_MAX_PAGE:
+            if (
+                kind == "salesforce"
+                and isinstance(sync, ImportSync)
+                and (sync.page_size or 0) > SALESFORCE_MAX_PAGE
+            ):
                 problems.append(
                     f"{where}.page_size: {sync.page_size} is over {SALESFORCE_MAX_PAGE}, the most records a "
                     "Salesforce query page returns"

@@ -17,7 +17,7 @@ from .records import RecordRejected, RejectCode
 from .types import Conversion, CrmFieldType, LocalType
 
 _SF_OFFSET = re.compile(r"([+-]\d{2})(\d{2})$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def parse_crm_datetime(value: str) -> datetime:
@@ -25,7 +25,8 @@ def parse_crm_datetime(value: str) -> datetime:
     text = value.strip()
     if not text or len(text) > 40:
         raise ValueError(f"{value!r} is not a date-time")
-    text = _SF_OFFSET.sub(r"\1:\2", text)
+    if len(text) > 5 and text[-5] in "+-" and text[-4:].isdigit():  # Salesforce's +0000 -> +00:00
+        text = f"{text[:-2]}:{text[-2:]}"
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
@@ -44,7 +45,7 @@ def parse_stored_time(value: Any) -> datetime | None:
 
 
 def parse_crm_date(value: str) -> date:
-    if not _DATE.match(value.strip()):
+    if not ISO_DATE.match(value.strip()):
         raise ValueError(f"{value!r} is not a date (yyyy-mm-dd)")
     return date.fromisoformat(value.strip())
 

@@ -48,7 +48,7 @@ OPTION_SET_TYPES = frozenset({"Picklist", "State", "Status"})
 
 
 def field_kind(field: FieldDescription) -> FieldKind:
-    if field.compound_of or field.raw_type in ("address", "location"):
+    if field.raw_type in ("address", "location"):  # a person's compound Name is also plain text
         return FieldKind.COMPOUND
     if field.crm_type is CrmFieldType.MULTIPICKLIST:
         return FieldKind.MULTI_SELECT

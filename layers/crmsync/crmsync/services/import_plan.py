@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from ..config import DEFAULT_WATERMARK_FIELD, SALESFORCE_MAX_PAGE, ImportSync
+from ..config import CRM_MAX_PAGE_SIZE, DEFAULT_WATERMARK_FIELD, ImportSync
 from ..connectors.port import ObjectDescription, RecordQuery
 from ..domain.filters import (
     RULE_NULL_OR_NUMBER,
@@ -206,7 +206,7 @@ def resolve_import_plan(sync: ImportSync, description: ObjectDescription, crm_ki
         filter=filter_tree,
         order_by=tuple(order_by),
         field_types=field_types,
-        page_size=min(sync.page_size, SALESFORCE_MAX_PAGE) if crm_kind == "salesforce" else sync.page_size,
+        page_size=min(sync.page_size or CRM_MAX_PAGE_SIZE[crm_kind], CRM_MAX_PAGE_SIZE[crm_kind]),
         target_kind=sync.target.kind,
         resource=sync.target.resource,
         timezone=sync.target.timezone,

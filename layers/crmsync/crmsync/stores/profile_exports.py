@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .dynamo import deserialize, serialize, transact_groups
+from .dynamo import TransactionConflict, deserialize, serialize, transact_groups, update_each
 from .profile_items import (
     CHANGE_INDEX,
     CHANGE_SHARDS,
@@ -76,9 +76,23 @@ class ExportLinks(ProfileTable):
         """After an export batch: each profile's exported version (`exportedVersion:<sync>`, so the next
         run skips it until it changes again) and the CRM ids the export created or matched (`externalIds`,
         `externalId`, the `X#` lookup), idempotently. A CRM record already linked to another profile is
-        reported, not moved."""
+        reported, not moved.
+
+        A profile that only records its exported version takes one conditional `UpdateItem` (1 WCU); one
+        that gains a link writes the profile and its new `X#` lookup in a transaction."""
         result = LinkResult()
-        outcomes = transact_groups(self.client, [self._exported_actions(sync_id, item) for item in exported])
+        groups = [self._exported_actions(sync_id, item) for item in exported]
+        linking = [index for index, item in enumerate(exported) if item.link is not None]
+        outcomes: list[TransactionConflict | None] = [None] * len(exported)
+        for index, conflict in zip(
+            linking, transact_groups(self.client, [groups[i] for i in linking]), strict=True
+        ):
+            outcomes[index] = conflict
+        plain = [index for index, item in enumerate(exported) if item.link is None]
+        for index, refused in zip(
+            plain, update_each(self.client, [groups[i][0]["Update"] for i in plain]), strict=True
+        ):
+            outcomes[index] = TransactionConflict([0], []) if refused else None
         for item, conflict in zip(exported, outcomes, strict=True):
             if conflict is None:
                 result.linked += 1 if item.link is not None else 0

@@ -13,8 +13,9 @@ Every profile carries `changeShard` (a fixed hash of its id, one of `CHANGE_SHAR
 watermark with one query per shard - reading only what changed, with writes spread over the shards.
 
 Reads are `BatchGetItem` (100 keys a call). Writes (in `profile_imports`, `profile_exports`,
-`profile_deletions`) are `TransactWriteItems` grouped per record, so a record's profile and its lookups
-are written together or not at all; a group that meets a concurrent writer is read and planned again
+`profile_deletions`) that change a profile and its lookups are `TransactWriteItems` grouped per record, so
+they are written together or not at all; a new profile's own item and a write-back that creates no lookup
+take a plain write (see those modules); a group that meets a concurrent writer is read and planned again
 (`settle`).
 """
 
@@ -146,8 +147,10 @@ class ProfileTable:
         return batch_get(self.client, self.table, [{"pk": f"P#{p}"} for p in profile_ids])
 
     def _lookup(self, keys: list[str]) -> dict[str, str]:
-        items = batch_get(self.client, self.table, [{"pk": k} for k in keys])
-        return {item["pk"]: item["profileId"] for item in items}
+        return {pk: item["profileId"] for pk, item in self._lookup_items(keys).items()}
+
+    def _lookup_items(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        return {item["pk"]: item for item in batch_get(self.client, self.table, [{"pk": k} for k in keys])}
 
     def _profiles(self, profile_ids: set[str]) -> dict[str, StoredProfile]:
         items = batch_get(self.client, self.table, [{"pk": f"P#{p}"} for p in profile_ids])

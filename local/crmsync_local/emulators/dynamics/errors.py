@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 # Error codes (hex as the Web API writes them).
-ODATA_ERROR = "0x80060888"  # ODataException family: unknown property, bad syntax, unknown segment
+ODATA_ERROR = "0x80060888"  # ODataException family: unknown property, bad syntax
+RESOURCE_NOT_FOUND = "0x8006088a"  # an entity set or path segment the service does not have
 PAYLOAD_ERROR = "0x80048d19"  # "Error identified in Payload provided by the user for Entity"
 INVALID_ARGUMENT = "0x80040203"
 OBJECT_DOES_NOT_EXIST = "0x80040217"
@@ -120,7 +121,8 @@ def bad_request(message: str, code: str = ODATA_ERROR) -> DataverseError:
 
 
 def segment_not_found(segment: str) -> DataverseError:
-    return DataverseError(404, ODATA_ERROR, f"Resource not found for the segment '{segment}'.")
+    """Web service error codes: 0x8006088a ResourceNotFound, "Resource not found for the segment"."""
+    return DataverseError(404, RESOURCE_NOT_FOUND, f"Resource not found for the segment '{segment}'.")
 
 
 def record_not_found(logical_name: str, record_id: str) -> DataverseError:

@@ -4,7 +4,7 @@ CreateMultiple/UpdateMultiple/UpsertMultiple actions. `$batch` (batch.py) calls 
 for each part, so a request behaves the same inside and outside a batch.
 
 Query semantics follow "Query data using the Web API": `Prefer: odata.maxpagesize` (5,000 at most and by
-default) with `@odata.nextLink`/`$skiptoken`, `$top` ignored when a page size is asked for, `$count`
+default) with `@odata.nextLink`/`$skiptoken`, `$top` capping the rows over all pages, `$count`
 capped at 5,000, `$skip` refused, NULL sorting first ascending, `@odata.etag` on every row. Change
 tracking follows "Use change tracking": `Prefer: odata.track-changes` answers a full load whose last page
 carries `@odata.deltaLink`; a delta link answers the changed rows and `$deletedEntity` entries.
@@ -340,8 +340,7 @@ class WebApi:
             return self._tracked(entity, select, args, prefer, ctx)
         expansions = self._expand(entity, args)
         page_size, size_applied = self._page_size(prefer)
-        top = _int_option(args, "$top")
-        limit = None if size_applied else top
+        limit = _int_option(args, "$top")
         filter_text = args.get("$filter")
         order = parse_orderby(args["$orderby"]) if args.get("$orderby") else []
         schema = EntitySchema(entity, self.clock)
@@ -657,15 +656,23 @@ class WebApi:
         for option in ("$filter", "$orderby", "$expand", "$top"):
             if option in args:
                 raise errors.change_tracking_option_unsupported(option.lstrip("$"))
-        page_size, _ = self._page_size(prefer)
+        page_size, size_applied = self._page_size(prefer)
         props = select or entity.readable_properties
         representer = Representer(
             self.store, annotation_matcher(prefer.annotations) if prefer.annotations else None
         )
         cookie = paging.decode(args["$skiptoken"]) if "$skiptoken" in args else None
         now = self.clock.now()
+        applied = ["odata.track-changes"] if prefer.track_changes else []
+        if size_applied:
+            applied.append(f"odata.maxpagesize={prefer.max_page_size}")
+        if prefer.annotations:
+            applied.append(f'odata.include-annotations="{prefer.annotations}"')
+        headers = [("Preference-Applied", ",".join(applied))] if applied else []
         if "$deltatoken" in args:
-            return self._delta_page(entity, select, props, args, representer, cookie, page_size, now, ctx)
+            page = self._delta_page(entity, select, props, args, representer, cookie, page_size, now, ctx)
+            page.headers.extend(headers)
+            return page
         with self.lock:
             if cookie is None:
                 token = self.tracker.issue(now)
@@ -689,7 +696,7 @@ class WebApi:
             body["@odata.deltaLink"] = _link(
                 ctx, entity, args, {"$deltatoken": quote(token.encode(), safe="")}, drop={"$skiptoken"}
             )
-        return ApiResponse.json(body, headers=[("Preference-Applied", "odata.track-changes")])
+        return ApiResponse.json(body, headers=headers)
 
     def _delta_page(
         self,

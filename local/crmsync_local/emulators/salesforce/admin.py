@@ -13,7 +13,8 @@ from werkzeug.wrappers import Request, Response
 from ..common import CONTROL_PREFIX, json_response
 from .clock import format_datetime, parse_datetime
 from .ids import normalize_id
-from .oauth import ConnectedApp, Credential, load_public_key
+from .oauth import ConnectedApp, Credential, OAuthError, load_public_key
+from .org import DEFAULT_USERNAME
 from .payload import render_record
 from .rest import NEWEST_VERSION
 from .schema import SchemaError
@@ -51,6 +52,7 @@ class ControlApi:
         route(f"{CONTROL_PREFIX}/oauth/apps", ["POST"], self.register_app)
         route(f"{CONTROL_PREFIX}/oauth/apps", ["GET"], self.apps)
         route(f"{CONTROL_PREFIX}/oauth/users", ["POST"], self.register_user)
+        route(f"{CONTROL_PREFIX}/oauth/refresh-tokens", ["POST"], self.issue_refresh_token)
         route(f"{CONTROL_PREFIX}/sessions", ["POST"], self.issue_session)
         route(f"{CONTROL_PREFIX}/sessions/expire", ["POST"], self.expire_sessions)
         route(f"{CONTROL_PREFIX}/schema/<sobject>", ["POST"], self.define_schema)
@@ -264,6 +266,22 @@ class ControlApi:
                     Credential(username, str(body["password"]), str(body.get("security_token", "")))
                 )
         return json_response({"id": user_id, "username": username}, 201)
+
+    def issue_refresh_token(self, request: Request) -> Response:
+        """A refresh token for a connected app and a user, as the web-server flow would have left it."""
+        body = _json(request)
+        if not isinstance(body, dict) or not body.get("client_id"):
+            return _bad_request("a refresh token needs client_id (and optionally username)")
+        with self.emulator.lock:
+            org = self.emulator.org
+            username = str(body.get("username") or DEFAULT_USERNAME)
+            if org.find_user(username) is None:
+                return json_response({"error": f"no user {username}"}, 404)
+            try:
+                token = org.oauth.issue_refresh_token(str(body["client_id"]), username)
+            except OAuthError as exc:
+                return json_response(exc.body, 404)
+        return json_response({"refresh_token": token, "username": username}, 201)
 
     def issue_session(self, request: Request) -> Response:
         """A token for a user without an OAuth round trip (tests and benchmarks that are not about OAuth)."""

@@ -454,6 +454,13 @@ class BulkApi:
             raise ApiError(400, "INVALIDJOB", "InvalidJob : Aggregate queries are not supported by Bulk API 2.0")
         if compiled.offset:
             raise ApiError(400, "INVALIDJOB", "InvalidJob : OFFSET is not supported by Bulk API 2.0 queries")
+        compound = next((c.name for c in compiled.columns if c.field_def.components), None)
+        if compound is not None:
+            raise ApiError(
+                400,
+                "INVALIDJOB",
+                f"InvalidJob : Compound address field {compound} is not supported by Bulk API 2.0 queries",
+            )
         include_deleted = operation == "queryAll"
         if include_deleted:
             org.store.purge_expired(call.now, self.emulator.retention)

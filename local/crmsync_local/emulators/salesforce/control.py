@@ -190,6 +190,15 @@ class SalesforceControl:
         user_id: str = self._call("POST", "/oauth/users", json=body)["id"]
         return user_id
 
+    def issue_refresh_token(self, client_id: str, username: str | None = None) -> str:
+        """A refresh token for a registered connected app (default user: the integration user), as the
+        web-server flow would leave it with a client; `grant_type=refresh_token` exchanges it."""
+        body: dict[str, Any] = {"client_id": client_id}
+        if username:
+            body["username"] = username
+        token: str = self._call("POST", "/oauth/refresh-tokens", json=body)["refresh_token"]
+        return token
+
     def issue_token(self, username: str | None = None) -> dict[str, Any]:
         """An access token without an OAuth flow (default: the integration user)."""
         token: dict[str, Any] = self._call("POST", "/sessions", json={"username": username} if username else {})

@@ -1,6 +1,10 @@
-"""OAuth 2.0 token endpoint (client credentials, JWT bearer, username-password) and the sessions it issues.
+"""OAuth 2.0 token endpoint (client credentials, JWT bearer, username-password, refresh token) and the
+sessions it issues.
 
-Connected apps and user credentials are registered through the control API. Access tokens are opaque
+Connected apps, user credentials and refresh tokens are registered through the control API (a real org
+hands a refresh token out at the end of the web-server flow, which needs a browser; the control API stands
+in for that step). A refresh-token grant answers like Salesforce's: a new access token and no new refresh
+token; an unknown or revoked token is 400 `invalid_grant`. Access tokens are opaque
 random strings bound to a user; the REST API accepts them as `Authorization: Bearer <token>` (or the
 older `OAuth <token>`).
 """
@@ -25,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRANT_PASSWORD = "password"
+GRANT_REFRESH_TOKEN = "refresh_token"
 LOGIN_AUDIENCES = ("https://login.salesforce.com", "https://test.salesforce.com")
 
 
@@ -49,6 +54,12 @@ class Credential:
     username: str
     password: str
     security_token: str
+
+
+@dataclass(frozen=True)
+class RefreshGrant:
+    client_id: str
+    username: str
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,7 @@ class OAuthServer:
         self.apps: dict[str, ConnectedApp] = {}
         self.credentials: dict[str, Credential] = {}
         self.sessions: dict[str, Session] = {}
+        self.refresh_tokens: dict[str, RefreshGrant] = {}
         self._lock = threading.Lock()
 
     # -- registration ------------------------------------------------------------------------------------
@@ -98,6 +110,15 @@ class OAuthServer:
     def register_credential(self, credential: Credential) -> None:
         with self._lock:
             self.credentials[credential.username.lower()] = credential
+
+    def issue_refresh_token(self, client_id: str, username: str) -> str:
+        """What the web-server flow would leave the client with: a refresh token for app and user."""
+        if client_id not in self.apps:
+            raise OAuthError("invalid_client_id", "client identifier invalid")
+        token = f"5Aep861{secrets.token_urlsafe(60)}"
+        with self._lock:
+            self.refresh_tokens[token] = RefreshGrant(client_id, username)
+        return token
 
     # -- sessions --------------------------------------------------------------------------------------------
     def issue(self, user_id: str, username: str, client_id: str | None, now: datetime) -> Session:
@@ -154,6 +175,12 @@ class OAuthServer:
             expected = credential.password + credential.security_token if credential else None
             if credential is None or not hmac.compare_digest(supplied.encode(), (expected or "").encode()):
                 raise OAuthError("invalid_grant", "authentication failure")
+        elif grant == GRANT_REFRESH_TOKEN:
+            refresh = self.refresh_tokens.get(form.get("refresh_token", ""))
+            app = self._client(form, need_secret=bool(form.get("client_secret")))
+            if refresh is None or refresh.client_id != app.client_id:
+                raise OAuthError("invalid_grant", "expired access/refresh token")
+            username = refresh.username
         else:
             raise OAuthError("unsupported_grant_type", "grant type not supported")
         user_id = find_user(username)

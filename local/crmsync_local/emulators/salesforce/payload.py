@@ -79,7 +79,8 @@ def render_record(
     }
     names = fields if fields is not None else list(definition.fields)
     for name in names:
-        record[name] = to_json(row.get(name))
+        field_def = definition.fields[name]
+        record[name] = field_def.compound_value(row) if field_def.components else to_json(row.get(name))
     return record
 
 

@@ -19,6 +19,23 @@ MASTER_RECORD_TYPE_ID = "012000000000000AAA"
 """The id Salesforce gives every object's master record type."""
 NUMBER_TYPES = frozenset({"double", "currency", "percent", "int"})
 FIELD_TYPES = STRING_TYPES | NUMBER_TYPES | {"boolean", "date", "datetime"}
+# Compound fields are read-only views over their component fields (`MailingAddress` over `MailingStreet`,
+# `MailingCity`, ...): they are selected, described and returned, never stored or written.
+COMPOUND_TYPES = frozenset({"address"})
+# An address's JSON keys and the component field suffixes they come from, as the REST API returns them.
+# countryCode and stateCode are null unless the org has state and country picklists (this one has not).
+ADDRESS_KEYS: tuple[tuple[str, str | None], ...] = (
+    ("city", "City"),
+    ("country", "Country"),
+    ("countryCode", None),
+    ("geocodeAccuracy", "GeocodeAccuracy"),
+    ("latitude", "Latitude"),
+    ("longitude", "Longitude"),
+    ("postalCode", "PostalCode"),
+    ("state", "State"),
+    ("stateCode", None),
+    ("street", "Street"),
+)
 
 _SOAP_TYPES = {
     "id": "tns:ID",
@@ -30,6 +47,7 @@ _SOAP_TYPES = {
     "currency": "xsd:double",
     "percent": "xsd:double",
     "int": "xsd:int",
+    "address": "urn:address",
 }
 _CUSTOM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*__c$")
 
@@ -78,45 +96,85 @@ class FieldDef:
             for value in self.picklist_values
         ]
 
+    # The compound field this one is a component of (`MailingAddress` for `MailingCity`; `Name` for
+    # `FirstName`), as describe's `compoundFieldName` says.
+    compound_field_name: str | None = None
+    # For a compound field: (JSON key, component field name) pairs its value is built from.
+    components: tuple[tuple[str, str | None], ...] = ()
+
+    def compound_value(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """A compound field's value from a stored row: null when every component is null."""
+        value = {key: row.get(component) if component else None for key, component in self.components}
+        return value if any(v is not None for v in value.values()) else None
+
     @property
     def required(self) -> bool:
         """REQUIRED_FIELD_MISSING applies to non-nillable, createable fields Salesforce does not default."""
         return not self.nillable and self.createable and not self.defaulted_on_create
 
     def describe(self) -> dict[str, Any]:
+        """The Field result of describeSObject with every key the REST API documents, in its order."""
         is_text = self.type in STRING_TYPES
+        compound = self.type in COMPOUND_TYPES
         return {
-            "aggregatable": self.type not in {"textarea"},
+            "aggregatable": self.type not in {"textarea"} and not compound,
+            "aiPredictionField": False,
             "autoNumber": False,
             "byteLength": self.length * 3 if is_text else 0,
             "calculated": self.calculated,
+            "calculatedFormula": None,
+            "cascadeDelete": False,
             "caseSensitive": self.case_sensitive,
+            "compoundFieldName": self.compound_field_name,
+            "controllerName": None,
             "createable": self.createable,
             "custom": self.custom,
             "defaultValue": self.default_value if self.type not in PICKLIST_TYPES else None,
+            "defaultValueFormula": None,
             "defaultedOnCreate": self.defaulted_on_create,
+            "dependentPicklist": False,
+            "deprecatedAndHidden": False,
             "digits": self.precision if self.type == "int" else 0,
+            "displayLocationInDecimal": False,
+            "encrypted": False,
             "externalId": self.external_id,
-            "filterable": self.type != "textarea" or self.length <= 255,
-            "groupable": self.type not in {"textarea", "double", "currency", "percent", "datetime"},
+            "extraTypeInfo": "plaintextarea" if self.type == "textarea" else None,
+            "filterable": (self.type != "textarea" or self.length <= 255) and not compound,
+            "filteredLookupInfo": None,
+            "formulaTreatNullNumberAsZero": False,
+            "groupable": self.type not in {"textarea", "double", "currency", "percent", "datetime"}
+            and not compound,
+            "highScaleNumber": False,
             "htmlFormatted": False,
             "idLookup": self.id_lookup,
+            "inlineHelpText": None,
             "label": self.label,
             "length": self.length if is_text else 0,
+            "mask": None,
+            "maskType": None,
             "name": self.name,
             "nameField": self.name_field,
+            "namePointing": len(self.reference_to) > 1,
             "nillable": self.nillable,
+            "permissionable": self.nillable and not self.calculated and self.type != "id",
             "picklistValues": self.picklist_entries(),
+            "polymorphicForeignKey": len(self.reference_to) > 1,
             "precision": self.precision if self.type in {"double", "currency", "percent"} else 0,
+            "queryByDistance": False,
+            "referenceTargetField": None,
             "referenceTo": list(self.reference_to),
             "relationshipName": self.relationship_name,
+            "relationshipOrder": None,
+            "restrictedDelete": False,
             "restrictedPicklist": self.restricted_picklist,
             "scale": self.scale,
+            "searchPrefilterable": False,
             "soapType": _SOAP_TYPES.get(self.type, "xsd:string"),
-            "sortable": self.type != "textarea" or self.length <= 255,
+            "sortable": (self.type != "textarea" or self.length <= 255) and not compound,
             "type": self.type,
             "unique": self.unique,
             "updateable": self.updateable,
+            "writeRequiresMasterRead": False,
         }
 
 
@@ -387,16 +445,34 @@ def _object(
 _SALUTATIONS = ("Mr.", "Ms.", "Mrs.", "Dr.", "Prof.")
 _LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
 _INDUSTRIES = ("Agriculture", "Banking", "Education", "Healthcare", "Retail", "Technology", "Other")
+_NAME_PART: dict[str, Any] = {"compound_field_name": "Name"}  # the parts of a person's Name
 _COMPUTED_NAME: dict[str, Any] = {"createable": False, "updateable": False, "name_field": True, "calculated": True}
 
 
 def _address(prefix: str, label: str) -> list[FieldDef]:
+    """The components of a standard address and the compound field over them (`MailingAddress` for the
+    prefix `Mailing`, `Address` for a Lead's unprefixed fields)."""
+    compound = f"{prefix}Address"
+    part: dict[str, Any] = {"compound_field_name": compound}
+    spaced = f"{label} " if label else ""
+    geocode = ("Accurate to the address", "Nearest address", "Block", "Street", "Zip", "City", "County", "State")
     return [
-        _typed("textarea", f"{prefix}Street", f"{label} Street", 255),
-        _text(f"{prefix}City", f"{label} City", 40),
-        _text(f"{prefix}State", f"{label} State/Province", 80),
-        _text(f"{prefix}PostalCode", f"{label} Zip/Postal Code", 20),
-        _text(f"{prefix}Country", f"{label} Country", 80),
+        _typed("textarea", f"{prefix}Street", f"{spaced}Street", 255, **part),
+        _text(f"{prefix}City", f"{spaced}City", 40, **part),
+        _text(f"{prefix}State", f"{spaced}State/Province", 80, **part),
+        _text(f"{prefix}PostalCode", f"{spaced}Zip/Postal Code", 20, **part),
+        _text(f"{prefix}Country", f"{spaced}Country", 80, **part),
+        _typed("double", f"{prefix}Latitude", f"{spaced}Latitude", precision=18, scale=15, **part),
+        _typed("double", f"{prefix}Longitude", f"{spaced}Longitude", precision=18, scale=15, **part),
+        _picklist(f"{prefix}GeocodeAccuracy", f"{spaced}Geocode Accuracy", geocode, **part),
+        FieldDef(
+            compound,
+            f"{spaced}Address",
+            "address",
+            createable=False,
+            updateable=False,
+            components=tuple((key, f"{prefix}{suffix}" if suffix else None) for key, suffix in ADDRESS_KEYS),
+        ),
     ]
 
 
@@ -409,8 +485,8 @@ def standard_objects() -> list[ObjectDef]:
         "005",
         [
             _text("Username", "Username", 80, nillable=False, unique=True, id_lookup=True),
-            _text("FirstName", "First Name", 40),
-            _text("LastName", "Last Name", 80, nillable=False),
+            _text("FirstName", "First Name", 40, **_NAME_PART),
+            _text("LastName", "Last Name", 80, nillable=False, **_NAME_PART),
             _text("Name", "Full Name", 121, **_COMPUTED_NAME),
             _typed("email", "Email", "Email", 128, nillable=False),
             _text("Alias", "Alias", 8, nillable=False),
@@ -459,9 +535,9 @@ def standard_objects() -> list[ObjectDef]:
         "Contacts",
         "003",
         [
-            _picklist("Salutation", "Salutation", _SALUTATIONS),
-            _text("FirstName", "First Name", 40),
-            _text("LastName", "Last Name", 80, nillable=False),
+            _picklist("Salutation", "Salutation", _SALUTATIONS, **_NAME_PART),
+            _text("FirstName", "First Name", 40, **_NAME_PART),
+            _text("LastName", "Last Name", 80, nillable=False, **_NAME_PART),
             _text("Name", "Full Name", 121, **_COMPUTED_NAME),
             _lookup("AccountId", "Account ID", "Account", "Account"),
             _text("Title", "Title", 128),
@@ -491,9 +567,9 @@ def standard_objects() -> list[ObjectDef]:
         "Leads",
         "00Q",
         [
-            _picklist("Salutation", "Salutation", _SALUTATIONS),
-            _text("FirstName", "First Name", 40),
-            _text("LastName", "Last Name", 80, nillable=False),
+            _picklist("Salutation", "Salutation", _SALUTATIONS, **_NAME_PART),
+            _text("FirstName", "First Name", 40, **_NAME_PART),
+            _text("LastName", "Last Name", 80, nillable=False, **_NAME_PART),
             _text("Name", "Full Name", 121, **_COMPUTED_NAME),
             _text("Company", "Company", 255, nillable=False),
             _text("Title", "Title", 128),

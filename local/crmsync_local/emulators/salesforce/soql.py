@@ -1,7 +1,8 @@
 """A SOQL subset: tokenizer, recursive-descent parser and a compiler to Python predicates.
 
 Supported: `SELECT` fields (case-insensitive, parent relationships such as `Owner.Name`, `COUNT()`,
-`COUNT(field)`, `FIELDS(ALL|STANDARD|CUSTOM)`), `FROM` one object, `WHERE` with AND / OR / NOT and
+the aggregates `COUNT(field)`, `MAX`, `MIN`, `SUM`, `AVG` (without GROUP BY: one AggregateResult row;
+SUM and AVG on number fields only), `FIELDS(ALL|STANDARD|CUSTOM)`), `FROM` one object, `WHERE` with AND / OR / NOT and
 parentheses (mixing AND and OR without parentheses is refused, as Salesforce does), the comparison
 operators, `IN` / `NOT IN`, `LIKE`, `null`, booleans, numbers, string literals with SOQL escapes,
 date and datetime literals and relative date literals (`TODAY`, `LAST_N_DAYS:n`, ...), `WITH
@@ -23,7 +24,7 @@ from typing import Any
 from .clock import format_date, format_datetime, parse_date, parse_datetime
 from .errors import ApiError
 from .ids import normalize_id
-from .schema import STRING_TYPES, FieldDef, ObjectDef, Schema
+from .schema import FIELD_TYPES, NUMBER_TYPES, STRING_TYPES, FieldDef, ObjectDef, Schema
 from .store import Store
 from .values import to_csv, to_json
 
@@ -237,7 +238,8 @@ class SelectItem:
     kind: str  # field | count | fields
     token: Token
     ref: FieldRef | None = None
-    alias: str | None = None  # COUNT(x) alias, or the FIELDS() scope
+    alias: str | None = None  # COUNT(x) / MAX(x) ... alias, or the FIELDS() scope
+    function: str = "COUNT"  # for kind "count": COUNT, MAX, MIN, SUM or AVG
 
 
 @dataclass
@@ -358,15 +360,15 @@ class Parser:
     def select_item(self) -> SelectItem:
         token = self.current
         next_is_paren = self.tokens[self.index + 1].text == "("
-        if token.kind == "ident" and token.upper == "COUNT" and next_is_paren:
+        if token.kind == "ident" and token.upper in AGGREGATE_FUNCTIONS and next_is_paren:
             self.advance()
             self.expect_punct("(")
-            ref = None if self.current.text == ")" else self.field_ref()
+            ref = None if self.current.text == ")" and token.upper == "COUNT" else self.field_ref()
             self.expect_punct(")")
             alias = None
             if self.current.kind == "ident" and self.current.upper not in _KEYWORDS:
                 alias = self.advance().text
-            return SelectItem("count", token, ref, alias)
+            return SelectItem("count", token, ref, alias, token.upper)
         if token.kind == "ident" and token.upper == "FIELDS" and next_is_paren:
             self.advance()
             self.expect_punct("(")
@@ -569,7 +571,7 @@ class CompiledQuery:
     limit: int | None
     offset: int | None
     count_only: bool = False
-    aggregates: list[tuple[str, Getter | None]] = field(default_factory=list)
+    aggregates: list[Aggregate] = field(default_factory=list)
 
     def run(self, store: Store, *, include_deleted: bool) -> list[Row]:
         """Matching rows in result order, after OFFSET and LIMIT."""
@@ -591,9 +593,8 @@ class CompiledQuery:
 
     def aggregate_row(self, rows: list[Row]) -> Row:
         record: Row = {"attributes": {"type": "AggregateResult"}}
-        for position, (alias, getter) in enumerate(self.aggregates):
-            name = alias or f"expr{position}"
-            record[name] = len(rows) if getter is None else sum(1 for r in rows if getter(r) is not None)
+        for position, aggregate in enumerate(self.aggregates):
+            record[aggregate.alias or f"expr{position}"] = aggregate.value(rows)
         return record
 
     def render(self, row: Row, version: str) -> Row:
@@ -605,7 +606,7 @@ class CompiledQuery:
         parents: dict[str, Row | None] = {}
         for column in self.columns:
             if column.relationship is None:
-                value = row.get(column.field_def.name)
+                value = row.get(column.field_def.name) if not column.field_def.components else column.getter(row)
                 record[column.field_def.name] = (
                     column.to_json(value) if value is not None and column.to_json is not None else value
                 )
@@ -635,13 +636,41 @@ class CompiledQuery:
         return [to_csv(column.getter(row)) for column in self.columns]
 
 
+AGGREGATE_FUNCTIONS = frozenset({"COUNT", "MAX", "MIN", "SUM", "AVG"})
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One aggregate of the SELECT list. Nulls are ignored; MAX/MIN/SUM/AVG over no value are null."""
+
+    function: str
+    alias: str
+    getter: Getter | None  # None for COUNT()
+    to_json: Callable[[Any], Any] | None = None
+
+    def value(self, rows: list[Row]) -> Any:
+        if self.getter is None:
+            return len(rows)
+        values = [v for r in rows if (v := self.getter(r)) is not None]
+        if self.function == "COUNT":
+            return len(values)
+        if not values:
+            return None
+        if self.function == "SUM":
+            return sum(values)
+        if self.function == "AVG":
+            return sum(values) / len(values)
+        chosen = max(values) if self.function == "MAX" else min(values)
+        return self.to_json(chosen) if self.to_json is not None else chosen
+
+
 class _ParentGetter:
     """Reads a field of the parent record a reference field points to (`Owner.Name`)."""
 
-    def __init__(self, store: Store, reference: FieldDef, target: ObjectDef, field_name: str) -> None:
+    def __init__(self, store: Store, reference: FieldDef, target: ObjectDef, field_def: FieldDef) -> None:
         self.table = store.table(target)
         self.reference = reference.name
-        self.field_name = field_name
+        self.read = _field_getter(field_def)
 
     def parent(self, row: Row) -> Row | None:
         parent_id = row.get(self.reference)
@@ -649,7 +678,7 @@ class _ParentGetter:
 
     def __call__(self, row: Row) -> Any:
         parent = self.parent(row)
-        return parent.get(self.field_name) if parent is not None else None
+        return self.read(parent) if parent is not None else None
 
 
 class Compiler:
@@ -673,7 +702,7 @@ class Compiler:
 
     def compile(self) -> CompiledQuery:
         columns: list[Column] = []
-        aggregates: list[tuple[str, Getter | None]] = []
+        aggregates: list[Aggregate] = []
         count_only = False
         seen: set[str] = set()
         for item in self.parsed.select:
@@ -681,7 +710,7 @@ class Compiler:
                 if item.ref is None:
                     count_only = True
                 else:
-                    aggregates.append((item.alias or "", self.resolve(item.ref).getter))
+                    aggregates.append(self._aggregate(item))
                 continue
             expanded = self._fields_scope(item) if item.ref is None else [self.resolve(item.ref)]
             for column in expanded:
@@ -716,8 +745,28 @@ class Compiler:
             limit=self.parsed.limit,
             offset=self.parsed.offset,
             count_only=count_only,
-            aggregates=[(alias, getter) for alias, getter in aggregates],
+            aggregates=aggregates,
         )
+
+    def _aggregate(self, item: SelectItem) -> Aggregate:
+        assert item.ref is not None
+        column = self.resolve(item.ref)
+        kind = column.field_def.type
+        allowed = (
+            NUMBER_TYPES
+            if item.function in ("SUM", "AVG")
+            else FIELD_TYPES - {"textarea"}
+            if item.function == "COUNT"
+            else FIELD_TYPES - {"textarea", "boolean"}
+        )
+        if kind not in allowed:
+            raise _error(
+                self.query,
+                item.token.pos,
+                "INVALID_FIELD",
+                f"field {column.field_def.name} does not support aggregate operator {item.function}",
+            )
+        return Aggregate(item.function, item.alias or "", column.getter, column.to_json)
 
     def _fields_scope(self, item: SelectItem) -> list[Column]:
         if item.alias in ("ALL", "CUSTOM") and (self.parsed.limit is None or self.parsed.limit > 200):
@@ -732,7 +781,7 @@ class Compiler:
             for f in self.definition.fields.values()
             if item.alias == "ALL" or (f.custom == (item.alias == "CUSTOM"))
         ]
-        return [Column(f.name, None, None, f, _plain_getter(f.name)) for f in chosen]
+        return [Column(f.name, None, None, f, _field_getter(f)) for f in chosen]
 
     def resolve(self, ref: FieldRef) -> Column:
         path = list(ref.path)
@@ -742,7 +791,7 @@ class Compiler:
             field_def = self.definition.field(path[0])
             if field_def is None:
                 raise self._no_such_column(ref, path[0], self.definition)
-            return Column(field_def.name, None, None, field_def, _plain_getter(field_def.name))
+            return Column(field_def.name, None, None, field_def, _field_getter(field_def))
         if len(path) > 2:
             raise _error(
                 self.query,
@@ -765,7 +814,7 @@ class Compiler:
         field_def = target.field(path[1])
         if field_def is None:
             raise self._no_such_column(ref, path[1], target)
-        getter = _ParentGetter(self.store, reference, target, field_def.name)
+        getter = _ParentGetter(self.store, reference, target, field_def)
         relationship = reference.relationship_name or path[0]
         return Column(f"{relationship}.{field_def.name}", relationship, target, field_def, getter, getter.parent)
 
@@ -913,7 +962,11 @@ def _fold(value: Any) -> Any:
     return value.casefold() if isinstance(value, str) else value
 
 
-def _plain_getter(name: str) -> Getter:
+def _field_getter(field_def: FieldDef) -> Getter:
+    """How a stored row gives this field's value: compound fields are built from their components."""
+    if field_def.components:
+        return field_def.compound_value
+    name = field_def.name
     return lambda row: row.get(name)
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from .clock import format_date, format_datetime, format_datetime_csv, parse_date, parse_datetime, truncate_ms
-from .schema import NUMBER_TYPES, STRING_TYPES, FieldDef
+from .schema import COMPOUND_TYPES, NUMBER_TYPES, STRING_TYPES, FieldDef
 
 # Bulk API: a cell with this value sets the field to null (an empty cell leaves it unchanged).
 CSV_NULL = "#N/A"
@@ -94,6 +94,8 @@ def from_json(definition: FieldDef, value: Any) -> Any:
         elif isinstance(value, int) and not isinstance(value, bool):
             return truncate_ms(datetime.fromtimestamp(value / 1000, UTC))
         raise _jackson_error("datetime", value)
+    if kind in COMPOUND_TYPES:
+        return value  # read-only: the write is refused as INVALID_FIELD_FOR_INSERT_UPDATE further on
     raise _jackson_error(kind, value)
 
 

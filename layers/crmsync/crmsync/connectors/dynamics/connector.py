@@ -2,7 +2,10 @@
 MSAL tokens (SPEC C2, C3, I1-I8, D1).
 
 Reads page with `Prefer: odata.maxpagesize` and follow `@odata.nextLink`; change tracking follows
-`Prefer: odata.track-changes` and `@odata.deltaLink`. A link is only ever followed on the org's own host
+`Prefer: odata.track-changes` and `@odata.deltaLink`. A label (`label: true`) of an option set, status or
+yes/no column is read from the column's metadata once per connector and applied here; only a lookup's
+label (the looked-up record's name) needs Dataverse's formatted-value annotations, which Dataverse then
+adds to every date, number and option column of the page: they are asked for only then. A link is only ever followed on the org's own host
 and for the table it was issued for, because following one sends the connection's bearer token.
 """
 
@@ -63,6 +66,13 @@ SERVICE_PROTECTION_WINDOW_SECONDS = 300
 TIME_REMAINING = "x-ms-ratelimit-time-remaining-xrm-requests"
 _CHALLENGE_PARAMETER = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]+))')
 _ENTITY_SELECT = "LogicalName,EntitySetName,PrimaryIdAttribute,IsCustomEntity,ChangeTrackingEnabled,DisplayName"
+# Columns whose labels the metadata holds, by the attribute-metadata type that carries their options.
+_OPTION_METADATA = {
+    "Picklist": "PicklistAttributeMetadata",
+    "State": "StateAttributeMetadata",
+    "Status": "StatusAttributeMetadata",
+    "Boolean": "BooleanAttributeMetadata",
+}
 
 TYPE_MAP: dict[str, CrmFieldType] = {
     "Uniqueidentifier": CrmFieldType.ID,
@@ -210,6 +220,17 @@ def classify_write(failure: requests.Response | Exception) -> CrmsyncError:
     return error
 
 
+def _option_map(option_set: dict[str, Any]) -> dict[Any, str]:
+    """Value -> label of an expanded OptionSet: `Options` of a choice, `TrueOption`/`FalseOption` of a
+    yes/no column (whose values are JSON booleans)."""
+    if option_set.get("TrueOption") or option_set.get("FalseOption"):
+        return {
+            flag: _label((option_set.get(key) or {}).get("Label"))
+            for flag, key in ((True, "TrueOption"), (False, "FalseOption"))
+        }
+    return {option["Value"]: _label(option.get("Label")) for option in option_set.get("Options") or []}
+
+
 def _is_deletion(row: dict[str, Any]) -> bool:
     return row.get("reason") == "deleted" or str(row.get("@odata.context", "")).endswith("/$deletedEntity")
 
@@ -233,6 +254,7 @@ class _Cursor:
     page_size: int
     tracking: bool = False
     labels: tuple[str, ...] = ()
+    table: str = ""  # the table's logical name: where the labels' option metadata is looked up
 
     def encode(self) -> str:
         return json.dumps(
@@ -242,6 +264,7 @@ class _Cursor:
                 "page_size": self.page_size,
                 "tracking": self.tracking,
                 "labels": list(self.labels),
+                "table": self.table,
             },
             separators=(",", ":"),
         )
@@ -256,6 +279,7 @@ class _Cursor:
                 page_size=int(raw["page_size"]),
                 tracking=bool(raw.get("tracking", False)),
                 labels=tuple(odata.identifier(str(n)) for n in raw.get("labels", [])),
+                table=odata.identifier(str(raw["table"])) if raw.get("table") else "",
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             raise ConfigurationError("the page cursor is not a Dynamics next link") from None
@@ -276,6 +300,7 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
         self._base = f"{connection.instance_url}/api/data/v{connection.api_version}"
         self._host = urlsplit(connection.instance_url).netloc.lower()
         self._tables: dict[str, Table] = {}
+        self._options: dict[tuple[str, str], dict[Any, str]] = {}
         self._slots = threading.BoundedSemaphore(connection.max_concurrency)
 
     # -- id rules ----------------------------------------------------------------------------------
@@ -593,32 +618,89 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
             raise
         return option_values(body)
 
-    def _prefer(self, cursor: _Cursor) -> list[str]:
+    # -- labels -----------------------------------------------------------------------------------
+    def option_labels(self, object_name: str, columns: Iterable[str]) -> dict[str, dict[Any, str]]:
+        """Value -> label of each option-set, status, state or yes/no column among `columns`, read from
+        the table's metadata once per connector (one call for the columns' types, one per metadata type
+        found). Columns of other types (lookups above all) are left out: their label is a record's name."""
+        table = self._table(object_name).logical_name
+        wanted = sorted(
+            {odata.identifier(c).lower() for c in columns} - {c for t, c in self._options if t == table}
+        )
+        if wanted:
+            entity = f"{self._base}/EntityDefinitions(LogicalName={odata.string_literal(table)})/Attributes"
+            names = " or ".join(f"LogicalName eq {odata.string_literal(c)}" for c in wanted)
+            typed = self._json(
+                f"{entity}?{odata.encode({'$select': 'LogicalName,AttributeType', '$filter': names})}"
+            )
+            by_type: dict[str, list[str]] = {}
+            for item in typed.get("value", []):
+                kind = _OPTION_METADATA.get(str(item.get("AttributeType")))
+                if kind is not None:
+                    by_type.setdefault(kind, []).append(str(item["LogicalName"]))
+            for column in wanted:
+                self._options[(table, column)] = {}
+            for kind, found in by_type.items():
+                options = {
+                    "$select": "LogicalName",
+                    "$filter": " or ".join(f"LogicalName eq {odata.string_literal(c)}" for c in found),
+                    "$expand": "OptionSet",
+                }
+                body = self._json(f"{entity}/Microsoft.Dynamics.CRM.{kind}?{odata.encode(options)}")
+                for item in body.get("value", []):
+                    self._options[(table, str(item["LogicalName"]))] = _option_map(item.get("OptionSet") or {})
+        return {
+            c: self._options[(table, c.lower())]
+            for c in (odata.identifier(c) for c in columns)
+            if self._options.get((table, c.lower()))
+        }
+
+    def _prefer(self, cursor: _Cursor, annotated: bool) -> list[str]:
         prefer = [f"odata.maxpagesize={cursor.page_size}"]
         if cursor.tracking:
             prefer.append("odata.track-changes")
-        if cursor.labels:
+        if annotated:
             prefer.append(f'odata.include-annotations="{FORMATTED}"')
         return prefer
 
     @staticmethod
-    def _record(row: dict[str, Any], labels: tuple[str, ...]) -> dict[str, Any]:
-        """Columns by logical name (`_x_value` lookups as `x`), annotations dropped, labels where asked."""
-        record = {odata.column_of(key): value for key, value in row.items() if "@" not in key}
-        for name in labels:
+    def _record(
+        row: dict[str, Any],
+        annotated: tuple[str, ...],
+        options: dict[str, dict[Any, str]],
+        columns: dict[str, str | None],
+    ) -> dict[str, Any]:
+        """Columns by logical name (`_x_value` lookups as `x`), annotations dropped, labels where asked:
+        from the option metadata, or from the formatted-value annotation. `columns` caches each property's
+        column (None for an annotation) over a page, whose rows share their properties."""
+        record = {}
+        for key, value in row.items():
+            column = columns.get(key, "")
+            if column == "":
+                column = columns[key] = None if "@" in key else odata.column_of(key)
+            if column is not None:
+                record[column] = value
+        for name, labels in options.items():
+            value = record.get(name)
+            if value is not None:
+                record[name] = labels.get(value, str(value))
+        for name in annotated:
             if record.get(name) is not None:
                 record[name] = row.get(f"_{name}_value@{FORMATTED}", row.get(f"{name}@{FORMATTED}"))
         return record
 
     def _follow(self, cursor: _Cursor) -> RecordPage:
-        body = self._json(cursor.link, self._prefer(cursor))
+        options = self.option_labels(cursor.table, cursor.labels) if cursor.labels and cursor.table else {}
+        annotated = tuple(n for n in cursor.labels if n not in options)
+        body = self._json(cursor.link, self._prefer(cursor, bool(annotated)))
         records: list[dict[str, Any]] = []
         deleted: list[str] = []
+        columns: dict[str, str | None] = {}
         for row in body.get("value", []):
             if _is_deletion(row):
                 deleted.append(str(row["id"]).lower())
             else:
-                records.append(self._record(row, cursor.labels))
+                records.append(self._record(row, annotated, options, columns))
         next_link = body.get("@odata.nextLink")
         if next_link:
             self._check_link(next_link, cursor.entity_set, "$skiptoken")
@@ -634,7 +716,8 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
 
     def _cursor(self, table: Table, link: str, query: RecordQuery, *, tracking: bool) -> _Cursor:
         size = max(1, min(query.page_size, MAX_PAGE_SIZE))
-        return _Cursor(link, table.entity_set, size, tracking, tuple(odata.identifier(n) for n in query.labels))
+        labels = tuple(odata.identifier(n) for n in query.labels)
+        return _Cursor(link, table.entity_set, size, tracking, labels, table.logical_name)
 
     def read_first_page(self, query: RecordQuery) -> RecordPage:
         table = self._table(query.object)
