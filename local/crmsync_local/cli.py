@@ -676,6 +676,38 @@ def run(
     )
 
 
+@app.command("transfer")
+def transfer(
+    sync_id: Annotated[str, typer.Argument(metavar="SYNC")],
+    location: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE|s3://bucket/key",
+            help="CSV with a header of CRM field names, or JSON Lines (one record object a line), UTF-8.",
+        ),
+    ],
+    file_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="csv or jsonl; default: from the file's name (.csv, .jsonl, .ndjson, .json)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """A first import from a file (SPEC T2): load its records into SYNC's target with the import's mapping,
+    conversions, reconciliation and rejects. A row that cannot be read becomes a reject naming its row and
+    column; a file that is not UTF-8 is refused (exit 2) naming the first bad byte's line and column. The
+    watermark does not move."""
+    op = operator(stack)
+    summary = guarded(lambda: op.transfer(sync_id, location, fmt=file_format)).model_dump(mode="json")
+    if as_json:
+        sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
+    else:
+        console.print(summary_table(summary, title=f"transfer {sync_id} from {location}"))
+    raise typer.Exit(STATUS_EXIT.get(summary.get("status", "FAILED"), 1))
+
+
 @runs_app.command("list")
 def runs_list(
     sync_id: str,

@@ -243,7 +243,10 @@ def _events(console: Console, env: LocalEnvironment, operator: Operator) -> bool
     store = marketing_profiles(operator.container)
     profiles = store.scan_profiles()
     linked = {
-        link: [p["profileId"] for p in profiles if link in (p.get("externalIds") or {})][:60]
+        # not a profile whose record the demo deleted in the CRM: its events have no record to go to
+        link: [
+            p["profileId"] for p in profiles if link in (p.get("externalIds") or {}) and not p.get("deletedInCrm")
+        ][:60]
         for link in ("sf-prod:Contact", "dyn-prod:contact")
     }
     strangers = store.create_local_many([{"email": f"new.{n}@example.org"} for n in range(5)])

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -334,37 +335,8 @@ def import_page(state: ImportState, container: Container) -> ImportState:
             page = connector.read_next_page(state.page.cursor)
         records, next_cursor = page.records, page.next_cursor
 
-    mapper = plan.mapper()
-    mapped: list[LocalRecord] = []
-    for record in records:
-        try:
-            mapped.append(mapper.map(record))
-        except RecordRejected as refused:
-            rejects.append(
-                Reject(
-                    refused.code.value,
-                    refused.message,
-                    record,
-                    crm_id=record.get(plan.id_field),
-                    fields=refused.fields,
-                )
-            )
-
-    mapped, oversized = too_large(mapped)
-    rejects.extend(oversized)
-    result, not_stored = apply_isolating(mapped, lambda chunk: _store(container, plan, run, chunk))
-    rejects.extend(not_stored)
-    for local, duplicate in result.rejects:
-        rejects.append(
-            Reject(
-                duplicate.code.value, duplicate.message, local.source, crm_id=local.crm_id, fields=duplicate.fields
-            )
-        )
-
-    container.rejects.route(
-        rejects,
-        RejectContext(run.sync_id, run.run_id, "import", "crm-to-marketing"),
-        enabled=plan.route_rejects,
+    result = load_records(
+        container, plan, records, rejects, sync_id=run.sync_id, run_id=run.run_id, connection=run.connection
     )
     deletions = _apply_deletions(container, plan, run, deleted_ids)
     page_totals = ImportTotals(
@@ -372,7 +344,7 @@ def import_page(state: ImportState, container: Container) -> ImportState:
         created=result.created,
         updated=result.updated,
         unchanged=result.unchanged,
-        rejected=len(rejects),
+        rejected=result.rejected,
         deleted=deletions.marked,
         deleted_unknown=deletions.unknown,
         api_calls=connector.api_calls - calls_before,
@@ -404,20 +376,80 @@ def import_page(state: ImportState, container: Container) -> ImportState:
     )
 
 
-def _store(container: Container, plan: ImportPlan, run: ImportRun, records: list[LocalRecord]) -> ApplyResult:
+@dataclass(frozen=True)
+class Loaded:
+    """What one page of records did to the local store: counted as the run summary counts."""
+
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+
+
+def load_records(
+    container: Container,
+    plan: ImportPlan,
+    records: Sequence[dict[str, Any]],
+    rejects: list[Reject],
+    *,
+    sync_id: str,
+    run_id: str,
+    connection: str,
+) -> Loaded:
+    """The import's load path, whatever read the records (a CRM page, a transfer file): map each record
+    with the sync's fields and conversions, reconcile and write them (by CRM id, then the unique key),
+    and route every reject - `rejects` already holds the page's own - to the reject store."""
+    mapper = plan.mapper()
+    mapped: list[LocalRecord] = []
+    for record in records:
+        try:
+            mapped.append(mapper.map(record))
+        except RecordRejected as refused:
+            rejects.append(
+                Reject(
+                    refused.code.value,
+                    refused.message,
+                    record,
+                    crm_id=record.get(plan.id_field),
+                    fields=refused.fields,
+                )
+            )
+
+    mapped, oversized = too_large(mapped)
+    rejects.extend(oversized)
+    result, not_stored = apply_isolating(mapped, lambda chunk: _store(container, plan, connection, run_id, chunk))
+    rejects.extend(not_stored)
+    for local, duplicate in result.rejects:
+        rejects.append(
+            Reject(
+                duplicate.code.value, duplicate.message, local.source, crm_id=local.crm_id, fields=duplicate.fields
+            )
+        )
+
+    container.rejects.route(
+        rejects,
+        RejectContext(sync_id, run_id, "import", "crm-to-marketing"),
+        enabled=plan.route_rejects,
+    )
+    return Loaded(result.created, result.updated, result.unchanged, len(rejects))
+
+
+def _store(
+    container: Container, plan: ImportPlan, connection: str, run_id: str, records: list[LocalRecord]
+) -> ApplyResult:
     """Reconcile and write mapped records into the sync's target: profiles or a resource table."""
     if plan.target_kind == "resource":
         assert plan.resource is not None
         return container.resources.apply_import(
-            records, resource=plan.resource, connection=run.connection, run_id=run.run_id
+            records, resource=plan.resource, connection=connection, run_id=run_id
         )
     return container.profiles.apply_import(
         records,
-        connection=run.connection,
+        connection=connection,
         object_name=plan.object,
         key_attribute=plan.key_attribute,
         case_insensitive=plan.case_insensitive,
-        run_id=run.run_id,
+        run_id=run_id,
     )
 
 
@@ -532,5 +564,6 @@ __all__ = [
     "StartImportEvent",
     "finish_import",
     "import_page",
+    "load_records",
     "start_import",
 ]

@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
@@ -28,6 +29,8 @@ from ..wiring import AwsClients, Container, Settings
 from .events import BackfillReport, backfill, switched_on
 from .rejects import DeadLetters, RejectDesk, ReplayReport
 from .rejects import data_loader_error_file as data_loader_error_file
+from .runs import S3_URI
+from .transfers import TransferSummary, file_format, transfer_file
 
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
@@ -391,6 +394,36 @@ class Operator:
             input=json.dumps(payload),
         )
         return StartedRun(sync_id=sync_id, run_id=run_id, execution_arn=response["executionArn"])
+
+    def transfer(self, sync_id: str, location: str, *, fmt: str | None = None) -> TransferSummary:
+        """A first import from a file (SPEC T2): a local path or `s3://bucket/key`, loaded here - with the
+        operator's credentials, into the stack's tables - through the import's own load path."""
+        match = S3_URI.match(location)
+        opener: Callable[[], IO[bytes]]
+        if match:
+            s3 = self.aws.client("s3")
+            bucket, key = match.group(1), match.group(2)
+
+            def opener() -> IO[bytes]:
+                body: IO[bytes] = s3.get_object(Bucket=bucket, Key=key)["Body"]
+                return body
+
+        else:
+            path = Path(location)
+            if not path.is_file():
+                raise ConfigurationError(f"{location}: no such file")
+
+            def opener() -> IO[bytes]:
+                return path.open("rb")
+
+        return transfer_file(
+            self.container,
+            sync_id,
+            opener,
+            source=location,
+            fmt=file_format(location, fmt),
+            run_id=execution_name(sync_id, "transfer"),
+        )
 
     def wait(
         self,
