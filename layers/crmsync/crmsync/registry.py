@@ -22,7 +22,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import CrmDeleteSync, DeletionImportSync, EventsSync, ExportSync, ImportSync, TwoWaySync
+from .config import (
+    CrmDeleteSync,
+    DeletionImportSync,
+    EnumerationSync,
+    EventsSync,
+    ExportSync,
+    ImportSync,
+    TwoWaySync,
+)
 
 
 def _load(path: str) -> Any:
@@ -210,6 +218,17 @@ OPERATIONS: dict[str, Operation] = {
                 "api_calls",
                 "batches",
             ),
+        ),
+        Operation(
+            name="enumerations",
+            sync_model=EnumerationSync,
+            machine="enumerations",
+            logical_id="EnumerationsStateMachine",
+            steps=_steps(
+                "enumerations",
+                ("enumerations_sync", "SyncEnumerations", "StartEnumerationsEvent", "sync_enumerations", True),
+            ),
+            summary_fields=("added", "updated", "unchanged", "removed", "api_calls"),
         ),
     )
 }

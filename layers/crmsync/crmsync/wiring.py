@@ -26,6 +26,7 @@ from .connectors.retry import RetryPolicy
 from .errors import ConfigurationError
 from .stores.batches import BatchLedger
 from .stores.definitions import DefinitionStore
+from .stores.enumerations import EnumerationStore
 from .stores.profiles import ProfileStore, ResourceStore
 from .stores.rejects import DEFAULT_RETENTION_DAYS, RejectRouter, RejectStore
 from .stores.runs import RunLedger
@@ -49,6 +50,7 @@ class Settings(BaseModel):
     data_bucket: str = Field(alias="DATA_BUCKET")
     sync_ledger_table: str | None = Field(default=None, alias="SYNC_LEDGER_TABLE")
     consent_table: str | None = Field(default=None, alias="CONSENT_TABLE")
+    enumerations_table: str | None = Field(default=None, alias="ENUMERATIONS_TABLE")
     events_queue_url: str | None = Field(default=None, alias="EVENTS_QUEUE_URL")
     events_dlq_url: str | None = Field(default=None, alias="EVENTS_DLQ_URL")
     stack_name: str = Field(default="crmsync", alias="STACK_NAME")
@@ -96,6 +98,7 @@ class Settings(BaseModel):
                 "DATA_BUCKET": f"{stack_name}-data-{account_id}-{region}",
                 "SYNC_LEDGER_TABLE": f"{stack_name}-sync-ledger",
                 "CONSENT_TABLE": f"{stack_name}-consent",
+                "ENUMERATIONS_TABLE": f"{stack_name}-enumerations",
                 "STACK_NAME": stack_name,
                 "AWS_REGION": region,
             }
@@ -198,6 +201,11 @@ class Container:
     @property
     def consent(self) -> ConsentLedger:
         return ConsentLedger(self.aws.client("dynamodb"), _required(self.settings.consent_table, "CONSENT_TABLE"))
+
+    def enumerations(self) -> EnumerationStore:
+        if not self.settings.enumerations_table:
+            raise ConfigurationError("the function's environment lacks ENUMERATIONS_TABLE (see template.yaml)")
+        return EnumerationStore(self.aws.client("dynamodb"), self.settings.enumerations_table)
 
     @property
     def reject_store(self) -> RejectStore:

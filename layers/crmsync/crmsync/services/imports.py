@@ -15,6 +15,7 @@ conditional write as the watermark.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from ..inputs import decode_text
 from ..stores.profiles import ApplyResult
 from ..stores.rejects import RejectContext
 from ..wiring import Container
+from .enumerations import through_enumerations
 from .import_plan import ImportPlan, resolve_import_plan
 from .local_deletions import LocalTarget, apply_deletions, local_crm_ids
 from .runs import (
@@ -46,6 +48,7 @@ from .runs import (
     normalize_started_at,
     sync_to_start,
 )
+from .schema_drift import describe_for_run, mapped_fields
 from .store_guard import apply_isolating, too_large
 
 logger = logging.getLogger(__name__)
@@ -86,6 +89,8 @@ class ImportRun(RunIdentity):
     resync: bool = False
     population_prefix: str | None = None
     population_chunks: int = 0
+    new_fields: list[str] = Field(default_factory=list)
+    """CRM fields the object gained since the sync's last run (schema drift, reported)."""
 
     @property
     def change_tracking(self) -> Literal["initial", "delta", "resync"] | None:
@@ -133,6 +138,9 @@ class ImportSummary(ImportTotals):
         description="the CRM's API allowance as it last reported it (Salesforce: daily; Dataverse: the 300 s service-protection window): used, max, remaining",
     )
     change_tracking: Literal["initial", "delta", "resync"] | None = None
+    new_fields: list[str] = Field(
+        default_factory=list, description="CRM fields the object gained since the sync's last run (schema drift)"
+    )
     variables: dict[str, str | None] = Field(default_factory=dict)
     error: dict[str, str] | None = None
 
@@ -145,7 +153,9 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
     with leased(container, sync.id, event.run_id):
         connector = container.connector(connection)
         calls_before = connector.api_calls
-        plan = resolve_import_plan(sync, connector.describe(sync.object), connection.kind)
+        described = describe_for_run(ledger, sync, connector, mapped_fields(sync))
+        plan = resolve_import_plan(sync, described.description, connection.kind)
+        plan = dataclasses.replace(plan, fields=through_enumerations(plan.fields, container, "import"))
         started_at = normalize_started_at(event.started_at)
         run = ImportRun(
             sync_id=sync.id,
@@ -155,6 +165,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
             connection=connection.name,
             object=plan.object,
             mode="population" if event.population else "changes" if plan.change_tracking else "window",
+            new_fields=described.new_fields,
         )
         done = False
         if event.population is not None:
@@ -181,6 +192,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
                 "connection": connection.name,
                 "mode": run.mode,
                 **({"changeTracking": run.change_tracking} if run.change_tracking else {}),
+                **({"newFields": run.new_fields} if run.new_fields else {}),
             },
         )
         logger.info(
@@ -531,6 +543,7 @@ def finish_import(state: ImportState, container: Container) -> ImportSummary:
         variables=window.variables() if window else {},
         crm_api_usage=state.crm_api_usage,
         change_tracking=run.change_tracking,
+        new_fields=run.new_fields,
         **state.totals.model_dump(),
     )
     close_run(

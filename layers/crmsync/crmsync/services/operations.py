@@ -327,23 +327,30 @@ class Operator:
         return ScheduleChange(sync.id, "updated" if exists else "created", sync.schedule)
 
     # -- connections (SPEC C3) -------------------------------------------------------------------------
+    def connection(
+        self, name: str, config: CrmsyncConfig | None = None
+    ) -> tuple[SalesforceConnection | DynamicsConnection, str]:
+        """A connection from `config` when given (before it is applied), else from the stack's applied
+        definitions; and where it came from. Its credentials always come from Secrets Manager."""
+        if config is None:
+            return self.container.definitions.connection(name), f"stack {self.names.stack}"
+        try:
+            return config.connection(name), "the configuration file"
+        except KeyError:
+            defined = ", ".join(c.name for c in config.connections) or "none"
+            raise ConfigurationError(f"no connection named {name!r} in the file (defined: {defined})") from None
+
+    def connector(self, name: str, config: CrmsyncConfig | None = None) -> CrmConnector:
+        """A signed-in connector of the named connection (schema discovery, `config validate --online`)."""
+        return self.container.connector(self.connection(name, config)[0])
+
     def check_connection(self, name: str, config: CrmsyncConfig | None = None) -> ConnectionCheck:
         """Sign in with the connection's secret, list what it can see and the API limits the CRM reports.
 
         The connection comes from `config` when given (before it is applied), else from the stack's
         applied definitions; the credentials always come from Secrets Manager.
         """
-        connection: SalesforceConnection | DynamicsConnection
-        if config is None:
-            connection, source = self.container.definitions.connection(name), f"stack {self.names.stack}"
-        else:
-            try:
-                connection, source = config.connection(name), "the configuration file"
-            except KeyError:
-                defined = ", ".join(c.name for c in config.connections) or "none"
-                raise ConfigurationError(
-                    f"no connection named {name!r} in the file (defined: {defined})"
-                ) from None
+        connection, source = self.connection(name, config)
         connector = self.container.connector(connection)
         objects = connector.list_objects()
         limits = connector.limits()
