@@ -202,6 +202,7 @@ class Container:
     def consent(self) -> ConsentLedger:
         return ConsentLedger(self.aws.client("dynamodb"), _required(self.settings.consent_table, "CONSENT_TABLE"))
 
+    @property
     def enumerations(self) -> EnumerationStore:
         if not self.settings.enumerations_table:
             raise ConfigurationError("the function's environment lacks ENUMERATIONS_TABLE (see template.yaml)")
