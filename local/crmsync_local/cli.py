@@ -33,6 +33,14 @@ from crmsync.registry import OPERATIONS, Operation, summary_fields
 from crmsync.services import insight
 from crmsync.services.deletion_imports import parse_period
 from crmsync.services.operations import ApplyReport, ConnectionCheck, Operator, data_loader_error_file
+from crmsync.services.schema import (
+    check_config,
+    load_snapshot,
+    objects_of,
+    save_snapshot,
+    snapshot_folder,
+    starting_mapping,
+)
 from crmsync_local import views
 
 app = typer.Typer(
@@ -68,9 +76,15 @@ runs_app = typer.Typer(
 rejects_app = typer.Typer(no_args_is_help=True, help="Inspect, export and replay the records a sync refused.")
 local_app = typer.Typer(no_args_is_help=True, help="The embedded local environment (emulated AWS and CRMs).")
 connection_app = typer.Typer(no_args_is_help=True, help="Check a CRM connection.")
+enumerations_app = typer.Typer(no_args_is_help=True, help="Read the enumerations enumeration syncs keep.")
+schema_app = typer.Typer(
+    no_args_is_help=True, help="Discover the CRM's objects and fields, write starting mappings, save snapshots."
+)
 events_app = typer.Typer(no_args_is_help=True, help="E-mail events on the CRM timeline: send, back-fill.")
 app.add_typer(config_app, name="config")
 app.add_typer(connection_app, name="connection")
+app.add_typer(schema_app, name="schema")
+app.add_typer(enumerations_app, name="enumerations")
 app.add_typer(watermark_app, name="watermark")
 app.add_typer(runs_app, name="runs")
 app.add_typer(rejects_app, name="rejects")
@@ -158,11 +172,65 @@ def guarded(call: Any) -> Any:
 
 # ------------------------------------------------------------------------------------- config
 @config_app.command("validate")
-def config_validate(file: Path) -> None:
-    """Validate FILE; exit 0, or 2 with one line per problem."""
+def config_validate(
+    file: Path,
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Check fields and types against the live CRMs (the stack's secrets) instead of snapshots.",
+        ),
+    ] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """Validate FILE; exit 0, or 2 with one line per problem. Fields and types are checked against the
+    schema snapshots beside FILE (`crmsync schema pull`), or the live CRMs with --online (rule S3)."""
     config = read_config(file)
+    if online:
+        op = operator(stack)
+        connectors: dict[str, Any] = {}
+
+        unreachable: dict[str, str] = {}
+
+        def describe(connection: str, object_name: str) -> Any:
+            if connection in unreachable:
+                return None
+            try:
+                if connection not in connectors:
+                    connectors[connection] = op.connector(connection, config)
+                return connectors[connection].describe(object_name)
+            except ConfigurationError:
+                raise
+            except CrmsyncError as exc:
+                unreachable[connection] = f"{type(exc).__name__}: {exc}"
+                return None
+
+        check = guarded(lambda: check_config(config, describe))
+        source = "the live CRMs"
+        for connection, reason in unreachable.items():
+            errors.print(f"[red]could not check the syncs of {connection}:[/red] {reason}", highlight=False)
+        if unreachable and not check.problems:
+            raise typer.Exit(1)
+    else:
+        folder = snapshot_folder(file, config)
+        check = guarded(lambda: check_config(config, lambda c, o: load_snapshot(folder, c, o)))
+        source = f"snapshots in {folder}"
+    if check.problems:
+        errors.print(
+            f"[red]{file}: {len(check.problems)} problem(s) against {source}[/red]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for problem in check.problems:
+            errors.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2)
+    for note in check.notes:
+        errors.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    checked = f"; {check.checked} sync(s) checked against {source}" if check.checked else ""
     console.print(
         f"[green]{file}: valid[/green] - {len(config.connections)} connection(s), {len(config.syncs)} sync(s)"
+        f"{checked}",
+        highlight=False,
     )
 
 
@@ -302,6 +370,155 @@ def connection_test(
     console.print(limits_table(check))
 
 
+# ------------------------------------------------------------------------------------- schema
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="Read the connection from FILE instead of the stack's applied definitions."),
+]
+
+
+@schema_app.command("objects")
+def schema_objects(
+    connection: str,
+    config: ConfigOption = None,
+    custom: Annotated[bool, typer.Option("--custom", help="Only custom objects / tables.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """The CRM's objects, standard and custom: queryable, createable (SPEC S1)."""
+    parsed = read_config(config) if config is not None else None
+    objects = guarded(lambda: operator(stack).connector(connection, parsed).list_objects())
+    objects = [o for o in objects if o.custom or not custom]
+    if as_json:
+        sys.stdout.write(json.dumps([asdict(o) for o in objects], ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"{len(objects):,} objects {connection} can see")
+    for column in ("name", "label", "custom", "queryable", "createable"):
+        table.add_column(column)
+    for item in sorted(objects, key=lambda o: (not o.custom, o.name.lower())):
+        yes = {True: "yes", False: ""}
+        table.add_row(item.name, item.label, yes[item.custom], yes[item.queryable], yes[item.createable])
+    console.print(table)
+
+
+@schema_app.command("describe")
+def schema_describe(
+    connection: str,
+    object_name: Annotated[str, typer.Argument(metavar="OBJECT")],
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the description as a snapshot holds it.")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """OBJECT's fields: name, label, type, length, nullability, createable/updateable, external id, and
+    picklist / option-set values with their labels (SPEC S1)."""
+    from crmsync.domain.schema import description_to_json, field_kind
+
+    parsed = read_config(config) if config is not None else None
+    description = guarded(lambda: operator(stack).connector(connection, parsed).describe(object_name, values=True))
+    if as_json:
+        sys.stdout.write(json.dumps(description_to_json(description), ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"{description.name} ({description.label}) - {len(description.fields)} fields")
+    for column in ("name", "label", "type", "kind", "length", "null", "create", "update", "ext id", "values"):
+        table.add_column(column)
+    for field in sorted(description.fields.values(), key=lambda f: f.name.lower()):
+        shown = ", ".join(
+            f"{p.value}={p.label}" if p.label != p.value else p.value for p in field.picklist if p.active
+        )
+        yes = {True: "yes", False: ""}
+        table.add_row(
+            field.name,
+            field.label,
+            field.raw_type or field.crm_type.value,
+            field_kind(field).value,
+            str(field.length or ""),
+            yes[field.nillable],
+            yes[field.createable],
+            yes[field.updateable],
+            yes[field.external_id],
+            shown[:80] + ("..." if len(shown) > 80 else ""),
+        )
+    console.print(table)
+
+
+@schema_app.command("mapping")
+def schema_mapping(
+    connection: str,
+    object_name: Annotated[str, typer.Argument(metavar="OBJECT")],
+    operation: Annotated[str, typer.Option("--operation", help="import or export")] = "import",
+    sync_id: Annotated[
+        str | None, typer.Option("--id", help="The sync's id (default: <connection>-<object>-<operation>).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write FILE instead of printing.")] = None,
+    config: ConfigOption = None,
+    stack: StackOption = "crmsync",
+) -> None:
+    """Print a starting sync definition of OBJECT in crmsync's YAML: the id and watermark fields, every
+    mappable field with a suggested local name and type; what is left out is listed with the reason."""
+    if operation not in ("import", "export"):
+        raise fail(f"--operation: {operation!r} is not import or export", 2)
+    parsed = read_config(config) if config is not None else None
+    op = operator(stack)
+
+    def build() -> str:
+        chosen, _ = op.connection(connection, parsed)
+        described = op.connector(connection, parsed).describe(object_name, values=True)
+        return starting_mapping(chosen, described, operation=operation, sync_id=sync_id)  # type: ignore[arg-type]
+
+    text = guarded(build)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        errors.print(f"starting {operation} of {object_name} written to {output}", highlight=False)
+
+
+@schema_app.command("pull")
+def schema_pull(
+    connection: str,
+    objects: Annotated[list[str] | None, typer.Argument(metavar="[OBJECT]...")] = None,
+    config: Annotated[
+        Path, typer.Option("--config", help="The configuration file; snapshots go beside it.")
+    ] = Path("syncs.yaml"),
+    stack: StackOption = "crmsync",
+) -> None:
+    """Save what the CRM describes as JSON snapshots beside the configuration (its schema.snapshots
+    folder), so `config validate` checks fields and types without the CRM. Default: the objects the
+    configuration's syncs of CONNECTION use."""
+    parsed = read_config(config)
+    names = list(objects or objects_of(parsed, connection))
+    if not names:
+        raise fail(f"no sync of {connection} in {config}: name the objects to pull", 2)
+    folder = snapshot_folder(config, parsed)
+    connector = guarded(lambda: operator(stack).connector(connection, parsed))
+    for name in names:
+        description = guarded(lambda name=name: connector.describe(name, values=True))
+        path = save_snapshot(folder, connection, description)
+        console.print(f"{description.name}: {len(description.fields)} fields -> {path}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------- enumerations
+@enumerations_app.command("show")
+def enumerations_show(
+    name: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """NAME's values in the CRM's order: value, label, active, default, where they came from (SPEC S2)."""
+    values = guarded(lambda: operator(stack).container.enumerations.values(name))
+    if as_json:
+        sys.stdout.write(json.dumps([asdict(v) for v in values], ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"enumeration {name}: {len(values)} value(s)")
+    for column in ("value", "label", "active", "default"):
+        table.add_column(column)
+    for value in values:
+        table.add_row(value.value, value.label, "yes" if value.active else "no", "yes" if value.default else "")
+    if values:
+        table.caption = f"from {values[0].source}"
+    console.print(table)
+
+
 # ------------------------------------------------------------------------------------- runs
 def _operation(summary: dict[str, Any]) -> Operation:
     """The registry's row for the operation a summary is of (an import when it says none)."""
@@ -338,6 +555,13 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     for key in summary_fields(summary.get("operation", "import")):
         if key in summary:
             table.add_row(SUMMARY_LABELS.get(key, key.replace("_", " ")), f"{summary[key]:,}")
+    for item in summary.get("enumerations") or []:
+        change = f"{item['values']} values: +{item['added']} ~{item['updated']} -{item['removed']}"
+        if item.get("kept"):
+            change += f", {item['kept']} kept (no replace)"
+        table.add_row(f"enumeration {item['name']}", f"{change} from {item['source']}")
+    if summary.get("new_fields"):
+        table.add_row("new CRM fields", ", ".join(summary["new_fields"]))
     if summary.get("deleted_unknown"):
         table.add_row("deletions of records never imported", f"{summary['deleted_unknown']:,}")
     usage = summary.get("crm_api_usage")
@@ -450,6 +674,38 @@ def run(
     raise typer.Exit(
         run_and_report(operator(stack), sync_id, wait=wait, as_json=as_json, population=population, period=period)
     )
+
+
+@app.command("transfer")
+def transfer(
+    sync_id: Annotated[str, typer.Argument(metavar="SYNC")],
+    location: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE|s3://bucket/key",
+            help="CSV with a header of CRM field names, or JSON Lines (one record object a line), UTF-8.",
+        ),
+    ],
+    file_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="csv or jsonl; default: from the file's name (.csv, .jsonl, .ndjson, .json)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    stack: StackOption = "crmsync",
+) -> None:
+    """A first import from a file (SPEC T2): load its records into SYNC's target with the import's mapping,
+    conversions, reconciliation and rejects. A row that cannot be read becomes a reject naming its row and
+    column; a file that is not UTF-8 is refused (exit 2) naming the first bad byte's line and column. The
+    watermark does not move."""
+    op = operator(stack)
+    summary = guarded(lambda: op.transfer(sync_id, location, fmt=file_format)).model_dump(mode="json")
+    if as_json:
+        sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
+    else:
+        console.print(summary_table(summary, title=f"transfer {sync_id} from {location}"))
+    raise typer.Exit(STATUS_EXIT.get(summary.get("status", "FAILED"), 1))
 
 
 @runs_app.command("list")

@@ -61,6 +61,44 @@ def _run(console: Console, operator: Operator, sync_id: str, title: str, **start
     return summary
 
 
+def _schema_and_enumerations(console: Console, operator: Operator, environ: dict[str, str]) -> bool:
+    """Discovery, one mapping refused at validation (SPEC S1, S3), and both enumeration syncs (S2)."""
+    from rich.table import Table
+
+    from crmsync.services.schema import check_config
+
+    text = EXAMPLE.read_text(encoding="utf-8")
+    config = load_config(text, source=str(EXAMPLE), environ=environ)
+    connectors = {c.name: operator.connector(c.name, config) for c in config.connections}
+    contact = connectors["sf-prod"].describe("Contact", values=True)
+    picklists = [f.name for f in contact.fields.values() if f.picklist]
+    console.print(
+        f"schema describe sf-prod Contact: {len(contact.fields)} fields, picklists {', '.join(picklists)}",
+        highlight=False,
+    )
+    # A configuration that declares birthDate a number: the date Birthdate cannot land in it.
+    declared = load_config(
+        text + "\nattributes:\n  - { name: birthDate, type: number }\n", source="(demo)", environ=environ
+    )
+    check = check_config(declared, lambda c, o: connectors[c].describe(o))
+    console.print("config validate --online, with birthDate declared a number:", highlight=False)
+    for problem in check.problems:
+        console.print(f"  [red]refused[/red] {problem}", highlight=False)
+    sf = _run(console, operator, "sf-enumerations", "enumeration sync sf-enumerations (Salesforce picklists)")
+    dyn = _run(
+        console, operator, "dyn-enumerations", "enumeration sync dyn-enumerations (option sets, Yes/No labels)"
+    )
+    table = Table(title="Enumerations table (crmsync enumerations show NAME)")
+    for column in ("enumeration", "value", "label", "active"):
+        table.add_column(column)
+    for name in ("leadSource", "gender", "emailPermission", "channel"):
+        for value in operator.container.enumerations.values(name):
+            table.add_row(name, value.value, value.label, "yes" if value.active else "no")
+    console.print(table)
+    refused = any("Birthdate (date) -> birthDate (number)" in p for p in check.problems)
+    return refused and sf.get("status") == dyn.get("status") == "SUCCEEDED"
+
+
 def _dynamics(console: Console, crm: DynamicsControl, url: str, operator: Operator, *, contacts: int) -> bool:
     """Contacts into profiles and a custom entity into its resource table; then changes and deletions."""
     now = datetime.now(UTC).replace(microsecond=0)
@@ -205,7 +243,10 @@ def _events(console: Console, env: LocalEnvironment, operator: Operator) -> bool
     store = marketing_profiles(operator.container)
     profiles = store.scan_profiles()
     linked = {
-        link: [p["profileId"] for p in profiles if link in (p.get("externalIds") or {})][:60]
+        # not a profile whose record the demo deleted in the CRM: its events have no record to go to
+        link: [
+            p["profileId"] for p in profiles if link in (p.get("externalIds") or {}) and not p.get("deletedInCrm")
+        ][:60]
         for link in ("sf-prod:Contact", "dyn-prod:contact")
     }
     strangers = store.create_local_many([{"email": f"new.{n}@example.org"} for n in range(5)])
@@ -345,12 +386,16 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
         console.rule("E-mail events on the CRM timelines")
         events_ok = _events(console, env, operator)
 
+        console.rule("Schema and enumerations")
+        schema_ok = _schema_and_enumerations(console, operator, env.config_environ())
+
         accounted = sum(second.get(k, 0) for k in ("created", "updated", "unchanged", "rejected"))
         ok = (
             first.get("status") == second.get("status") == resources.get("status") == "SUCCEEDED"
             and 0 < second.get("read", 0) <= len(changed) + len(new_rows)
             and accounted == second.get("read")
             and dynamics_ok
+            and schema_ok
             and deletions_ok
             and events_ok
             and export.get("status") == "SUCCEEDED"

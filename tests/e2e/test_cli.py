@@ -253,3 +253,50 @@ def test_config_apply_dry_run_prints_the_plan_then_apply_removes_what_the_file_d
     gone = crmsync("watermark", "get", "sf-contacts-compare", env=env)
     assert gone.returncode == 2, gone.stderr
     assert "no sync named 'sf-contacts-compare' was applied" in gone.stderr
+
+
+def test_transfer_loads_a_csv_file_through_the_import_rules_and_refuses_one_not_utf8(served, tmp_path):
+    _, env = served
+    crmsync("config", "apply", str(EXAMPLE), env=env, check=True)
+    header = "Id,SystemModstamp,FirstName,LastName,Email,HasOptedOutOfEmail\n"
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text(
+        header
+        + "003000000000001AAA,2024-01-01T10:00:00Z,Zoé,Mégret,zoe@example.org,false\n"
+        + "003000000000002AAA,2024-01-01T11:00:00Z,Wei,Wang,wei@example.org,true\n"
+        + "003000000000003AAA,2024-01-01T12:00:00Z,Ann,Extra,ann@example.org,false,surplus\n"
+        + "003000000000004AAA,2024-01-01T13:00:00Z,Bob,Bool,bob@example.org,maybe\n",
+        encoding="utf-8",
+    )
+
+    first = crmsync("transfer", "sf-contacts", str(contacts), "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert (summary["status"], summary["rows"], summary["read"], summary["created"], summary["rejected"]) == (
+        "SUCCEEDED",
+        4,
+        2,
+        2,
+        2,
+    )
+    assert summary["watermark_moved"] is False
+    rejects = json.loads(crmsync("rejects", "list", "sf-contacts", "--json", env=env, check=True).stdout)
+    assert sorted((r["errorSymbol"], r["errorMessage"]) for r in rejects) == [
+        ("MALFORMED_ROW", f"{contacts}: row 4, column 7: 7 cells for the header's 6 columns"),
+        (
+            "MALFORMED_ROW",
+            f"{contacts}: row 5, column 6 (HasOptedOutOfEmail): 'maybe' is not a boolean (true, false, 1, 0)",
+        ),
+    ]
+
+    again = json.loads(crmsync("transfer", "sf-contacts", str(contacts), "--json", env=env, check=False).stdout)
+    assert (again["created"], again["unchanged"]) == (0, 2)  # reconciled by CRM id: no second profile
+
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(
+        (header + "003000000000005AAA,2024-01-01T10:00:00Z,José,Lima,jose@example.org,false\n").encode("latin-1")
+    )
+    refused = crmsync("transfer", "sf-contacts", str(latin1), env=env)
+    assert refused.returncode == 2
+    assert f"{latin1}:2:44: byte 0xe9 is not UTF-8" in refused.stderr.replace("\n", "")
+    assert "(none" in crmsync("watermark", "get", "sf-contacts", env=env).stdout

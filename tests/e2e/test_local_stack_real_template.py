@@ -152,6 +152,7 @@ def test_outputs_resolve(local_stack: LocalStack) -> None:
         "ExportStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-export",
         "DeletionImportStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-import-deleted",
         "DeleteStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-delete",
+        "EnumerationsStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-enumerations",
         "RejectsQueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/crmsync-rejects",
         "SchedulerRoleArn": f"arn:aws:iam::{ACCOUNT}:role/crmsync-scheduler",
         "SyncScheduleGroupName": "crmsync-syncs",

@@ -55,6 +55,8 @@ def test_example_configuration_is_valid():
         ("sf-contacts-delete", "delete"),
         ("sf-email-events", "events"),
         ("dyn-email-events", "events"),
+        ("sf-enumerations", "enumerations"),
+        ("dyn-enumerations", "enumerations"),
     ]
     assert config.connection("dyn-prod").authority is None
 
@@ -334,7 +336,7 @@ def test_a_misspelled_operation_key_names_the_allowed_operations_on_one_line():
     raw["syncs"][0]["operaton"] = raw["syncs"][0].pop("operation")
     assert problems_of(raw) == [
         "syncs[0] (sf-contacts).operation: required setting is missing ('operaton' is not a setting: is it a "
-        "misspelling of 'operation'?); use one of 'import', 'export', 'import_deleted', 'delete', 'events'"
+        "misspelling of 'operation'?); use one of 'import', 'export', 'import_deleted', 'delete', 'events', 'enumerations'"
     ]
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .domain.events import timeline_link
 from .domain.filters import AllOf, AnyOf, Condition, FilterNode, NotOf, OrderBy, check_field_name
 from .domain.mapping import FieldMapping
+from .domain.types import AttributeType
 from .errors import ConfigurationError
 from .inputs import decode_text
 
@@ -830,16 +831,122 @@ class EventsSync(_Sync):
         return problems
 
 
+# ------------------------------------------------------------------------------------- enumerations
+class EnumerationSpec(_Model):
+    """One enumeration the marketing side keeps in step with a CRM picklist or option set (SPEC S2)."""
+
+    name: str = Field(description="the local enumeration's name (what attributes and conversions refer to)")
+    field: str | None = Field(
+        default=None, description="the picklist / option set / Boolean field of the sync's object"
+    )
+    option_set: str | None = Field(
+        default=None, description="Dataverse: a global option set by name, instead of a field"
+    )
+    record_type: str | None = Field(
+        default=None,
+        description="Salesforce: only the values this record type offers (its id, 012...), read from the UI API",
+    )
+    replace: bool = Field(
+        default=False,
+        description="true: every local value is replaced by the CRM's (values the CRM no longer has are "
+        "removed); false: values are added and updated, never removed",
+    )
+
+    _name = field_validator("name")(lambda v: FieldMapping._enumeration_name(v))
+
+    @field_validator("field")
+    @classmethod
+    def _field(cls, value: str | None) -> str | None:
+        return None if value is None else check_field_name(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnumerationSpec:
+        if (self.field is None) == (self.option_set is None):
+            raise ValueError("an enumeration names either 'field' (of the sync's object) or 'option_set'")
+        if self.record_type is not None and self.field is None:
+            raise ValueError("record_type narrows a field's values; name the field")
+        return self
+
+
+class EnumerationSync(_Sync):
+    """Picklist / option-set values into the Enumerations table (SPEC S2)."""
+
+    operation: Literal["enumerations"]
+    enumerations: list[EnumerationSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EnumerationSync:
+        seen: dict[str, int] = {}
+        problems = []
+        for index, spec in enumerate(self.enumerations):
+            if spec.name in seen:
+                problems.append(
+                    f"enumerations[{index}].name: {spec.name!r} is already defined by enumerations[{seen[spec.name]}]"
+                )
+            seen.setdefault(spec.name, index)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def watermark_option(self, instance: str) -> str:
+        """Enumerations keep no watermark; a name no other sync uses."""
+        return f"ENUMERATIONS_{instance}_{self.id}"
+
+
 SyncDefinition = Annotated[
-    ImportSync | ExportSync | DeletionImportSync | CrmDeleteSync | EventsSync, Field(discriminator="operation")
+    ImportSync | ExportSync | DeletionImportSync | CrmDeleteSync | EventsSync | EnumerationSync,
+    Field(discriminator="operation"),
 ]
 SYNC_OPERATIONS: tuple[str, ...] = tuple(
     get_args(model.model_fields["operation"].annotation)[0]
-    for model in (ImportSync, ExportSync, DeletionImportSync, CrmDeleteSync, EventsSync)
+    for model in (ImportSync, ExportSync, DeletionImportSync, CrmDeleteSync, EventsSync, EnumerationSync)
 )
 CONNECTION_KINDS: tuple[str, ...] = tuple(
     get_args(model.model_fields["kind"].annotation)[0] for model in (SalesforceConnection, DynamicsConnection)
 )
+
+
+# ------------------------------------------------------------------------------------- marketing attributes
+BUILT_IN_ATTRIBUTES: dict[str, AttributeType] = {
+    "email": AttributeType.STRING,
+    "denyListEmail": AttributeType.BOOLEAN,
+    "denyListPhone": AttributeType.BOOLEAN,
+    "denyListSms": AttributeType.BOOLEAN,
+    "denyListPost": AttributeType.BOOLEAN,
+    "ccpaOptOut": AttributeType.BOOLEAN,
+    "deleteInCrm": AttributeType.BOOLEAN,
+}
+"""Profile attributes crmsync itself knows the type of (SPEC S3): declared, whether written or not."""
+
+
+class AttributeDeclaration(_Model):
+    """A marketing attribute and its type, declared once for every sync (SPEC S3)."""
+
+    name: str
+    type: AttributeType
+    enumeration: str | None = Field(default=None, description="for type enumeration: the enumeration's name")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return FieldMapping._local_name(value)
+
+    @model_validator(mode="after")
+    def _enumeration_named(self) -> AttributeDeclaration:
+        if (self.type is AttributeType.ENUMERATION) != (self.enumeration is not None):
+            raise ValueError(
+                "'enumeration' names the enumeration of an attribute of type enumeration, and only then"
+            )
+        return self
+
+
+class SchemaSettings(_Model):
+    """Where `crmsync schema pull` saves what the CRM described, for offline validation (SPEC S1, S3)."""
+
+    snapshots: str = Field(
+        default="schema",
+        description="folder of schema snapshots, relative to the configuration file: <connection>/<object>.json",
+    )
 
 
 class CrmsyncConfig(_Model):
@@ -851,8 +958,55 @@ class CrmsyncConfig(_Model):
     syncs: list[SyncDefinition] = Field(
         description="every sync of the instance; `config apply` removes the applied syncs this list no longer has"
     )
+    attributes: list[AttributeDeclaration] = Field(
+        default_factory=list,
+        description="the marketing side's attributes and their types (SPEC S3); email, denyList*, ccpaOptOut "
+        "and deleteInCrm are predefined. A mapping onto a declared attribute takes its type",
+    )
+    schema_settings: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
 
     _instance = field_validator("instance")(_identifier)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _declared_types(cls, raw: Any) -> Any:
+        """A field mapping onto a declared attribute takes the attribute's type unless it says its own."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("attributes"), list):
+            return raw
+        declared: dict[str, str] = {}
+        for item in raw["attributes"]:
+            if isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("type"), str):
+                declared[item["name"]] = "string" if item["type"] == "enumeration" else item["type"]
+        if not declared or not isinstance(raw.get("syncs"), list):
+            return raw
+        syncs = []
+        for sync in raw["syncs"]:
+            if (
+                isinstance(sync, dict)
+                and sync.get("operation") == "import"
+                and isinstance(sync.get("fields"), list)
+            ):
+                sync = {
+                    **sync,
+                    "fields": [
+                        {**m, "type": declared[m["local"]]}
+                        if isinstance(m, dict)
+                        and m.get("local") in declared
+                        and "type" not in m
+                        and m.get("conversion") != "raw"
+                        and not m.get("replace")
+                        else m
+                        for m in sync["fields"]
+                    ],
+                }
+            syncs.append(sync)
+        return {**raw, "syncs": syncs}
+
+    def attribute_types(self) -> dict[str, AttributeDeclaration]:
+        """Declared attributes, the built-in ones included."""
+        types = {name: AttributeDeclaration(name=name, type=kind) for name, kind in BUILT_IN_ATTRIBUTES.items()}
+        types.update({a.name: a for a in self.attributes})
+        return types
 
     @model_validator(mode="after")
     def _references(self) -> CrmsyncConfig:
@@ -897,6 +1051,15 @@ class CrmsyncConfig(_Model):
                     for i, mapping in enumerate(getattr(sync, "fields", ()))
                     if mapping.label
                 ]
+        attribute_names: dict[str, int] = {}
+        for index, attribute in enumerate(self.attributes):
+            if attribute.name in attribute_names:
+                problems.append(f"attributes[{index}].name: {attribute.name!r} is declared twice")
+            attribute_names.setdefault(attribute.name, index)
+            if attribute.name in BUILT_IN_ATTRIBUTES and attribute.type is not BUILT_IN_ATTRIBUTES[attribute.name]:
+                problems.append(
+                    f"attributes[{index}].type: {attribute.name} is built in as {BUILT_IN_ATTRIBUTES[attribute.name].value}"
+                )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -1089,11 +1252,13 @@ def config_json_schema() -> dict[str, Any]:
 __all__ = [
     "AllOf",
     "AnyOf",
+    "AttributeDeclaration",
     "Condition",
     "ConfigurationError",
     "Connection",
     "CrmsyncConfig",
     "DynamicsConnection",
+    "EnumerationSync",
     "EventsSync",
     "ExportSync",
     "FieldMapping",

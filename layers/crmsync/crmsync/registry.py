@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import CrmDeleteSync, DeletionImportSync, EventsSync, ExportSync, ImportSync
+from .config import CrmDeleteSync, DeletionImportSync, EnumerationSync, EventsSync, ExportSync, ImportSync
 
 
 def _load(path: str) -> Any:
@@ -186,6 +186,17 @@ OPERATIONS: dict[str, Operation] = {
             ),
             summary_fields=("selected", "rejected", "deleted", "already_gone", "api_calls", "batches"),
             replay_id="crmId",
+        ),
+        Operation(
+            name="enumerations",
+            sync_model=EnumerationSync,
+            machine="enumerations",
+            logical_id="EnumerationsStateMachine",
+            steps=_steps(
+                "enumerations",
+                ("enumerations_sync", "SyncEnumerations", "StartEnumerationsEvent", "sync_enumerations", True),
+            ),
+            summary_fields=("added", "updated", "unchanged", "removed", "api_calls"),
         ),
     )
 }

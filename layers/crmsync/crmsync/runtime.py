@@ -104,6 +104,9 @@ def _record_metrics(request: BaseModel, result: BaseModel, counts: dict[str, int
         _metric("CrmApiRemaining", MetricUnit.Count, usage.get("remaining", 0))
         used = 100.0 * (usage["max"] - usage.get("remaining", 0)) / usage["max"]
         _metric("CrmApiUsedPercent", MetricUnit.Percent, round(used, 2))
+    new_fields = getattr(getattr(result, "run", None), "new_fields", None)
+    if new_fields and getattr(request, "run", None) is None:  # the start step: once per run (schema drift)
+        _metric("SchemaNewFields", MetricUnit.Count, len(new_fields))
 
 
 def _record_progress(request: BaseModel, container: Container, counts: dict[str, int]) -> None:

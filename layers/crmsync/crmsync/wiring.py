@@ -26,6 +26,7 @@ from .connectors.retry import RetryPolicy
 from .errors import ConfigurationError
 from .stores.batches import BatchLedger
 from .stores.definitions import DefinitionStore
+from .stores.enumerations import EnumerationStore
 from .stores.profiles import ProfileStore, ResourceStore
 from .stores.rejects import DEFAULT_RETENTION_DAYS, RejectRouter, RejectStore
 from .stores.runs import RunLedger
@@ -46,6 +47,7 @@ class Settings(BaseModel):
     rejects_queue_url: str = Field(alias="REJECTS_QUEUE_URL")
     rejects_table: str = Field(alias="REJECTS_TABLE")
     data_bucket: str = Field(alias="DATA_BUCKET")
+    enumerations_table: str | None = Field(default=None, alias="ENUMERATIONS_TABLE")
     events_queue_url: str | None = Field(default=None, alias="EVENTS_QUEUE_URL")
     events_dlq_url: str | None = Field(default=None, alias="EVENTS_DLQ_URL")
     stack_name: str = Field(default="crmsync", alias="STACK_NAME")
@@ -91,6 +93,7 @@ class Settings(BaseModel):
                 "REJECTS_QUEUE_URL": queue_url,
                 "REJECTS_TABLE": f"{stack_name}-rejects",
                 "DATA_BUCKET": f"{stack_name}-data-{account_id}-{region}",
+                "ENUMERATIONS_TABLE": f"{stack_name}-enumerations",
                 "STACK_NAME": stack_name,
                 "AWS_REGION": region,
             }
@@ -176,6 +179,12 @@ class Container:
     @property
     def resources(self) -> ResourceStore:
         return ResourceStore(self.aws.client("dynamodb"), self.settings.resources_table)
+
+    @property
+    def enumerations(self) -> EnumerationStore:
+        if not self.settings.enumerations_table:
+            raise ConfigurationError("the function's environment lacks ENUMERATIONS_TABLE (see template.yaml)")
+        return EnumerationStore(self.aws.client("dynamodb"), self.settings.enumerations_table)
 
     @property
     def reject_store(self) -> RejectStore:

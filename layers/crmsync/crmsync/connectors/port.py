@@ -12,6 +12,17 @@ from ..domain.types import CrmFieldType
 
 
 @dataclass(frozen=True)
+class PicklistValue:
+    """One value of a picklist or option set (SPEC S1, S2): what is stored, what people read, whether it
+    is offered, whether it is the default, and its place in the list."""
+
+    value: str
+    label: str
+    active: bool = True
+    default: bool = False
+
+
+@dataclass(frozen=True)
 class FieldDescription:
     name: str
     crm_type: CrmFieldType
@@ -26,6 +37,15 @@ class FieldDescription:
     sortable: bool = True
     picklist_values: tuple[str, ...] = ()
     raw_type: str = ""
+    picklist: tuple[PicklistValue, ...] = ()
+    """Every value with its label, inactive ones included (`picklist_values` keeps the active values)."""
+    option_set: str | None = None
+    """Dataverse: the option set's name; `option_set_global` when it is a global (shared) one."""
+    option_set_global: bool = False
+    compound: str | None = None
+    """Salesforce: the compound field this one is part of (MailingCity -> MailingAddress)."""
+    compound_of: tuple[str, ...] = ()
+    """A compound field's parts; a compound field is read and written through them."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +59,10 @@ class ObjectDescription:
     change_tracking: bool = False
     key_prefix: str | None = None
     """Salesforce: the first three characters of every id of the object (a Contact id starts 003)."""
+    record_types: tuple[tuple[str, str], ...] = ()
+    """Salesforce: (record type id, name) of the object's record types, the master one included."""
+    last_modified: str | None = None
+    """The CRM's `Last-Modified` of this description (an HTTP date), for a later `If-Modified-Since`."""
 
     def field(self, name: str) -> FieldDescription | None:
         """Field names are case-insensitive in SOQL and OData; the canonical spelling comes back."""
@@ -51,6 +75,7 @@ class ObjectSummary:
     label: str
     custom: bool
     queryable: bool = True
+    createable: bool = True
 
 
 @dataclass(frozen=True)
@@ -109,7 +134,9 @@ class CrmConnector(Protocol):
     def server_time(self) -> datetime:
         """The CRM's own clock (the import window ends relative to it, never to ours)."""
 
-    def describe(self, object_name: str) -> ObjectDescription: ...
+    def describe(self, object_name: str, *, values: bool = False) -> ObjectDescription:
+        """The object's fields. `values` also reads every picklist's / option set's values and labels
+        where the CRM needs extra calls for them (Dataverse's typed attribute casts)."""
 
     def list_objects(self) -> list[ObjectSummary]: ...
 
@@ -148,6 +175,24 @@ class ChangeTrackingConnector(CrmConnector, Protocol):
 
     def check_delta_link(self, delta_link: str, object_name: str) -> None:
         """Refuse a delta link that is not the org's, or that reads another table than `object_name`."""
+
+
+@runtime_checkable
+class SchemaConnector(CrmConnector, Protocol):
+    """What schema discovery, enumeration sync and drift checks read beyond `describe` (SPEC S1-S3)."""
+
+    def describe_if_modified(self, object_name: str, since: str) -> ObjectDescription | None:
+        """The description, or None when the CRM says the object's metadata did not change since
+        `since` (an HTTP date: Salesforce's `If-Modified-Since` answered 304)."""
+
+    def enumeration(
+        self, object_name: str, field_name: str, record_type: str | None = None
+    ) -> tuple[PicklistValue, ...]:
+        """Every value of a picklist / option set field, with labels, in the CRM's order; for Salesforce a
+        record type narrows it to that record type's values (UI API)."""
+
+    def global_enumeration(self, name: str) -> tuple[PicklistValue, ...]:
+        """Every value of a global option set (Dataverse) by its name."""
 
 
 # ------------------------------------------------------------------------------------- deletions

@@ -66,6 +66,22 @@ def _as_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+OPTION_VALUES = re.compile(r"^-?\d+(?:,-?\d+)*$")
+
+
+def split_multi_select(text: str) -> list[str]:
+    """A multi-select value as the CRM sends it: Salesforce joins values with `;`, Dataverse joins option
+    values (integers) with `,`."""
+    separator = "," if OPTION_VALUES.match(text.strip()) else ";"
+    return [part.strip() for part in text.split(separator) if part.strip()]
+
+
+def join_multi_select(values: list[Any]) -> str:
+    """The reverse of `split_multi_select`: option values (integers) with `,`, other values with `;`."""
+    texts = [value if isinstance(value, str) else _as_text(value) for value in values]
+    return ("," if texts and all(OPTION_VALUES.match(t) for t in texts) else ";").join(texts)
+
+
 def convert_from_crm(
     value: Any, crm_type: CrmFieldType, conversion: Conversion, tz: ZoneInfo, remote_name: str
 ) -> Any:
@@ -120,6 +136,12 @@ def coerce_to_local(value: Any, local_type: LocalType, remote_name: str, local_n
         if isinstance(value, bool):
             return value
         raise mismatch("a boolean")
+    if local_type is LocalType.LIST:
+        if isinstance(value, list):
+            return [item if isinstance(item, str) else _as_text(item) for item in value]
+        if isinstance(value, str):
+            return split_multi_select(value)
+        raise mismatch("a list")
     if local_type is LocalType.INTEGER:
         if isinstance(value, bool):
             return int(value)
@@ -226,4 +248,6 @@ def convert_to_crm(
                 raise mismatch("an integer")
             return int(number)
         return number
+    if isinstance(value, list):
+        return join_multi_select(value)
     return value if isinstance(value, str) else _as_text(value)

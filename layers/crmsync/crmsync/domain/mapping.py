@@ -26,6 +26,7 @@ from .records import LocalRecord, RecordRejected, RejectCode
 from .types import NATURAL_LOCAL_TYPE, TEXT_LIKE, Conversion, CrmFieldType, LocalType
 
 LOCAL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+ENUMERATION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 RESERVED_LOCAL_NAMES = frozenset(
     {
         "pk",
@@ -59,6 +60,11 @@ class FieldMapping(BaseModel):
         description="import the CRM's display label instead of the stored value: option-set labels, "
         "yes/no labels, the name of a looked-up record (Dynamics formatted values)",
     )
+    enumeration: str | None = Field(
+        default=None,
+        description="a conversion through a synced enumeration (SPEC S2): an import stores the label of the "
+        "CRM's value, an export sends the value of the local label (option-set integers <-> labels)",
+    )
 
     _check_remote = field_validator("remote")(check_field_name)
 
@@ -69,6 +75,13 @@ class FieldMapping(BaseModel):
             raise ValueError(f"{name!r} is not a valid local attribute name (letters, digits, _; 64 max)")
         if name in RESERVED_LOCAL_NAMES:
             raise ValueError(f"{name!r} is reserved by crmsync; choose another local name")
+        return name
+
+    @field_validator("enumeration")
+    @classmethod
+    def _enumeration_name(cls, name: str | None) -> str | None:
+        if name is not None and not ENUMERATION_NAME.match(name):
+            raise ValueError(f"{name!r} is not an enumeration name (letters, digits, _ . -; 64 max)")
         return name
 
     @field_validator("replace")
@@ -92,6 +105,8 @@ class FieldMapping(BaseModel):
                 ) from None
         if self.max_length is not None and self.type is not LocalType.STRING:
             raise ValueError("max_length applies to string attributes only")
+        if self.enumeration is not None and self.type not in (None, LocalType.STRING):
+            raise ValueError("an enumeration conversion gives the label, a text: the local type must be string")
         return self
 
 
@@ -107,6 +122,8 @@ class ResolvedField:
     replace: dict[str, Any]
     max_length: int | None
     label: bool = False
+    enumeration: str | None = None
+    """Converted through this enumeration: its values and labels were added to `replace` at the run's start."""
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -118,6 +135,7 @@ class ResolvedField:
             "replace": self.replace,
             "max_length": self.max_length,
             "label": self.label,
+            **({"enumeration": self.enumeration} if self.enumeration else {}),
         }
 
     @classmethod
@@ -131,6 +149,7 @@ class ResolvedField:
             replace=dict(data.get("replace") or {}),
             max_length=data.get("max_length"),
             label=bool(data.get("label", False)),
+            enumeration=data.get("enumeration"),
         )
 
     @classmethod
@@ -144,6 +163,8 @@ class ResolvedField:
             and crm_type is CrmFieldType.DATETIME
         ):
             local_type = LocalType.DATE
+        if mapping.type is None and mapping.enumeration is not None:
+            local_type = LocalType.STRING  # the enumeration's label
         return cls(
             remote,
             mapping.local,
@@ -153,6 +174,7 @@ class ResolvedField:
             dict(mapping.replace),
             mapping.max_length,
             mapping.label,
+            mapping.enumeration,
         )
 
 

@@ -23,6 +23,8 @@ class RejectCode(StrEnum):
     MISSING_WATERMARK = "MISSING_WATERMARK"
     RECORD_TOO_LARGE = "RECORD_TOO_LARGE"
     RECORD_NOT_STORED = "RECORD_NOT_STORED"
+    MALFORMED_ROW = "MALFORMED_ROW"
+    """A row of a transfer file that cannot be read as a record (SPEC T2)."""
 
 
 @dataclass(frozen=True)

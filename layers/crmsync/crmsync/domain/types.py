@@ -31,6 +31,27 @@ class LocalType(StrEnum):
     BOOLEAN = "boolean"
     DATE = "date"
     DATETIME = "datetime"
+    LIST = "list"
+    """A list of texts: where a multi-select picklist's values land (SPEC S2)."""
+
+
+class AttributeType(StrEnum):
+    """What the configuration may declare a marketing attribute to be (`attributes:`, SPEC S3): a local
+    type, or an enumeration - a text whose values come from an enumeration sync."""
+
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    DATETIME = "datetime"
+    LIST = "list"
+    ENUMERATION = "enumeration"
+
+    @property
+    def local_type(self) -> LocalType:
+        """How values of the attribute are stored: an enumeration's are its values, as text."""
+        return LocalType.STRING if self is AttributeType.ENUMERATION else LocalType(self.value)
 
 
 class Conversion(StrEnum):
@@ -60,6 +81,8 @@ TEXT_LIKE = frozenset(
 
 COMPATIBLE: dict[CrmFieldType, frozenset[LocalType]] = {
     **{t: frozenset({LocalType.STRING}) for t in TEXT_LIKE},
+    CrmFieldType.PICKLIST: frozenset({LocalType.STRING, LocalType.LIST}),
+    CrmFieldType.MULTIPICKLIST: frozenset({LocalType.STRING, LocalType.LIST}),
     CrmFieldType.INTEGER: frozenset({LocalType.INTEGER, LocalType.NUMBER, LocalType.STRING}),
     CrmFieldType.NUMBER: frozenset({LocalType.NUMBER, LocalType.STRING}),
     CrmFieldType.BOOLEAN: frozenset({LocalType.BOOLEAN, LocalType.INTEGER, LocalType.STRING}),

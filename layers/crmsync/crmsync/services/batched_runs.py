@@ -29,11 +29,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from ..config import DynamicsConnection, SalesforceConnection
+from ..config import DynamicsConnection, SalesforceConnection, SyncDefinition
 from ..connectors.port import CrmConnector, CrmWriter, WriteJournal, WriteRequest, WriteResult
 from ..domain.records import Reject
 from ..domain.windows import ImportWindow
@@ -52,6 +52,7 @@ from .runs import (
     normalize_started_at,
     sync_to_start,
 )
+from .schema_drift import describe_for_run, mapped_fields
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +197,10 @@ class BatchedOperation(ABC, Generic[SyncT, PlanT, RunT, TotalsT, StateT, EventT,
     def prepare(self, sync: SyncT, connection: Connection, connector: CrmConnector) -> tuple[PlanT, RunSettings]:
         """Check the sync against the CRM (describe); the plan the steps follow, and the run's settings."""
 
+    def resolved(self, plan: PlanT, container: Container) -> PlanT:
+        """The plan completed from the stores, once per run (an export's enumeration conversions)."""
+        return plan
+
     @abstractmethod
     def mode(self, population: PopulationSource | None) -> str:
         """The run's mode: how its population was given."""
@@ -240,7 +245,11 @@ class BatchedOperation(ABC, Generic[SyncT, PlanT, RunT, TotalsT, StateT, EventT,
         with leased(container, event.sync_id, event.run_id):
             connector = container.connector(connection)
             calls_before = connector.api_calls
-            plan, settings = self.prepare(sync, connection, connector)
+            # Schema drift on every run (SPEC S3): a retyped mapped field is refused before anything is read.
+            definition = cast(SyncDefinition, sync)  # every batched operation's sync is a configured one
+            described = describe_for_run(container.runs, definition, connector, mapped_fields(definition))
+            plan, settings = self.prepare(sync, connection, described.connector(connector))
+            plan = self.resolved(plan, container)
             started_at = normalize_started_at(event.started_at)
             run = self._resumed(container, event, started_at, settings.max_concurrency, population is not None)
             if run is None:
@@ -273,6 +282,7 @@ class BatchedOperation(ABC, Generic[SyncT, PlanT, RunT, TotalsT, StateT, EventT,
                     "ledgerRun": run.ledger_run,
                     "batches": run.batches,
                     "records": run.records,
+                    **({"newFields": described.new_fields} if described.new_fields else {}),
                 },
             )
             logger.info(

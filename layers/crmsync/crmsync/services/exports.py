@@ -10,6 +10,7 @@ routing, upserts, the journal of bulk jobs) with the CRM ids it created written 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from ..stores.batches import BatchEntry
 from ..stores.profiles import link_name
 from ..wiring import Container
 from . import batched_runs as batched
+from .enumerations import through_enumerations
 from .export_batch import BatchExporter, SnapshotRecord
 from .export_plan import ExportPlan, resolve_export_plan
 from .runs import S3_URI, Counts, PopulationSource
@@ -109,6 +111,20 @@ class Export(
             max_concurrency=plan.max_concurrency,
             part_size=plan.batch_size,
             route_rejects=plan.route_rejects,
+        )
+
+    def resolved(self, plan: ExportPlan, container: Container) -> ExportPlan:
+        """Fields converted through an enumeration get its values and labels (SPEC S2), read once here."""
+        return dataclasses.replace(
+            plan,
+            primary=dataclasses.replace(
+                plan.primary, fields=through_enumerations(plan.primary.fields, container, "export")
+            ),
+            contact=None
+            if plan.contact is None
+            else dataclasses.replace(
+                plan.contact, fields=through_enumerations(plan.contact.fields, container, "export")
+            ),
         )
 
     def mode(self, population: PopulationSource | None) -> str:

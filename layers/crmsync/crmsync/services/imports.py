@@ -15,9 +15,11 @@ conditional write as the watermark.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -32,6 +34,7 @@ from ..inputs import decode_text
 from ..stores.profiles import ApplyResult
 from ..stores.rejects import RejectContext
 from ..wiring import Container
+from .enumerations import through_enumerations
 from .import_plan import ImportPlan, resolve_import_plan
 from .local_deletions import LocalTarget, apply_deletions, local_crm_ids
 from .runs import (
@@ -45,6 +48,7 @@ from .runs import (
     normalize_started_at,
     sync_to_start,
 )
+from .schema_drift import describe_for_run, mapped_fields
 from .store_guard import apply_isolating, too_large
 
 logger = logging.getLogger(__name__)
@@ -85,6 +89,8 @@ class ImportRun(RunIdentity):
     resync: bool = False
     population_prefix: str | None = None
     population_chunks: int = 0
+    new_fields: list[str] = Field(default_factory=list)
+    """CRM fields the object gained since the sync's last run (schema drift, reported)."""
 
     @property
     def change_tracking(self) -> Literal["initial", "delta", "resync"] | None:
@@ -132,6 +138,9 @@ class ImportSummary(ImportTotals):
         description="the CRM's API allowance as it last reported it (Salesforce: daily; Dataverse: the 300 s service-protection window): used, max, remaining",
     )
     change_tracking: Literal["initial", "delta", "resync"] | None = None
+    new_fields: list[str] = Field(
+        default_factory=list, description="CRM fields the object gained since the sync's last run (schema drift)"
+    )
     variables: dict[str, str | None] = Field(default_factory=dict)
     error: dict[str, str] | None = None
 
@@ -144,7 +153,9 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
     with leased(container, sync.id, event.run_id):
         connector = container.connector(connection)
         calls_before = connector.api_calls
-        plan = resolve_import_plan(sync, connector.describe(sync.object), connection.kind)
+        described = describe_for_run(ledger, sync, connector, mapped_fields(sync))
+        plan = resolve_import_plan(sync, described.description, connection.kind)
+        plan = dataclasses.replace(plan, fields=through_enumerations(plan.fields, container, "import"))
         started_at = normalize_started_at(event.started_at)
         run = ImportRun(
             sync_id=sync.id,
@@ -154,6 +165,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
             connection=connection.name,
             object=plan.object,
             mode="population" if event.population else "changes" if plan.change_tracking else "window",
+            new_fields=described.new_fields,
         )
         done = False
         if event.population is not None:
@@ -180,6 +192,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
                 "connection": connection.name,
                 "mode": run.mode,
                 **({"changeTracking": run.change_tracking} if run.change_tracking else {}),
+                **({"newFields": run.new_fields} if run.new_fields else {}),
             },
         )
         logger.info(
@@ -322,37 +335,8 @@ def import_page(state: ImportState, container: Container) -> ImportState:
             page = connector.read_next_page(state.page.cursor)
         records, next_cursor = page.records, page.next_cursor
 
-    mapper = plan.mapper()
-    mapped: list[LocalRecord] = []
-    for record in records:
-        try:
-            mapped.append(mapper.map(record))
-        except RecordRejected as refused:
-            rejects.append(
-                Reject(
-                    refused.code.value,
-                    refused.message,
-                    record,
-                    crm_id=record.get(plan.id_field),
-                    fields=refused.fields,
-                )
-            )
-
-    mapped, oversized = too_large(mapped)
-    rejects.extend(oversized)
-    result, not_stored = apply_isolating(mapped, lambda chunk: _store(container, plan, run, chunk))
-    rejects.extend(not_stored)
-    for local, duplicate in result.rejects:
-        rejects.append(
-            Reject(
-                duplicate.code.value, duplicate.message, local.source, crm_id=local.crm_id, fields=duplicate.fields
-            )
-        )
-
-    container.rejects.route(
-        rejects,
-        RejectContext(run.sync_id, run.run_id, "import", "crm-to-marketing"),
-        enabled=plan.route_rejects,
+    result = load_records(
+        container, plan, records, rejects, sync_id=run.sync_id, run_id=run.run_id, connection=run.connection
     )
     deletions = _apply_deletions(container, plan, run, deleted_ids)
     page_totals = ImportTotals(
@@ -360,7 +344,7 @@ def import_page(state: ImportState, container: Container) -> ImportState:
         created=result.created,
         updated=result.updated,
         unchanged=result.unchanged,
-        rejected=len(rejects),
+        rejected=result.rejected,
         deleted=deletions.marked,
         deleted_unknown=deletions.unknown,
         api_calls=connector.api_calls - calls_before,
@@ -392,20 +376,80 @@ def import_page(state: ImportState, container: Container) -> ImportState:
     )
 
 
-def _store(container: Container, plan: ImportPlan, run: ImportRun, records: list[LocalRecord]) -> ApplyResult:
+@dataclass(frozen=True)
+class Loaded:
+    """What one page of records did to the local store: counted as the run summary counts."""
+
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+
+
+def load_records(
+    container: Container,
+    plan: ImportPlan,
+    records: Sequence[dict[str, Any]],
+    rejects: list[Reject],
+    *,
+    sync_id: str,
+    run_id: str,
+    connection: str,
+) -> Loaded:
+    """The import's load path, whatever read the records (a CRM page, a transfer file): map each record
+    with the sync's fields and conversions, reconcile and write them (by CRM id, then the unique key),
+    and route every reject - `rejects` already holds the page's own - to the reject store."""
+    mapper = plan.mapper()
+    mapped: list[LocalRecord] = []
+    for record in records:
+        try:
+            mapped.append(mapper.map(record))
+        except RecordRejected as refused:
+            rejects.append(
+                Reject(
+                    refused.code.value,
+                    refused.message,
+                    record,
+                    crm_id=record.get(plan.id_field),
+                    fields=refused.fields,
+                )
+            )
+
+    mapped, oversized = too_large(mapped)
+    rejects.extend(oversized)
+    result, not_stored = apply_isolating(mapped, lambda chunk: _store(container, plan, connection, run_id, chunk))
+    rejects.extend(not_stored)
+    for local, duplicate in result.rejects:
+        rejects.append(
+            Reject(
+                duplicate.code.value, duplicate.message, local.source, crm_id=local.crm_id, fields=duplicate.fields
+            )
+        )
+
+    container.rejects.route(
+        rejects,
+        RejectContext(sync_id, run_id, "import", "crm-to-marketing"),
+        enabled=plan.route_rejects,
+    )
+    return Loaded(result.created, result.updated, result.unchanged, len(rejects))
+
+
+def _store(
+    container: Container, plan: ImportPlan, connection: str, run_id: str, records: list[LocalRecord]
+) -> ApplyResult:
     """Reconcile and write mapped records into the sync's target: profiles or a resource table."""
     if plan.target_kind == "resource":
         assert plan.resource is not None
         return container.resources.apply_import(
-            records, resource=plan.resource, connection=run.connection, run_id=run.run_id
+            records, resource=plan.resource, connection=connection, run_id=run_id
         )
     return container.profiles.apply_import(
         records,
-        connection=run.connection,
+        connection=connection,
         object_name=plan.object,
         key_attribute=plan.key_attribute,
         case_insensitive=plan.case_insensitive,
-        run_id=run.run_id,
+        run_id=run_id,
     )
 
 
@@ -499,6 +543,7 @@ def finish_import(state: ImportState, container: Container) -> ImportSummary:
         variables=window.variables() if window else {},
         crm_api_usage=state.crm_api_usage,
         change_tracking=run.change_tracking,
+        new_fields=run.new_fields,
         **state.totals.model_dump(),
     )
     close_run(
@@ -519,5 +564,6 @@ __all__ = [
     "StartImportEvent",
     "finish_import",
     "import_page",
+    "load_records",
     "start_import",
 ]

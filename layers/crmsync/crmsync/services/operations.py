@@ -12,13 +12,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
 from .. import registry
 from ..config import CrmsyncConfig, DynamicsConnection, EventsSync, SalesforceConnection, SyncDefinition
-from ..connectors.port import ApiLimits, ObjectSummary
+from ..connectors.port import ApiLimits, CrmConnector, ObjectSummary
 from ..domain.events import parse_event
 from ..domain.windows import format_watermark, parse_moment
 from ..errors import ConfigurationError, SyncNotFound
@@ -28,6 +29,8 @@ from ..wiring import AwsClients, Container, Settings
 from .events import BackfillReport, backfill, switched_on
 from .rejects import DeadLetters, RejectDesk, ReplayReport
 from .rejects import data_loader_error_file as data_loader_error_file
+from .runs import S3_URI
+from .transfers import TransferSummary, file_format, transfer_file
 
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
@@ -314,23 +317,30 @@ class Operator:
         return ScheduleChange(sync.id, "updated" if exists else "created", sync.schedule)
 
     # -- connections (SPEC C3) -------------------------------------------------------------------------
+    def connection(
+        self, name: str, config: CrmsyncConfig | None = None
+    ) -> tuple[SalesforceConnection | DynamicsConnection, str]:
+        """A connection from `config` when given (before it is applied), else from the stack's applied
+        definitions; and where it came from. Its credentials always come from Secrets Manager."""
+        if config is None:
+            return self.container.definitions.connection(name), f"stack {self.names.stack}"
+        try:
+            return config.connection(name), "the configuration file"
+        except KeyError:
+            defined = ", ".join(c.name for c in config.connections) or "none"
+            raise ConfigurationError(f"no connection named {name!r} in the file (defined: {defined})") from None
+
+    def connector(self, name: str, config: CrmsyncConfig | None = None) -> CrmConnector:
+        """A signed-in connector of the named connection (schema discovery, `config validate --online`)."""
+        return self.container.connector(self.connection(name, config)[0])
+
     def check_connection(self, name: str, config: CrmsyncConfig | None = None) -> ConnectionCheck:
         """Sign in with the connection's secret, list what it can see and the API limits the CRM reports.
 
         The connection comes from `config` when given (before it is applied), else from the stack's
         applied definitions; the credentials always come from Secrets Manager.
         """
-        connection: SalesforceConnection | DynamicsConnection
-        if config is None:
-            connection, source = self.container.definitions.connection(name), f"stack {self.names.stack}"
-        else:
-            try:
-                connection, source = config.connection(name), "the configuration file"
-            except KeyError:
-                defined = ", ".join(c.name for c in config.connections) or "none"
-                raise ConfigurationError(
-                    f"no connection named {name!r} in the file (defined: {defined})"
-                ) from None
+        connection, source = self.connection(name, config)
         connector = self.container.connector(connection)
         objects = connector.list_objects()
         limits = connector.limits()
@@ -384,6 +394,36 @@ class Operator:
             input=json.dumps(payload),
         )
         return StartedRun(sync_id=sync_id, run_id=run_id, execution_arn=response["executionArn"])
+
+    def transfer(self, sync_id: str, location: str, *, fmt: str | None = None) -> TransferSummary:
+        """A first import from a file (SPEC T2): a local path or `s3://bucket/key`, loaded here - with the
+        operator's credentials, into the stack's tables - through the import's own load path."""
+        match = S3_URI.match(location)
+        opener: Callable[[], IO[bytes]]
+        if match:
+            s3 = self.aws.client("s3")
+            bucket, key = match.group(1), match.group(2)
+
+            def opener() -> IO[bytes]:
+                body: IO[bytes] = s3.get_object(Bucket=bucket, Key=key)["Body"]
+                return body
+
+        else:
+            path = Path(location)
+            if not path.is_file():
+                raise ConfigurationError(f"{location}: no such file")
+
+            def opener() -> IO[bytes]:
+                return path.open("rb")
+
+        return transfer_file(
+            self.container,
+            sync_id,
+            opener,
+            source=location,
+            fmt=file_format(location, fmt),
+            run_id=execution_name(sync_id, "transfer"),
+        )
 
     def wait(
         self,

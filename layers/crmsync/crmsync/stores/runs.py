@@ -15,13 +15,18 @@ conditional on its claim, and its next step fails with `LeaseLost`.
 - `RUN#<sync>` / `<startedAt>#<runId>`: one per run — status, window, counts, error, and `progress`:
   what its page and batch steps have added so far (`steps` done, `total` when known, and the counts), which
   `crmsync run --wait` shows as the run goes; the summary in `result` is the exact account.
+- `SCHEMA#<sync>` / `SCHEMA`: the object's description as the sync's last run saw it (zlib-compressed
+  JSON), when the CRM said so (`describedAt`, for `If-Modified-Since`) and which definition of the sync
+  accepted it: what the next run's drift check compares with.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -282,6 +287,39 @@ class RunLedger:
             Limit=limit,
         )
         return [deserialize(i) for i in response.get("Items", [])]
+
+    # -- schema seen -------------------------------------------------------------------------------
+    @staticmethod
+    def _schema_key(sync_id: str) -> dict[str, Any]:
+        return serialize({"pk": f"SCHEMA#{sync_id}", "sk": "SCHEMA"})
+
+    def schema_seen(self, sync_id: str) -> dict[str, Any] | None:
+        """`{"description": <snapshot JSON>, "describedAt": str | None, "definition": str}` or None."""
+        response = self.client.get_item(TableName=self.table, Key=self._schema_key(sync_id), ConsistentRead=True)
+        if "Item" not in response:
+            return None
+        item = deserialize(response["Item"])
+        body = item["body"]
+        raw = body.value if hasattr(body, "value") else body
+        return {
+            "description": json.loads(zlib.decompress(bytes(raw))),
+            "describedAt": item.get("describedAt"),
+            "definition": item.get("definition", ""),
+        }
+
+    def remember_schema(
+        self, sync_id: str, description: dict[str, Any], described_at: str | None, definition: str
+    ) -> None:
+        item: dict[str, Any] = {
+            "pk": f"SCHEMA#{sync_id}",
+            "sk": "SCHEMA",
+            "body": zlib.compress(json.dumps(description, separators=(",", ":")).encode(), 6),
+            "definition": definition,
+            "savedAt": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if described_at:
+            item["describedAt"] = described_at
+        self.client.put_item(TableName=self.table, Item=serialize(item))
 
     def matching(self, sync_id: str, ending: str) -> list[dict[str, Any]]:
         """The sync's runs whose id ends with `ending` (a full id, or the short id `crmsync runs` prints)."""

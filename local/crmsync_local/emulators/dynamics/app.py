@@ -161,6 +161,7 @@ class DynamicsEmulator(EmulatorApp):
         self.route(f"{control}/resources", ["GET", "POST"], self._control_resources)
         self.route(f"{control}/tokens/expire", ["POST"], self._control_expire_access_tokens)
         self.route(f"{control}/entities", ["GET", "POST"], self._control_entities)
+        self.route(f"{control}/entities/<logical>/attributes/<name>", ["DELETE", "PATCH"], self._control_attribute)
         self.route(f"{control}/timeline/<entity_set>/<record_id>", ["GET"], self._control_timeline)
 
     def stats_key(self, request: Request, rule: str) -> str:
@@ -593,6 +594,30 @@ class DynamicsEmulator(EmulatorApp):
             entity.keys = previous_keys
             self.store.rebuild_indexes(entity)
             raise
+
+    def _control_attribute(self, request: Request, logical: str, name: str) -> Response:
+        """Schema drift on demand: delete a custom column, or give a column another type (its values go)."""
+        try:
+            with self.lock:
+                if request.method == "DELETE":
+                    removed = self.registry.remove_attribute(logical, name)
+                    self.store.drop_column(logical.lower(), removed.property_name)
+                    return json_response({"removed": removed.logical_name})
+                spec = self._body(request) or {}
+                if not isinstance(spec, dict) or "type" not in spec:
+                    raise ValueError("give the column's new 'type' (and 'options' for a choice column)")
+                before = self.registry.entity(logical.lower())
+                old = (
+                    before.attributes[name.lower()].property_name
+                    if before and name.lower() in before.attributes
+                    else None
+                )
+                attribute = self.registry.retype_attribute(logical, name, spec)
+                if old is not None:
+                    self.store.drop_column(logical.lower(), old)
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response({"logical_name": attribute.logical_name, "type": attribute.attribute_type})
 
     def _control_entities(self, request: Request) -> Response:
         if request.method == "POST":

@@ -137,6 +137,15 @@ class DynamicsControl:
         "keys": [{"schema_name": "new_code_key", "attributes": ["new_code"]}], "change_tracking": true}."""
         self._call("POST", "entities", spec)
 
+    def remove_attribute(self, logical_name: str, attribute: str) -> None:
+        """Delete a custom column (and its values)."""
+        self._call("DELETE", f"entities/{logical_name}/attributes/{attribute}")
+
+    def retype_attribute(self, logical_name: str, attribute: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Give a column another type, e.g. {"type": "Integer"} or {"type": "Picklist", "options": {...}}."""
+        result: dict[str, Any] = self._call("PATCH", f"entities/{logical_name}/attributes/{attribute}", spec)
+        return result
+
     def entities(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "entities")["entities"])
 

@@ -56,6 +56,9 @@ ATTRIBUTE_TYPES: dict[str, tuple[str, str, str]] = {
     "Boolean": ("BooleanAttributeMetadata", "BooleanType", "Edm.Boolean"),
     "DateTime": ("DateTimeAttributeMetadata", "DateTimeType", "Edm.DateTimeOffset"),
     "Picklist": ("PicklistAttributeMetadata", "PicklistType", "Edm.Int32"),
+    # A multi-select choice column: AttributeType "Virtual"; its Web API value is the selected option
+    # values joined by commas ("1,3"), its formatted value the labels joined by "; ".
+    "MultiSelectPicklist": ("MultiSelectPicklistAttributeMetadata", "MultiSelectPicklistType", "Edm.String"),
     "State": ("StateAttributeMetadata", "StateType", "Edm.Int32"),
     "Status": ("StatusAttributeMetadata", "StatusType", "Edm.Int32"),
     "Lookup": ("LookupAttributeMetadata", "LookupType", "Edm.Guid"),
@@ -64,6 +67,9 @@ ATTRIBUTE_TYPES: dict[str, tuple[str, str, str]] = {
 }
 LOOKUP_TYPES = frozenset({"Lookup", "Owner", "Customer"})
 OPTION_TYPES = frozenset({"Picklist", "State", "Status"})
+MULTI_SELECT = "MultiSelectPicklist"
+WIRE_ATTRIBUTE_TYPE = {MULTI_SELECT: "Virtual"}
+"""The AttributeType Dataverse reports where it differs from our internal kind."""
 INT32_RANGE = (-2_147_483_648, 2_147_483_647)
 
 
@@ -242,6 +248,13 @@ def _picklist(
     return AttributeDef(name, "Picklist", display_name=display, option_set=option_set)
 
 
+def _multi_select(entity: str, name: str, display: str, options: list[tuple[int, str]], **kw: Any) -> AttributeDef:
+    option_set = OptionSetDef(
+        f"{entity}_{name}", "Picklist", [OptionDef(value, text) for value, text in options], is_custom=True
+    )
+    return AttributeDef(name, MULTI_SELECT, display_name=display, option_set=option_set, is_custom=True, **kw)
+
+
 def _state_status(
     entity: str, states: list[tuple[int, str, int]], statuses: list[tuple[int, str, int]]
 ) -> list[AttributeDef]:
@@ -385,6 +398,13 @@ def default_entities() -> list[EntityDef]:
             ),
             *_contact_preferences("contact"),
             _picklist("contact", "gendercode", "Gender", [(1, "Male"), (2, "Female")]),
+            _multi_select(
+                "contact",
+                "new_interests",
+                "Interests",
+                [(100_000_000, "Running"), (100_000_001, "Cycling"), (100_000_002, "Swimming")],
+                schema_name="new_Interests",
+            ),
             _picklist(
                 "contact",
                 "preferredcontactmethodcode",
@@ -698,6 +718,46 @@ class MetadataRegistry:
                     found[attribute.option_set.name] = attribute.option_set
         return found
 
+    # -- control API: remove and retype columns ------------------------------------------------------
+    def remove_attribute(self, logical: str, name: str) -> AttributeDef:
+        """Delete a custom column, as a maker deletes it in the Power Apps designer."""
+        entity, attribute = self._column(logical, name)
+        if not attribute.is_custom:
+            raise ValueError(f"{name} is a system column of {logical}; only custom columns can be deleted")
+        if any(attribute.logical_name in key.attributes for key in entity.keys):
+            raise ValueError(f"{name} is part of an alternate key of {logical}; delete the key first")
+        del entity.attributes[attribute.logical_name]
+        entity._index()
+        return attribute
+
+    def retype_attribute(self, logical: str, name: str, spec: dict[str, Any]) -> AttributeDef:
+        """Replace a column by one of another type under the same name (delete and re-create, the only
+        way Dataverse changes most column types)."""
+        entity, attribute = self._column(logical, name)
+        if attribute.is_primary_id:
+            raise ValueError(f"{name} is the primary key of {logical}")
+        new = attribute_from_spec(
+            logical,
+            {
+                "schema_name": attribute.schema_name,
+                "display_name": attribute.display_name,
+                **spec,
+                "logical_name": attribute.logical_name,
+            },
+        )
+        new.is_custom = attribute.is_custom
+        entity.add_attribute(new)
+        return new
+
+    def _column(self, logical: str, name: str) -> tuple[EntityDef, AttributeDef]:
+        entity = self.entities.get(logical.lower())
+        if entity is None:
+            raise ValueError(f"no table {logical!r}")
+        attribute = entity.attributes.get(name.lower())
+        if attribute is None:
+            raise ValueError(f"table {logical} has no column {name!r}")
+        return entity, attribute
+
     # -- control API: define tables, columns, keys --------------------------------------------------
     def define(self, spec: dict[str, Any]) -> EntityDef:
         """Create or extend a table from a JSON spec (see `DynamicsControl.define_entity`)."""
@@ -768,9 +828,9 @@ def attribute_from_spec(entity_logical: str, spec: dict[str, Any]) -> AttributeD
     kind = spec.get("type", "String")
     options_spec = spec.get("options")
     option_set: OptionSetDef | None = None
-    if kind == "Picklist":
+    if kind in {"Picklist", MULTI_SELECT}:
         if not options_spec:
-            raise ValueError(f"Picklist {name} needs 'options'")
+            raise ValueError(f"{kind} {name} needs 'options'")
         pairs = (
             options_spec.items()
             if isinstance(options_spec, dict)
@@ -783,6 +843,8 @@ def attribute_from_spec(entity_logical: str, spec: dict[str, Any]) -> AttributeD
             is_global=bool(spec.get("global", False)),
             is_custom=True,
         )
+        if option_set.is_global and "option_set_name" not in spec:
+            raise ValueError(f"a global option set needs 'option_set_name' ({name})")
     elif kind in {"State", "Status"}:
         raise ValueError("statecode/statuscode come with every table; define Picklist columns instead")
     attribute = AttributeDef(
@@ -920,7 +982,7 @@ def attribute_json(attribute: AttributeDef, column_number: int = 0) -> dict[str,
         "LogicalName": attribute.logical_name,
         "SchemaName": attribute.schema_name,
         "EntityLogicalName": attribute.entity_logical_name,
-        "AttributeType": attribute.attribute_type,
+        "AttributeType": WIRE_ATTRIBUTE_TYPE.get(attribute.attribute_type, attribute.attribute_type),
         "AttributeTypeName": {"Value": type_name},
         "AttributeOf": None,
         "ColumnNumber": column_number,
@@ -958,6 +1020,8 @@ def attribute_json(attribute: AttributeDef, column_number: int = 0) -> dict[str,
         result["DefaultValue"] = False
     elif kind in OPTION_TYPES:
         result["DefaultFormValue"] = -1 if kind == "Picklist" else None
+    elif kind == MULTI_SELECT:
+        result["DefaultFormValue"] = -1
     elif attribute.is_lookup:
         result["Targets"] = list(attribute.targets)
         result["Format"] = "None"
@@ -968,7 +1032,9 @@ def attribute_json_with_options(attribute: AttributeDef, expand: set[str]) -> di
     result = attribute_json(attribute)
     if "OptionSet" in expand:
         result["OptionSet"] = option_set_json(attribute)
-    if "GlobalOptionSet" in expand and attribute.attribute_type in OPTION_TYPES:
+    if "GlobalOptionSet" in expand and (
+        attribute.attribute_type in OPTION_TYPES or attribute.attribute_type == MULTI_SELECT
+    ):
         is_global = attribute.option_set is not None and attribute.option_set.is_global
         result["GlobalOptionSet"] = option_set_json(attribute) if is_global else None
     return result

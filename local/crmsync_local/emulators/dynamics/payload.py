@@ -16,7 +16,7 @@ from typing import Any
 
 from . import errors
 from .clock import parse_instant, utc_iso
-from .metadata import OPTION_TYPES, AttributeDef, EntityDef, MetadataRegistry
+from .metadata import MULTI_SELECT, OPTION_TYPES, AttributeDef, EntityDef, MetadataRegistry
 from .odata import GUID_RE, Literal, coerce, parse_key_segment
 from .store import LOOKUP_TYPE, RecordStore, Row
 
@@ -96,6 +96,16 @@ class PayloadReader:
             if not isinstance(value, bool):
                 raise errors.payload_type_mismatch(entity_set, value, "Edm.Boolean")
             return value
+        if kind == MULTI_SELECT:
+            if not isinstance(value, str):
+                raise errors.payload_type_mismatch(entity_set, value, "Edm.String")
+            allowed = attribute.option_set.values() if attribute.option_set is not None else []
+            chosen: list[int] = []
+            for part in (p.strip() for p in value.split(",") if p.strip()):
+                if not re.fullmatch(r"-?\d+", part) or int(part) not in allowed:
+                    raise errors.picklist_out_of_range(part, attribute.logical_name, entity.logical_name, allowed)
+                chosen.append(int(part))
+            return ",".join(str(v) for v in chosen) or None
         if kind == "DateTime":
             return self._date_value(attribute, value, entity_set)
         if kind == "Uniqueidentifier":
@@ -271,6 +281,8 @@ class Representer:
             return attribute.option_set.label_of(value)
         if kind == "Boolean":
             return attribute.true_label if value else attribute.false_label
+        if kind == MULTI_SELECT and attribute.option_set is not None and isinstance(value, str):
+            return "; ".join(attribute.option_set.label_of(int(v)) or v for v in value.split(",") if v)
         if attribute.is_lookup:
             target = row.get(attribute.property_name + LOOKUP_TYPE)
             return self.store.primary_name(target, value) if target else None

@@ -60,6 +60,15 @@ class RecordStore:
             table.indexes = {key.schema_name: {} for key in entity.keys}
         return table
 
+    def drop_column(self, logical_name: str, prop: str) -> None:
+        """Forget a column's values in every row (the column was deleted or re-created with another type)."""
+        table = self.tables.get(logical_name)
+        if table is None:
+            return
+        for row in table.rows.values():
+            for key in [k for k in row if k == prop or k.startswith(prop + "@")]:
+                del row[key]
+
     def rebuild_indexes(self, entity: EntityDef) -> None:
         """Re-index after keys change; fails, as Dataverse's key activation does, on duplicate values."""
         table = self.tables.setdefault(entity.logical_name, EntityTable())

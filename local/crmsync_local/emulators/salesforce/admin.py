@@ -56,6 +56,7 @@ class ControlApi:
         route(f"{CONTROL_PREFIX}/sessions", ["POST"], self.issue_session)
         route(f"{CONTROL_PREFIX}/sessions/expire", ["POST"], self.expire_sessions)
         route(f"{CONTROL_PREFIX}/schema/<sobject>", ["POST"], self.define_schema)
+        route(f"{CONTROL_PREFIX}/schema/<sobject>/<field>", ["DELETE", "PATCH"], self.change_field)
         route(f"{CONTROL_PREFIX}/timeline/<sobject>/<record_id>", ["GET"], self.timeline)
 
     # -- records -------------------------------------------------------------------------------------------------
@@ -319,3 +320,25 @@ class ControlApi:
             except (SchemaError, ValueError, TypeError) as exc:
                 return _bad_request(str(exc))
             return json_response(definition.describe(_VERSION), 201)
+
+    def change_field(self, request: Request, sobject: str, field: str) -> Response:
+        """Schema drift on demand: DELETE removes a custom field, PATCH {"type": ...} changes its type;
+        either way the records lose their values of it."""
+        org = self.emulator.org
+        with self.emulator.lock:
+            definition = org.schema.get(sobject)
+            if definition is None:
+                return _bad_request(f"no object {sobject!r}")
+            try:
+                if request.method == "DELETE":
+                    removed = definition.remove_field(field)
+                    org.store.drop_field(definition, removed.name)
+                    return json_response({"removed": removed.name})
+                body = _json(request) or {}
+                if not isinstance(body, dict) or "type" not in body:
+                    return _bad_request("give the field's new 'type'")
+                changed = org.schema.retype_field(definition.name, field, body)
+                org.store.drop_field(definition, changed.name)
+                return json_response(changed.describe())
+            except (SchemaError, ValueError, TypeError) as exc:
+                return _bad_request(str(exc))

@@ -211,13 +211,31 @@ class SalesforceControl:
 
     # -- schema --------------------------------------------------------------------------------------------------------
     def define_object(
-        self, sobject: str, *, label: str | None = None, fields: Iterable[dict[str, Any]] = ()
+        self,
+        sobject: str,
+        *,
+        label: str | None = None,
+        fields: Iterable[dict[str, Any]] = (),
+        record_types: Iterable[dict[str, Any]] = (),
     ) -> dict[str, Any]:
         """Create a custom object (`Thing__c`) or add custom fields; a field spec is like
         `{"name": "Score__c", "type": "double", "externalId": False, "unique": False, "required": False,
-        "length": 80, "picklistValues": [...], "restrictedPicklist": False, "referenceTo": "Contact"}`."""
+        "length": 80, "picklistValues": [...], "restrictedPicklist": False, "referenceTo": "Contact"}`; a
+        picklist value may be `{"value", "label", "active"}`. A record type is `{"developerName",
+        "picklists": {"LeadSource": {"values": [...], "default": ...}}}`."""
         body: dict[str, Any] = {"fields": list(fields)}
         if label:
             body["label"] = label
+        if record_types:
+            body["recordTypes"] = list(record_types)
         describe: dict[str, Any] = self._call("POST", f"/schema/{sobject}", json=body)
+        return describe
+
+    def remove_field(self, sobject: str, field: str) -> None:
+        """Delete a custom field; its values go with it."""
+        self._call("DELETE", f"/schema/{sobject}/{field}")
+
+    def retype_field(self, sobject: str, field: str, **spec: Any) -> dict[str, Any]:
+        """Change a custom field's type, e.g. `retype_field("Contact", "Score__c", type="string")`."""
+        describe: dict[str, Any] = self._call("PATCH", f"/schema/{sobject}/{field}", json=spec)
         return describe

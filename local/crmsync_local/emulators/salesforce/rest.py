@@ -4,8 +4,10 @@ queryAll with server-side cursors, and the data-replication resources (`deleted`
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request, Response
@@ -16,7 +18,7 @@ from .errors import ApiError, not_found
 from .ids import normalize_id
 from .org import Org, QueryCursor
 from .payload import field_list, json_body, record_values, render_record
-from .schema import FieldDef, ObjectDef
+from .schema import MASTER_RECORD_TYPE_ID, PICKLIST_TYPES, FieldDef, ObjectDef
 from .soql import compile_query
 from .store import MultipleMatches, RecordFailure
 
@@ -29,6 +31,10 @@ OLDEST_VERSION = 31
 NEWEST_VERSION = 62
 _SEASONS = ("Winter", "Spring", "Summer")
 _BATCH_SIZE = re.compile(r"batchSize\s*=\s*(\d+)", re.IGNORECASE)
+
+
+def _etag(*parts: str) -> str:
+    return hashlib.md5("/".join(parts).encode(), usedforsecurity=False).hexdigest()
 
 
 def release_label(major: int) -> str:
@@ -64,6 +70,10 @@ class RestApi:
         app.api("/sobjects/<sobject>", ["GET"], self.sobject_info)
         app.api("/sobjects/<sobject>", ["POST"], self.create)
         app.api("/sobjects/<sobject>/describe", ["GET"], self.describe)
+        app.api("/ui-api/object-info/<sobject>/picklist-values/<record_type_id>", ["GET"], self.picklist_values)
+        app.api(
+            "/ui-api/object-info/<sobject>/picklist-values/<record_type_id>/<field>", ["GET"], self.picklist_values
+        )
         app.api("/sobjects/<sobject>/deleted", ["GET"], self.get_deleted)
         app.api("/sobjects/<sobject>/updated", ["GET"], self.get_updated)
         app.api("/sobjects/<sobject>/<record_id>", ["GET"], self.retrieve)
@@ -121,7 +131,65 @@ class RestApi:
         return json_response({"objectDescribe": definition.describe_basic(call.version), "recentItems": []})
 
     def describe(self, call: Call, sobject: str) -> Response:
-        return json_response(self.definition(sobject).describe(call.version))
+        """With `If-Modified-Since` (an HTTP date), 304 and no body when the object's metadata has not
+        changed since; a change within that same second still answers the full describe."""
+        definition = self.definition(sobject)
+        since = call.request.headers.get("If-Modified-Since")
+        if since:
+            try:
+                moment = parsedate_to_datetime(since)
+            except (TypeError, ValueError):
+                moment = None
+            changed_at = definition.metadata_changed_at.replace(microsecond=0)
+            if moment is not None and moment.tzinfo is not None and changed_at < moment:
+                return Response(status=304)
+        return json_response(definition.describe(call.version))
+
+    def picklist_values(self, call: Call, sobject: str, record_type_id: str, field: str | None = None) -> Response:
+        """UI API: the picklist values a record type offers (every picklist of the object, or one)."""
+        definition = self.definition(sobject)
+        record_type = definition.record_type(record_type_id)
+        if record_type is None and record_type_id[:15] != MASTER_RECORD_TYPE_ID[:15]:
+            raise ApiError(404, "NOT_FOUND", f"Invalid record type id: {record_type_id}")
+        base = (
+            f"/services/data/v{call.version}/ui-api/object-info/{definition.name}/picklist-values/{record_type_id}"
+        )
+
+        def one(field_def: FieldDef) -> dict[str, Any]:
+            offered = record_type.picklists.get(field_def.name) if record_type else None
+            values = [
+                v
+                for v in field_def.picklist_values
+                if v not in field_def.inactive_values and (offered is None or v in offered)
+            ]
+            default = (record_type.defaults.get(field_def.name) if record_type else None) or (
+                field_def.default_value if field_def.default_value in values else None
+            )
+
+            def entry(value: str) -> dict[str, Any]:
+                return {"attributes": None, "label": field_def.label_of(value), "validFor": [], "value": value}
+
+            return {
+                "controllerValues": {},
+                "defaultValue": entry(default) if default else None,
+                "eTag": _etag(definition.name, field_def.name, *values),
+                "url": f"{base}/{field_def.name}",
+                "values": [entry(v) for v in values],
+            }
+
+        if field is not None:
+            field_def = definition.field(field)
+            if field_def is None or field_def.type not in PICKLIST_TYPES:
+                raise ApiError(404, "NOT_FOUND", f"{field} is not a picklist field of {definition.name}")
+            return json_response(one(field_def))
+        return json_response(
+            {
+                "eTag": _etag(definition.name, record_type_id),
+                "picklistFieldValues": {
+                    f.name: one(f) for f in definition.fields.values() if f.type in PICKLIST_TYPES
+                },
+            }
+        )
 
     # -- rows ----------------------------------------------------------------------------------------------------
     def definition(self, name: str) -> ObjectDef:

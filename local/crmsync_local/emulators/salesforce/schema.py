@@ -8,9 +8,15 @@ import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
-STRING_TYPES = frozenset({"id", "string", "email", "phone", "textarea", "picklist", "url", "reference"})
+STRING_TYPES = frozenset(
+    {"id", "string", "email", "phone", "textarea", "picklist", "multipicklist", "url", "reference"}
+)
+PICKLIST_TYPES = frozenset({"picklist", "multipicklist"})
+MASTER_RECORD_TYPE_ID = "012000000000000AAA"
+"""The id Salesforce gives every object's master record type."""
 NUMBER_TYPES = frozenset({"double", "currency", "percent", "int"})
 FIELD_TYPES = STRING_TYPES | NUMBER_TYPES | {"boolean", "date", "datetime"}
 # Compound fields are read-only views over their component fields (`MailingAddress` over `MailingStreet`,
@@ -70,6 +76,26 @@ class FieldDef:
     name_field: bool = False
     precision: int = 0
     scale: int = 0
+    picklist_labels: tuple[tuple[str, str], ...] = ()
+    """(value, label) where a value's label differs from the value."""
+    inactive_values: tuple[str, ...] = ()
+    """Values kept on old records but no longer offered (describe: `active: false`)."""
+
+    def label_of(self, value: str) -> str:
+        return dict(self.picklist_labels).get(value, value)
+
+    def picklist_entries(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "active": value not in self.inactive_values,
+                "defaultValue": value == self.default_value,
+                "label": self.label_of(value),
+                "validFor": None,
+                "value": value,
+            }
+            for value in self.picklist_values
+        ]
+
     # The compound field this one is a component of (`MailingAddress` for `MailingCity`; `Name` for
     # `FirstName`), as describe's `compoundFieldName` says.
     compound_field_name: str | None = None
@@ -103,7 +129,7 @@ class FieldDef:
             "controllerName": None,
             "createable": self.createable,
             "custom": self.custom,
-            "defaultValue": self.default_value if self.type != "picklist" else None,
+            "defaultValue": self.default_value if self.type not in PICKLIST_TYPES else None,
             "defaultValueFormula": None,
             "defaultedOnCreate": self.defaulted_on_create,
             "dependentPicklist": False,
@@ -131,16 +157,7 @@ class FieldDef:
             "namePointing": len(self.reference_to) > 1,
             "nillable": self.nillable,
             "permissionable": self.nillable and not self.calculated and self.type != "id",
-            "picklistValues": [
-                {
-                    "active": True,
-                    "defaultValue": value == self.default_value,
-                    "label": value,
-                    "validFor": None,
-                    "value": value,
-                }
-                for value in self.picklist_values
-            ],
+            "picklistValues": self.picklist_entries(),
             "polymorphicForeignKey": len(self.reference_to) > 1,
             "precision": self.precision if self.type in {"double", "currency", "percent"} else 0,
             "queryByDistance": False,
@@ -162,6 +179,18 @@ class FieldDef:
 
 
 @dataclass
+class RecordTypeDef:
+    """A record type: which values of each picklist it offers, and its default per picklist."""
+
+    id: str
+    developer_name: str
+    name: str
+    picklists: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    defaults: dict[str, str] = dataclasses.field(default_factory=dict)
+    default: bool = False
+
+
+@dataclass
 class ObjectDef:
     name: str
     label: str
@@ -175,6 +204,67 @@ class ObjectDef:
     fields: dict[str, FieldDef] = dataclasses.field(default_factory=dict)
     # Fields combined into the read-only Name (Contact, Lead, User): Name = "First Last".
     compound_name: tuple[str, str] | None = None
+    record_types: list[RecordTypeDef] = dataclasses.field(default_factory=list)
+    metadata_changed_at: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
+    """When the object's metadata last changed (real time: `If-Modified-Since` compares HTTP dates)."""
+
+    def touch(self) -> None:
+        self.metadata_changed_at = datetime.now(UTC)
+
+    def remove_field(self, name: str) -> FieldDef:
+        definition = self.field(name)
+        if definition is None:
+            raise SchemaError(f"{self.name} has no field {name!r}")
+        if not definition.custom:
+            raise SchemaError(
+                f"{definition.name} is a standard field of {self.name}; only custom fields can be deleted"
+            )
+        del self.fields[definition.name]
+        del self._lower[definition.name.lower()]
+        if definition.relationship_name:
+            self._relationships.pop(definition.relationship_name.lower(), None)
+        self.touch()
+        return definition
+
+    def record_type_infos(self) -> list[dict[str, Any]]:
+        """The master record type (always there) and the defined ones, as describe lists them."""
+        infos = [
+            {
+                "active": True,
+                "available": True,
+                "defaultRecordTypeMapping": not any(r.default for r in self.record_types),
+                "developerName": "Master",
+                "master": True,
+                "name": "Master",
+                "recordTypeId": MASTER_RECORD_TYPE_ID,
+                "urls": {
+                    "layout": f"/services/data/v62.0/sobjects/{self.name}/describe/layouts/{MASTER_RECORD_TYPE_ID}"
+                },
+            }
+        ]
+        for record_type in self.record_types:
+            infos.append(
+                {
+                    "active": True,
+                    "available": True,
+                    "defaultRecordTypeMapping": record_type.default,
+                    "developerName": record_type.developer_name,
+                    "master": False,
+                    "name": record_type.name,
+                    "recordTypeId": record_type.id,
+                    "urls": {
+                        "layout": f"/services/data/v62.0/sobjects/{self.name}/describe/layouts/{record_type.id}"
+                    },
+                }
+            )
+        return infos
+
+    def record_type(self, record_type_id: str) -> RecordTypeDef | None:
+        """None for the master record type; a defined one by its 15- or 18-character id."""
+        for record_type in self.record_types:
+            if record_type.id[:15] == record_type_id[:15]:
+                return record_type
+        return None
 
     def __post_init__(self) -> None:
         self._lower: dict[str, FieldDef] = {}
@@ -260,7 +350,7 @@ class ObjectDef:
             "lookupLayoutable": None,
             "namedLayoutInfos": [],
             "networkScopeFieldName": None,
-            "recordTypeInfos": [],
+            "recordTypeInfos": self.record_type_infos(),
             "searchLayoutable": True,
             "sobjectDescribeOption": "FULL",
             "supportedScopes": [{"label": "All records", "name": "everything"}],
@@ -278,6 +368,12 @@ def _typed(kind: str, name: str, label: str, length: int = 0, **kw: Any) -> Fiel
 
 def _picklist(name: str, label: str, values: Iterable[str], **kw: Any) -> FieldDef:
     return FieldDef(name, label, "picklist", 255, picklist_values=tuple(values), custom=name.endswith("__c"), **kw)
+
+
+def _multipicklist(name: str, label: str, values: Iterable[str], **kw: Any) -> FieldDef:
+    return FieldDef(
+        name, label, "multipicklist", 4099, picklist_values=tuple(values), custom=name.endswith("__c"), **kw
+    )
 
 
 def _checkbox(name: str, label: str, **kw: Any) -> FieldDef:
@@ -453,6 +549,7 @@ def standard_objects() -> list[ObjectDef]:
             _typed("phone", "Fax", "Business Fax", 40),
             _typed("date", "Birthdate", "Birthdate"),
             _picklist("LeadSource", "Lead Source", _LEAD_SOURCES),
+            _multipicklist("Interests__c", "Interests", ("Running", "Cycling", "Swimming")),
             *_address("Mailing", "Mailing"),
             _checkbox("HasOptedOutOfEmail", "Email Opt Out"),
             _checkbox("HasOptedOutOfFax", "Fax Opt Out"),
@@ -587,7 +684,13 @@ def standard_objects() -> list[ObjectDef]:
                 default_value="Active",
                 defaulted_on_create=True,
             ),
-            _picklist("Channel__c", "Channel", ("Email", "SMS", "Post")),
+            _picklist(
+                "Channel__c",
+                "Channel",
+                ("Email", "SMS", "Post", "Fax"),
+                picklist_labels=(("Post", "Postal mail"),),
+                inactive_values=("Fax",),
+            ),
             _typed("date", "Start_Date__c", "Start Date"),
             _typed("datetime", "Opted_In_At__c", "Opted In At"),
             _typed("currency", "Monthly_Fee__c", "Monthly Fee", precision=16, scale=2),
@@ -676,7 +779,52 @@ class Schema:
             self._register(definition)
         for field_spec in spec.get("fields") or []:
             definition.add_field(custom_field(field_spec, self))
+        for type_spec in spec.get("recordTypes") or []:
+            definition.record_types.append(self._record_type(definition, type_spec))
+        definition.touch()
         return definition
+
+    def retype_field(self, name: str, field_name: str, spec: dict[str, Any]) -> FieldDef:
+        """Change a custom field's type (Setup's "Change Field Type"); records keep no value of it."""
+        definition = self.get(name)
+        if definition is None:
+            raise SchemaError(f"no object {name!r}")
+        current = definition.field(field_name)
+        if current is None:
+            raise SchemaError(f"{definition.name} has no field {field_name!r}")
+        if not current.custom:
+            raise SchemaError(f"{current.name} is a standard field; only custom fields change type")
+        changed = custom_field({"label": current.label, **spec, "name": current.name}, self)
+        definition.add_field(changed)
+        definition.touch()
+        return changed
+
+    def _record_type(self, definition: ObjectDef, spec: dict[str, Any]) -> RecordTypeDef:
+        developer_name = str(spec.get("developerName") or "")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,79}", developer_name):
+            raise SchemaError(f"a record type needs a developerName like Partner_Contact, not {developer_name!r}")
+        picklists: dict[str, tuple[str, ...]] = {}
+        defaults: dict[str, str] = {}
+        for field_name, chosen in (spec.get("picklists") or {}).items():
+            field_def = definition.field(field_name)
+            if field_def is None or field_def.type not in PICKLIST_TYPES:
+                raise SchemaError(f"{definition.name}.{field_name} is not a picklist")
+            values = tuple(str(v) for v in (chosen.get("values") if isinstance(chosen, dict) else chosen) or ())
+            unknown = [v for v in values if v not in field_def.picklist_values]
+            if unknown:
+                raise SchemaError(f"{field_def.name} has no values {unknown}")
+            picklists[field_def.name] = values
+            if isinstance(chosen, dict) and chosen.get("default") is not None:
+                defaults[field_def.name] = str(chosen["default"])
+        number = sum(len(o.record_types) for o in self._objects.values()) + 1
+        return RecordTypeDef(
+            id=f"0125g00000{number:05d}AAA",
+            developer_name=developer_name,
+            name=str(spec.get("name") or developer_name.replace("_", " ")),
+            picklists=picklists,
+            defaults=defaults,
+            default=bool(spec.get("default", False)),
+        )
 
 
 def custom_field(spec: dict[str, Any], schema: Schema) -> FieldDef:
@@ -687,7 +835,15 @@ def custom_field(spec: dict[str, Any], schema: Schema) -> FieldDef:
     kind = str(spec.get("type", "string")).lower()
     if kind not in FIELD_TYPES - {"id"}:
         raise SchemaError(f"unsupported field type {kind!r}; use one of {sorted(FIELD_TYPES - {'id'})}")
-    default_length = {"string": 255, "textarea": 32768, "email": 80, "phone": 40, "url": 255, "picklist": 255}
+    default_length = {
+        "string": 255,
+        "textarea": 32768,
+        "email": 80,
+        "phone": 40,
+        "url": 255,
+        "picklist": 255,
+        "multipicklist": 4099,
+    }
     reference_to: tuple[str, ...] = ()
     relationship: str | None = None
     if kind == "reference":
@@ -707,7 +863,19 @@ def custom_field(spec: dict[str, Any], schema: Schema) -> FieldDef:
         external_id=bool(spec.get("externalId", False)),
         id_lookup=bool(spec.get("externalId", False)),
         case_sensitive=bool(spec.get("caseSensitive", False)),
-        picklist_values=tuple(str(v) for v in spec.get("picklistValues") or ()),
+        picklist_values=tuple(
+            str(v["value"]) if isinstance(v, dict) else str(v) for v in spec.get("picklistValues") or ()
+        ),
+        picklist_labels=tuple(
+            (str(v["value"]), str(v["label"]))
+            for v in spec.get("picklistValues") or ()
+            if isinstance(v, dict) and v.get("label") not in (None, v["value"])
+        ),
+        inactive_values=tuple(
+            str(v["value"])
+            for v in spec.get("picklistValues") or ()
+            if isinstance(v, dict) and v.get("active") is False
+        ),
         restricted_picklist=bool(spec.get("restrictedPicklist", False)),
         default_value=spec.get("defaultValue", False if kind == "boolean" else None),
         reference_to=reference_to,

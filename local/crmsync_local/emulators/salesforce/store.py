@@ -122,6 +122,13 @@ class Store:
         bucket = table.index.get(field_def.name, {}).get(index_key(field_def, value), set())
         return sorted(bucket)
 
+    def drop_field(self, definition: ObjectDef, field_name: str) -> None:
+        """Forget a field's values (it was deleted, or changed type: Salesforce clears what cannot convert)."""
+        table = self.table(definition)
+        table.index.pop(field_name, None)
+        for record in table.records.values():
+            record.pop(field_name, None)
+
     # -- indexes -------------------------------------------------------------------------------------
     def _index(self, table: Table, record_id: str, record: dict[str, Any]) -> None:
         if record.get("IsDeleted"):

@@ -45,6 +45,7 @@ from ..port import (
     IdPage,
     ObjectDescription,
     ObjectSummary,
+    PicklistValue,
     RecordPage,
     RecordQuery,
 )
@@ -103,6 +104,57 @@ def field_type(attribute: dict[str, Any]) -> CrmFieldType:
     if (attribute.get("AttributeTypeName") or {}).get("Value") == "MultiSelectPicklistType":
         return CrmFieldType.MULTIPICKLIST
     return TYPE_MAP.get(kind, CrmFieldType.OTHER)
+
+
+OPTION_CASTS: dict[str, str] = {
+    "Picklist": "PicklistAttributeMetadata",
+    "MultiSelectPicklist": "MultiSelectPicklistAttributeMetadata",
+    "State": "StateAttributeMetadata",
+    "Status": "StatusAttributeMetadata",
+    "Boolean": "BooleanAttributeMetadata",
+}
+"""The typed attribute casts that carry option sets: the base `AttributeMetadata` has no OptionSet to expand."""
+
+
+def option_kind(attribute: dict[str, Any]) -> str | None:
+    """Which cast reads the attribute's options: a multi-select is `Virtual` with its own type name."""
+    if (attribute.get("AttributeTypeName") or {}).get("Value") == "MultiSelectPicklistType":
+        return "MultiSelectPicklist"
+    kind = str(attribute.get("AttributeType", ""))
+    return kind if kind in OPTION_CASTS else None
+
+
+def option_values(option_set: dict[str, Any] | None, default: Any = None) -> tuple[PicklistValue, ...]:
+    """An `OptionSetMetadata` (Options) or `BooleanOptionSetMetadata` (FalseOption, TrueOption) as values."""
+    if not option_set:
+        return ()
+    if option_set.get("OptionSetType") == "Boolean" or "TrueOption" in option_set:
+        pairs = [(option_set.get("FalseOption") or {}, "0"), (option_set.get("TrueOption") or {}, "1")]
+        return tuple(
+            PicklistValue(value=value, label=_label(option.get("Label")) or value, default=str(default) == value)
+            for option, value in pairs
+        )
+    return tuple(
+        PicklistValue(
+            value=str(option["Value"]),
+            label=_label(option.get("Label")) or str(option["Value"]),
+            active=not bool(option.get("IsHidden", False)),
+            default=default is not None and option["Value"] == default,
+        )
+        for option in option_set.get("Options") or []
+    )
+
+
+def _options_of(raw: dict[str, Any]) -> tuple[tuple[PicklistValue, ...], str | None, bool]:
+    """Values, option set name and whether it is global, from an attribute read through its cast."""
+    option_set = raw.get("GlobalOptionSet") or raw.get("OptionSet") or None
+    default = raw.get("DefaultValue") if "DefaultValue" in raw else raw.get("DefaultFormValue")
+    if isinstance(default, bool):
+        default = int(default)
+    values = option_values(option_set, default)
+    if not option_set:
+        return values, None, False
+    return values, option_set.get("Name"), bool(option_set.get("IsGlobal", False))
 
 
 def _label(value: Any) -> str:
@@ -441,7 +493,7 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
         )
 
     def list_objects(self) -> list[ObjectSummary]:
-        options = {"$select": "LogicalName,EntitySetName,DisplayName,IsCustomEntity"}
+        options = {"$select": "LogicalName,EntitySetName,DisplayName,IsCustomEntity,IsIntersect"}
         body = self._json(f"{self._base}/EntityDefinitions?{odata.encode(options)}")
         return sorted(
             (
@@ -450,14 +502,24 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
                     label=_label(e.get("DisplayName")) or str(e["LogicalName"]),
                     custom=bool(e.get("IsCustomEntity")),
                     queryable=bool(e.get("EntitySetName")),
+                    createable=bool(e.get("EntitySetName")) and not e.get("IsIntersect", False),
                 )
                 for e in body.get("value", [])
             ),
             key=lambda o: o.name,
         )
 
-    def describe(self, object_name: str) -> ObjectDescription:
+    def describe(self, object_name: str, *, values: bool = False) -> ObjectDescription:
+        """`EntityDefinitions` with Attributes and Keys (metadata answers are not paged). With `values`,
+        one typed cast per option kind (Picklist, MultiSelectPicklist, State, Status, Boolean) expands the
+        option sets, local and global, and Boolean labels."""
         body = self._definition(object_name, {"$select": _ENTITY_SELECT, "$expand": "Attributes,Keys"})
+        options: dict[str, tuple[tuple[PicklistValue, ...], str | None, bool]] = {}
+        if values:
+            kinds = {option_kind(raw) for raw in body.get("Attributes", [])} - {None}
+            for kind in sorted(k for k in kinds if k):
+                for raw in self._option_attributes(str(body["LogicalName"]), kind):
+                    options[str(raw["LogicalName"]).lower()] = _options_of(raw)
         table = self._tables[object_name.lower()]
         # A one-column alternate key is what an upsert can address a record by (SPEC E1).
         key_columns = {
@@ -480,8 +542,18 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
                 updateable=bool(raw.get("IsValidForUpdate", False)),
                 external_id=str(raw["LogicalName"]).lower() in key_columns,
                 unique=str(raw["LogicalName"]).lower() in key_columns,
-                raw_type=str(raw.get("AttributeType", "")),
+                raw_type=option_kind(raw) or str(raw.get("AttributeType", "")),
             )
+            found = options.get(description.name.lower())
+            if found is not None:
+                picklist, set_name, is_global = found
+                description = replace(
+                    description,
+                    picklist=picklist,
+                    picklist_values=tuple(p.value for p in picklist if p.active),
+                    option_set=set_name,
+                    option_set_global=is_global,
+                )
             fields[description.name.lower()] = description
         return ObjectDescription(
             name=table.logical_name,
@@ -492,6 +564,59 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
             entity_set=table.entity_set,
             change_tracking=table.change_tracking,
         )
+
+    def describe_if_modified(self, object_name: str, since: str) -> ObjectDescription | None:
+        """Dataverse's `EntityDefinitions` answer no `If-Modified-Since`: always a full description (one
+        metadata call). Its own change feed is `RetrieveMetadataChanges`, which this build does not use."""
+        return self.describe(object_name)
+
+    def _option_attributes(self, entity: str, kind: str, attribute: str | None = None) -> list[dict[str, Any]]:
+        """The attributes of one option kind through its cast, option sets expanded."""
+        cast = OPTION_CASTS[kind]
+        expand = "OptionSet" if kind == "Boolean" else "OptionSet,GlobalOptionSet"
+        options = {
+            "$select": "LogicalName,DefaultFormValue" if kind == "Picklist" else "LogicalName",
+            "$expand": expand,
+        }
+        if kind == "Boolean":
+            options["$select"] = "LogicalName,DefaultValue"
+        target = f"Attributes(LogicalName={odata.string_literal(attribute)})" if attribute else "Attributes"
+        url = (
+            f"{self._base}/EntityDefinitions(LogicalName={odata.string_literal(entity)})/{target}/"
+            f"Microsoft.Dynamics.CRM.{cast}?{odata.encode(options)}"
+        )
+        body = self._json(url)
+        return [body] if attribute else list(body.get("value") or [])
+
+    def enumeration(
+        self, object_name: str, field_name: str, record_type: str | None = None
+    ) -> tuple[PicklistValue, ...]:
+        """One option set column's values and labels: describe to learn its kind, then its typed cast."""
+        if record_type is not None:
+            raise ConfigurationError(
+                "record types are Salesforce's; a Dataverse option set has one list of values"
+            )
+        description = self.describe(object_name)
+        field = description.field(field_name)
+        if field is None:
+            raise ConfigurationError(f"Dynamics table {description.name} has no column {field_name!r}")
+        if field.raw_type not in OPTION_CASTS:
+            raise ConfigurationError(
+                f"{description.name}.{field.name} is a {field.raw_type} column, not an option set or a Boolean"
+            )
+        raw = self._option_attributes(description.name, field.raw_type, field.name.lower())[0]
+        return _options_of(raw)[0]
+
+    def global_enumeration(self, name: str) -> tuple[PicklistValue, ...]:
+        """A global option set by name: `GlobalOptionSetDefinitions(Name='...')`."""
+        url = f"{self._base}/GlobalOptionSetDefinitions(Name={odata.string_literal(odata.identifier(name))})"
+        try:
+            body = self._json(url)
+        except CrmRequestRejected as exc:
+            if exc.status == 404:
+                raise ConfigurationError(f"Dynamics has no global option set {name!r}") from None
+            raise
+        return option_values(body)
 
     # -- labels -----------------------------------------------------------------------------------
     def option_labels(self, object_name: str, columns: Iterable[str]) -> dict[str, dict[Any, str]]:

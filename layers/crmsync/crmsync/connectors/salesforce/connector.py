@@ -6,7 +6,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ from ..port import (
     IdPage,
     ObjectDescription,
     ObjectSummary,
+    PicklistValue,
     RecordPage,
     RecordQuery,
 )
@@ -56,6 +57,7 @@ ID_PAGE_RECORDS = 50_000
 """Ids per page of the id-set comparison: one Bulk API 2.0 results call each (`maxRecords`)."""
 ID_JOB_BUDGET_SECONDS = 60.0
 """How long one step waits for the id query job before handing back a cursor (it is resumed later)."""
+RECORD_TYPE_ID = re.compile(r"^012[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
 _CURSOR = re.compile(r"^/services/data/v\d+\.\d/query(All)?/[A-Za-z0-9_-]+$")
 
 TYPE_MAP: dict[str, CrmFieldType] = {
@@ -304,23 +306,48 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
                 label=o.get("label", o["name"]),
                 custom=bool(o.get("custom")),
                 queryable=bool(o.get("queryable", True)),
+                createable=bool(o.get("createable", True)),
             )
             for o in body.get("sobjects", [])
         ]
 
-    def describe(self, object_name: str) -> ObjectDescription:
+    def describe(self, object_name: str, *, values: bool = False) -> ObjectDescription:
+        """sObject Describe; picklist values and labels come with it, so `values` costs nothing more."""
+        described = self._describe(object_name, None)
+        assert described is not None
+        return described
+
+    def describe_if_modified(self, object_name: str, since: str) -> ObjectDescription | None:
+        """sObject Describe with `If-Modified-Since`: None when Salesforce answers 304 Not Modified (no
+        body), so a run whose object did not change reads no metadata."""
+        return self._describe(object_name, since)
+
+    def _describe(self, object_name: str, since: str | None) -> ObjectDescription | None:
         name = identifier(object_name)
+        headers = {"If-Modified-Since": since} if since else {}
         try:
-            body = self._call(lambda sf: sf.restful(f"sobjects/{name}/describe")) or {}
+            response = self.request("GET", f"sobjects/{name}/describe", headers=headers)
         except CrmRequestRejected as exc:
+            if exc.status == 304:
+                return None
             if exc.status == 404 or exc.error_code == "NOT_FOUND":
                 raise ConfigurationError(
                     f"Salesforce has no object {object_name!r} visible to this connection's user"
                 ) from None
             raise
+        body = response.json() if response.content else {}
         fields: dict[str, FieldDescription] = {}
         for raw in body.get("fields", []):
             raw_type = str(raw.get("type", ""))
+            picklist = tuple(
+                PicklistValue(
+                    value=str(p["value"]),
+                    label=str(p.get("label") or p["value"]),
+                    active=bool(p.get("active", True)),
+                    default=bool(p.get("defaultValue", False)),
+                )
+                for p in raw.get("picklistValues") or []
+            )
             description = FieldDescription(
                 name=raw["name"],
                 crm_type=TYPE_MAP.get(raw_type, CrmFieldType.OTHER),
@@ -333,12 +360,19 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
                 unique=bool(raw.get("unique", False)),
                 filterable=bool(raw.get("filterable", True)),
                 sortable=bool(raw.get("sortable", True)),
-                picklist_values=tuple(
-                    p["value"] for p in raw.get("picklistValues") or [] if p.get("active", True)
-                ),
+                picklist_values=tuple(p.value for p in picklist if p.active),
                 raw_type=raw_type,
+                picklist=picklist,
+                compound=raw.get("compoundFieldName") or None,
             )
             fields[description.name.lower()] = description
+        parts: dict[str, list[str]] = {}
+        for field in fields.values():
+            if field.compound:
+                parts.setdefault(field.compound.lower(), []).append(field.name)
+        for key, names in parts.items():
+            if key in fields:
+                fields[key] = replace(fields[key], compound_of=tuple(names))
         return ObjectDescription(
             name=body.get("name", object_name),
             id_field="Id",
@@ -346,6 +380,48 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
             label=body.get("label", ""),
             custom=bool(body.get("custom", False)),
             key_prefix=body.get("keyPrefix") or None,
+            record_types=tuple(
+                (str(r["recordTypeId"]), str(r.get("developerName") or r.get("name") or ""))
+                for r in body.get("recordTypeInfos") or []
+                if r.get("recordTypeId") and r.get("available", True)
+            ),
+            last_modified=response.headers.get("Last-Modified") or response.headers.get("Date"),
+        )
+
+    def enumeration(
+        self, object_name: str, field_name: str, record_type: str | None = None
+    ) -> tuple[PicklistValue, ...]:
+        """A picklist's values: from describe (every value, inactive ones flagged), or for one record type
+        from the UI API's `object-info/{object}/picklist-values/{recordTypeId}/{field}` (active values of
+        that record type, the default flagged)."""
+        description = self.describe(object_name)
+        field = description.field(field_name)
+        if field is None:
+            raise ConfigurationError(f"Salesforce object {description.name} has no field {field_name!r}")
+        if field.crm_type not in (CrmFieldType.PICKLIST, CrmFieldType.MULTIPICKLIST):
+            raise ConfigurationError(
+                f"{description.name}.{field.name} is a {field.raw_type or field.crm_type.value} field, not a picklist"
+            )
+        if record_type is None:
+            return field.picklist
+        if not RECORD_TYPE_ID.match(record_type):
+            raise ConfigurationError(f"{record_type!r} is not a record type id (012...)")
+        body = (
+            self.rest("GET", f"ui-api/object-info/{description.name}/picklist-values/{record_type}/{field.name}")
+            or {}
+        )
+        default = (body.get("defaultValue") or {}).get("value")
+        return tuple(
+            PicklistValue(
+                value=str(v["value"]), label=str(v.get("label") or v["value"]), default=v["value"] == default
+            )
+            for v in body.get("values") or []
+        )
+
+    def global_enumeration(self, name: str) -> tuple[PicklistValue, ...]:
+        raise ConfigurationError(
+            "global option sets are Dataverse's; a Salesforce global value set is read through a picklist "
+            "field that uses it (name the object and field)"
         )
 
     def _page(self, body: dict[str, Any]) -> RecordPage:
