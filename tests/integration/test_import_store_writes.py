@@ -166,3 +166,13 @@ def test_a_profile_the_store_refuses_takes_its_new_lookups_back(container):
         )
         == {}
     )
+
+
+def test_a_crm_record_an_export_linked_is_listed_for_the_deletion_checks(container):
+    (profile_id,) = marketing_profiles(container).create_local_many([{"email": "l@example.net"}])
+
+    container.profiles.record_exported(
+        "export", [ExportedProfile(profile_id, 1, ExportLink(profile_id, "sf", "Lead", "00QL"))]
+    )
+
+    assert container.profiles.crm_ids("sf", "Lead")[0] == ["00QL"]

@@ -12,7 +12,7 @@ from .profile_items import (
     CHANGE_INDEX,
     CHANGE_SHARDS,
     ProfileTable,
-    crm_id_key,
+    crm_id_item,
     link_name,
 )
 
@@ -132,13 +132,8 @@ class ExportLinks(ProfileTable):
                 {
                     "Put": {
                         "TableName": self.table,
-                        "Item": serialize(
-                            {
-                                "pk": crm_id_key(link.connection, link.object, link.crm_id),
-                                "kind": "crm-id",
-                                "profileId": link.profile_id,
-                            }
-                        ),
+                        # `crmLink` too, so the deletion checks list the CRM records an export created
+                        "Item": serialize(crm_id_item(link.connection, link.object, link.crm_id, link.profile_id)),
                         "ConditionExpression": "attribute_not_exists(pk) OR profileId = :pid",
                         "ExpressionAttributeValues": serialize({":pid": link.profile_id}),
                     }
