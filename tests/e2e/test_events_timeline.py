@@ -9,6 +9,7 @@ records, Dataverse `cr_marketingevent` activities and their timeline.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -250,7 +251,8 @@ def test_an_unlinked_profile_is_retried_then_rejected(events_env):
     first = events_env.deliver()
     assert (first.delivered, first.failed) == (1, 1)
     assert events_env.rejects() == []
-    events_env.configure(unlinked_retry_hours=0.0001)  # the message is now older than the retry window
+    events_env.configure(unlinked_retry_hours=0.0001)  # a retry window of 0.36 s...
+    time.sleep(0.5)  # ...that the message has outlived, however fast the first delivery went
     second = events_env.deliver()
     assert (second.delivered, second.failed) == (1, 0)
     rejects = events_env.rejects()
