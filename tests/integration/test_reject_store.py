@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from crmsync.config import load_config
 from crmsync.domain.records import Reject
 from crmsync.services.operations import Operator
 from crmsync.stores.rejects import RejectContext, RejectStore
 
+ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = RejectContext("sf-contacts", "run-1", "import", "crm-to-marketing")
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC).timestamp()
 
@@ -136,6 +139,7 @@ def test_routing_stores_the_rejects_and_sends_one_notice_without_records(operato
 
 
 def test_rejects_kept_in_the_queue_by_an_earlier_version_move_to_the_store_on_first_use(operator):
+    operator.apply(load_config((ROOT / "examples/syncs.yaml").read_text()))  # rejects are listed for a known sync
     sqs, url = operator.container.aws.client("sqs"), operator.container.settings.rejects_queue_url
     legacy = [
         {
