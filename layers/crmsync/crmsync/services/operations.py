@@ -382,8 +382,9 @@ class Operator:
         for sync in syncs:
             if not isinstance(sync, TwoWaySync) or not isinstance(connector, FieldHistoryConnector):
                 continue
-            found = connector.field_tracking(sync.object, sync.opt_outs.fields.values())
-            for local, remote in sync.opt_outs.fields.items():
+            mapped = sync.mapped()
+            found = connector.field_tracking(sync.object, mapped.values())
+            for local, remote in mapped.items():
                 on = found.tracked.get(remote, False)
                 rows.append(
                     {

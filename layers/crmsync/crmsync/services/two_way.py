@@ -16,6 +16,7 @@ written twice, nothing is lost.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,30 +25,38 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..config import DEFAULT_WATERMARK_FIELD, TwoWaySync
+from ..config import DEFAULT_WATERMARK_FIELD, TwoWayField, TwoWaySync
 from ..connectors.port import (
     CrmConnector,
     CrmWriter,
     FieldHistoryConnector,
+    ObjectDescription,
     RecordQuery,
     RecordWrite,
     WriteJournal,
     WriteRequest,
 )
 from ..domain.conversions import parse_crm_datetime_or_none
-from ..domain.records import Reject
+from ..domain.mapping import PayloadMapper, RecordMapper, ResolvedField
+from ..domain.records import RecordRejected, Reject
 from ..domain.two_way import (
     Change,
+    Direction,
     FieldChangeRow,
     FieldPolicy,
     LatestWins,
+    Reason,
+    SidePriority,
     TimeSource,
     crm_change,
+    crm_value_on_tie,
     decide,
     marketing_change,
+    most_restrictive_bool,
+    same_value,
     value_hash,
 )
-from ..domain.types import CrmFieldType
+from ..domain.types import DATE_LIKE, Conversion, CrmFieldType
 from ..domain.windows import ImportWindow, format_watermark, parse_watermark
 from ..errors import ConfigurationError
 from ..stores.batches import BatchEntry
@@ -55,6 +64,9 @@ from ..stores.profiles import link_name
 from ..stores.two_way import ConsentChange, LedgerEntry
 from ..wiring import Container
 from . import batched_runs as batched
+from .enumerations import through_enumerations
+from .export_plan import _resolve_fields
+from .import_plan import unknown_field
 from .runs import Counts, PopulationSource, close_run, next_window
 
 logger = logging.getLogger(__name__)
@@ -72,6 +84,64 @@ def as_flag(value: Any) -> bool:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class PlanField:
+    """One field the run decides: which way it moves, who wins a conflict, and its conversions - the
+    import's going in (`into`), their reverse going out (`out`); opt-out flags have none (true/false)."""
+
+    local: str
+    remote: str
+    direction: Direction
+    priority: Literal["crm", "marketing", "latest"]
+    update_blank_values: bool = False
+    opt_out: bool = False
+    into: ResolvedField | None = None
+    out: ResolvedField | None = None
+
+
+@dataclass(frozen=True)
+class TwoWayPlan:
+    """The sync checked against the CRM's describe: its fields, in the CRM's spelling."""
+
+    fields: tuple[PlanField, ...]
+    timezone: str = "UTC"
+
+    @property
+    def remotes(self) -> tuple[str, ...]:
+        return tuple(f.remote for f in self.fields)
+
+    def field(self, local: str) -> PlanField:
+        return next(f for f in self.fields if f.local == local)
+
+
+class Values:
+    """The plan's conversions: a CRM value as the marketing side holds it (the import's conversion and
+    replacements), a local value as the CRM takes it (the export's reverse). Opt-out flags are true/false."""
+
+    def __init__(self, plan: TwoWayPlan) -> None:
+        self.plan = plan
+        self._in = RecordMapper([f.into for f in plan.fields if f.into], "", "", plan.timezone)
+        self._out = PayloadMapper([f.out for f in plan.fields if f.out], plan.timezone)
+
+    def local(self, pf: PlanField, raw: Any) -> Any:
+        """A CRM value as a local one; RecordRejected when it cannot be converted."""
+        if pf.opt_out or pf.into is None:
+            return as_flag(raw)
+        return self._in.map_value(pf.into, raw)
+
+    def crm(self, pf: PlanField, value: Any) -> Any:
+        """A local value as the CRM takes it; RecordRejected when it cannot be converted."""
+        if pf.opt_out or pf.out is None:
+            return value
+        return self._out.map_value(pf.out, value)
+
+    @staticmethod
+    def held(pf: PlanField, value: Any) -> Any:
+        """A profile's attribute as the run compares it."""
+        return as_flag(value) if pf.opt_out else value
 
 
 # ------------------------------------------------------------------------------------- payloads
@@ -101,6 +171,8 @@ class TwoWayRun(batched.BatchedRun):
     crm_previous: str | None = None
     tracking: dict[str, str] = Field(default_factory=dict)
     """CRM field -> where its change times come from (history, audit, record_timestamp)."""
+    field_names: list[str] = Field(default_factory=list)
+    """The marketing attributes the run decides, in the sync's order."""
     decided: dict[str, int] = Field(default_factory=dict)
     """What the start step found and decided: records read per side, changes, conflicts, reasons, echoes."""
 
@@ -127,6 +199,18 @@ class TwoWayBatchEvent(batched.BatchEvent[TwoWayRun]):
     pass
 
 
+class FieldSummary(BaseModel):
+    """One field's decisions in a run (SPEC B1): values taken from each side, conflicts decided by priority
+    or by time, blanks filled, echoes (our own writes read back) skipped."""
+
+    from_crm: int = 0
+    from_marketing: int = 0
+    by_priority: int = 0
+    by_time: int = 0
+    blanks_filled: int = 0
+    echoes_skipped: int = 0
+
+
 class SideSummary(BaseModel):
     records_read: int = 0
     records_written: int = 0
@@ -147,6 +231,8 @@ class TwoWaySummary(batched.BatchedSummary):
     decided_by: dict[str, int] = Field(default_factory=dict)
     time_sources: dict[str, int] = Field(default_factory=dict)
     tracking: dict[str, str] = Field(default_factory=dict)
+    fields: dict[str, FieldSummary] = Field(default_factory=dict)
+    """Per marketing attribute, every field of the sync (zeros included)."""
     consent_rows: int = 0
     deferred: int = 0
     rejected: int = 0
@@ -182,6 +268,7 @@ def _read(
     tracked: list[str],
     crm_window: ImportWindow,
     marketing_window: ImportWindow,
+    plan: TwoWayPlan,
 ) -> Sides:
     sides = Sides()
     if run.direction != "marketing_to_crm":
@@ -219,12 +306,25 @@ def _read(
     changed = [crm_id for crm_id in sides.crm_changed if crm_id in sides.profiles]
     # A first run reads every record: its values count at the record's time, without per-record reads.
     if tracked and changed and crm_window.start is not None:
+        values, by_remote = Values(plan), {f.remote: f for f in plan.fields}
         for change in connector.field_changes(run.object, tracked, changed, crm_window.start, crm_window.end):
             sides.rows.setdefault((change.record_id, change.field), []).append(
-                FieldChangeRow(as_flag(change.value), change.at, change.author)
+                FieldChangeRow(_row_value(values, by_remote, change.field, change.value), change.at, change.author)
             )
         sides.integration_user = connector.integration_user()
     return sides
+
+
+def _row_value(values: Values, by_remote: dict[str, PlanField], remote: str, raw: Any) -> Any:
+    """A history / audit row's value as the marketing side holds it (its text when it cannot be converted:
+    then it differs from any value held, and the change counts)."""
+    pf = by_remote.get(remote)
+    if pf is None:
+        return raw
+    try:
+        return values.local(pf, raw)
+    except RecordRejected:
+        return raw
 
 
 def _crm_id(run: TwoWayRun, record: dict[str, Any]) -> str:
@@ -242,9 +342,15 @@ def _pages(connector: CrmConnector, query: RecordQuery) -> Iterator[dict[str, An
 
 # ------------------------------------------------------------------------------------- deciding
 def policy_for(sync: TwoWaySync, attribute: str) -> FieldPolicy:
-    """The judge of one field: for opt-outs the latest change, ties opting out. (Per-field priority -
-    `crm`, `marketing`, `latest` - plugs in here.)"""
-    return LatestWins(tolerance_seconds=sync.tolerance_seconds)
+    """The judge of one field's conflicts: for opt-outs the latest change, ties opting out (SPEC O3); for
+    any other field its `priority` - one side always, or the latest change, ties keeping the CRM's value
+    (SPEC B1)."""
+    mapping = next((f for f in sync.fields if f.local == attribute), None)
+    if mapping is None:
+        return LatestWins(tolerance_seconds=sync.tolerance_seconds, restrictive=most_restrictive_bool)
+    if mapping.winner == "latest":
+        return LatestWins(tolerance_seconds=sync.tolerance_seconds, restrictive=crm_value_on_tie)
+    return SidePriority(mapping.winner)
 
 
 @dataclass
@@ -263,7 +369,7 @@ def _decide(
     run: TwoWayRun,
     sync: TwoWaySync,
     sides: Sides,
-    fields: dict[str, str],
+    plan: TwoWayPlan,
     source_of: dict[str, TimeSource],
     ledger: dict[tuple[str, str], LedgerEntry],
     crm_window: ImportWindow,
@@ -275,12 +381,15 @@ def _decide(
     decisions.count("crm_records_read", len(sides.crm_changed))
     decisions.count("profiles_read", len(sides.marketing_changed))
     decisions.count("unlinked", sum(1 for crm_id in sides.crm_changed if crm_id not in sides.profiles))
+    values = Values(plan)
     now = _iso(datetime.now(UTC))
+    first_run = crm_window.start is None
     for crm_id, profile in sides.profiles.items():
         record = sides.crm_changed.get(crm_id) or sides.crm_current.get(crm_id)
         if record is None:
             continue  # linked to a record the CRM no longer has: the deletion import's business
         attrs, stamps = profile.get("attrs") or {}, profile.get("attrChangedAt") or {}
+        record_at = parse_crm_datetime_or_none(record.get(watermark_field))
         row: dict[str, Any] = {
             "crmId": crm_id,
             "profileId": profile["profileId"],
@@ -289,28 +398,41 @@ def _decide(
             "changedAt": {},
             "seen": {},
             "ledger": {},
+            "crmSeen": {},
             "consent": [],
         }
-        for local, remote in fields.items():
+        for pf in plan.fields:
+            local, remote = pf.local, pf.remote
             entry = ledger.get((crm_id, local))
             synced = entry.hash if entry else None
-            crm_value, marketing_value = as_flag(record.get(remote)), as_flag(attrs.get(local))
+            try:
+                crm_value = values.local(pf, record.get(remote))
+            except RecordRejected as refused:
+                logger.warning(
+                    "two-way field not converted",
+                    extra={"sync_id": run.sync_id, "crm_id": crm_id, "field": remote, "code": refused.code},
+                )
+                decisions.count(f"field:{local}:unconverted")
+                continue
+            marketing_value = values.held(pf, attrs.get(local))
             crm_side: Change | None = None
-            if crm_id in sides.crm_changed and run.direction != "marketing_to_crm":
+            if crm_id in sides.crm_changed and pf.direction not in ("marketing_to_crm", "disabled"):
                 field_rows = sides.rows.get((crm_id, remote), []) if source_of[remote].certain else None
-                if field_rows == [] and crm_window.start is None:
+                if field_rows == [] and first_run:
                     field_rows = None  # a first run: values set before tracking began count at the record's time
                 crm_side, echoes = crm_change(
                     field=remote,
                     current=crm_value,
                     rows=field_rows,
-                    record_changed_at=parse_crm_datetime_or_none(record.get(watermark_field)),
+                    record_changed_at=record_at,
                     ledger_hash=synced,
                     integration_user=sides.integration_user,
                     source=source_of[remote],
                     record=crm_id,
+                    seen_until=parse_crm_datetime_or_none(entry.crm_seen) if entry else None,
                 )
                 decisions.count("crm_echoes_skipped", echoes)
+                decisions.count(f"field:{local}:echoes_skipped", echoes)
             marketing_side: Change | None = None
             if crm_id in sides.marketing_changed:
                 marketing_side, echoes = marketing_change(
@@ -322,79 +444,183 @@ def _decide(
                     record=profile["profileId"],
                 )
                 decisions.count("marketing_echoes_skipped", echoes)
-            if crm_side is None and marketing_side is None:
+                decisions.count(f"field:{local}:echoes_skipped", echoes)
+            held: tuple[Change, Change] | None = None
+            if pf.update_blank_values:
+                held = (
+                    Change("crm", crm_value, record_at or datetime.now(UTC), TimeSource.RECORD, None, crm_id),
+                    Change(
+                        "marketing",
+                        marketing_value,
+                        parse_crm_datetime_or_none(stamps.get(local) or profile.get("updatedAt"))
+                        or datetime.now(UTC),
+                        TimeSource.PROFILE,
+                        (profile.get("attrSource") or {}).get(local),
+                        profile["profileId"],
+                    ),
+                )
+            elif crm_side is None and marketing_side is None:
                 continue
             decision = decide(
                 local,
                 crm_side,
                 marketing_side,
-                direction=run.direction,  # type: ignore[arg-type]
+                direction=pf.direction,
                 policy=policy_for(sync, local),
                 current_crm=crm_value,
                 current_marketing=marketing_value,
+                update_blank_values=pf.update_blank_values,
+                held=held,
             )
             winner = decision.winner
+            seen = _iso(crm_side.at) if crm_side is not None and crm_side.source.certain else None
             if winner is None:
-                first_run = crm_window.start is None
-                if not first_run and crm_value == marketing_value and value_hash(crm_value) != synced:
+                if not first_run and same_value(crm_value, marketing_value) and value_hash(crm_value) != synced:
                     decisions.converged.append(
-                        LedgerEntry(sync.id, crm_id, local, value_hash(crm_value), "both", now, run.ledger_run)
+                        LedgerEntry(
+                            sync.id, crm_id, local, value_hash(crm_value), "both", now, run.ledger_run, seen
+                        )
                     )
                 continue
             assert decision.reason is not None
-            decisions.count("changes")
-            decisions.count(f"decided_by:{decision.reason.value}")
-            decisions.count(f"source:{winner.source.value}")
-            decisions.count("conflicts", 1 if decision.conflict else 0)
+            if not same_value(winner.value, crm_value):
+                try:
+                    row["crm"][remote] = values.crm(pf, winner.value)
+                except RecordRejected as refused:
+                    logger.warning(
+                        "two-way field not converted",
+                        extra={"sync_id": run.sync_id, "crm_id": crm_id, "field": remote, "code": refused.code},
+                    )
+                    decisions.count(f"field:{local}:unconverted")
+                    continue
+            _count(decisions, local, decision.reason, winner, decision.conflict)
             row["ledger"][local] = value_hash(winner.value)
-            if winner.value != crm_value:
-                row["crm"][remote] = winner.value
-            if winner.value != marketing_value:
+            if seen is not None:
+                row["crmSeen"][local] = seen
+            if not same_value(winner.value, marketing_value):
                 row["marketing"][local] = winner.value
                 row["changedAt"][local] = _iso(winner.at)
                 row["seen"][local] = stamps.get(local)
-            row["consent"].append(
-                {
-                    "channel": local,
-                    "crmField": remote,
-                    "value": winner.value,
-                    "side": winner.side,
-                    "record": winner.record or (crm_id if winner.side == "crm" else profile["profileId"]),
-                    "at": _iso(winner.at),
-                    "author": winner.author,
-                    "source": winner.source.value,
-                }
-            )
+            if pf.opt_out:
+                row["consent"].append(
+                    {
+                        "channel": local,
+                        "crmField": remote,
+                        "value": winner.value,
+                        "side": winner.side,
+                        "record": winner.record or (crm_id if winner.side == "crm" else profile["profileId"]),
+                        "at": _iso(winner.at),
+                        "author": winner.author,
+                        "source": winner.source.value,
+                    }
+                )
         if row["crm"] or row["marketing"]:
             decisions.rows.append(row)
     return decisions
 
 
-def _checked_fields(sync: TwoWaySync, described: dict[str, Any]) -> dict[str, str]:
-    """Local attribute -> the CRM's spelling of its field; a field the object lacks, or one that is not
-    a boolean, is refused before anything is read (rule O2)."""
-    fields: dict[str, str] = {}
-    problems = []
-    for local, remote in sync.opt_outs.fields.items():
-        described_field = described.get(remote.lower())
-        if described_field is None:
-            problems.append(f"opt_outs.fields.{local}: {sync.object} has no field {remote!r}")
-        elif described_field.crm_type is not CrmFieldType.BOOLEAN:
-            kind = described_field.raw_type or described_field.crm_type
+FIELD_COUNTS = ("from_crm", "from_marketing", "by_priority", "by_time", "blanks_filled", "echoes_skipped")
+
+
+def _count(decisions: Decisions, local: str, reason: Reason, winner: Change, conflict: bool) -> None:
+    """A decision in the run's counts: overall (changes, conflicts, reasons, time sources) and per field."""
+    side = winner.side
+    decisions.count("changes")
+    decisions.count(f"decided_by:{reason.value}")
+    decisions.count(f"source:{winner.source.value}")
+    decisions.count("conflicts", 1 if conflict and reason is not Reason.BLANK_FILLED else 0)
+    decisions.count(f"field:{local}:from_{side}")
+    if reason is Reason.PRIORITY:
+        decisions.count(f"field:{local}:by_priority")
+    elif reason.by_time:
+        decisions.count(f"field:{local}:by_time")
+    elif reason is Reason.BLANK_FILLED:
+        decisions.count(f"field:{local}:blanks_filled")
+
+
+def _resolve_plan(sync: TwoWaySync, description: ObjectDescription, crm_kind: str) -> TwoWayPlan:
+    """The sync's fields in the CRM's spelling, each checked against the object's describe before anything is
+    read: an opt-out must be a boolean (rule O2); any other field is resolved as an import resolves it, and
+    one that moves to the CRM must be writable there as an export writes it (rule S3)."""
+    problems: list[str] = []
+    fields: list[PlanField] = []
+    if sync.opt_outs is not None:
+        for local, remote in sync.opt_outs.fields.items():
+            described_field = description.fields.get(remote.lower())
+            if described_field is None:
+                problems.append(f"opt_outs.fields.{local}: {sync.object} has no field {remote!r}")
+            elif described_field.crm_type is not CrmFieldType.BOOLEAN:
+                kind = described_field.raw_type or described_field.crm_type
+                problems.append(
+                    f"opt_outs.fields.{local}: {remote!r} is a {kind} field; only boolean fields may be mapped "
+                    "(rule O2)"
+                )
+            else:
+                direction: Direction = sync.opt_outs.direction
+                fields.append(PlanField(local, described_field.name, direction, "latest", opt_out=True))
+    where = f"sync {sync.id}"
+    for index, mapping in enumerate(sync.fields):
+        found = description.field(mapping.remote)
+        if found is None:
+            problems.append(unknown_field(f"fields[{index}].remote", mapping.remote, description))
+            continue
+        if mapping.conversion in (Conversion.DATE_ONLY, Conversion.NO_OFFSET) and found.crm_type not in DATE_LIKE:
             problems.append(
-                f"opt_outs.fields.{local}: {remote!r} is a {kind} field; only boolean fields may be mapped (rule O2)"
+                f"fields[{index}].conversion: {mapping.conversion.value} applies to date and date-time fields; "
+                f"{found.name} is {found.crm_type.value}"
             )
-        else:
-            fields[local] = described_field.name
+            continue
+        out = _out_field(sync, mapping, index, description, crm_kind, problems)
+        if mapping.direction != "crm_to_marketing" and out is None:
+            continue
+        into = ResolvedField.resolve(mapping, found.name, found.crm_type)
+        fields.append(
+            PlanField(
+                mapping.local,
+                found.name,
+                mapping.direction,
+                mapping.winner,
+                mapping.update_blank_values,
+                into=into,
+                out=(out or into).reversed(),
+            )
+        )
     if problems:
-        raise ConfigurationError(problems)
-    return fields
+        raise ConfigurationError([p if p.startswith(where) else f"{where}: {p}" for p in problems])
+    return TwoWayPlan(tuple(fields), sync.target.timezone)
+
+
+def _out_field(
+    sync: TwoWaySync,
+    mapping: TwoWayField,
+    index: int,
+    description: ObjectDescription,
+    crm_kind: str,
+    problems: list[str],
+) -> ResolvedField | None:
+    """A field that moves to the CRM, checked as an export checks it: updateable (createable too when the sync
+    creates CRM records) and of a compatible type."""
+    if mapping.direction == "crm_to_marketing":
+        return None
+    found: list[str] = []
+    resolved = _resolve_fields(
+        f"sync {sync.id}",
+        f"fields[{index}]",
+        [mapping],
+        description,
+        inserts=sync.create.in_crm,
+        updates=True,
+        problems=found,
+        crm_kind=crm_kind,
+    )
+    problems += [p.replace(f"fields[{index}][0]", f"fields[{index}]") for p in found]
+    return resolved[0] if resolved and not found else None
 
 
 # ------------------------------------------------------------------------------------- the operation
 class TwoWay(
     batched.BatchedOperation[
-        TwoWaySync, dict[str, str], TwoWayRun, TwoWayTotals, TwoWayState, TwoWayBatchEvent, TwoWaySummary
+        TwoWaySync, TwoWayPlan, TwoWayRun, TwoWayTotals, TwoWayState, TwoWayBatchEvent, TwoWaySummary
     ]
 ):
     operation = OPERATION
@@ -411,12 +637,12 @@ class TwoWay(
 
     def prepare(
         self, sync: TwoWaySync, connection: batched.Connection, connector: CrmConnector
-    ) -> tuple[dict[str, str], batched.RunSettings]:
+    ) -> tuple[TwoWayPlan, batched.RunSettings]:
         if not isinstance(connector, FieldHistoryConnector):
             raise ConfigurationError(f"a {connection.kind} connection cannot tell who changed a field")
         description = connector.describe(sync.object)
-        fields = _checked_fields(sync, description.fields)
-        return fields, batched.RunSettings(
+        plan = _resolve_plan(sync, description, connection.kind)
+        return plan, batched.RunSettings(
             object=description.name,
             max_concurrency=sync.max_concurrency,
             part_size=sync.batch_size,
@@ -424,10 +650,25 @@ class TwoWay(
             fields={
                 "crm_kind": connection.kind,
                 "id_field": description.id_field,
-                "direction": sync.opt_outs.direction,
+                "direction": sync.direction,
                 "route_rejects": sync.rejects.route,
             },
         )
+
+    def resolved(self, plan: TwoWayPlan, container: Container) -> TwoWayPlan:
+        """Fields converted through an enumeration (SPEC S2) get its values: labels going in, values out."""
+        into = through_enumerations(tuple(f.into for f in plan.fields if f.into), container, "import")
+        out = through_enumerations(tuple(f.out for f in plan.fields if f.out), container, "export")
+        if into == tuple(f.into for f in plan.fields if f.into) and out == tuple(
+            f.out for f in plan.fields if f.out
+        ):
+            return plan
+        by_local_in, by_local_out = {f.local: f for f in into}, {f.local: f for f in out}
+        fields = tuple(
+            dataclasses.replace(f, into=by_local_in.get(f.local, f.into), out=by_local_out.get(f.local, f.out))
+            for f in plan.fields
+        )
+        return dataclasses.replace(plan, fields=fields)
 
     def mode(self, population: PopulationSource | None) -> str:
         return "changes"
@@ -436,14 +677,14 @@ class TwoWay(
         self,
         container: Container,
         run: TwoWayRun,
-        plan: dict[str, str],
+        plan: TwoWayPlan,
         population: PopulationSource,
         rejects: list[Reject],
     ) -> Iterator[dict[str, Any]]:
         raise ConfigurationError(f"sync {run.sync_id!r} is two-way: it reads what changed on each side, not ids")
 
     def api(
-        self, sync: TwoWaySync, plan: dict[str, str], run: TwoWayRun
+        self, sync: TwoWaySync, plan: TwoWayPlan, run: TwoWayRun
     ) -> tuple[Literal["collections", "bulk"], int]:
         return "collections", 1
 
@@ -452,7 +693,7 @@ class TwoWay(
         container: Container,
         run: TwoWayRun,
         sync: TwoWaySync,
-        plan: dict[str, str],
+        plan: TwoWayPlan,
         window: ImportWindow,
         until: datetime,
     ) -> list[dict[str, Any]]:
@@ -473,15 +714,18 @@ class TwoWay(
         run.crm_window_start = format_watermark(crm_window.start) if crm_window.start else None
         run.crm_window_end = format_watermark(crm_window.end)
         run.crm_previous = format_watermark(crm_window.previous) if crm_window.previous else None
-        tracking = connector.field_tracking(run.object, plan.values())
+        tracking = connector.field_tracking(run.object, plan.remotes)
         evidence = TimeSource.HISTORY if tracking.source == "history" else TimeSource.AUDIT
-        source_of = {r: evidence if tracking.tracked.get(r) else TimeSource.RECORD for r in plan.values()}
+        source_of = {r: evidence if tracking.tracked.get(r) else TimeSource.RECORD for r in plan.remotes}
         run.tracking = {remote: source.value for remote, source in source_of.items()}
+        run.field_names = [f.local for f in plan.fields]
         watermark_field = sync.watermark.field or DEFAULT_WATERMARK_FIELD[run.crm_kind]
-        columns = tuple(dict.fromkeys([run.id_field, watermark_field, *plan.values()]))
+        columns = tuple(dict.fromkeys([run.id_field, watermark_field, *plan.remotes]))
         tracked = [remote for remote, source in source_of.items() if source.certain]
-        sides = _read(container, connector, run, columns, watermark_field, tracked, crm_window, window)
-        ledger = container.write_ledger.get_many(sync.id, [(c, local) for c in sides.profiles for local in plan])
+        sides = _read(container, connector, run, columns, watermark_field, tracked, crm_window, window, plan)
+        ledger = container.write_ledger.get_many(
+            sync.id, [(c, f.local) for c in sides.profiles for f in plan.fields]
+        )
         decisions = _decide(run, sync, sides, plan, source_of, ledger, crm_window, window.start, watermark_field)
         if decisions.converged:
             container.write_ledger.record(decisions.converged)
@@ -518,7 +762,16 @@ class TwoWay(
         failed = {r.crm_id for r in rejects}
         now = _iso(datetime.now(UTC))
         container.write_ledger.record(
-            LedgerEntry(run.sync_id, row["crmId"], local, digest, "crm", now, run.ledger_run)
+            LedgerEntry(
+                run.sync_id,
+                row["crmId"],
+                local,
+                digest,
+                "crm",
+                now,
+                run.ledger_run,
+                row.get("crmSeen", {}).get(local),
+            )
             for row in rows
             if row["crmId"] in written
             for local, digest in row["ledger"].items()
@@ -532,7 +785,16 @@ class TwoWay(
             ):
                 continue
             entries += [
-                LedgerEntry(run.sync_id, row["crmId"], local, digest, "both", now, run.ledger_run)
+                LedgerEntry(
+                    run.sync_id,
+                    row["crmId"],
+                    local,
+                    digest,
+                    "both",
+                    now,
+                    run.ledger_run,
+                    row.get("crmSeen", {}).get(local),
+                )
                 for local, digest in row["ledger"].items()
             ]
             consent += [_consent(run, row, item) for item in row["consent"]]
@@ -588,6 +850,7 @@ class TwoWay(
             decided_by={k.split(":", 1)[1]: v for k, v in decided.items() if k.startswith("decided_by:")},
             time_sources={k.split(":", 1)[1]: v for k, v in decided.items() if k.startswith("source:")},
             tracking=run.tracking,
+            fields=_field_summaries(run, decided),
             consent_rows=counts.get("consent_rows", 0),
             deferred=counts.get("deferred", 0),
             rejected=counts.get("rejected", 0),
@@ -600,6 +863,17 @@ class TwoWay(
             also.append(container.watermarks.advance_action(crm_window.option, crm_window.end, run.run_id))
         close_run(container, run.key, summary, operation=OPERATION, window=window, also=tuple(also))
         return summary
+
+
+def _field_summaries(run: TwoWayRun, decided: dict[str, int]) -> dict[str, FieldSummary]:
+    summaries = {local: FieldSummary() for local in run.field_names}
+    for key, amount in decided.items():
+        if key.startswith("field:"):
+            _, local, name = key.split(":", 2)
+            if name in FieldSummary.model_fields:
+                summary = summaries.setdefault(local, FieldSummary())
+                setattr(summary, name, getattr(summary, name) + amount)
+    return summaries
 
 
 def _write_crm(
@@ -688,6 +962,11 @@ def _consent(run: TwoWayRun, row: dict[str, Any], item: dict[str, Any]) -> Conse
     )
 
 
+def _holds(held: Any, value: Any) -> bool:
+    """A side already holds the decided value (a flag in any of the forms `as_flag` reads)."""
+    return as_flag(held) == value if isinstance(value, bool) else held == value
+
+
 def _drop_applied(
     run: TwoWayRun,
     container: Container,
@@ -703,7 +982,7 @@ def _drop_applied(
         query = RecordQuery(object=run.object, fields=(run.id_field, *names), ids=tuple(crm_writes))
         for record in connector.read_by_ids(query):
             values = crm_writes.get(_crm_id(run, record), {})
-            for name in [n for n, v in values.items() if as_flag(record.get(n)) == v]:
+            for name in [n for n, v in values.items() if _holds(record.get(n), v)]:
                 del values[name]
     if profile_writes:
         stamps = {row["profileId"]: row["changedAt"] for row in rows}
@@ -713,7 +992,7 @@ def _drop_applied(
             held = [
                 n
                 for n, v in values.items()
-                if as_flag(attrs.get(n)) == v and changed.get(n) == stamps[item["profileId"]].get(n)
+                if _holds(attrs.get(n), v) and changed.get(n) == stamps[item["profileId"]].get(n)
             ]
             for name in held:
                 del values[name]

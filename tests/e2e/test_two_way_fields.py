@@ -1,0 +1,125 @@
+"""The real two-way state machine on both CRM emulators, for any field (SPEC B1-B2): per-field priority and
+update blank values over the whole matrix in one run, rapid changes decided once on their last value, and
+the per-field counts of the run's summary.
+
+The matrix is the one of tests/unit/test_two_way_fields_judge.py, run end to end: each contact is one row
+(which side changed, which value is empty), each of its six fields one column (priority crm / marketing /
+latest, without and with update_blank_values), so one run decides all 96 cells."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.unit.test_two_way_fields_judge import MATRIX
+
+from .two_way_fields import COLUMNS, FieldSync
+
+pytestmark = pytest.mark.slow
+
+C, M, OLD = "C-crm", "M-mkt", "old"
+
+
+@pytest.fixture(params=["salesforce", "dynamics"])
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def env(kind, request):
+    return request.getfixturevalue("sync_env" if kind == "salesforce" else "dynamics_env")
+
+
+def _rows():
+    rows = []
+    for line in MATRIX.strip().splitlines()[1:]:
+        sides, outcomes = line.split("||")
+        crm_part, mkt_part = sides.split("|")
+        crm_changed, crm_value = crm_part.split()
+        mkt_changed, mkt_value = mkt_part.split()
+        rows.append(
+            {
+                "crm_changed": crm_changed == "yes",
+                "crm": None if crm_value == "''" else C,
+                "mkt_changed": mkt_changed == "yes",
+                "mkt": None if mkt_value == "''" else M,
+                "expected": [
+                    None if o == "-" else ("" if o == "''" else (C if o == "C" else M)) for o in outcomes.split()
+                ],
+                "unchanged": [o == "-" for o in outcomes.split()],
+            }
+        )
+    return rows
+
+
+def _blank(value):
+    return None if value in (None, "") else value
+
+
+def test_every_cell_of_the_priority_and_blank_values_matrix_in_one_run(env, kind):
+    rows = _rows()
+    locals_ = [f"f_{c}" for c in COLUMNS]
+    # The CRM holds its row's value, or an old one it is about to change; the first run brings it in.
+    initial = {i: dict.fromkeys(locals_, OLD if r["crm_changed"] else r["crm"]) for i, r in enumerate(rows)}
+    sync = FieldSync(env, kind, count=len(rows), initial=initial)
+    for index, row in enumerate(rows):  # the marketing side's held values, from before that run's end
+        sync.hold(index, dict.fromkeys(locals_, OLD if row["mkt_changed"] else (row["mkt"] or "")))
+    marked = None
+    for index, row in enumerate(rows):
+        if row["mkt_changed"]:
+            marked = sync.mark(index, dict.fromkeys(locals_, row["mkt"] or ""))
+    assert marked is not None
+    for index, row in enumerate(rows):  # the CRM's changes are the later (latest: the CRM wins)
+        changes = dict.fromkeys(locals_, row["crm"]) if row["crm_changed"] else {}
+        sync.crm_edit(index, marked + timedelta(seconds=30), changes)
+
+    summary = sync.run()
+
+    assert summary["status"] == "SUCCEEDED", summary
+    crm_after, marketing_after = sync.crm_values(), sync.marketing_values()
+    found, wanted = {}, {}
+    for index, row in enumerate(rows):
+        for column, local in enumerate(locals_):
+            cell = f"row {index + 1} {COLUMNS[column]}"
+            found[cell] = (_blank(crm_after[index][local]), _blank(marketing_after[index][local]))
+            if row["unchanged"][column]:
+                wanted[cell] = (row["crm"], row["mkt"])
+            else:
+                wanted[cell] = (_blank(row["expected"][column]),) * 2
+    assert found == wanted
+    fields = summary["fields"]
+    assert (fields["f_crm"]["by_priority"], fields["f_marketing"]["by_priority"]) == (3, 3)
+    assert (fields["f_latest"]["by_time"], fields["f_latest_blank"]["by_time"]) == (3, 2)
+    assert (fields["f_crm_blank"]["blanks_filled"], fields["f_latest_blank"]["blanks_filled"]) == (3, 5)
+
+
+def test_ten_rapid_changes_on_both_sides_converge_in_one_run_and_stay_still_on_the_next(env, kind):
+    sync = FieldSync(env, kind, count=1)
+    marked = None
+    for n in range(10):
+        marked = sync.mark(0, {"f_latest": f"marketing {n}", "f_crm": f"marketing {n}"})
+        sync.crm_edit(0, marked - timedelta(seconds=60 - n), {"f_latest": f"crm {n}", "f_crm": f"crm {n}"})
+    first = sync.run()
+    env.crm.control.reset_stats()
+
+    second = sync.run()
+
+    assert (first["status"], second["status"]) == ("SUCCEEDED", "SUCCEEDED")
+    assert sync.crm_values()[0]["f_latest"] == sync.marketing_values()[0]["f_latest"] == "marketing 9"
+    assert sync.crm_values()[0]["f_crm"] == sync.marketing_values()[0]["f_crm"] == "crm 9"
+    assert (first["fields"]["f_latest"]["by_time"], first["fields"]["f_crm"]["by_priority"]) == (1, 1)
+    assert (second["crm"]["fields_written"], second["marketing"]["fields_written"]) == (0, 0)
+    assert sync.crm_writes() == 0
+
+
+def test_a_human_change_after_our_write_is_the_humans(env, kind):
+    sync = FieldSync(env, kind, count=1)
+    sync.mark(0, {"f_latest": "from marketing"})
+    sync.run()  # we write "from marketing" to the CRM
+    sync.crm_edit(0, sync.mark(0, {"f_crm": "unrelated"}) + timedelta(seconds=5), {"f_latest": "a person's"})
+
+    summary = sync.run()
+
+    assert sync.marketing_values()[0]["f_latest"] == "a person's"
+    assert summary["fields"]["f_latest"]["from_crm"] == 1
