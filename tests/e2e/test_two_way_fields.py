@@ -8,10 +8,12 @@ latest, without and with update_blank_values), so one run decides all 96 cells."
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from crmsync.config import TwoWayField
+from crmsync_local.marketing import marketing_profiles
 from tests.unit.test_two_way_fields_judge import MATRIX
 
 from .two_way_fields import COLUMNS, FieldSync
@@ -123,3 +125,62 @@ def test_a_human_change_after_our_write_is_the_humans(env, kind):
 
     assert sync.marketing_values()[0]["f_latest"] == "a person's"
     assert summary["fields"]["f_latest"]["from_crm"] == 1
+
+
+PEOPLE = {
+    "salesforce": {"email": "Email", "lastName": "LastName", "f_crm": "Title"},
+    "dynamics": {"email": "emailaddress1", "lastName": "lastname", "f_crm": "jobtitle"},
+}
+
+
+def test_records_created_on_each_side_reach_the_other_and_one_created_on_both_is_linked_once(env, kind):
+    names = PEOPLE[kind]
+    fields = [
+        TwoWayField(remote=names["email"], local="email"),
+        TwoWayField(remote=names["lastName"], local="lastName"),
+        TwoWayField(remote=names["f_crm"], local="f_crm", priority="crm"),
+    ]
+    sync = FieldSync(env, kind, count=1, fields=fields, creating=True)
+    domain = "example.com" if kind == "salesforce" else "example.net"
+    # Between two runs: Ana is created in the CRM, Bea on the marketing side, Cy on both (same e-mail).
+    now = datetime.now(UTC).replace(microsecond=0)
+    ana, cy = env.seed_contacts(2, start=now, prefix="new")
+    email_of = {ana: f"ana.new0@{domain}", cy: f"ana.new1@{domain}"}
+    store = marketing_profiles(env.container)
+    bea, cy_profile = store.create_local_many(
+        [
+            {"email": "bea@example.org", "lastName": "Bea"},
+            {"email": email_of[cy].upper(), "lastName": "Cy", "f_crm": "from marketing"},
+        ],
+        key_attribute="email",
+    )
+    env.crm.control.set_clock(now, frozen=True)
+    if kind == "salesforce":
+        env.crm.control.seed("Contact", [{"Id": cy, "Title": "from the CRM", "LastModifiedDate": now.isoformat()}])
+    else:
+        env.crm.control.put_records("contacts", [{"contactid": cy, "jobtitle": "from the CRM"}])
+
+    summary = sync.run()
+
+    assert summary["status"] == "SUCCEEDED", summary
+    link = f"{'sf-prod:Contact' if kind == 'salesforce' else 'dyn-prod:contact'}"
+    profiles = {p["profileId"]: p for p in env.profiles()}
+    linked = {(p.get("externalIds") or {}).get(link): p for p in profiles.values()}
+    if kind == "salesforce":
+        records = env.crm.control.records("Contact")
+        key, id_field = "Email", "Id"
+    else:
+        records = env.crm.control.records("contacts")
+        key, id_field = "emailaddress1", "contactid"
+    by_email = {}
+    for record in records:
+        by_email.setdefault((record.get(key) or "").lower(), []).append(record)
+    assert linked[ana]["attrs"]["email"] == email_of[ana]  # the CRM's new record became a profile
+    assert [r[id_field] for r in by_email["bea@example.org"]] == [profiles[bea]["externalIds"][link]]
+    assert [r[id_field] for r in by_email[email_of[cy]]] == [cy]  # one CRM record, linked to the one profile
+    assert profiles[cy_profile]["externalIds"][link] == cy
+    assert sum(1 for p in profiles.values() if (p["attrs"].get("email") or "").lower() == email_of[cy]) == 1
+    assert (profiles[cy_profile]["attrs"]["f_crm"], by_email[email_of[cy]][0][names["f_crm"]]) == (
+        "from the CRM",
+    ) * 2
+    assert (summary["created_in_marketing"], summary["created_in_crm"], summary["linked"]) == (1, 1, 1)

@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from crmsync.config import TwoWayField, TwoWaySync, WatermarkSettings
+from crmsync.config import Reconciliation, TwoWayCreate, TwoWayField, TwoWaySync, WatermarkSettings
 from crmsync.stores.dynamo import serialize, serialize_value
 from crmsync_local.marketing import marketing_profiles
 
@@ -40,7 +40,20 @@ def field_of(column: str, kind: str) -> TwoWayField:
 class FieldSync:
     """A linked population of `count` contacts and a two-way sync of the six fields, baselined by a run."""
 
-    def __init__(self, env: Any, kind: str, *, count: int, sync_id: str = "people", fields=None, initial=None):
+    def __init__(
+        self,
+        env: Any,
+        kind: str,
+        *,
+        count: int,
+        sync_id: str = "people",
+        fields=None,
+        initial=None,
+        creating: bool = False,
+    ):
+        """`creating`: the sync creates records both ways, reconciled on the e-mail address; it replaces
+        the example's import and export of the object (they map the fields it owns), and links nothing
+        beforehand: the first run creates the profiles."""
         self.env, self.kind, self.sync_id = env, kind, sync_id
         self.fields: list[TwoWayField] = fields or [field_of(c, kind) for c in COLUMNS]
         self.remote = {f.local: f.remote for f in self.fields}
@@ -49,12 +62,15 @@ class FieldSync:
             for index, values in initial.items():
                 self.crm_edit(index, datetime(2024, 3, 1, 12, tzinfo=UTC), values)
             env.crm.control.set_clock(datetime(2024, 3, 2, 9, tzinfo=UTC), frozen=True)  # the fixture's clock
-        importer = "sf-contacts" if kind == "salesforce" else "dyn-contacts"
-        assert env.run(importer)["status"] == "SUCCEEDED"
-        by_crm = {p["externalId"]: p["profileId"] for p in env.profiles()}
-        self.profile_ids = [by_crm[c] for c in self.crm_ids]
-        self.track()
+        object_name = "Contact" if kind == "salesforce" else "contact"
         config = env.config
+        syncs = list(config.syncs)
+        if creating:
+            syncs = [s for s in syncs if not (s.operation in ("import", "export") and s.object == object_name)]
+        else:
+            importer = "sf-contacts" if kind == "salesforce" else "dyn-contacts"
+            assert env.run(importer)["status"] == "SUCCEEDED"
+        self.track()
         sync = TwoWaySync(
             id=sync_id,
             operation="two_way",
@@ -63,10 +79,21 @@ class FieldSync:
             fields=self.fields,
             watermark=WatermarkSettings(overlap_seconds=3600, lag_seconds=0),
             max_concurrency=1,
+            **(
+                {
+                    "create": TwoWayCreate(in_crm=True, in_marketing=True),
+                    "reconciliation": Reconciliation(key="email"),
+                }
+                if creating
+                else {}
+            ),
         )
-        env.config = config.model_copy(update={"syncs": [*config.syncs, sync]})
+        env.config = config.model_copy(update={"syncs": [*syncs, sync]})
         env.operator.apply(env.config)
         assert self.run(settle=True)["status"] == "SUCCEEDED"  # the first run: CRM values come in
+        link = f"{sync.connection}:{object_name}"
+        by_crm = {(p.get("externalIds") or {}).get(link): p["profileId"] for p in env.profiles()}
+        self.profile_ids = [by_crm[c] for c in self.crm_ids]
 
     def track(self) -> None:
         names = list(self.remote.values())

@@ -36,12 +36,7 @@ def test_a_field_defaults_to_both_directions_the_latest_change_and_no_blank_fill
     assert isinstance(sync, TwoWaySync)
     (field,) = sync.fields
     assert (field.direction, field.winner, field.update_blank_values) == ("both", "latest", False)
-    assert (sync.opt_outs, sync.direction, sync.create.in_crm, sync.create.in_marketing) == (
-        None,
-        "both",
-        False,
-        False,
-    )
+    assert (sync.opt_outs, sync.direction, sync.timezone) == (None, "both", "UTC")
 
 
 @pytest.mark.parametrize("priority", ["crm", "marketing", "latest"])
@@ -108,26 +103,6 @@ def test_an_opt_out_also_in_fields_is_refused():
     assert "mapped by opt_outs.fields" in problem
 
 
-def test_the_reconciliation_key_must_be_a_mapped_field():
-    (problem,) = problems_of(config(two_way({"remote": "City", "local": "city"}, reconciliation={"key": "email"})))
-
-    assert problem.startswith("syncs[0] (people).reconciliation.key")
-
-
-def test_a_resource_target_takes_fields_only_and_creates_nothing_in_the_crm():
-    problems = problems_of(
-        config(
-            two_way(
-                {"remote": "Name", "local": "name"},
-                target={"kind": "resource", "resource": "projects"},
-                create={"in_crm": True},
-            )
-        )
-    )
-
-    assert problems == ["syncs[0] (people).create.in_crm: resource rows are created from CRM records only"]
-
-
 def test_a_display_label_cannot_be_synced_back():
     (problem,) = problems_of(config(two_way({"remote": "Industry", "local": "industry", "label": True})))
 
@@ -164,3 +139,29 @@ def test_an_import_of_a_field_a_two_way_field_sync_owns_is_refused():
     (problem,) = problems_of(config(two_way({"remote": "City", "local": "town"}), importer))
 
     assert "owned by the two-way sync 'people'" in problem
+
+
+def test_the_reconciliation_key_must_be_a_mapped_field():
+    (problem,) = problems_of(config(two_way({"remote": "City", "local": "city"}, reconciliation={"key": "email"})))
+
+    assert problem.startswith("syncs[0] (people).reconciliation.key")
+
+
+def test_creating_crm_records_needs_a_key_that_finds_them_again():
+    (problem,) = problems_of(config(two_way({"remote": "Email", "local": "email"}, create={"in_crm": True})))
+
+    assert problem.startswith("syncs[0] (people).create.in_crm: needs reconciliation.key")
+
+
+def test_records_are_created_both_ways_with_a_key():
+    (sync,) = parse_config(
+        config(
+            two_way(
+                {"remote": "Email", "local": "email"},
+                create={"in_crm": True, "in_marketing": True},
+                reconciliation={"key": "email"},
+            )
+        )
+    ).syncs
+
+    assert (sync.create.in_crm, sync.create.in_marketing, sync.reconciliation.key) == (True, True, "email")

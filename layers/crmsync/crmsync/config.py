@@ -986,18 +986,18 @@ class TwoWayField(FieldMapping):
 
 
 class TwoWayCreate(_Model):
-    """Records created on one side since the last run, created on the other (SPEC B2). Off by default:
-    an opt-out sync keeps the records an import or export linked."""
+    """Records created on one side since the last run, created on the other too (SPEC B2). Off by default:
+    an opt-out sync keeps to the records an import or an export linked."""
 
     in_marketing: bool = Field(
         default=False,
-        description="a new CRM record becomes a profile (or a resource row), reconciled as an import does: "
-        "CRM id, then reconciliation.key",
+        description="a new CRM record becomes a profile, reconciled as an import reconciles it: CRM id, then "
+        "reconciliation.key (a profile with the same key is linked, not duplicated)",
     )
     in_crm: bool = Field(
         default=False,
-        description="a new profile (changed, not linked to this object) is inserted in the CRM; a profile "
-        "whose reconciliation.key matches a new CRM record is linked to it instead",
+        description="a new or changed profile linked to no record of the object is inserted in the CRM - "
+        "unless a CRM record has its reconciliation.key, which it is linked to instead",
     )
 
 
@@ -1014,14 +1014,19 @@ class TwoWaySync(_Sync):
         description="any field: direction, priority, update_blank_values, conversions and replacements (SPEC B1)",
     )
     create: TwoWayCreate = Field(default_factory=TwoWayCreate)
-    reconciliation: Reconciliation = Field(default_factory=Reconciliation)
-    target: Target = Field(default_factory=Target)
+    reconciliation: Reconciliation = Field(
+        default_factory=Reconciliation,
+        description="how a new record finds its counterpart on the other side: the CRM id, then this key",
+    )
+    timezone: str = Field(default="UTC", description="IANA time zone of local date-times (SPEC I3, E3)")
     tolerance_seconds: int = Field(
         default=2, ge=0, le=300, description="two changes this close (whole seconds) are a tie: opted out wins"
     )
     watermark: WatermarkSettings = Field(default_factory=WatermarkSettings)
     batch_size: int = Field(default=200, ge=1, le=1000, description="changed records per batch (and ledger entry)")
     max_concurrency: int = Field(default=4, ge=1, le=25, description="batches written at once")
+
+    _timezone = field_validator("timezone")(_timezone)
 
     @model_validator(mode="after")
     def _window_field(self) -> TwoWaySync:
@@ -1032,27 +1037,25 @@ class TwoWaySync(_Sync):
             problems.append("fields: a two-way sync needs opt_outs, fields, or both")
         field_problems, locals_seen = _mapping_problems(list(self.fields), "fields")
         problems += field_problems
-        if self.opt_outs is not None:
-            for index, mapping in enumerate(self.fields):
-                if mapping.local in self.opt_outs.fields:
-                    problems.append(f"fields[{index}].local: {mapping.local!r} is an opt-out of opt_outs.fields")
-                if mapping.remote.lower() in {r.lower() for r in self.opt_outs.fields.values()}:
-                    problems.append(f"fields[{index}].remote: {mapping.remote!r} is mapped by opt_outs.fields")
         key = self.reconciliation.key
         if key is not None and key not in locals_seen:
             problems.append(
                 f"reconciliation.key: {key!r} is not a local attribute of fields "
                 f"(mapped: {', '.join(sorted(locals_seen)) or 'none'})"
             )
-        if self.target.kind == "resource":
-            if self.opt_outs is not None:
-                problems.append("opt_outs: opt-outs are a profile's; a resource target syncs fields only")
-            if key is not None:
-                problems.append("reconciliation.key: resources are matched on their CRM id only")
-            if self.create.in_crm:
-                problems.append("create.in_crm: resource rows are created from CRM records only")
-        if self.create.in_crm and self.opt_outs is not None and not self.fields:
-            problems.append("create.in_crm: a record is created from its fields; map some in fields")
+        if (self.create.in_crm or self.create.in_marketing) and not self.fields:
+            problems.append("create: records are created from their fields; map some in fields")
+        if self.create.in_crm and key is None:
+            problems.append(
+                "create.in_crm: needs reconciliation.key, the attribute that finds a record the CRM already has "
+                "(so none is inserted twice)"
+            )
+        if self.opt_outs is not None:
+            for index, mapping in enumerate(self.fields):
+                if mapping.local in self.opt_outs.fields:
+                    problems.append(f"fields[{index}].local: {mapping.local!r} is an opt-out of opt_outs.fields")
+                if mapping.remote.lower() in {r.lower() for r in self.opt_outs.fields.values()}:
+                    problems.append(f"fields[{index}].remote: {mapping.remote!r} is mapped by opt_outs.fields")
         if problems:
             raise ValueError("\n".join(problems))
         return self

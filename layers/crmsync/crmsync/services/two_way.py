@@ -38,7 +38,8 @@ from ..connectors.port import (
 )
 from ..domain.conversions import parse_crm_datetime_or_none
 from ..domain.mapping import PayloadMapper, RecordMapper, ResolvedField
-from ..domain.records import RecordRejected, Reject
+from ..domain.reconciliation import normalize_key
+from ..domain.records import LocalRecord, RecordRejected, Reject
 from ..domain.two_way import (
     Change,
     Direction,
@@ -60,7 +61,7 @@ from ..domain.types import DATE_LIKE, Conversion, CrmFieldType
 from ..domain.windows import ImportWindow, format_watermark, parse_watermark
 from ..errors import ConfigurationError
 from ..stores.batches import BatchEntry
-from ..stores.profiles import link_name
+from ..stores.profiles import ExportedProfile, ExportLink, link_name
 from ..stores.two_way import ConsentChange, LedgerEntry
 from ..wiring import Container
 from . import batched_runs as batched
@@ -108,6 +109,8 @@ class TwoWayPlan:
 
     fields: tuple[PlanField, ...]
     timezone: str = "UTC"
+    key: str | None = None
+    """The reconciliation key's local attribute (SPEC I10), for records created on one side."""
 
     @property
     def remotes(self) -> tuple[str, ...]:
@@ -171,6 +174,10 @@ class TwoWayRun(batched.BatchedRun):
     crm_previous: str | None = None
     tracking: dict[str, str] = Field(default_factory=dict)
     """CRM field -> where its change times come from (history, audit, record_timestamp)."""
+    create_in_marketing: bool = False
+    create_in_crm: bool = False
+    key_remote: str | None = None
+    """The CRM field of the reconciliation key (inserts look records up by it first)."""
     field_names: list[str] = Field(default_factory=list)
     """The marketing attributes the run decides, in the sync's order."""
     decided: dict[str, int] = Field(default_factory=dict)
@@ -234,6 +241,12 @@ class TwoWaySummary(batched.BatchedSummary):
     fields: dict[str, FieldSummary] = Field(default_factory=dict)
     """Per marketing attribute, every field of the sync (zeros included)."""
     consent_rows: int = 0
+    created_in_crm: int = 0
+    """Profiles linked to no record of the object, inserted in the CRM (`create.in_crm`)."""
+    created_in_marketing: int = 0
+    """New CRM records that became profiles (`create.in_marketing`)."""
+    linked: int = 0
+    """New CRM records linked to an unlinked profile with the same key (created on both sides)."""
     deferred: int = 0
     rejected: int = 0
     unlinked: int = 0
@@ -257,6 +270,11 @@ class Sides:
     rows: dict[tuple[str, str], list[FieldChangeRow]] = field(default_factory=dict)
     """(CRM id, CRM field) -> its history / audit rows in the CRM window."""
     integration_user: str | None = None
+    unlinked_profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Changed profiles linked to no record of the object, by profile id (`create.in_crm` only)."""
+    fresh: set[str] = field(default_factory=set)
+    """CRM ids linked in this run: their values count at the record's time (they have no history yet)."""
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 def _read(
@@ -293,12 +311,18 @@ def _read(
                     if crm_id and not item.get("deletedInCrm"):
                         sides.profiles[str(crm_id)] = item
                         sides.marketing_changed.add(str(crm_id))
+                    elif not crm_id and run.create_in_crm:
+                        sides.unlinked_profiles[item["profileId"]] = item
     # The other side of each changed record: profiles of CRM changes, CRM values of marketing changes.
     missing = [crm_id for crm_id in sides.crm_changed if crm_id not in sides.profiles]
     for start in range(0, len(missing), PROFILE_CHUNK):
         sides.profiles.update(
             profiles.profiles_by_crm_ids(run.connection, run.object, missing[start : start + PROFILE_CHUNK])
         )
+    if run.create_in_marketing:
+        new = {c: r for c, r in sides.crm_changed.items() if c not in sides.profiles}
+        if new:
+            _create_profiles(container, run, plan, new, sides, watermark_field)
     unread = [crm_id for crm_id in sides.profiles if crm_id not in sides.crm_changed]
     if unread:
         query = RecordQuery(object=run.object, fields=columns, ids=tuple(unread))
@@ -313,6 +337,64 @@ def _read(
             )
         sides.integration_user = connector.integration_user()
     return sides
+
+
+def _create_profiles(
+    container: Container,
+    run: TwoWayRun,
+    plan: TwoWayPlan,
+    new: dict[str, dict[str, Any]],
+    sides: Sides,
+    watermark_field: str,
+) -> None:
+    """CRM records no profile is linked to (SPEC B2), reconciled as an import reconciles them (SPEC I10): a
+    profile with the same key is linked (its values are then decided field by field, like any change on
+    both sides); any other record becomes a new profile with its values. Idempotent, as the import is."""
+    values, profiles, key = Values(plan), container.profiles, plan.key
+    records: dict[str, LocalRecord] = {}
+    for crm_id, record in new.items():
+        attributes: dict[str, Any] = {}
+        for pf in plan.fields:
+            if pf.direction in ("marketing_to_crm", "disabled"):
+                continue
+            try:
+                attributes[pf.local] = values.local(pf, record.get(pf.remote))
+            except RecordRejected:
+                continue  # left empty; the field is refused again (and logged) when decided
+        modified = parse_crm_datetime_or_none(record.get(watermark_field)) or datetime.now(UTC)
+        records[crm_id] = LocalRecord(crm_id=crm_id, modified_at=modified, attributes=attributes, source=record)
+    matched = profiles.profile_ids_by_key(key, [r.attributes.get(key) for r in records.values()]) if key else {}
+    keyed = (
+        {c: normalize_key(r.attributes.get(key), case_insensitive=True) for c, r in records.items()} if key else {}
+    )
+    linking = {c for c, k in keyed.items() if k is not None and k in matched}
+    batch = [
+        LocalRecord(r.crm_id, r.modified_at, {key: r.attributes[key]}, r.source) if c in linking and key else r
+        for c, r in records.items()
+    ]
+    result = profiles.apply_import(
+        batch,
+        connection=run.connection,
+        object_name=run.object,
+        key_attribute=key,
+        case_insensitive=True,
+        run_id=run.run_id,
+    )
+    sides.counts["created_in_marketing"] = result.created
+    sides.counts["linked"] = len(linking)
+    sides.counts["rejected_at_start"] = len(result.rejects)
+    for refused_record, refused in result.rejects:
+        logger.warning(
+            "two-way record not reconciled",
+            extra={"sync_id": run.sync_id, "crm_id": refused_record.crm_id, "code": refused.code},
+        )
+    found = profiles.profiles_by_crm_ids(run.connection, run.object, list(records))
+    sides.profiles.update(found)
+    sides.fresh.update(found)
+    for crm_id in linking & set(found):
+        profile_id = found[crm_id]["profileId"]
+        if sides.unlinked_profiles.pop(profile_id, None) is not None:
+            sides.marketing_changed.add(crm_id)  # created on both sides: both sides' values are changes
 
 
 def _row_value(values: Values, by_remote: dict[str, PlanField], remote: str, raw: Any) -> Any:
@@ -418,7 +500,7 @@ def _decide(
             crm_side: Change | None = None
             if crm_id in sides.crm_changed and pf.direction not in ("marketing_to_crm", "disabled"):
                 field_rows = sides.rows.get((crm_id, remote), []) if source_of[remote].certain else None
-                if field_rows == [] and first_run:
+                if field_rows == [] and (first_run or crm_id in sides.fresh):
                     field_rows = None  # a first run: values set before tracking began count at the record's time
                 crm_side, echoes = crm_change(
                     field=remote,
@@ -519,6 +601,50 @@ def _decide(
     return decisions
 
 
+def _inserts(run: TwoWayRun, plan: TwoWayPlan, sides: Sides, decisions: Decisions) -> list[dict[str, Any]]:
+    """A row per changed profile linked to no record of the object (`create.in_crm`): its fields that move
+    to the CRM, as the CRM takes them. The batch looks the key up in the CRM first, then inserts."""
+    values, rows = Values(plan), list[dict[str, Any]]()
+    for profile_id, profile in sides.unlinked_profiles.items():
+        attrs = profile.get("attrs") or {}
+        payload: dict[str, Any] = {}
+        ledger: dict[str, str] = {}
+        for pf in plan.fields:
+            if pf.direction in ("crm_to_marketing", "disabled") or attrs.get(pf.local) is None:
+                continue
+            try:
+                value = values.crm(pf, values.held(pf, attrs.get(pf.local)))
+            except RecordRejected:
+                decisions.count(f"field:{pf.local}:unconverted")
+                continue
+            if value is not None:
+                payload[pf.remote] = value
+                ledger[pf.local] = value_hash(values.held(pf, attrs.get(pf.local)))
+        key = attrs.get(plan.key) if plan.key else None
+        if not payload or normalize_key(key, case_insensitive=True) is None:
+            decisions.count("not_created")  # nothing to create a record from, or no key to find it again by
+            continue
+        decisions.count("to_create_in_crm")
+        for local in ledger:
+            decisions.count(f"field:{local}:from_marketing")
+        rows.append(
+            {
+                "crmId": None,
+                "profileId": profile_id,
+                "insert": payload,
+                "key": str(key),
+                "crm": {},
+                "marketing": {},
+                "changedAt": {},
+                "seen": {},
+                "ledger": ledger,
+                "crmSeen": {},
+                "consent": [],
+            }
+        )
+    return rows
+
+
 FIELD_COUNTS = ("from_crm", "from_marketing", "by_priority", "by_time", "blanks_filled", "echoes_skipped")
 
 
@@ -587,7 +713,7 @@ def _resolve_plan(sync: TwoWaySync, description: ObjectDescription, crm_kind: st
         )
     if problems:
         raise ConfigurationError([p if p.startswith(where) else f"{where}: {p}" for p in problems])
-    return TwoWayPlan(tuple(fields), sync.target.timezone)
+    return TwoWayPlan(tuple(fields), sync.timezone, sync.reconciliation.key)
 
 
 def _out_field(
@@ -598,8 +724,7 @@ def _out_field(
     crm_kind: str,
     problems: list[str],
 ) -> ResolvedField | None:
-    """A field that moves to the CRM, checked as an export checks it: updateable (createable too when the sync
-    creates CRM records) and of a compatible type."""
+    """A field that moves to the CRM, checked as an export checks it: updateable and of a compatible type."""
     if mapping.direction == "crm_to_marketing":
         return None
     found: list[str] = []
@@ -608,7 +733,7 @@ def _out_field(
         f"fields[{index}]",
         [mapping],
         description,
-        inserts=sync.create.in_crm,
+        inserts=False,
         updates=True,
         problems=found,
         crm_kind=crm_kind,
@@ -628,7 +753,7 @@ class TwoWay(
     direction = "two-way"
     machine = "two-way"
     runs = "two-way syncs"
-    identity_field = "crmId"
+    identity_field = "profileId"  # one row per profile: a linked one, or one to insert (no CRM id yet)
     sync_model = TwoWaySync
     run_model = TwoWayRun
     totals_model = TwoWayTotals
@@ -652,6 +777,9 @@ class TwoWay(
                 "id_field": description.id_field,
                 "direction": sync.direction,
                 "route_rejects": sync.rejects.route,
+                "create_in_marketing": sync.create.in_marketing,
+                "create_in_crm": sync.create.in_crm,
+                "key_remote": next((f.remote for f in plan.fields if f.local == plan.key), None),
             },
         )
 
@@ -727,6 +855,9 @@ class TwoWay(
             sync.id, [(c, f.local) for c in sides.profiles for f in plan.fields]
         )
         decisions = _decide(run, sync, sides, plan, source_of, ledger, crm_window, window.start, watermark_field)
+        for name, amount in sides.counts.items():
+            decisions.count(name, amount)
+        decisions.rows += _inserts(run, plan, sides, decisions)
         if decisions.converged:
             container.write_ledger.record(decisions.converged)
         run.decided = decisions.counts
@@ -741,8 +872,11 @@ class TwoWay(
         writer: CrmWriter,
         journal: Callable[[str], WriteJournal],
     ) -> batched.BatchResult:
-        """The CRM side once, then the profiles, then the write and consent ledgers."""
+        """The CRM side once, then the profiles, then the write and consent ledgers; then the profiles to
+        create in the CRM."""
         run = event.run
+        inserts = [row for row in rows if row.get("insert")]
+        rows = [row for row in rows if not row.get("insert")]
         crm_writes = {row["crmId"]: dict(row["crm"]) for row in rows if row["crm"]}
         profile_writes = {row["profileId"]: dict(row["marketing"]) for row in rows if row["marketing"]}
         if claim.interrupted:
@@ -809,6 +943,18 @@ class TwoWay(
             }
             for row in rows
         ]
+        if inserts:
+            created, insert_rejects = _create_in_crm(container, run, writer, journal("insert"), inserts, counts)
+            rejects += insert_rejects
+            counts["rejected"] += len(insert_rejects)
+            outcomes += [
+                {
+                    "crmId": created.get(row["profileId"]),
+                    "profileId": row["profileId"],
+                    "status": "done" if row["profileId"] in created else "rejected",
+                }
+                for row in inserts
+            ]
         return batched.BatchResult(outcomes, counts, rejects, run.route_rejects)
 
     def finish(self, state: TwoWayState, container: Container) -> TwoWaySummary:
@@ -852,9 +998,12 @@ class TwoWay(
             tracking=run.tracking,
             fields=_field_summaries(run, decided),
             consent_rows=counts.get("consent_rows", 0),
+            created_in_crm=counts.get("created_in_crm", 0),
+            created_in_marketing=decided.get("created_in_marketing", 0),
+            linked=decided.get("linked", 0),
             deferred=counts.get("deferred", 0),
-            rejected=counts.get("rejected", 0),
-            unlinked=decided.get("unlinked", 0),
+            rejected=counts.get("rejected", 0) + decided.get("rejected_at_start", 0),
+            unlinked=decided.get("unlinked", 0) - decided.get("created_in_marketing", 0) - decided.get("linked", 0),
             api_calls=state.totals.api_calls + counts.get("api_calls", 0),
             batches=run.batches,
         )
@@ -912,6 +1061,91 @@ def _write_crm(
             )
         )
     return written, rejects
+
+
+def _create_in_crm(
+    container: Container,
+    run: TwoWayRun,
+    writer: CrmWriter,
+    journal: WriteJournal,
+    rows: list[dict[str, Any]],
+    counts: dict[str, int],
+) -> tuple[dict[str, str], list[Reject]]:
+    """Profiles linked to no record of the object (SPEC B2): a CRM record with the profile's key (created
+    there meanwhile, or by an earlier attempt of this batch) is updated and linked; any other profile is
+    inserted and linked, as an export links what it creates. Answers profile id -> CRM id, and the refusals."""
+    assert run.key_remote is not None
+    by_key = {normalize_key(row["key"], case_insensitive=True): row for row in rows}
+    existing: dict[str, str] = {}
+    for record in writer.find(
+        run.object, run.key_remote, [row["key"] for row in rows], [run.id_field, run.key_remote]
+    ):
+        held = normalize_key(record.get(run.key_remote), case_insensitive=True)
+        if held in by_key:
+            existing.setdefault(by_key[held]["profileId"], _crm_id(run, record))
+    created: dict[str, str] = {}
+    rejects: list[Reject] = []
+    requests = [
+        WriteRequest(
+            object=run.object,
+            kind="update",
+            records=tuple(
+                RecordWrite(ref=r["profileId"], fields={run.id_field: existing[r["profileId"]], **r["insert"]})
+                for r in rows
+                if r["profileId"] in existing
+            ),
+            key_field=run.id_field,
+        ),
+        WriteRequest(
+            object=run.object,
+            kind="insert",
+            records=tuple(
+                RecordWrite(ref=r["profileId"], fields=dict(r["insert"]))
+                for r in rows
+                if r["profileId"] not in existing
+            ),
+            match_field=run.key_remote,
+        ),
+    ]
+    for request in requests:
+        if not request.records:
+            continue
+        for result in writer.write(request, journal):
+            if result.success:
+                crm_id = existing.get(result.ref) or result.crm_id
+                assert crm_id is not None
+                created[result.ref] = crm_id.lower() if run.crm_kind == "dynamics" else crm_id
+                continue
+            error = result.errors[0]
+            rejects.append(
+                Reject(
+                    error.code,
+                    "; ".join(e.message for e in result.errors),
+                    {
+                        "profileId": result.ref,
+                        "fields": sorted(next(r["insert"] for r in rows if r["profileId"] == result.ref)),
+                    },
+                    fields=error.fields,
+                )
+            )
+    linked = container.profiles.record_exported(
+        run.sync_id,
+        [
+            ExportedProfile(pid, link=ExportLink(pid, run.connection, run.object, crm_id))
+            for pid, crm_id in created.items()
+        ],
+    )
+    counts["created_in_crm"] = len([p for p in created if p not in existing])
+    counts["crm_records_written"] += len(created)
+    counts["crm_fields_written"] += sum(len(r["insert"]) for r in rows if r["profileId"] in created)
+    now = _iso(datetime.now(UTC))
+    container.write_ledger.record(
+        LedgerEntry(run.sync_id, crm_id, local, digest, "both", now, run.ledger_run)
+        for row in rows
+        if (crm_id := created.get(row["profileId"])) is not None and row["profileId"] not in linked.missing
+        for local, digest in row["ledger"].items()
+    )
+    return created, rejects
 
 
 def _write_profiles(

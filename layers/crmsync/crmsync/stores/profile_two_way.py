@@ -10,8 +10,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ..domain.reconciliation import normalize_key
 from .dynamo import serialize, serialize_value
-from .profile_items import ProfileTable, change_shard, crm_id_key, now_stamp
+from .profile_items import ProfileTable, change_shard, crm_id_key, now_stamp, unique_key
 
 
 class TwoWayWrites(ProfileTable):
@@ -24,6 +25,15 @@ class TwoWayWrites(ProfileTable):
         prefix = len(crm_id_key(connection, object_name, ""))
         profiles = {item["profileId"]: item for item in self.get_many(set(lookups.values()))}
         return {key[prefix:]: profiles[pid] for key, pid in lookups.items() if pid in profiles}
+
+    def profile_ids_by_key(
+        self, attribute: str, values: Iterable[Any], *, case_insensitive: bool = True
+    ) -> dict[str, str]:
+        """The profiles holding these values of the unique key (its `K#` lookups, 100 a call): normalised
+        value -> profile id."""
+        normalized = {normalize_key(v, case_insensitive=case_insensitive) for v in values} - {None}
+        keys = {unique_key(attribute, n): n for n in normalized if n is not None}
+        return {keys[pk]: pid for pk, pid in self._lookup(list(keys)).items()}
 
     def apply_synced(
         self,
