@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
@@ -29,6 +29,7 @@ from ..domain.filters import (
 from ..domain.mapping import RecordMapper, ResolvedField
 from ..domain.types import DATE_LIKE, NUMERIC_FILTERABLE, Conversion, CrmFieldType, is_compatible
 from ..errors import ConfigurationError
+from .local_deletions import LocalTarget
 
 _filter_adapter: TypeAdapter[Filter] = TypeAdapter(AllOf | AnyOf | NotOf | Condition)
 
@@ -68,6 +69,11 @@ class ImportPlan:
             labels=tuple(f.remote for f in self.fields if f.label),
             **window,
         )
+
+    def target(self, connection: str) -> LocalTarget:
+        """Where the sync's records live locally: profiles linked to the connection's object, or a resource."""
+        kind: Literal["profiles", "resource"] = "resource" if self.target_kind == "resource" else "profiles"
+        return LocalTarget(connection, self.object, kind, self.resource)
 
     def mapper(self) -> RecordMapper:
         return RecordMapper(list(self.fields), self.id_field, self.watermark_field, self.timezone)

@@ -441,9 +441,12 @@ class Operator:
         )
         return StartedRun(sync_id=sync_id, run_id=run_id, execution_arn=response["executionArn"])
 
-    def transfer(self, sync_id: str, location: str, *, fmt: str | None = None) -> TransferSummary:
+    def transfer(
+        self, sync_id: str, location: str, *, fmt: str | None = None, check: bool | None = None
+    ) -> TransferSummary:
         """A first import from a file (SPEC T2): a local path or `s3://bucket/key`, loaded here - with the
-        operator's credentials, into the stack's tables - through the import's own load path."""
+        operator's credentials, into the stack's tables - through the import's own load path, then the
+        completeness check (`check`; by default on a first import only)."""
         match = S3_URI.match(location)
         opener: Callable[[], IO[bytes]]
         if match:
@@ -469,6 +472,7 @@ class Operator:
             source=location,
             fmt=file_format(location, fmt),
             run_id=execution_name(sync_id, "transfer"),
+            check=check,
         )
 
     def wait(
