@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..config import DEFAULT_WATERMARK_FIELD, TwoWayField, TwoWaySync
+from ..config import TwoWayField, TwoWaySync
 from ..connectors.port import (
     CrmConnector,
     CrmWriter,
@@ -36,6 +36,7 @@ from ..connectors.port import (
     WriteJournal,
     WriteRequest,
 )
+from ..connectors.rules import crm_rules
 from ..domain.conversions import parse_crm_datetime_or_none
 from ..domain.mapping import PayloadMapper, RecordMapper, ResolvedField
 from ..domain.reconciliation import normalize_key
@@ -160,14 +161,11 @@ class TwoWayTotals(Counts):
     batches: int = 0
 
 
-class TwoWayRun(batched.BatchedRun):
-    """The run context every step carries (`batched.BatchedRun`: the marketing window), with the CRM's
-    window and what the start step decided."""
+class TwoWayRun(batched.ObjectRun):
+    """The run context every step carries (`batched.ObjectRun`: the marketing window, and what a batch
+    needs of the object), with the CRM's window and what the start step decided."""
 
-    crm_kind: str
-    id_field: str
     direction: str
-    route_rejects: bool = True
     crm_option: str | None = None
     crm_window_start: str | None = None
     crm_window_end: str | None = None
@@ -299,7 +297,7 @@ def _read(
             page_size=2000,
         )
         for record in _pages(connector, query):
-            sides.crm_changed[_crm_id(run, record)] = record
+            sides.crm_changed[_crm_id(connector, run, record)] = record
     profiles = container.profiles
     if run.direction != "crm_to_marketing":
         link = link_name(run.connection, run.object)
@@ -326,7 +324,7 @@ def _read(
     unread = [crm_id for crm_id in sides.profiles if crm_id not in sides.crm_changed]
     if unread:
         query = RecordQuery(object=run.object, fields=columns, ids=tuple(unread))
-        sides.crm_current = {_crm_id(run, r): r for r in connector.read_by_ids(query)}
+        sides.crm_current = {_crm_id(connector, run, r): r for r in connector.read_by_ids(query)}
     changed = [crm_id for crm_id in sides.crm_changed if crm_id in sides.profiles]
     # A first run reads every record: its values count at the record's time, without per-record reads.
     if tracked and changed and crm_window.start is not None:
@@ -409,9 +407,8 @@ def _row_value(values: Values, by_remote: dict[str, PlanField], remote: str, raw
         return raw
 
 
-def _crm_id(run: TwoWayRun, record: dict[str, Any]) -> str:
-    value = str(record[run.id_field])
-    return value.lower() if run.crm_kind == "dynamics" else value
+def _crm_id(connector: CrmConnector, run: TwoWayRun, record: dict[str, Any]) -> str:
+    return connector.normalize_id(str(record[run.id_field]))
 
 
 def _pages(connector: CrmConnector, query: RecordQuery) -> Iterator[dict[str, Any]]:
@@ -736,7 +733,7 @@ def _out_field(
         inserts=False,
         updates=True,
         problems=found,
-        crm_kind=crm_kind,
+        rules=crm_rules(crm_kind),
     )
     problems += [p.replace(f"fields[{index}][0]", f"fields[{index}]") for p in found]
     return resolved[0] if resolved and not found else None
@@ -767,20 +764,14 @@ class TwoWay(
             raise ConfigurationError(f"a {connection.kind} connection cannot tell who changed a field")
         description = connector.describe(sync.object)
         plan = _resolve_plan(sync, description, connection.kind)
-        return plan, batched.RunSettings(
-            object=description.name,
-            max_concurrency=sync.max_concurrency,
-            part_size=sync.batch_size,
-            route_rejects=sync.rejects.route,
-            fields={
-                "crm_kind": connection.kind,
-                "id_field": description.id_field,
-                "direction": sync.direction,
-                "route_rejects": sync.rejects.route,
-                "create_in_marketing": sync.create.in_marketing,
-                "create_in_crm": sync.create.in_crm,
-                "key_remote": next((f.remote for f in plan.fields if f.local == plan.key), None),
-            },
+        return plan, batched.RunSettings.of_object(
+            sync,
+            connection,
+            description,
+            direction=sync.direction,
+            create_in_marketing=sync.create.in_marketing,
+            create_in_crm=sync.create.in_crm,
+            key_remote=next((f.remote for f in plan.fields if f.local == plan.key), None),
         )
 
     def resolved(self, plan: TwoWayPlan, container: Container) -> TwoWayPlan:
@@ -847,7 +838,7 @@ class TwoWay(
         source_of = {r: evidence if tracking.tracked.get(r) else TimeSource.RECORD for r in plan.remotes}
         run.tracking = {remote: source.value for remote, source in source_of.items()}
         run.field_names = [f.local for f in plan.fields]
-        watermark_field = sync.watermark.field or DEFAULT_WATERMARK_FIELD[run.crm_kind]
+        watermark_field = sync.watermark.field or crm_rules(run.crm_kind).watermark_field
         columns = tuple(dict.fromkeys([run.id_field, watermark_field, *plan.remotes]))
         tracked = [remote for remote, source in source_of.items() if source.certain]
         sides = _read(container, connector, run, columns, watermark_field, tracked, crm_window, window, plan)
@@ -944,7 +935,10 @@ class TwoWay(
             for row in rows
         ]
         if inserts:
-            created, insert_rejects = _create_in_crm(container, run, writer, journal("insert"), inserts, counts)
+            connector = container.connector(container.definitions.connection(run.connection))
+            created, insert_rejects = _create_in_crm(
+                container, run, writer, journal("insert"), inserts, counts, connector.normalize_id
+            )
             rejects += insert_rejects
             counts["rejected"] += len(insert_rejects)
             outcomes += [
@@ -1003,7 +997,9 @@ class TwoWay(
             linked=decided.get("linked", 0),
             deferred=counts.get("deferred", 0),
             rejected=counts.get("rejected", 0) + decided.get("rejected_at_start", 0),
-            unlinked=decided.get("unlinked", 0) - decided.get("created_in_marketing", 0) - decided.get("linked", 0),
+            unlinked=decided.get("unlinked", 0)
+            - decided.get("created_in_marketing", 0)
+            - decided.get("linked", 0),
             api_calls=state.totals.api_calls + counts.get("api_calls", 0),
             batches=run.batches,
         )
@@ -1070,6 +1066,7 @@ def _create_in_crm(
     journal: WriteJournal,
     rows: list[dict[str, Any]],
     counts: dict[str, int],
+    normalize: Callable[[str], str],
 ) -> tuple[dict[str, str], list[Reject]]:
     """Profiles linked to no record of the object (SPEC B2): a CRM record with the profile's key (created
     there meanwhile, or by an earlier attempt of this batch) is updated and linked; any other profile is
@@ -1082,7 +1079,7 @@ def _create_in_crm(
     ):
         held = normalize_key(record.get(run.key_remote), case_insensitive=True)
         if held in by_key:
-            existing.setdefault(by_key[held]["profileId"], _crm_id(run, record))
+            existing.setdefault(by_key[held]["profileId"], normalize(str(record[run.id_field])))
     created: dict[str, str] = {}
     rejects: list[Reject] = []
     requests = [
@@ -1114,7 +1111,7 @@ def _create_in_crm(
             if result.success:
                 crm_id = existing.get(result.ref) or result.crm_id
                 assert crm_id is not None
-                created[result.ref] = crm_id.lower() if run.crm_kind == "dynamics" else crm_id
+                created[result.ref] = normalize(crm_id)
                 continue
             error = result.errors[0]
             rejects.append(
@@ -1215,7 +1212,7 @@ def _drop_applied(
         names = sorted({name for values in crm_writes.values() for name in values})
         query = RecordQuery(object=run.object, fields=(run.id_field, *names), ids=tuple(crm_writes))
         for record in connector.read_by_ids(query):
-            values = crm_writes.get(_crm_id(run, record), {})
+            values = crm_writes.get(_crm_id(connector, run, record), {})
             for name in [n for n, v in values.items() if _holds(record.get(n), v)]:
                 del values[name]
     if profile_writes:
