@@ -8,11 +8,12 @@ latest, without and with update_blank_values), so one run decides all 96 cells."
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from crmsync.config import TwoWayField
+from crmsync.config import Target, TwoWayCreate, TwoWayField, TwoWaySync, WatermarkSettings
 from crmsync_local.marketing import marketing_profiles
 from tests.unit.test_two_way_fields_judge import MATRIX
 
@@ -184,3 +185,76 @@ def test_records_created_on_each_side_reach_the_other_and_one_created_on_both_is
         "from the CRM",
     ) * 2
     assert (summary["created_in_marketing"], summary["created_in_crm"], summary["linked"]) == (1, 1, 1)
+
+
+SUBSCRIPTIONS = {
+    "salesforce": {
+        "object": "Subscription__c",
+        "set": "Subscription__c",
+        "id": "Id",
+        "name": "Name",
+        "both": "Status__c",
+        "values": ("Active", "Paused", "Cancelled"),
+        # the import's replacements going in, their reverse going out
+        "replace": {"Active": "on", "Paused": "paused", "Cancelled": "off"},
+    },
+    "dynamics": {
+        "object": "new_subscription",
+        "set": "new_subscriptions",
+        "id": "new_subscriptionid",
+        "name": "new_name",
+        "both": "new_email",
+        "values": ("a@subs.example", "b@subs.example", "c@subs.example"),
+        "replace": {},
+    },
+}
+
+
+def test_a_custom_object_both_ways(env, kind):
+    spec = SUBSCRIPTIONS[kind]
+    control = env.crm.control
+    seed = control.seed if kind == "salesforce" else control.put_records
+    first, second = spec["values"][0], spec["values"][1]
+    ids = seed(spec["set"], [{spec["name"]: f"S{i}", spec["both"]: first} for i in range(2)])
+    ids = [i.lower() for i in ids] if kind == "dynamics" else ids
+    sync = TwoWaySync(
+        id="subscriptions-both-ways",
+        operation="two_way",
+        connection="sf-prod" if kind == "salesforce" else "dyn-prod",
+        object=spec["object"],
+        target=Target(kind="resource", resource="subs"),
+        create=TwoWayCreate(in_marketing=True),
+        fields=[
+            TwoWayField(remote=spec["name"], local="name", direction="crm_to_marketing"),
+            TwoWayField(remote=spec["both"], local="state", priority="marketing", replace=spec["replace"]),
+        ],
+        watermark=WatermarkSettings(overlap_seconds=3600, lag_seconds=0),
+    )
+    syncs = [s for s in env.config.syncs if s.object != spec["object"]] + [sync]
+    env.config = env.config.model_copy(update={"syncs": syncs})
+    env.operator.apply(env.config)
+    control.set_clock(datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5), frozen=True)
+    assert env.run(sync.id)["status"] == "SUCCEEDED"  # the first run: the rows are created
+    resources = env.container.resources
+    as_local = spec["replace"] or {v: v for v in spec["values"]}
+    # Between two runs: the CRM changes S0's state and creates S2; the marketing side changes S1's state.
+    now = datetime.now(UTC).replace(microsecond=0)
+    control.set_clock(now, frozen=True)
+    seed(spec["set"], [{spec["id"]: ids[0], spec["both"]: spec["values"][2]}])
+    (new,) = seed(spec["set"], [{spec["name"]: "S2", spec["both"]: first}])
+    new = new.lower() if kind == "dynamics" else new
+    resources.update_local("subs", ids[1], {"state": as_local[second]})
+    time.sleep(1.05)
+    control.set_clock(now + timedelta(minutes=5), frozen=True)
+
+    summary = dict(env.run(sync.id))
+
+    assert summary["status"] == "SUCCEEDED", summary
+    rows = {r["sk"]: r["attrs"] for r in resources.all("subs")}
+    crm = {
+        (r[spec["id"]].lower() if kind == "dynamics" else r[spec["id"]]): r for r in control.records(spec["set"])
+    }
+    assert rows[ids[0]]["state"] == as_local[spec["values"][2]]  # the CRM's change, converted going in
+    assert crm[ids[1]][spec["both"]] == second  # the marketing change, converted back going out
+    assert rows[new] == {"name": "S2", "state": as_local[first]}  # a record created in the CRM: a new row
+    assert (summary["created_in_marketing"], summary["fields"]["state"]["from_marketing"]) == (1, 1)

@@ -36,7 +36,7 @@ def test_a_field_defaults_to_both_directions_the_latest_change_and_no_blank_fill
     assert isinstance(sync, TwoWaySync)
     (field,) = sync.fields
     assert (field.direction, field.winner, field.update_blank_values) == ("both", "latest", False)
-    assert (sync.opt_outs, sync.direction, sync.timezone) == (None, "both", "UTC")
+    assert (sync.opt_outs, sync.direction, sync.target.timezone) == (None, "both", "UTC")
 
 
 @pytest.mark.parametrize("priority", ["crm", "marketing", "latest"])
@@ -165,3 +165,20 @@ def test_records_are_created_both_ways_with_a_key():
     ).syncs
 
     assert (sync.create.in_crm, sync.create.in_marketing, sync.reconciliation.key) == (True, True, "email")
+
+
+def test_a_resource_target_takes_fields_only_and_creates_nothing_in_the_crm():
+    problems = problems_of(
+        config(
+            two_way(
+                {"remote": "Name", "local": "name"},
+                target={"kind": "resource", "resource": "projects"},
+                create={"in_crm": True},
+            )
+        )
+    )
+
+    assert problems == [
+        "syncs[0] (people).create.in_crm: resource rows are keyed by CRM id, so they are created from CRM "
+        "records only"
+    ]

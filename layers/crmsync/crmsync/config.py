@@ -1018,15 +1018,16 @@ class TwoWaySync(_Sync):
         default_factory=Reconciliation,
         description="how a new record finds its counterpart on the other side: the CRM id, then this key",
     )
-    timezone: str = Field(default="UTC", description="IANA time zone of local date-times (SPEC I3, E3)")
+    target: Target = Field(
+        default_factory=Target,
+        description="the marketing side: profiles, or a custom object's resource (table) of rows keyed by CRM id",
+    )
     tolerance_seconds: int = Field(
         default=2, ge=0, le=300, description="two changes this close (whole seconds) are a tie: opted out wins"
     )
     watermark: WatermarkSettings = Field(default_factory=WatermarkSettings)
     batch_size: int = Field(default=200, ge=1, le=1000, description="changed records per batch (and ledger entry)")
     max_concurrency: int = Field(default=4, ge=1, le=25, description="batches written at once")
-
-    _timezone = field_validator("timezone")(_timezone)
 
     @model_validator(mode="after")
     def _window_field(self) -> TwoWaySync:
@@ -1045,7 +1046,16 @@ class TwoWaySync(_Sync):
             )
         if (self.create.in_crm or self.create.in_marketing) and not self.fields:
             problems.append("create: records are created from their fields; map some in fields")
-        if self.create.in_crm and key is None:
+        if self.target.kind == "resource":
+            if self.opt_outs is not None:
+                problems.append("opt_outs: opt-outs are a profile's; a resource target syncs fields only")
+            if key is not None:
+                problems.append("reconciliation.key: resource rows are matched on their CRM id only")
+            if self.create.in_crm:
+                problems.append(
+                    "create.in_crm: resource rows are keyed by CRM id, so they are created from CRM records only"
+                )
+        elif self.create.in_crm and key is None:
             problems.append(
                 "create.in_crm: needs reconciliation.key, the attribute that finds a record the CRM already has "
                 "(so none is inserted twice)"

@@ -62,6 +62,7 @@ from ..domain.types import DATE_LIKE, Conversion, CrmFieldType
 from ..domain.windows import ImportWindow, format_watermark, parse_watermark
 from ..errors import ConfigurationError
 from ..stores.batches import BatchEntry
+from ..stores.profile_items import ApplyResult
 from ..stores.profiles import ExportedProfile, ExportLink, link_name
 from ..stores.two_way import ConsentChange, LedgerEntry
 from ..wiring import Container
@@ -172,6 +173,8 @@ class TwoWayRun(batched.ObjectRun):
     crm_previous: str | None = None
     tracking: dict[str, str] = Field(default_factory=dict)
     """CRM field -> where its change times come from (history, audit, record_timestamp)."""
+    resource: str | None = None
+    """The resource (table) a custom object's records are kept in on the marketing side; None: profiles."""
     create_in_marketing: bool = False
     create_in_crm: bool = False
     key_remote: str | None = None
@@ -252,6 +255,91 @@ class TwoWaySummary(batched.BatchedSummary):
     batches: int = 0
 
 
+# ------------------------------------------------------------------------------------- the marketing side
+class ProfileSide:
+    """The marketing side of a sync of people: the profiles linked to the object's records (`externalIds`)."""
+
+    def __init__(self, container: Container, run: TwoWayRun) -> None:
+        self.store, self.run = container.profiles, run
+
+    def changed(self, since: str | None, until: str) -> Iterator[list[dict[str, Any]]]:
+        """Pages of the profiles the change index shows changed in [since, until)."""
+        for ids in self.store.changed_profile_ids(since, until):
+            for start in range(0, len(ids), PROFILE_CHUNK):
+                yield self.store.get_many(ids[start : start + PROFILE_CHUNK])
+
+    def by_crm_ids(self, crm_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return self.store.profiles_by_crm_ids(self.run.connection, self.run.object, crm_ids)
+
+    def get_many(self, ids: list[str]) -> list[dict[str, Any]]:
+        return self.store.get_many(ids)
+
+    def apply_synced(
+        self,
+        item_id: str,
+        values: dict[str, Any],
+        changed_at: dict[str, str],
+        seen: dict[str, str | None],
+        source: str,
+    ) -> bool:
+        return self.store.apply_synced(item_id, values, changed_at, seen, source)
+
+    def create(self, records: list[LocalRecord], key: str | None) -> ApplyResult:
+        """New CRM records, reconciled and written as an import writes them (SPEC I10)."""
+        run = self.run
+        return self.store.apply_import(
+            records,
+            connection=run.connection,
+            object_name=run.object,
+            key_attribute=key,
+            case_insensitive=True,
+            run_id=run.run_id,
+        )
+
+
+class ResourceSide:
+    """The marketing side of a custom object (SPEC I11): the rows of its resource, keyed by CRM id. A row is
+    shaped as a profile for the run (`profileId` = its CRM id, linked to itself)."""
+
+    def __init__(self, container: Container, run: TwoWayRun) -> None:
+        assert run.resource is not None
+        self.store, self.run, self.resource = container.resources, run, run.resource
+        self.link = link_name(run.connection, run.object)
+
+    def _item(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "profileId": row["sk"], "externalIds": {self.link: row["sk"]}}
+
+    def changed(self, since: str | None, until: str) -> Iterator[list[dict[str, Any]]]:
+        yield [self._item(r) for r in self.store.changed_rows(self.resource, self.run.connection, since, until)]
+
+    def by_crm_ids(self, crm_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {r["sk"]: self._item(r) for r in self.get_many(crm_ids)}
+
+    def get_many(self, ids: list[str]) -> list[dict[str, Any]]:
+        rows = self.store.get_many(self.resource, ids)
+        return [self._item(r) for r in rows if r.get("connection") == self.run.connection]
+
+    def apply_synced(
+        self,
+        item_id: str,
+        values: dict[str, Any],
+        changed_at: dict[str, str],
+        seen: dict[str, str | None],
+        source: str,
+    ) -> bool:
+        return self.store.apply_synced(self.resource, item_id, values, changed_at, seen, source)
+
+    def create(self, records: list[LocalRecord], key: str | None) -> ApplyResult:
+        run = self.run
+        return self.store.apply_import(
+            records, resource=self.resource, connection=run.connection, run_id=run.run_id
+        )
+
+
+def marketing_side(container: Container, run: TwoWayRun) -> ProfileSide | ResourceSide:
+    return ResourceSide(container, run) if run.resource else ProfileSide(container, run)
+
+
 # ------------------------------------------------------------------------------------- reading both sides
 @dataclass
 class Sides:
@@ -298,25 +386,22 @@ def _read(
         )
         for record in _pages(connector, query):
             sides.crm_changed[_crm_id(connector, run, record)] = record
-    profiles = container.profiles
+    marketing = marketing_side(container, run)
     if run.direction != "crm_to_marketing":
         link = link_name(run.connection, run.object)
         since = _iso(marketing_window.start) if marketing_window.start else None
-        for ids in profiles.changed_profile_ids(since, _iso(marketing_window.end)):
-            for start in range(0, len(ids), PROFILE_CHUNK):
-                for item in profiles.get_many(ids[start : start + PROFILE_CHUNK]):
-                    crm_id = (item.get("externalIds") or {}).get(link)
-                    if crm_id and not item.get("deletedInCrm"):
-                        sides.profiles[str(crm_id)] = item
-                        sides.marketing_changed.add(str(crm_id))
-                    elif not crm_id and run.create_in_crm:
-                        sides.unlinked_profiles[item["profileId"]] = item
+        for items in marketing.changed(since, _iso(marketing_window.end)):
+            for item in items:
+                crm_id = (item.get("externalIds") or {}).get(link)
+                if crm_id and not item.get("deletedInCrm"):
+                    sides.profiles[str(crm_id)] = item
+                    sides.marketing_changed.add(str(crm_id))
+                elif not crm_id and run.create_in_crm:
+                    sides.unlinked_profiles[item["profileId"]] = item
     # The other side of each changed record: profiles of CRM changes, CRM values of marketing changes.
     missing = [crm_id for crm_id in sides.crm_changed if crm_id not in sides.profiles]
     for start in range(0, len(missing), PROFILE_CHUNK):
-        sides.profiles.update(
-            profiles.profiles_by_crm_ids(run.connection, run.object, missing[start : start + PROFILE_CHUNK])
-        )
+        sides.profiles.update(marketing.by_crm_ids(missing[start : start + PROFILE_CHUNK]))
     if run.create_in_marketing:
         new = {c: r for c, r in sides.crm_changed.items() if c not in sides.profiles}
         if new:
@@ -348,7 +433,7 @@ def _create_profiles(
     """CRM records no profile is linked to (SPEC B2), reconciled as an import reconciles them (SPEC I10): a
     profile with the same key is linked (its values are then decided field by field, like any change on
     both sides); any other record becomes a new profile with its values. Idempotent, as the import is."""
-    values, profiles, key = Values(plan), container.profiles, plan.key
+    values, marketing, key = Values(plan), marketing_side(container, run), plan.key
     records: dict[str, LocalRecord] = {}
     for crm_id, record in new.items():
         attributes: dict[str, Any] = {}
@@ -361,7 +446,11 @@ def _create_profiles(
                 continue  # left empty; the field is refused again (and logged) when decided
         modified = parse_crm_datetime_or_none(record.get(watermark_field)) or datetime.now(UTC)
         records[crm_id] = LocalRecord(crm_id=crm_id, modified_at=modified, attributes=attributes, source=record)
-    matched = profiles.profile_ids_by_key(key, [r.attributes.get(key) for r in records.values()]) if key else {}
+    matched = (
+        container.profiles.profile_ids_by_key(key, [r.attributes.get(key) for r in records.values()])
+        if key
+        else {}
+    )
     keyed = (
         {c: normalize_key(r.attributes.get(key), case_insensitive=True) for c, r in records.items()} if key else {}
     )
@@ -370,14 +459,7 @@ def _create_profiles(
         LocalRecord(r.crm_id, r.modified_at, {key: r.attributes[key]}, r.source) if c in linking and key else r
         for c, r in records.items()
     ]
-    result = profiles.apply_import(
-        batch,
-        connection=run.connection,
-        object_name=run.object,
-        key_attribute=key,
-        case_insensitive=True,
-        run_id=run.run_id,
-    )
+    result = marketing.create(batch, key)
     sides.counts["created_in_marketing"] = result.created
     sides.counts["linked"] = len(linking)
     sides.counts["rejected_at_start"] = len(result.rejects)
@@ -386,7 +468,7 @@ def _create_profiles(
             "two-way record not reconciled",
             extra={"sync_id": run.sync_id, "crm_id": refused_record.crm_id, "code": refused.code},
         )
-    found = profiles.profiles_by_crm_ids(run.connection, run.object, list(records))
+    found = marketing.by_crm_ids(list(records))
     sides.profiles.update(found)
     sides.fresh.update(found)
     for crm_id in linking & set(found):
@@ -710,7 +792,7 @@ def _resolve_plan(sync: TwoWaySync, description: ObjectDescription, crm_kind: st
         )
     if problems:
         raise ConfigurationError([p if p.startswith(where) else f"{where}: {p}" for p in problems])
-    return TwoWayPlan(tuple(fields), sync.timezone, sync.reconciliation.key)
+    return TwoWayPlan(tuple(fields), sync.target.timezone, sync.reconciliation.key)
 
 
 def _out_field(
@@ -769,6 +851,7 @@ class TwoWay(
             connection,
             description,
             direction=sync.direction,
+            resource=sync.target.resource if sync.target.kind == "resource" else None,
             create_in_marketing=sync.create.in_marketing,
             create_in_crm=sync.create.in_crm,
             key_remote=next((f.remote for f in plan.fields if f.local == plan.key), None),
@@ -1161,7 +1244,7 @@ def _write_profiles(
         values = profile_writes.get(row["profileId"])
         if not values or row["crmId"] in failed:
             continue
-        applied = container.profiles.apply_synced(
+        applied = marketing_side(container, run).apply_synced(
             row["profileId"],
             values,
             {name: row["changedAt"][name] for name in values},
@@ -1217,7 +1300,7 @@ def _drop_applied(
                 del values[name]
     if profile_writes:
         stamps = {row["profileId"]: row["changedAt"] for row in rows}
-        for item in container.profiles.get_many(list(profile_writes)):
+        for item in marketing_side(container, run).get_many(list(profile_writes)):
             values, attrs = profile_writes[item["profileId"]], item.get("attrs") or {}
             changed = item.get("attrChangedAt") or {}
             held = [

@@ -7,10 +7,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from ..domain.conversions import format_local_datetime
 from ..domain.reconciliation import latest_per_crm_id
 from ..domain.records import CrmDeletion, DeletionResult, LocalRecord
-from .dynamo import batch_get, batch_write, deserialize, serialize
+from .dynamo import batch_get, batch_write, deserialize, serialize, serialize_value
 from .profile_items import ApplyResult, now_stamp, page_key
 
 
@@ -122,6 +124,103 @@ class ResourceStore:
         response = self.client.query(**kwargs)
         ids = [deserialize(item)["sk"] for item in response.get("Items", [])]
         return ids, page_key(response.get("LastEvaluatedKey"))
+
+    # -- two-way (SPEC B1-B2): the marketing side of a custom object ---------------------------------
+    def get_many(self, resource: str, crm_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The rows of these CRM records that exist, 100 a call."""
+        return batch_get(self.client, self.table, [{"pk": resource, "sk": c} for c in dict.fromkeys(crm_ids)])
+
+    def changed_rows(self, resource: str, connection: str, since: str | None, until: str) -> list[dict[str, Any]]:
+        """The rows of a resource from this connection whose `updatedAt` is in [since, until): one query of
+        the resource's partition, filtered (a custom object's table is read whole, page by page)."""
+        values: dict[str, Any] = {":r": resource, ":c": connection, ":b": until}
+        condition = "#c = :c AND updatedAt < :b"
+        if since:
+            values[":a"] = since
+            condition += " AND updatedAt >= :a"
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :r",
+            "FilterExpression": condition,
+            "ExpressionAttributeNames": {"#c": "connection"},
+            "ExpressionAttributeValues": serialize(values),
+        }
+        rows: list[dict[str, Any]] = []
+        while True:
+            response = self.client.query(**kwargs)
+            rows.extend(deserialize(i) for i in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return rows
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def update_local(
+        self, resource: str, crm_id: str, changes: dict[str, Any], *, source: str = "marketing"
+    ) -> None:
+        """A change made on the marketing side to a row: attributes set, each stamped now with its source."""
+        self.apply_synced(resource, crm_id, changes, dict.fromkeys(changes, now_stamp()), None, source)
+
+    def apply_synced(
+        self,
+        resource: str,
+        crm_id: str,
+        changes: dict[str, Any],
+        changed_at: dict[str, str],
+        seen: dict[str, str | None] | None,
+        source: str,
+    ) -> bool:
+        """Attributes of a row, each stamped with its change time and source; with `seen` (each attribute's
+        change time when a two-way run read it), written only if none changed since - else False."""
+        key = serialize({"pk": resource, "sk": crm_id})
+        try:
+            # Rows an import wrote have no per-attribute maps yet: made once, so the write below can set
+            # paths in them (DynamoDB refuses a path under a map the same expression creates).
+            self.client.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression="SET attrChangedAt = if_not_exists(attrChangedAt, :e), "
+                "attrSource = if_not_exists(attrSource, :e)",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":e": serialize_value({})},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            return False
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":now": serialize_value(now_stamp()), ":src": serialize_value(source)}
+        sets = ["updatedAt = :now"]
+        conditions = ["attribute_exists(pk)"]
+        for index, (name, value) in enumerate(changes.items()):
+            names[f"#a{index}"] = name
+            values[f":a{index}"] = serialize_value(value)
+            values[f":t{index}"] = serialize_value(changed_at[name])
+            sets += [
+                f"attrs.#a{index} = :a{index}",
+                f"attrChangedAt.#a{index} = :t{index}",
+                f"attrSource.#a{index} = :src",
+            ]
+            if seen is None:
+                continue
+            before = seen.get(name)
+            if before is None:
+                conditions.append(f"attribute_not_exists(attrChangedAt.#a{index})")
+            else:
+                values[f":s{index}"] = serialize_value(before)
+                conditions.append(f"attrChangedAt.#a{index} = :s{index}")
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=" AND ".join(conditions),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
 
     def get(self, resource: str, crm_id: str) -> dict[str, Any] | None:
         response = self.client.get_item(
