@@ -254,7 +254,9 @@ def _optouts(console: Console, operator: Operator, env: LocalEnvironment, config
     sf.track_history("Contact", ["HasOptedOutOfEmail", "DoNotCall", "HasOptedOutOfFax", "Title", "Department"])
     dyn.set_auditing(environment=True, tables={"contact": True})
     by_priority, by_time, blank = ids[90], ids[91], ids[92]
-    sf.seed("Contact", [{"Id": blank, "Title": "Analyst"}])  # the first run brings it to the profile
+    # An hour ago (its history row is older than the changes below): the first run brings it to the profile.
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    sf.seed("Contact", [{"Id": blank, "Title": "Analyst", "LastModifiedDate": an_hour_ago}])
     console.print(
         "field history on for the Contact opt-out checkboxes, Title and Department; auditing on for Dynamics "
         "contacts"
@@ -333,6 +335,14 @@ def _optouts(console: Console, operator: Operator, env: LocalEnvironment, config
     contacts = {r["Id"]: r for r in sf.records("Contact")}
     dyn_row = next(r for r in dyn.records("contacts") if r["contactid"] == dyn_contact)
     attrs = {i: (profiles.get(str(profile_of[i])) or {}).get("attrs", {}) for i in (by_priority, by_time, blank)}
+    for label, contact, field, local in (
+        ("Title, priority crm", by_priority, "Title", "jobTitle"),
+        ("Department, the later change", by_time, "Department", "department"),
+        ("Title emptied in Salesforce, filled from the profile", blank, "Title", "jobTitle"),
+    ):
+        console.print(
+            f"{label}: Salesforce {contacts[contact].get(field)!r}, profile {attrs[contact].get(local)!r}"
+        )
     return (
         {first.get("status"), dyn_first.get("status"), second.get("status"), dyn_second.get("status")}
         == {"SUCCEEDED"}
