@@ -144,3 +144,8 @@ def render_field_definitions(object_name: str, fields: Iterable[str]) -> str:
 def render_all_ids(object_name: str) -> str:
     """`SELECT Id FROM <Type>`: every live id of an object, for the id-set comparison (SPEC D1)."""
     return f"SELECT Id FROM {identifier(object_name)}"  # noqa: S608 - the identifier is checked
+
+
+def render_count(object_name: str) -> str:
+    """`SELECT COUNT() FROM <Type>`: how many live records an object holds (its answer's totalSize)."""
+    return f"SELECT COUNT() FROM {identifier(object_name)}"  # noqa: S608 - the identifier is checked
