@@ -12,12 +12,7 @@ from crmsync.connectors.port import ExtractConnector, RecordQuery
 from crmsync.domain.types import CrmFieldType
 
 NOW = datetime(2024, 7, 20, 12, 0, 30, tzinfo=UTC)
-SF_TYPES = {
-    "Id": CrmFieldType.ID,
-    "SystemModstamp": CrmFieldType.DATETIME,
-    "LastName": CrmFieldType.STRING,
-    "HasOptedOutOfEmail": CrmFieldType.BOOLEAN,
-}
+SF_TYPES = {"SystemModstamp": CrmFieldType.DATETIME, "HasOptedOutOfEmail": CrmFieldType.BOOLEAN}
 SF_QUERY = RecordQuery(
     object="Contact",
     fields=("Id", "SystemModstamp", "LastName", "HasOptedOutOfEmail"),

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..config import ImportSync
-from ..connectors.port import ChangeTrackingConnector, CrmConnector, RecordPage, RecordQuery
+from ..connectors.port import ChangeTrackingConnector, CrmConnector, ObjectDescription, RecordPage, RecordQuery
 from ..domain.records import CrmDeletion, DeletionResult, LocalRecord, RecordRejected, Reject, RejectCode
 from ..domain.windows import ImportWindow
 from ..errors import ConfigurationError, DeltaTokenExpired
@@ -154,8 +154,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
         connector = container.connector(connection)
         calls_before = connector.api_calls
         described = describe_for_run(ledger, sync, connector, mapped_fields(sync))
-        plan = resolve_import_plan(sync, described.description, connection.kind)
-        plan = dataclasses.replace(plan, fields=through_enumerations(plan.fields, container, "import"))
+        plan = resolved_import_plan(container, sync, described.description, connection.kind)
         started_at = normalize_started_at(event.started_at)
         run = ImportRun(
             sync_id=sync.id,
@@ -211,6 +210,14 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
             totals=ImportTotals(api_calls=connector.api_calls - calls_before),
             crm_api_usage=api_usage_of(connector, run),
         )
+
+
+def resolved_import_plan(
+    container: Container, sync: ImportSync, description: ObjectDescription, crm_kind: str
+) -> ImportPlan:
+    """The sync checked against the object's description, its enumeration conversions read (SPEC S2)."""
+    plan = resolve_import_plan(sync, description, crm_kind)
+    return dataclasses.replace(plan, fields=through_enumerations(plan.fields, container, "import"))
 
 
 def api_usage_of(connector: CrmConnector, run: ImportRun) -> dict[str, int] | None:
