@@ -10,7 +10,7 @@ import pytest
 
 from crmsync.domain.windows import format_watermark
 from crmsync.errors import StoreThrottled
-from crmsync.services import initial_transfers
+from crmsync.services import batched_runs, initial_transfers
 
 from .conftest import T0
 
@@ -48,7 +48,8 @@ def test_an_object_at_the_threshold_is_extracted_by_one_bulk_query_job_and_loade
     assert summary["status"] == "SUCCEEDED", summary
     assert (summary["mode"], summary["counted"], summary["parts"]) == ("files", 25, 3)
     assert (summary["read"], summary["created"], summary["rejected"]) == (25, 25, 0)
-    assert calls(sync_env.crm, "POST", "jobs/query") == 1
+    assert calls(sync_env.crm, "POST", "jobs/query") == 2  # the extract, then the completeness check's ids
+    assert summary["completeness"]["crm_ids"] == summary["completeness"]["loaded"] == 25
     assert sorted(p["externalId"] for p in sync_env.profiles()) == sorted(ids)
     # The import sync's watermark: the extract's start (the CRM's clock) less the import's overlap.
     assert sync_env.watermark("sf-contacts").text == format_watermark(DAY1 - timedelta(seconds=300))
@@ -100,7 +101,7 @@ def test_a_rerun_resumes_the_failed_transfer_without_extracting_or_loading_finis
     assert summary["status"] == "SUCCEEDED", summary
     assert summary["resumed_from"] == failed["run_id"]
     assert loads == {2: 1}
-    assert calls(sync_env.crm, "POST", "jobs/query") == 1
+    assert calls(sync_env.crm, "POST", "jobs/query") == 2  # one extract (not redone), one id listing
     assert len(sync_env.profiles()) == 30
     assert sync_env.watermark("sf-contacts") is not None
 
@@ -151,6 +152,25 @@ def test_two_parts_holding_the_same_email_make_one_profile(sync_env):
     emails = [p["attrs"]["email"] for p in sync_env.profiles()]
     assert emails.count("ana.c3@example.com") == 1
     assert len(emails) == 19
+
+
+def test_a_record_lost_from_a_part_is_found_by_the_completeness_check_and_re_read(sync_env, monkeypatch):
+    ids = sync_env.seed_contacts(20)
+    sync_env.reapply("sf-contacts-transfer", threshold=1, part_records=10)
+    read_part = batched_runs.read_part
+
+    def losing_one(container, key):
+        rows = read_part(container, key)
+        return [r for r in rows if r["Id"] != ids[13]]
+
+    monkeypatch.setattr(batched_runs, "read_part", losing_one)
+    summary = sync_env.run("sf-contacts-transfer")
+
+    assert summary["status"] == "SUCCEEDED", summary
+    assert (summary["read"], summary["created"]) == (19, 19)
+    figures = summary["completeness"]
+    assert (figures["crm_ids"], figures["loaded"], figures["missing"], figures["re_read"]) == (20, 19, 1, 1)
+    assert ids[13] in {p["externalId"] for p in sync_env.profiles()}
 
 
 # -- Dynamics 365 ------------------------------------------------------------------------------------------

@@ -229,6 +229,12 @@ NEEDED["InitialTransferStartFunction"] = NEEDED["ImportStartFunction"] - {
     ("s3:PutObject", "DataBucket"),
 }
 NEEDED["InitialTransferPartFunction"] = set(NEEDED["ImportPageFunction"])
+# The completeness check reads the ids held locally and this run's rejects, then loads what it re-reads.
+NEEDED["InitialTransferCheckFunction"] = NEEDED["ImportPageFunction"] | {
+    ("dynamodb:Query", "ProfilesTable"),
+    ("dynamodb:Query", "ResourcesTable"),
+    ("dynamodb:Query", "RejectsTable"),
+}
 
 
 def statements(logical_id):

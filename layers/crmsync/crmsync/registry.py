@@ -241,6 +241,7 @@ OPERATIONS: dict[str, Operation] = {
                 ("initial_transfer_start", "StartRun", "StartTransferEvent", "start_transfer", False),
                 ("initial_transfer_extract", "ExtractParts", "TransferState", "extract_transfer", True),
                 ("initial_transfer_part", "LoadPart", "TransferPartEvent", "load_transfer_part", False),
+                ("initial_transfer_check", "CheckCompleteness", "TransferState", "check_transfer", True),
                 ("initial_transfer_finish", "FinishRun", "TransferState", "finish_transfer", False),
             ),
             summary_fields=(

@@ -31,12 +31,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from ..config import DynamicsConnection, SalesforceConnection, SyncDefinition
-from ..connectors.port import CrmConnector, CrmWriter, WriteJournal, WriteRequest, WriteResult
+from ..config import DynamicsConnection, RejectSettings, SalesforceConnection, SyncDefinition
+from ..connectors.port import CrmConnector, CrmWriter, ObjectDescription, WriteJournal, WriteRequest, WriteResult
 from ..domain.records import Reject
 from ..domain.windows import ImportWindow
 from ..errors import ConfigurationError, CrmOutcomeUnknown
@@ -80,6 +80,15 @@ class BatchedRun(RunIdentity):
     rejected_at_start: int = 0
     api: Literal["collections", "bulk"] = "collections"
     max_concurrency: int = 4
+
+
+class ObjectRun(BatchedRun):
+    """A run whose population is records of one CRM object, named by their CRM ids (deletion in the CRM,
+    two-way): what every batch needs of the object. `RunSettings.of_object` fills these fields."""
+
+    crm_kind: str
+    id_field: str
+    route_rejects: bool = True
 
 
 RunT = TypeVar("RunT", bound=BatchedRun)
@@ -145,6 +154,38 @@ class RunSettings:
     route_rejects: bool
     fields: Mapping[str, Any] = field(default_factory=dict)
     """The operation's own fields of its run model."""
+
+    @classmethod
+    def of_object(
+        cls, sync: ObjectSync, connection: Connection, description: ObjectDescription, **fields: Any
+    ) -> RunSettings:
+        """The settings of an `ObjectRun` over `description`'s records, as the sync sizes its batches;
+        `fields` are the operation's other fields of its run model."""
+        return cls(
+            object=description.name,
+            max_concurrency=sync.max_concurrency,
+            part_size=sync.batch_size,
+            route_rejects=sync.rejects.route,
+            fields={
+                "crm_kind": connection.kind,
+                "id_field": description.id_field,
+                "route_rejects": sync.rejects.route,
+                **fields,
+            },
+        )
+
+
+class ObjectSync(Protocol):
+    """What `RunSettings.of_object` reads of a sync: how its batches are sized and sent, where rejects go."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def max_concurrency(self) -> int: ...
+
+    @property
+    def rejects(self) -> RejectSettings: ...
 
 
 @dataclass(frozen=True)
@@ -293,11 +334,7 @@ class BatchedFrame(ABC, Generic[AnySyncT, PlanT, RunT, TotalsT, StateT, EventT, 
         """Add the ledger up, move the watermark (only forward, under the lease), forget the unfinished run,
         close this one - in one transaction."""
         run: BatchedRun = state.run
-        counts, undone = ledger_counts(container, run.sync_id, run.ledger_run)
-        if undone:
-            raise ConfigurationError(
-                f"batches {undone[:10]} of run {run.ledger_run} are not done; the run stays resumable"
-            )
+        counts = done_ledger_counts(container, run)
         totals = (
             self.totals_model()
             .plus({"api_calls": state.totals.api_calls, "batches": run.batches, "rejected": run.rejected_at_start})
@@ -584,6 +621,16 @@ def read_part(container: Container, key: str) -> list[dict[str, Any]]:
     return rows
 
 
+def done_ledger_counts(container: Container, run: BatchedRun) -> dict[str, int]:
+    """Every batch's counts added up; refused while a batch is not done (the run stays resumable)."""
+    counts, undone = ledger_counts(container, run.sync_id, run.ledger_run)
+    if undone:
+        raise ConfigurationError(
+            f"batches {undone[:10]} of run {run.ledger_run} are not done; the run stays resumable"
+        )
+    return counts
+
+
 def ledger_counts(container: Container, sync_id: str, ledger_run: str) -> tuple[dict[str, int], list[int]]:
     """Every batch's counts added up, and the numbers of the batches not done."""
     counts: dict[str, int] = {}
@@ -606,8 +653,11 @@ __all__ = [
     "BatchedState",
     "BatchedSummary",
     "LedgerJournal",
+    "ObjectRun",
+    "ObjectSync",
     "RunSettings",
     "StartEvent",
+    "done_ledger_counts",
     "ledger_counts",
     "new_run",
     "plan_batches",

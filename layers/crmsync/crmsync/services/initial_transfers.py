@@ -18,6 +18,9 @@ sync's watermark, so the import's incremental runs take over where the transfer 
   part is skipped), loaded with the import's own load path (`imports.load_records`: mapping, conversions,
   reconciliation by CRM id then key with conditional lookup writes, so parallel parts never make two
   profiles for one record or one key; rejects to the reject store under the import sync).
+- completeness (a loop of steps, one id page each): every id of the object (the id pages of the deletion
+  import's id-set comparison) accounted for as loaded, rejected or filtered; a missing one is re-read by
+  id and loaded (`services/completeness.py`); the summary reports the figures.
 - finish: add the ledger up, set the import sync's watermark (only forward) and, for Dataverse, store the
   delta link with it, close the run - in one transaction (`batched_runs.BatchedOperation.finish`).
 
@@ -44,6 +47,7 @@ from ..errors import ConfigurationError, RunAlreadyInProgress
 from ..stores.batches import BatchEntry
 from ..wiring import Container
 from . import batched_runs as batched
+from .completeness import Completeness, CompletenessCheck, completeness_step
 from .import_plan import ImportPlan
 from .imports import ImportSummary, load_records, resolved_import_plan
 from .runs import Counts, close_run, leased, next_window, normalize_started_at, sync_to_start
@@ -90,11 +94,12 @@ class TransferRun(batched.BatchedRun):
 
 class TransferState(batched.BatchedState[TransferRun, TransferTotals]):
     """The state the transfer's state machine carries; `imported` is the ordinary import's summary when the
-    object was below the threshold."""
+    object was below the threshold, `completeness` where the check after the parts' load stands."""
 
     plan: dict[str, Any]
     totals: TransferTotals = Field(default_factory=TransferTotals)
     imported: dict[str, Any] | None = None
+    completeness: CompletenessCheck | None = None
 
 
 class TransferPartEvent(batched.BatchEvent[TransferRun]):
@@ -110,6 +115,9 @@ class InitialTransferSummary(batched.BatchedSummary, TransferTotals):
     import_sync: str
     threshold: int
     delta_link_kept: bool = False
+    completeness: Completeness | None = Field(
+        default=None, description="files: every CRM id loaded, rejected or filtered; missing ones re-read"
+    )
 
 
 # ------------------------------------------------------------------------------------- the operation
@@ -151,6 +159,7 @@ class InitialTransfer(
             "import_sync": run.import_sync,
             "threshold": run.threshold,
             "delta_link_kept": run.delta_link is not None,
+            "completeness": state.completeness.figures if state.completeness else None,
         }
 
     def send(
@@ -295,6 +304,24 @@ class InitialTransfer(
         totals = state.totals.plus({"api_calls": connector.api_calls - calls_before})
         return state.model_copy(update={"run": run, "totals": totals})
 
+    # -- completeness ----------------------------------------------------------------------------
+    def check(self, state: TransferState, container: Container) -> TransferState:
+        """One page of the completeness check once every part is loaded: the object's ids against what
+        was loaded or rejected; a missing record is re-read by id and loaded (`services/completeness.py`)."""
+        run = state.run
+        container.runs.renew(run.sync_id, run.run_id, container.settings.lease_seconds)
+        if state.completeness is None:
+            batched.done_ledger_counts(container, run)  # every part loaded, or no check (nor finish)
+        check = completeness_step(
+            container,
+            ImportPlan.from_state(state.plan),
+            state.completeness or CompletenessCheck(),
+            sync_id=run.import_sync,
+            run_id=run.run_id,
+            connection=run.connection,
+        )
+        return state.model_copy(update={"completeness": check})
+
     # -- finish ----------------------------------------------------------------------------------
     def finish(self, state: TransferState, container: Container) -> InitialTransferSummary:
         """Files: the frame's finish (ledger added up, watermark and delta link set, run closed). Below the
@@ -372,6 +399,7 @@ INITIAL_TRANSFER = InitialTransfer()
 start_transfer = INITIAL_TRANSFER.start
 extract_transfer = INITIAL_TRANSFER.extract
 load_transfer_part = INITIAL_TRANSFER.batch
+check_transfer = INITIAL_TRANSFER.check
 finish_transfer = INITIAL_TRANSFER.finish
 
 __all__ = [
@@ -380,6 +408,7 @@ __all__ = [
     "StartTransferEvent",
     "TransferPartEvent",
     "TransferState",
+    "check_transfer",
     "extract_transfer",
     "finish_transfer",
     "load_transfer_part",

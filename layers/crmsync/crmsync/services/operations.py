@@ -29,6 +29,7 @@ from ..config import (
     TwoWaySync,
 )
 from ..connectors.port import ApiLimits, CrmConnector, FieldHistoryConnector, ObjectSummary
+from ..connectors.rules import crm_rules
 from ..domain.events import parse_event
 from ..domain.windows import format_watermark, parse_moment
 from ..errors import ConfigurationError, SyncNotFound
@@ -467,9 +468,12 @@ class Operator:
             )
         return naming[0]
 
-    def transfer(self, sync_id: str, location: str, *, fmt: str | None = None) -> TransferSummary:
+    def transfer(
+        self, sync_id: str, location: str, *, fmt: str | None = None, check: bool | None = None
+    ) -> TransferSummary:
         """A first import from a file (SPEC T2): a local path or `s3://bucket/key`, loaded here - with the
-        operator's credentials, into the stack's tables - through the import's own load path."""
+        operator's credentials, into the stack's tables - through the import's own load path, then the
+        completeness check (`check`; by default on a first import only)."""
         match = S3_URI.match(location)
         opener: Callable[[], IO[bytes]]
         if match:
@@ -495,6 +499,7 @@ class Operator:
             source=location,
             fmt=file_format(location, fmt),
             run_id=execution_name(sync_id, "transfer"),
+            check=check,
         )
 
     def wait(
@@ -672,4 +677,4 @@ def _reads_periods(sync: SyncDefinition, kind: str) -> bool:
     """Whether a deletion import reads the CRM's deleted-records list for a period (mode period, or auto on
     Salesforce, the CRM that has one)."""
     mode = getattr(sync, "mode", None)
-    return mode == "period" or (mode == "auto" and kind == "salesforce")
+    return mode == "period" or (mode == "auto" and crm_rules(kind).deleted_records_list)
