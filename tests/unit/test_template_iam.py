@@ -203,6 +203,10 @@ NEEDED = {
         ("s3:DeleteObject", "DataBucket"),
         ("secretsmanager:GetSecretValue", None),
     },
+    "RejectsAgeFunction": {
+        ("dynamodb:Scan", "DefinitionsTable"),
+        ("dynamodb:Query", "RejectsTable"),
+    },
     "RunFailedFunction": {
         ("dynamodb:UpdateItem", "RunsTable"),
         ("dynamodb:DeleteItem", "RunsTable"),
