@@ -27,6 +27,7 @@ from ..config import (
     TwoWaySync,
 )
 from ..connectors.port import ApiLimits, CrmConnector, FieldHistoryConnector, ObjectSummary
+from ..connectors.rules import crm_rules
 from ..domain.events import parse_event
 from ..domain.windows import format_watermark, parse_moment
 from ..errors import ConfigurationError, SyncNotFound
@@ -649,4 +650,4 @@ def _reads_periods(sync: SyncDefinition, kind: str) -> bool:
     """Whether a deletion import reads the CRM's deleted-records list for a period (mode period, or auto on
     Salesforce, the CRM that has one)."""
     mode = getattr(sync, "mode", None)
-    return mode == "period" or (mode == "auto" and kind == "salesforce")
+    return mode == "period" or (mode == "auto" and crm_rules(kind).deleted_records_list)

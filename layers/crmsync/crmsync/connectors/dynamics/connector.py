@@ -53,6 +53,7 @@ from ..port import (
     RecordQuery,
 )
 from ..retry import RetryPolicy, log_retries
+from ..rules import DYNAMICS
 from . import odata
 from .auth import DynamicsTokenProvider
 
@@ -289,7 +290,7 @@ class _Cursor:
 
 
 class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]):
-    kind = "dynamics"
+    rules = DYNAMICS
 
     def __init__(
         self,

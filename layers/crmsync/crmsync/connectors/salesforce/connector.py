@@ -46,6 +46,7 @@ from ..port import (
     RecordQuery,
 )
 from ..retry import RetryPolicy, log_retries
+from ..rules import SALESFORCE
 from .auth import SalesforceToken, SalesforceTokenProvider
 from .bulk2 import BulkApi2
 from .collections import SObjectCollections
@@ -177,8 +178,7 @@ class _IdCursor:
 
 
 class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenProvider]):
-    kind = "salesforce"
-    bulk_deletes = True
+    rules = SALESFORCE
 
     def __init__(
         self,
