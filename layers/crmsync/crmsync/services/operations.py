@@ -632,15 +632,6 @@ class Operator:
 
         return list(self.container.consent.between(text(start), text(end)))
 
-    def export_outcomes(self, sync_id: str, run_id: str) -> dict[str, str]:
-        """Each profile's outcome in an export run (created, updated, unchanged, rejected), from its ledger."""
-        ledger = self.container.batches
-        outcomes: dict[str, str] = {}
-        for entry in ledger.entries(sync_id, run_id):
-            for result in ledger.results(entry):
-                outcomes[result["profileId"]] = result["status"]
-        return outcomes
-
 
 def consent_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Consent ledger rows as CSV columns (an audit's export): the ledger's own fields, oldest first."""
