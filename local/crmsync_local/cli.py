@@ -1079,11 +1079,20 @@ def rejects_replay(
 ) -> None:
     """Send the rejects through the sync again (after the data was fixed) and wait for the run: an export
     exports the profiles again, an import reads the CRM ids again, a deletion retries the deletes. A
-    reject leaves the store once its record went through, or once the run replaced it with a new reject."""
+    reject leaves the store once its record went through, or once the run replaced it with a new reject.
+    An events sync has no run: its rejected events go back through the events queue, and each reject
+    leaves the store when the push settles its event the same way."""
     op = operator(stack)
     report = guarded(lambda: op.replay_rejects(sync_id))
     if as_json:
         sys.stdout.write(json.dumps(asdict(report), ensure_ascii=False, default=str) + "\n")
+    elif report.operation == "events":
+        console.print(
+            f"{report.rejects} events reject(s) of {report.records} event(s): {report.queued} sent back through "
+            f"the events queue, {report.skipped} without their event; each reject leaves the store when its "
+            "event is on the timeline or refused again",
+            highlight=False,
+        )
     else:
         if report.summary:
             console.print(summary_table(report.summary, title=f"replay of {sync_id}"))

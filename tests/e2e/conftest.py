@@ -68,11 +68,11 @@ class SyncEnvironment:
         return self.crm.control.seed("Contact", rows)
 
 
-def salesforce_example_config(url: str, ca_bundle: str) -> CrmsyncConfig:
-    """examples/syncs.yaml with its Salesforce connection pointed at an emulator."""
+def salesforce_example_config(url: str, ca_bundle: str, **more: str) -> CrmsyncConfig:
+    """examples/syncs.yaml with its Salesforce connection pointed at an emulator (`more`: other variables)."""
     return load_config(
         (ROOT / "examples/syncs.yaml").read_text(),
-        environ={"CRMSYNC_SALESFORCE_URL": url, "CRMSYNC_CA_BUNDLE": ca_bundle},
+        environ={"CRMSYNC_SALESFORCE_URL": url, "CRMSYNC_CA_BUNDLE": ca_bundle, **more},
     )
 
 

@@ -633,8 +633,12 @@ class Operator:
 
     def replay_rejects(self, sync_id: str, *, timeout: float = 3600, poll: float = 0.5) -> ReplayReport:
         """Send the sync's rejects through its operation again, after the data was fixed (see
-        `services/rejects.py`): export again, read the CRM ids again, or retry the deletes."""
-        operation = self.container.definitions.sync(sync_id).sync.operation
+        `services/rejects.py`): export again, read the CRM ids again, or retry the deletes; an events
+        sync's rejected events go back through the events queue (no run to wait for)."""
+        definition = self.container.definitions.sync(sync_id).sync
+        if isinstance(definition, EventsSync):
+            return self.reject_desk.replay_events(sync_id, self.events_queue_url)
+        operation = definition.operation
 
         def run(sync: str, population: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             started = self.start(sync, population=population, trigger="replay")
@@ -654,15 +658,6 @@ class Operator:
             return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else None
 
         return list(self.container.consent.between(text(start), text(end)))
-
-    def export_outcomes(self, sync_id: str, run_id: str) -> dict[str, str]:
-        """Each profile's outcome in an export run (created, updated, unchanged, rejected), from its ledger."""
-        ledger = self.container.batches
-        outcomes: dict[str, str] = {}
-        for entry in ledger.entries(sync_id, run_id):
-            for result in ledger.results(entry):
-                outcomes[result["profileId"]] = result["status"]
-        return outcomes
 
 
 def consent_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
