@@ -17,6 +17,7 @@ from crmsync.config import Target, TwoWayCreate, TwoWayField, TwoWaySync, Waterm
 from crmsync_local.marketing import marketing_profiles
 from tests.unit.test_two_way_fields_judge import MATRIX
 
+from .conftest import DynamicsSyncEnvironment
 from .two_way_fields import COLUMNS, FieldSync
 
 pytestmark = pytest.mark.slow
@@ -24,14 +25,15 @@ pytestmark = pytest.mark.slow
 C, M, OLD = "C-crm", "M-mkt", "old"
 
 
-@pytest.fixture(params=["salesforce", "dynamics"])
-def kind(request):
-    return request.param
+@pytest.fixture(params=["sync_env", "dynamics_env"], ids=["salesforce", "dynamics"])
+def env(request):
+    """Each test on both CRM emulators."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture
-def env(kind, request):
-    return request.getfixturevalue("sync_env" if kind == "salesforce" else "dynamics_env")
+def kind(env):
+    return "dynamics" if isinstance(env, DynamicsSyncEnvironment) else "salesforce"
 
 
 def _rows():

@@ -6,6 +6,7 @@ import pytest
 
 from crmsync.config import TwoWaySync, parse_config
 from crmsync.errors import ConfigurationError
+from tests.unit.test_two_way_config import two_way as opt_out_sync
 
 
 def config(*syncs):
@@ -110,13 +111,7 @@ def test_a_display_label_cannot_be_synced_back():
 
 
 def test_an_opt_out_sync_written_before_keeps_its_direction_and_fields():
-    raw = {
-        "id": "optouts",
-        "connection": "crm",
-        "object": "Contact",
-        "operation": "two_way",
-        "opt_outs": {"direction": "marketing_to_crm", "fields": {"denyListEmail": "HasOptedOutOfEmail"}},
-    }
+    raw = opt_out_sync(direction="marketing_to_crm", fields={"denyListEmail": "HasOptedOutOfEmail"})
 
     (sync,) = parse_config(config(raw)).syncs
 
@@ -128,13 +123,7 @@ def test_an_opt_out_sync_written_before_keeps_its_direction_and_fields():
 
 
 def test_an_import_of_a_field_a_two_way_field_sync_owns_is_refused():
-    importer = {
-        "id": "contacts",
-        "connection": "crm",
-        "object": "Contact",
-        "operation": "import",
-        "fields": [{"remote": "City", "local": "city"}],
-    }
+    importer = {**two_way({"remote": "City", "local": "city"}), "id": "contacts", "operation": "import"}
 
     (problem,) = problems_of(config(two_way({"remote": "City", "local": "town"}), importer))
 

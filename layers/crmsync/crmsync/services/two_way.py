@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -35,6 +36,7 @@ from ..connectors.port import (
     RecordWrite,
     WriteJournal,
     WriteRequest,
+    WriteResult,
 )
 from ..connectors.rules import crm_rules
 from ..domain.conversions import parse_crm_datetime_or_none
@@ -261,6 +263,8 @@ class ProfileSide:
 
     def __init__(self, container: Container, run: TwoWayRun) -> None:
         self.store, self.run = container.profiles, run
+        self.apply_synced: Callable[..., bool] = self.store.apply_synced
+        """(item id, values, their change times, the times the run saw, source) -> written."""
 
     def changed(self, since: str | None, until: str) -> Iterator[list[dict[str, Any]]]:
         """Pages of the profiles the change index shows changed in [since, until)."""
@@ -273,16 +277,6 @@ class ProfileSide:
 
     def get_many(self, ids: list[str]) -> list[dict[str, Any]]:
         return self.store.get_many(ids)
-
-    def apply_synced(
-        self,
-        item_id: str,
-        values: dict[str, Any],
-        changed_at: dict[str, str],
-        seen: dict[str, str | None],
-        source: str,
-    ) -> bool:
-        return self.store.apply_synced(item_id, values, changed_at, seen, source)
 
     def create(self, records: list[LocalRecord], key: str | None) -> ApplyResult:
         """New CRM records, reconciled and written as an import writes them (SPEC I10)."""
@@ -305,6 +299,7 @@ class ResourceSide:
         assert run.resource is not None
         self.store, self.run, self.resource = container.resources, run, run.resource
         self.link = link_name(run.connection, run.object)
+        self.apply_synced: Callable[..., bool] = partial(self.store.apply_synced, run.resource)
 
     def _item(self, row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "profileId": row["sk"], "externalIds": {self.link: row["sk"]}}
@@ -318,16 +313,6 @@ class ResourceSide:
     def get_many(self, ids: list[str]) -> list[dict[str, Any]]:
         rows = self.store.get_many(self.resource, ids)
         return [self._item(r) for r in rows if r.get("connection") == self.run.connection]
-
-    def apply_synced(
-        self,
-        item_id: str,
-        values: dict[str, Any],
-        changed_at: dict[str, str],
-        seen: dict[str, str | None],
-        source: str,
-    ) -> bool:
-        return self.store.apply_synced(self.resource, item_id, values, changed_at, seen, source)
 
     def create(self, records: list[LocalRecord], key: str | None) -> ApplyResult:
         run = self.run
@@ -569,11 +554,7 @@ def _decide(
             try:
                 crm_value = values.local(pf, record.get(remote))
             except RecordRejected as refused:
-                logger.warning(
-                    "two-way field not converted",
-                    extra={"sync_id": run.sync_id, "crm_id": crm_id, "field": remote, "code": refused.code},
-                )
-                decisions.count(f"field:{local}:unconverted")
+                _unconverted(decisions, run, crm_id, pf, refused)
                 continue
             marketing_value = values.held(pf, attrs.get(local))
             crm_side: Change | None = None
@@ -648,11 +629,7 @@ def _decide(
                 try:
                     row["crm"][remote] = values.crm(pf, winner.value)
                 except RecordRejected as refused:
-                    logger.warning(
-                        "two-way field not converted",
-                        extra={"sync_id": run.sync_id, "crm_id": crm_id, "field": remote, "code": refused.code},
-                    )
-                    decisions.count(f"field:{local}:unconverted")
+                    _unconverted(decisions, run, crm_id, pf, refused)
                     continue
             _count(decisions, local, decision.reason, winner, decision.conflict)
             row["ledger"][local] = value_hash(winner.value)
@@ -724,7 +701,16 @@ def _inserts(run: TwoWayRun, plan: TwoWayPlan, sides: Sides, decisions: Decision
     return rows
 
 
-FIELD_COUNTS = ("from_crm", "from_marketing", "by_priority", "by_time", "blanks_filled", "echoes_skipped")
+def _unconverted(
+    decisions: Decisions, run: TwoWayRun, crm_id: str, pf: PlanField, refused: RecordRejected
+) -> None:
+    """A value the field's conversion refuses: the field is left as it is on both sides, and logged (its
+    code and name, never the value)."""
+    logger.warning(
+        "two-way field not converted",
+        extra={"sync_id": run.sync_id, "crm_id": crm_id, "field": pf.remote, "code": refused.code},
+    )
+    decisions.count(f"field:{pf.local}:unconverted")
 
 
 def _count(decisions: Decisions, local: str, reason: Reason, winner: Change, conflict: bool) -> None:
@@ -1104,6 +1090,20 @@ def _field_summaries(run: TwoWayRun, decided: dict[str, int]) -> dict[str, Field
     return summaries
 
 
+def _refused(
+    result: WriteResult, record: dict[str, Any], fields: dict[str, Any], crm_id: str | None = None
+) -> Reject:
+    """A write the CRM refused, as a reject: its first error's code, every message, the record's names and
+    the names of the fields sent (never their values)."""
+    return Reject(
+        result.errors[0].code,
+        "; ".join(e.message for e in result.errors),
+        {**record, "fields": sorted(fields)},
+        crm_id=crm_id,
+        fields=result.errors[0].fields,
+    )
+
+
 def _write_crm(
     run: TwoWayRun,
     writer: CrmWriter,
@@ -1129,16 +1129,7 @@ def _write_crm(
             counts["crm_records_written"] += 1
             counts["crm_fields_written"] += len(crm_writes[result.ref])
             continue
-        error = result.errors[0]
-        rejects.append(
-            Reject(
-                error.code,
-                "; ".join(e.message for e in result.errors),
-                {"crmId": result.ref, "fields": sorted(crm_writes[result.ref])},
-                crm_id=result.ref,
-                fields=error.fields,
-            )
-        )
+        rejects.append(_refused(result, {"crmId": result.ref}, crm_writes[result.ref], crm_id=result.ref))
     return written, rejects
 
 
@@ -1196,18 +1187,8 @@ def _create_in_crm(
                 assert crm_id is not None
                 created[result.ref] = normalize(crm_id)
                 continue
-            error = result.errors[0]
-            rejects.append(
-                Reject(
-                    error.code,
-                    "; ".join(e.message for e in result.errors),
-                    {
-                        "profileId": result.ref,
-                        "fields": sorted(next(r["insert"] for r in rows if r["profileId"] == result.ref)),
-                    },
-                    fields=error.fields,
-                )
-            )
+            fields = next(r["insert"] for r in rows if r["profileId"] == result.ref)
+            rejects.append(_refused(result, {"profileId": result.ref}, fields))
     linked = container.profiles.record_exported(
         run.sync_id,
         [

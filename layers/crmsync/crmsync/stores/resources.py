@@ -7,13 +7,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from ..domain.conversions import format_local_datetime
 from ..domain.reconciliation import latest_per_crm_id
 from ..domain.records import CrmDeletion, DeletionResult, LocalRecord
-from .dynamo import batch_get, batch_write, deserialize, serialize, serialize_value
-from .profile_items import ApplyResult, now_stamp, page_key
+from .dynamo import batch_get, batch_write, deserialize, query_all, serialize, serialize_value
+from .profile_items import ApplyResult, now_stamp, page_key, synced_update, update_if
 
 
 class ResourceStore:
@@ -138,20 +136,14 @@ class ResourceStore:
         if since:
             values[":a"] = since
             condition += " AND updatedAt >= :a"
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :r",
-            "FilterExpression": condition,
-            "ExpressionAttributeNames": {"#c": "connection"},
-            "ExpressionAttributeValues": serialize(values),
-        }
-        rows: list[dict[str, Any]] = []
-        while True:
-            response = self.client.query(**kwargs)
-            rows.extend(deserialize(i) for i in response.get("Items", []))
-            if "LastEvaluatedKey" not in response:
-                return rows
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return query_all(
+            self.client,
+            TableName=self.table,
+            KeyConditionExpression="pk = :r",
+            FilterExpression=condition,
+            ExpressionAttributeNames={"#c": "connection"},
+            ExpressionAttributeValues=serialize(values),
+        )
 
     def update_local(
         self, resource: str, crm_id: str, changes: dict[str, Any], *, source: str = "marketing"
@@ -171,56 +163,29 @@ class ResourceStore:
         """Attributes of a row, each stamped with its change time and source; with `seen` (each attribute's
         change time when a two-way run read it), written only if none changed since - else False."""
         key = serialize({"pk": resource, "sk": crm_id})
-        try:
-            # Rows an import wrote have no per-attribute maps yet: made once, so the write below can set
-            # paths in them (DynamoDB refuses a path under a map the same expression creates).
-            self.client.update_item(
-                TableName=self.table,
-                Key=key,
-                UpdateExpression="SET attrChangedAt = if_not_exists(attrChangedAt, :e), "
-                "attrSource = if_not_exists(attrSource, :e)",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues={":e": serialize_value({})},
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
+        # Rows an import wrote have no per-attribute maps yet: made once, so the write below can set paths
+        # in them (DynamoDB refuses a path under a map the same expression creates).
+        made = update_if(
+            self.client,
+            self.table,
+            key,
+            "SET attrChangedAt = if_not_exists(attrChangedAt, :e), attrSource = if_not_exists(attrSource, :e)",
+            "attribute_exists(pk)",
+            ExpressionAttributeValues={":e": serialize_value({})},
+        )
+        if not made:
             return False
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {":now": serialize_value(now_stamp()), ":src": serialize_value(source)}
-        sets = ["updatedAt = :now"]
-        conditions = ["attribute_exists(pk)"]
-        for index, (name, value) in enumerate(changes.items()):
-            names[f"#a{index}"] = name
-            values[f":a{index}"] = serialize_value(value)
-            values[f":t{index}"] = serialize_value(changed_at[name])
-            sets += [
-                f"attrs.#a{index} = :a{index}",
-                f"attrChangedAt.#a{index} = :t{index}",
-                f"attrSource.#a{index} = :src",
-            ]
-            if seen is None:
-                continue
-            before = seen.get(name)
-            if before is None:
-                conditions.append(f"attribute_not_exists(attrChangedAt.#a{index})")
-            else:
-                values[f":s{index}"] = serialize_value(before)
-                conditions.append(f"attrChangedAt.#a{index} = :s{index}")
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=key,
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression=" AND ".join(conditions),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
-            return False
-        return True
+        sets, conditions, names, values = synced_update(changes, changed_at, seen, source)
+        values[":now"] = serialize_value(now_stamp())
+        return update_if(
+            self.client,
+            self.table,
+            key,
+            "SET " + ", ".join(["updatedAt = :now", *sets]),
+            " AND ".join(conditions),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
     def get(self, resource: str, crm_id: str) -> dict[str, Any] | None:
         response = self.client.get_item(
@@ -229,18 +194,12 @@ class ResourceStore:
         return deserialize(response["Item"]) if "Item" in response else None
 
     def all(self, resource: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :r",
-            "ExpressionAttributeValues": serialize({":r": resource}),
-        }
-        while True:
-            response = self.client.query(**kwargs)
-            items.extend(deserialize(i) for i in response.get("Items", []))
-            if "LastEvaluatedKey" not in response:
-                return items
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return query_all(
+            self.client,
+            TableName=self.table,
+            KeyConditionExpression="pk = :r",
+            ExpressionAttributeValues=serialize({":r": resource}),
+        )
 
 
 __all__ = ["ResourceStore"]
