@@ -1,8 +1,9 @@
 """`crmsync demo`: the main job end to end on the embedded default, in one process.
 
 Emulated AWS (the real template, ASL and handlers), an emulated Salesforce org and an emulated Dynamics
-365 org, each seeded with a realistic contact set; the example configuration is applied, first imports
-run, some records change, and an incremental import reads only those changes. Then the marketing side
+365 org, each seeded with a realistic contact set; the example configuration is applied, Salesforce's
+contacts are first imported from a CSV export (a couple of rows damaged, a few cut out: rejects name the
+row and column, and the completeness check re-reads what is missing), first imports run, some records change, and an incremental import reads only those changes. Then the marketing side
 changes: new people sign up (a few with data Salesforce refuses, some already known there as Leads) and
 imported profiles are edited; an export sends exactly those to Salesforce. Then Dynamics: first imports,
 changes and deletions, and incremental imports through the change-tracking delta link. Last, opt-outs
@@ -12,6 +13,7 @@ field changed on both sides goes to the later change, and a profile's consent hi
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import time
@@ -156,6 +158,73 @@ def _dynamics(console: Console, crm: DynamicsControl, url: str, operator: Operat
         and second.get("read") == len(changed) + len(new_rows)
         and second.get("deleted") == len(deleted)
         and (custom_second.get("read"), custom_second.get("deleted")) == (5, 1)
+    )
+
+
+CSV_COLUMNS = (
+    "Id",
+    "SystemModstamp",
+    "FirstName",
+    "LastName",
+    "Email",
+    "Phone",
+    "MailingCountry",
+    "Birthdate",
+    "LeadSource",
+    "CreatedDate",
+    "HasOptedOutOfEmail",
+    "DoNotCall",
+)
+CSV_CUT = 3
+
+
+def _csv_import(console: Console, operator: Operator, crm: Any) -> bool:
+    """A first import from a CSV file (SPEC T2): Salesforce's contacts as a report exports them (the sync's
+    filter applied), with two rows damaged on the way - a cell that is not a boolean, a row with a cell too
+    many - and three rows cut out. The damaged rows become rejects naming their row and column; the
+    completeness check that ends the transfer finds the three cut ids and re-reads them from Salesforce."""
+    from crmsync_local.cli import summary_table
+
+    selected = [
+        r
+        for r in crm.records("Contact")
+        if not r.get("IsDeleted") and not (r.get("HasOptedOutOfEmail") and r.get("DoNotCall"))
+    ]
+    rows: list[list[str]] = [
+        [
+            "" if r.get(c) is None else str(r[c]).lower() if isinstance(r[c], bool) else str(r[c])
+            for c in CSV_COLUMNS
+        ]
+        for r in selected
+    ]
+    del rows[5 : 5 + CSV_CUT]
+    rows[20][CSV_COLUMNS.index("HasOptedOutOfEmail")] = "yes"
+    rows[40].append("surplus")
+    path = Path(".crmsync") / "sf-contacts-export.csv"
+    path.parent.mkdir(exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(rows)
+    console.print(
+        f"{path}: {len(rows):,} contacts exported from Salesforce; on the way 2 rows were damaged and "
+        f"{CSV_CUT} cut out",
+        highlight=False,
+    )
+    summary = operator.transfer("sf-contacts", str(path))
+    console.print(summary_table(summary.model_dump(mode="json"), title=f"crmsync transfer sf-contacts {path}"))
+    malformed = [
+        r for r in operator.rejects("sf-contacts", run_id=summary.run_id) if r["errorSymbol"] == "MALFORMED_ROW"
+    ]
+    for reject in malformed:
+        console.print(f"  MALFORMED_ROW  {reject['errorMessage']}", highlight=False, markup=False)
+    figures = summary.completeness
+    return (
+        summary.status == "SUCCEEDED"
+        and len(malformed) == 2
+        and figures is not None
+        and figures.missing == figures.re_read == CSV_CUT
+        and figures.crm_ids == figures.loaded + figures.rejected + figures.filtered + figures.missing
     )
 
 
@@ -426,6 +495,11 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
         operator.apply(config)
         console.print(f"applied {EXAMPLE.name}: syncs {', '.join(s.id for s in config.syncs)}")
 
+        console.rule("A first import from a CSV file")
+        csv_ok = _csv_import(console, operator, crm)
+
+        console.rule("Imports through the API")
+
         first = _run(console, operator, "sf-contacts", "1st import of sf-contacts (first run: every record)")
         resources = _run(console, operator, "sf-subscriptions", "import of sf-subscriptions (custom object)")
 
@@ -484,6 +558,7 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
             first.get("status") == second.get("status") == resources.get("status") == "SUCCEEDED"
             and 0 < second.get("read", 0) <= len(changed) + len(new_rows)
             and accounted == second.get("read")
+            and csv_ok
             and dynamics_ok
             and schema_ok
             and deletions_ok

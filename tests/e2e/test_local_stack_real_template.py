@@ -259,8 +259,14 @@ def test_log_groups_alarms_and_the_schedules_dead_letter_queue_are_created(aws_e
         "crmsync-rejects-dead-letters",
         "crmsync-schedules-dead-letters",
         "crmsync-rejects-age",
+        "crmsync-rejects-waiting",
     }
     assert alarms["crmsync-rejects-age"]["Threshold"] == 604800
+    assert alarms["crmsync-rejects-waiting"]["Threshold"] == 604800
+    assert (alarms["crmsync-rejects-waiting"]["Namespace"], alarms["crmsync-rejects-waiting"]["MetricName"]) == (
+        "crmsync",
+        "OldestRejectAge",
+    )
     assert alarms["crmsync-rejects-age"].get("AlarmActions", []) == []  # no AlarmTopicArn given
     aws_env.client("sqs").get_queue_url(QueueName="crmsync-schedules-dlq")
 

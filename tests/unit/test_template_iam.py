@@ -195,11 +195,17 @@ NEEDED = {
         ("sqs:SendMessage", "EventsDeadLetterQueue"),
         ("sqs:SendMessage", "RejectsQueue"),
         ("dynamodb:BatchWriteItem", "RejectsTable"),
+        ("dynamodb:BatchGetItem", "RejectsTable"),
         ("dynamodb:GetItem", "DefinitionsTable"),
         ("dynamodb:Scan", "DefinitionsTable"),
         ("dynamodb:BatchGetItem", "ProfilesTable"),
         ("s3:PutObject", "DataBucket"),
+        ("s3:DeleteObject", "DataBucket"),
         ("secretsmanager:GetSecretValue", None),
+    },
+    "RejectsAgeFunction": {
+        ("dynamodb:Scan", "DefinitionsTable"),
+        ("dynamodb:Query", "RejectsTable"),
     },
     "RunFailedFunction": {
         ("dynamodb:UpdateItem", "RunsTable"),

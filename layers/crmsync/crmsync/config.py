@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .domain.events import timeline_link
 from .domain.filters import AllOf, AnyOf, Condition, FilterNode, NotOf, OrderBy, check_field_name
 from .domain.mapping import FieldMapping
 from .domain.types import AttributeType
@@ -41,7 +40,6 @@ DEFAULT_WATERMARK_FIELD = {"salesforce": "SystemModstamp", "dynamics": "modified
 # The largest page each CRM serves (Salesforce query: 2,000 rows; Dataverse: 5,000), and an import's default:
 # a page step costs a Lambda invocation and a CRM call whatever its size.
 CRM_MAX_PAGE_SIZE = {"salesforce": 2000, "dynamics": 5000}
-DEFAULT_ID_FIELD_SALESFORCE = "Id"
 
 
 def _https_url(value: str) -> str:
@@ -466,9 +464,6 @@ class TimelineLink(_Model):
         if parts.scheme.lower() != "https" or not parts.hostname:
             raise ValueError(f"{value!r} is not an https:// URL ({RULE_HTTPS})")
         return value
-
-    def for_profile(self, profile_id: str) -> str:
-        return timeline_link(self.url, profile_id)
 
 
 class ExportSync(_Sync):
@@ -904,7 +899,6 @@ OptOutAttribute = Literal[
     "denyListPushnotification",
     "ccpaOptOut",
 ]
-OPT_OUT_ATTRIBUTES: tuple[str, ...] = get_args(OptOutAttribute)
 # The CRMs' standard do-not-contact checkboxes (true = do not contact). Dynamics `donotsendmm` is labelled
 # "Send Marketing Materials", yet true means do NOT send.
 OPT_OUT_FIELDS = {

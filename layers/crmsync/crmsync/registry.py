@@ -264,6 +264,17 @@ QUEUE_OPERATIONS: dict[str, QueueOperation] = {
     )
 }
 
+SCHEDULED_FUNCTIONS: tuple[Step, ...] = (
+    Step(
+        "rejects_age",
+        "",
+        "crmsync.services.rejects:ScheduledEvent",
+        "crmsync.services.rejects:measure_reject_ages",
+    ),
+)
+"""Functions a schedule of the template invokes for the whole stack (not a sync's run): each measures one
+value per sync (`runtime.scheduled_handler`)."""
+
 RUN_FAILED = Step(
     "run_failed", "RecordFailure", "crmsync.services.runs:RunFailedEvent", "crmsync.services.runs:record_failure"
 )
@@ -284,8 +295,9 @@ def all_steps() -> tuple[Step, ...]:
 
 
 def all_functions() -> tuple[Step, ...]:
-    """Every Lambda function of the stack, once: the state machines' steps, then the queues' functions."""
-    return (*all_steps(), *(op.step for op in QUEUE_OPERATIONS.values()))
+    """Every Lambda function of the stack, once: the state machines' steps, the queues' functions, then the
+    scheduled ones."""
+    return (*all_steps(), *(op.step for op in QUEUE_OPERATIONS.values()), *SCHEDULED_FUNCTIONS)
 
 
 def summary_fields(name: str | None) -> tuple[str, ...]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -161,8 +161,10 @@ class CrmConnector(Protocol):
 
     def read_next_page(self, cursor: str) -> RecordPage: ...
 
-    def read_by_ids(self, query: RecordQuery) -> list[dict[str, Any]]:
-        """The records among `query.ids` that exist; ids the CRM does not know are simply absent."""
+    def read_by_ids(self, query: RecordQuery, *, filtered: bool = False) -> list[dict[str, Any]]:
+        """The records among `query.ids` that exist; ids the CRM does not know are simply absent.
+        `query.filter` is left out (given ids replace a filter, SPEC I8) unless `filtered`: then only the
+        records the filter selects come back (the completeness check tells a filtered record apart)."""
 
 
 @runtime_checkable
@@ -245,6 +247,15 @@ class IdSetConnector(CrmConnector, Protocol):
     def read_ids_next(self, cursor: str) -> IdPage: ...
 
 
+@runtime_checkable
+class CountingConnector(CrmConnector, Protocol):
+    """A CRM that counts what a query selects, exactly and in one call (Salesforce `SELECT COUNT()`): the
+    incremental import's check that it read its whole window."""
+
+    def count(self, query: RecordQuery) -> int:
+        """How many records `query` (its window, ids and filter) selects now; fields and order ignored."""
+
+
 # ------------------------------------------------------------------------------------- field history
 @dataclass(frozen=True)
 class FieldChange:
@@ -268,9 +279,24 @@ class FieldTracking:
     """Why nothing is tracked when a switch above the field is off (environment, table)."""
 
 
+@dataclass(frozen=True)
+class HistoryQuery:
+    """What an adapter reads of its CRM's field history: the changes of `columns` of `object` made in
+    [start, end) - at least those of `record_ids` (ids as `normalize_id` writes them)."""
+
+    object: str
+    columns: tuple[str, ...]
+    record_ids: tuple[str, ...]
+    start: datetime | None
+    end: datetime
+
+
 @runtime_checkable
 class FieldHistoryConnector(CrmConnector, Protocol):
-    """A CRM that can say who changed a field and when: Salesforce field history, Dataverse auditing."""
+    """A CRM that can say who changed a field and when: Salesforce field history, Dataverse auditing.
+
+    An adapter subclasses this protocol: it reads its CRM's rows (`recorded_changes`), and `field_changes`
+    - what the answer is - is written once, here."""
 
     def integration_user(self) -> str:
         """The id of the user crmsync acts as (Salesforce: the OAuth identity; Dataverse: WhoAmI)."""
@@ -286,7 +312,21 @@ class FieldHistoryConnector(CrmConnector, Protocol):
         end: datetime,
     ) -> list[FieldChange]:
         """The recorded changes of `fields` on `record_ids` made in [start, end) (every one when start is
-        None), oldest first."""
+        None), oldest first, each under its field's name as asked."""
+        names = {f.lower(): f for f in fields}
+        ids = tuple(dict.fromkeys(self.normalize_id(i) for i in record_ids))
+        if not names or not ids:
+            return []
+        wanted = set(ids)
+        found = [
+            replace(change, field=names[change.field.lower()])
+            for change in self.recorded_changes(HistoryQuery(object_name, tuple(names.values()), ids, start, end))
+            if change.field.lower() in names and change.record_id in wanted
+        ]
+        return sorted(found, key=lambda change: change.at)
+
+    def recorded_changes(self, query: HistoryQuery) -> Iterator[FieldChange]:
+        """The CRM's rows of `query`, each under the CRM's spelling of its field."""
 
 
 # ------------------------------------------------------------------------------------- writes

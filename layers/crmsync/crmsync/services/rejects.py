@@ -15,6 +15,16 @@ reject reads its CRM id again (a population run, so the watermark does not move)
 retries the delete of its CRM id. Runs take at most `MAX_INLINE_POPULATION` ids each. Once a replay run
 has succeeded its rejects leave the store: the record went through, or the run refused it again and
 stored a new reject, with the new error, in its place. A failed run removes nothing.
+
+E-mail events have no runs (a queue pushes them, `services/events.py`): their replay sends each rejected
+event back through the events queue for its sync, the message naming the rejects it replays, and returns
+at once. The push removes each reject when its event settles, as a replay run would: written or already
+on the timeline, or refused again (the new reject stays). Until then the reject stays in the store.
+
+How long rejects wait is measured on a schedule (`measure_reject_ages`, the `rejects_age` function every
+15 minutes): the age of each sync's oldest waiting reject becomes the `OldestRejectAge` metric, one series
+per sync plus the stack-wide maximum that the reject-age alarm watches. A sync whose rejects wait for a
+fix shows there however long ago it last ran; one with none shows 0.
 """
 
 from __future__ import annotations
@@ -24,10 +34,14 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from ..registry import OPERATIONS
 from ..stores.rejects import NOTICE_KIND, RejectStore, is_legacy_message
+from .events import requeue
 from .runs import MAX_INLINE_POPULATION
 
 logger = logging.getLogger(__name__)
@@ -57,6 +71,8 @@ class ReplayReport:
     applied: int = 0
     rejected_again: int = 0
     consumed: int = 0
+    queued: int = 0
+    """E-mail events sent back through the events queue (their rejects leave the store as they settle)."""
 
 
 @dataclass
@@ -194,6 +210,29 @@ class RejectDesk:
             report.consumed += self.store.delete(sync_id, [rid for i in chunk for rid in ids[i]])
         return report
 
+    def replay_events(self, sync_id: str, events_queue_url: str) -> ReplayReport:
+        """Send the events sync's rejected events back through the events queue, one message per event
+        naming every reject of it; a reject without its event (a record lost from S3) is skipped."""
+        rejects = [r for r in self.store.rejects(sync_id, records=True) if r.get("operation") == "events"]
+        events: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        skipped = 0
+        for reject in rejects:
+            event = reject.get("record")
+            if not isinstance(event, dict) or not event.get("event_id"):
+                skipped += 1
+                continue
+            events.setdefault(str(event["event_id"]), (event, []))[1].append(str(reject["rejectId"]))
+        report = ReplayReport(
+            sync_id=sync_id,
+            operation="events",
+            rejects=len(rejects),
+            profiles=0,
+            records=len(events),
+            skipped=skipped,
+        )
+        report.queued = requeue(self.sqs, events_queue_url, sync_id, events.values())
+        return report
+
     # -- queue plumbing --------------------------------------------------------------------------
     def _drain(self, url: str) -> Iterator[list[dict[str, Any]]]:
         """Receive the queue's messages ten at a time (hidden for a minute) until it answers empty
@@ -232,6 +271,34 @@ class RejectDesk:
                     for i, h in enumerate(handles[start : start + 10])
                 ],
             )
+
+
+class ScheduledEvent(BaseModel):
+    """What an EventBridge schedule sends (`detail-type: Scheduled Event`); nothing in it is needed."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class SyncGauge(BaseModel):
+    """One value per applied sync, emitted as the metric `name` with the `sync` dimension (one custom
+    metric per sync) and, stack-wide, as their maximum."""
+
+    name: str
+    unit: str
+    values: dict[str, float]
+
+
+def measure_reject_ages(event: ScheduledEvent, container: Any) -> SyncGauge:
+    """The age in seconds of each applied sync's oldest waiting reject (0 when none waits): one read
+    of the reject store's `byAge` index per sync."""
+    now = datetime.now(UTC)
+    store = container.reject_store
+    ages: dict[str, float] = {}
+    for sync in container.definitions.list_syncs():
+        oldest = store.oldest(str(sync["id"]))
+        ages[str(sync["id"])] = 0.0 if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 1)
+    logger.info("oldest waiting reject per sync", extra={"ages": ages})
+    return SyncGauge(name="OldestRejectAge", unit="Seconds", values=ages)
 
 
 def _body(message: dict[str, Any]) -> dict[str, Any] | None:

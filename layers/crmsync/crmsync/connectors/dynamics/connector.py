@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -31,20 +31,20 @@ from ...domain.types import CrmFieldType
 from ...errors import (
     ConfigurationError,
     CrmAuthenticationFailed,
-    CrmOutcomeUnknown,
-    CrmRateLimited,
     CrmRequestRejected,
     CrmsyncError,
     CrmUnavailable,
     DeltaTokenExpired,
 )
 from ..base import HttpConnector
-from ..http import CrmHttpSession, unreachable
+from ..http import CrmHttpSession, refusal, unreachable, write_failure
 from ..port import (
     ApiLimits,
     FieldChange,
     FieldDescription,
+    FieldHistoryConnector,
     FieldTracking,
+    HistoryQuery,
     IdPage,
     ObjectDescription,
     ObjectSummary,
@@ -52,7 +52,8 @@ from ..port import (
     RecordPage,
     RecordQuery,
 )
-from ..retry import RetryPolicy, log_retries
+from ..retry import RetryPolicy
+from ..rules import DYNAMICS
 from . import odata
 from .auth import DynamicsTokenProvider
 
@@ -193,34 +194,22 @@ def classify(failure: requests.Response | Exception) -> CrmsyncError:
     if isinstance(failure, CrmsyncError):
         return failure
     if isinstance(failure, Exception):
-        return unreachable(failure, "Dynamics")
+        return unreachable(failure, DYNAMICS.name)
     status = failure.status_code
     code, message = _error(failure)
-    text = f"Dynamics HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
-    if status == 429:
-        return CrmRateLimited(text, retry_after_seconds=_retry_after(failure))
-    if status >= 500:
-        return CrmUnavailable(text)
-    if status == 401:
-        return CrmAuthenticationFailed(text)
-    if status == 403 and code == NOT_AN_ORG_MEMBER:
-        return CrmAuthenticationFailed(f"{text} (the app has no application user in this org)")
-    if code == EXPIRED_VERSION_STAMP:
-        return DeltaTokenExpired(text)
-    return CrmRequestRejected(text, error_code=code, status=status)
+    error = refusal(DYNAMICS.name, status, code, message, retry_after=_retry_after(failure))
+    if type(error) is CrmRequestRejected:
+        if status == 403 and code == NOT_AN_ORG_MEMBER:
+            return CrmAuthenticationFailed(f"{error} (the app has no application user in this org)")
+        if code == EXPIRED_VERSION_STAMP:
+            return DeltaTokenExpired(str(error))
+    return error
 
 
 def classify_write(failure: requests.Response | Exception) -> CrmsyncError:
-    """Like `classify`, for a call that changes data: a failure after the request may have reached
-    Dataverse is an unknown outcome, not a plain retryable error. That includes every 5xx: a 502, 503 or
-    504 may come from a gateway after Dataverse applied the write. Only refusals that come before anything
-    is done - service protection (429), a connection never opened - are safe to repeat as they are; an
-    unknown outcome is resolved by the caller, as a dropped answer is."""
-    error = classify(failure)
-    refused = isinstance(failure, requests.ConnectTimeout)
-    if type(error) is CrmUnavailable and not refused:
-        return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
-    return error
+    """Like `classify`, for a call that changes data (`http.write_failure`): service protection (429) is
+    refused before anything is done, so it is repeated as it is."""
+    return write_failure(classify(failure), failure)
 
 
 def _option_map(option_set: dict[str, Any]) -> dict[Any, str]:
@@ -288,8 +277,8 @@ class _Cursor:
             raise ConfigurationError("the page cursor is not a Dynamics next link") from None
 
 
-class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]):
-    kind = "dynamics"
+class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider], FieldHistoryConnector):
+    rules = DYNAMICS
 
     def __init__(
         self,
@@ -374,7 +363,7 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
                 raise classifier(response)
             return response
 
-        return self.retry.run(attempt, on_retry=log_retries("Dynamics"), give_up=(CrmOutcomeUnknown,))
+        return self.retried(attempt)
 
     def _get(self, url: str, prefer: Sequence[str] = ()) -> requests.Response:
         return self.request("GET", url, prefer=prefer)
@@ -746,18 +735,18 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
     def check_delta_link(self, delta_link: str, object_name: str) -> None:
         self._check_link(delta_link, self._table(object_name).entity_set, "$deltatoken")
 
-    def read_by_ids(self, query: RecordQuery) -> list[dict[str, Any]]:
+    def read_by_ids(self, query: RecordQuery, *, filtered: bool = False) -> list[dict[str, Any]]:
         """Chunks of ids read side by side, never more at once than the connection's max_concurrency."""
         ids = [odata.guid(i) for i in query.ids]
         chunks = [tuple(ids[start : start + ID_CHUNK]) for start in range(0, len(ids), ID_CHUNK)]
 
         def read(chunk: tuple[str, ...]) -> list[dict[str, Any]]:
-            page = self.read_first_page(replace(query, ids=chunk, window_field=None, order_by=(), filter=None))
-            records = list(page.records)
-            while page.next_cursor:
-                page = self.read_next_page(page.next_cursor)
-                records.extend(page.records)
-            return records
+            page = self.read_first_page(
+                replace(
+                    query, ids=chunk, window_field=None, order_by=(), filter=query.filter if filtered else None
+                )
+            )
+            return self.every_record(page)
 
         if len(chunks) <= 1:
             return [record for chunk in chunks for record in read(chunk)]
@@ -823,19 +812,12 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
         }
         return FieldTracking("audit", {n: columns.get(n.lower(), False) for n in names})
 
-    def field_changes(
-        self,
-        object_name: str,
-        fields: Iterable[str],
-        record_ids: Iterable[str],
-        start: datetime | None,
-        end: datetime,
-    ) -> list[FieldChange]:
-        """`RetrieveRecordChangeHistory` for each changed record (side by side, up to the connection's
+    def recorded_changes(self, query: HistoryQuery) -> Iterator[FieldChange]:
+        """`RetrieveRecordChangeHistory` for each record (side by side, up to the connection's
         max_concurrency) - never `RetrieveAuditDetails` per audit row."""
-        table = self._table(object_name)
-        names = {f.lower(): f for f in fields}
-        ids = list(dict.fromkeys(odata.guid(i) for i in record_ids))
+        table = self._table(query.object)
+        ids = [odata.guid(i) for i in query.record_ids]
+        start, end = query.start, query.end
 
         def read(record_id: str) -> list[FieldChange]:
             target = "{'@odata.id':'" + f"{table.entity_set}({record_id})" + "'}"
@@ -848,16 +830,11 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
                 if moment is None or moment >= end or (start is not None and moment < start):
                     continue
                 for column, value in (detail.get("NewValue") or {}).items():
-                    field = names.get(column.lower())
-                    if field is not None:
-                        changes.append(FieldChange(record_id, field, value, moment, audit.get("_userid_value")))
+                    changes.append(FieldChange(record_id, column, value, moment, audit.get("_userid_value")))
             return changes
 
-        if not names or not ids:
-            return []
         with ThreadPoolExecutor(max_workers=min(self.connection.max_concurrency, len(ids))) as pool:
-            found = [change for changes in pool.map(read, ids) for change in changes]
-        return sorted(found, key=lambda c: c.at)
+            yield from (change for changes in pool.map(read, ids) for change in changes)
 
     def find(
         self, object_name: str, field: str, values: Iterable[str], fields: Iterable[str]
@@ -871,9 +848,5 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
         for chunk in odata.value_chunks(dict.fromkeys(str(v) for v in values)):
             options = {"$select": select, "$filter": odata.values_in(column, chunk)}
             link = f"{self._base}/{table.entity_set}?{odata.encode(options)}"
-            page = self._follow(_Cursor(link, table.entity_set, MAX_PAGE_SIZE))
-            records.extend(page.records)
-            while page.next_cursor:
-                page = self.read_next_page(page.next_cursor)
-                records.extend(page.records)
+            records.extend(self.every_record(self._follow(_Cursor(link, table.entity_set, MAX_PAGE_SIZE))))
         return records

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -20,24 +20,22 @@ from ...domain.types import CrmFieldType
 from ...errors import (
     BulkJobInProgress,
     ConfigurationError,
-    CrmAuthenticationFailed,
-    CrmOutcomeUnknown,
-    CrmRateLimited,
     CrmRequestRejected,
     CrmsyncError,
-    CrmUnavailable,
     DeletionPeriodRefused,
     TooManyDeletedIds,
 )
 from ..base import HttpConnector
-from ..http import CrmHttpSession, unreachable
+from ..http import CrmHttpSession, refusal, unreachable, write_failure
 from ..port import (
     ApiLimits,
     DeletedRecord,
     DeletedRecords,
     FieldChange,
     FieldDescription,
+    FieldHistoryConnector,
     FieldTracking,
+    HistoryQuery,
     IdPage,
     ObjectDescription,
     ObjectSummary,
@@ -45,7 +43,8 @@ from ..port import (
     RecordPage,
     RecordQuery,
 )
-from ..retry import RetryPolicy, log_retries
+from ..retry import RetryPolicy
+from ..rules import SALESFORCE
 from .auth import SalesforceToken, SalesforceTokenProvider
 from .bulk2 import BulkApi2
 from .collections import SObjectCollections
@@ -54,6 +53,7 @@ from .soql import (
     identifier,
     is_salesforce_id,
     render_all_ids,
+    render_count,
     render_field_definitions,
     render_history_query,
     render_query,
@@ -104,35 +104,20 @@ def _error_code(content: Any) -> tuple[str | None, str]:
 
 
 def classify(exc: Exception) -> CrmsyncError:
-    """Map a failed call onto the crmsync error classification (retryable / permanent)."""
+    """Map a failed call onto the crmsync error classification (retryable / permanent); Salesforce says
+    REQUEST_LIMIT_EXCEEDED with a 403 when the org's API limit is spent."""
     if isinstance(exc, SalesforceError):
-        status = exc.status
         code, message = _error_code(exc.content)
-        text = f"Salesforce HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
-        if status == 429 or (status == 403 and code == "REQUEST_LIMIT_EXCEEDED"):
-            return CrmRateLimited(text)
-        if status >= 500:
-            return CrmUnavailable(text)
-        if status == 401:
-            return CrmAuthenticationFailed(text)
-        return CrmRequestRejected(text, error_code=code, status=status)
+        limited = exc.status == 403 and code == "REQUEST_LIMIT_EXCEEDED"
+        return refusal(SALESFORCE.name, exc.status, code, message, rate_limited=limited)
     if isinstance(exc, CrmsyncError):
         return exc
-    return unreachable(exc, "Salesforce")
+    return unreachable(exc, SALESFORCE.name)
 
 
 def classify_write(exc: Exception) -> CrmsyncError:
-    """Like `classify`, for a call that changes data: a failure after the request may have reached
-    Salesforce is an unknown outcome, not a plain retryable error. That includes every 5xx: a 502, 503 or
-    504 may come from a gateway or load balancer after Salesforce applied the write. Only refusals that
-    come before anything is done - rate limits, a connection never opened - are safe to repeat as they are;
-    an unknown outcome is resolved by the caller, as a dropped answer is.
-    """
-    error = classify(exc)
-    refused = isinstance(exc, requests.ConnectTimeout)
-    if type(error) is CrmUnavailable and not refused:
-        return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
-    return error
+    """Like `classify`, for a call that changes data (`http.write_failure`)."""
+    return write_failure(classify(exc), exc)
 
 
 def _strip(record: dict[str, Any]) -> dict[str, Any]:
@@ -175,9 +160,8 @@ class _IdCursor:
         return cls(job_id, locator)
 
 
-class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenProvider]):
-    kind = "salesforce"
-    bulk_deletes = True
+class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenProvider], FieldHistoryConnector):
+    rules = SALESFORCE
 
     def __init__(
         self,
@@ -231,7 +215,7 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
                 except SalesforceExpiredSession as exc:
                     raise classify(exc) from None
 
-        return self.retry.run(attempt, on_retry=log_retries("Salesforce"), give_up=(CrmOutcomeUnknown,))
+        return self.retried(attempt)
 
     def _once(
         self,
@@ -279,14 +263,7 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
         text, as SOQL compares), read with as few queries as the SOQL length limit allows."""
         records: list[dict[str, Any]] = []
         for soql in render_value_lookups(object_name, field, values, fields):
-            records.extend(self._every_page(self.read_soql(soql)))
-        return records
-
-    def _every_page(self, page: RecordPage) -> list[dict[str, Any]]:
-        records = list(page.records)
-        while page.next_cursor:
-            page = self.read_next_page(page.next_cursor)
-            records.extend(page.records)
+            records.extend(self.every_record(self.read_soql(soql)))
         return records
 
     # -- port --------------------------------------------------------------------------------------
@@ -451,23 +428,29 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
         body = self._call(lambda sf: sf.query(soql, headers={"Sforce-Query-Options": f"batchSize={batch}"}))
         return self._page(body)
 
+    def count(self, query: RecordQuery) -> int:
+        """`SELECT COUNT() FROM … WHERE …` of `query`: one call, whatever the number."""
+        body = self._call(lambda sf: sf.query(render_count(query)))
+        return int(body["totalSize"])
+
     def read_next_page(self, cursor: str) -> RecordPage:
         if not _CURSOR.match(cursor):
             raise ConfigurationError("the page cursor is not a Salesforce nextRecordsUrl")
         return self._page(self._call(lambda sf: sf.query_more(cursor, identifier_is_url=True)))
 
-    def read_by_ids(self, query: RecordQuery) -> list[dict[str, Any]]:
+    def read_by_ids(self, query: RecordQuery, *, filtered: bool = False) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
         ids = list(query.ids)
         for start in range(0, len(ids), ID_CHUNK):
             chunk = RecordQuery(
                 object=query.object,
                 fields=query.fields,
+                filter=query.filter if filtered else None,
                 ids=tuple(ids[start : start + ID_CHUNK]),
                 page_size=2000,
                 field_types=query.field_types,
             )
-            records.extend(self._every_page(self.read_first_page(chunk)))
+            records.extend(self.every_record(self.read_first_page(chunk)))
         return records
 
     # -- field history (SPEC O3) -------------------------------------------------------------------
@@ -486,34 +469,22 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
         visible = {o.name.lower() for o in self.list_objects()}
         if history.lower() not in visible:
             return FieldTracking("history", dict.fromkeys(names, False), f"{object_name} has no field history")
-        rows = self._every_page(self.read_soql(render_field_definitions(object_name, names)))
+        rows = self.every_record(self.read_soql(render_field_definitions(object_name, names)))
         tracked = {str(r["QualifiedApiName"]).lower(): bool(r.get("IsFieldHistoryTracked")) for r in rows}
         return FieldTracking("history", {name: tracked.get(name.lower(), False) for name in names})
 
-    def field_changes(
-        self,
-        object_name: str,
-        fields: Iterable[str],
-        record_ids: Iterable[str],
-        start: datetime | None,
-        end: datetime,
-    ) -> list[FieldChange]:
-        """One history query over the window (not one call per record); rows of other records are left."""
-        names = {f.lower(): f for f in fields}
-        wanted = set(record_ids)
-        if not names or not wanted:
-            return []
-        _, parent = history_object(object_name)
-        rows = self._every_page(self.read_soql(render_history_query(object_name, names.values(), start, end)))
-        changes = []
-        for row in rows:
-            record_id = str(row.get(parent) or "")
-            field = names.get(str(row.get("Field", "")).lower())
+    def recorded_changes(self, query: HistoryQuery) -> Iterator[FieldChange]:
+        """One history query over the window, oldest first (not one call per record): it answers the rows
+        of every record, which `field_changes` leaves."""
+        _, parent = history_object(query.object)
+        soql = render_history_query(query.object, query.columns, query.start, query.end)
+        for row in self.every_record(self.read_soql(soql)):
             moment = _optional_datetime(row.get("CreatedDate"))
-            if field is None or moment is None or record_id not in wanted:
-                continue
-            changes.append(FieldChange(record_id, field, row.get("NewValue"), moment, row.get("CreatedById")))
-        return changes
+            if moment is not None:
+                record_id = str(row.get(parent) or "")
+                yield FieldChange(
+                    record_id, str(row.get("Field", "")), row.get("NewValue"), moment, row.get("CreatedById")
+                )
 
     # -- deletions (SPEC D1) -----------------------------------------------------------------------
     def read_deleted(self, object_name: str, start: datetime, end: datetime) -> DeletedRecords:
