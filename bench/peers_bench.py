@@ -16,7 +16,8 @@ hard-coded login host pointed at the emulator (bench/peers/sitecustomize.py). A 
 reported with the end of its error output; the run goes on.
 
 Prints records, wall seconds of the read (discovery apart) and records/s, side by side, and each peer's rate
-relative to crmsync's. Numbers describe this machine; compare within one run. Never asserts time.
+relative to crmsync's; for crmsync and Microsoft's SDK (in-process Python) also the read's CPU seconds,
+which the machine's load does not stretch. Numbers describe this machine; compare within one run. Never asserts time.
 
     make bench-peers                          # builds .venv-peers/ once (~3-6 minutes), 10,000 records
     python bench/peers_bench.py --records 20000 --only salesforce
@@ -61,6 +62,7 @@ class Result:
     seconds: float | None
     discovery_seconds: float | None = None
     error: str | None = None
+    cpu_seconds: float | None = None  # the read's CPU time in the client's process (crmsync and the SDK)
 
     @property
     def rate(self) -> float | None:
@@ -262,7 +264,9 @@ def child(kind: str, args: list[str], env_extra: dict[str, str], timeout: float)
     if done.returncode != 0:
         return Result(*name, None, wall, error=done.stderr.decode(errors="replace")[-1500:])
     report = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    return Result(*name, report["records"], report["seconds"], report.get("setup_seconds"))
+    return Result(
+        *name, report["records"], report["seconds"], report.get("setup_seconds"), cpu_seconds=report["cpu_seconds"]
+    )
 
 
 # -- the children: run in their own process -------------------------------------------------------------------
@@ -282,7 +286,7 @@ def _crmsync_read(crm: str) -> dict[str, Any]:
     connector = build_connector(connection, secret, RetryPolicy())
     plan = resolve_import_plan(sync, connector.describe(sync.object), connection.kind)
     setup = time.perf_counter() - started
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     mapper = plan.mapper()
     query = plan.query()
     page = (
@@ -298,7 +302,12 @@ def _crmsync_read(crm: str) -> dict[str, Any]:
         if not page.next_cursor:
             break
         page = connector.read_next_page(page.next_cursor)
-    return {"records": count, "seconds": time.perf_counter() - started, "setup_seconds": setup}
+    return {
+        "records": count,
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu,
+        "setup_seconds": setup,
+    }
 
 
 def _dataverse_sdk() -> dict[str, Any]:
@@ -330,10 +339,16 @@ def _dataverse_sdk() -> dict[str, Any]:
     count = 0
     with DataverseClient(url, credential) as client:
         setup = time.perf_counter() - started
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for page in client.records.list_pages("contact", select=columns, page_size=5000):
             count += len(page)
-    return {"records": count, "seconds": time.perf_counter() - started, "setup_seconds": setup, "columns": columns}
+    return {
+        "records": count,
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu,
+        "setup_seconds": setup,
+        "columns": columns,
+    }
 
 
 def install() -> None:
@@ -463,9 +478,10 @@ def main() -> None:
             else ""
         )
         setup = f"setup/discovery {r.discovery_seconds:6.1f}s" if r.discovery_seconds is not None else ""
+        cpu = f"client CPU {r.cpu_seconds:5.2f}s" if r.cpu_seconds is not None else ""
         print(
             f"{r.crm:<10} {r.client:<42} {r.records or 0:>8,} records in {r.seconds or 0:7.2f}s "
-            f"= {r.rate or 0:>8,.0f} rec/s  {setup:<24} {ratio}"
+            f"= {r.rate or 0:>8,.0f} rec/s  {setup:<24} {cpu:<18} {ratio}"
             + (f"  (warning: {r.error.strip()[:200]})" if r.error else ""),
             flush=True,
         )
