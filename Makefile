@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cat requirements-checkov.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench bench-export bench-deletions bench-events bench-two-way bench-peers test-peers peers venv clean build
+.PHONY: demo test lint bench bench-export bench-deletions bench-events bench-two-way bench-peers test-peers peers venv clean build layer
 
 venv: $(STAMP)
 
@@ -76,6 +76,10 @@ test-peers: peers
 
 build:
 	sam build
+
+# The Lambda layer as `sam build` makes it, without SAM: its size per package (layers/crmsync/build_layer.py).
+layer:
+	$(PYTHON) layers/crmsync/build_layer.py .aws-sam/layer
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .venv-peers node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

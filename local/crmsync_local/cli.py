@@ -554,6 +554,24 @@ def _operation(summary: dict[str, Any]) -> Operation:
     return OPERATIONS.get(str(summary.get("operation", "import")), OPERATIONS["import"])
 
 
+def completeness_rows(table: Table, figures: dict[str, Any] | None) -> None:
+    """The completeness check's figures (a transfer's end): how every CRM id was accounted for."""
+    if not figures:
+        return
+    table.add_row(
+        "completeness",
+        f"{figures['crm_ids']:,} CRM ids: {figures['loaded']:,} loaded, {figures['rejected']:,} rejected, "
+        f"{figures['filtered']:,} filtered, {figures['missing']:,} missing",
+    )
+    if figures["missing"]:
+        table.add_row(
+            "missing records",
+            f"{figures['re_read']:,} re-read and loaded ({figures['created']:,} created, "
+            f"{figures['updated']:,} updated, {figures['re_read_rejected']:,} rejected), "
+            f"{figures['still_missing']:,} no longer in the CRM",
+        )
+
+
 def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     table = Table(
         title=title or f"{summary.get('operation', 'import')} {summary.get('sync_id')}", show_header=False
@@ -595,6 +613,17 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
         table.add_row("new CRM fields", ", ".join(summary["new_fields"]))
     if summary.get("deleted_unknown"):
         table.add_row("deletions of records never imported", f"{summary['deleted_unknown']:,}")
+    completeness_rows(table, summary.get("completeness"))
+    check = summary.get("window_check")
+    if check:
+        counted = f"{check['counted']:,} counted in the window (COUNT()), {check['read']:,} read"
+        if check["filtered"]:
+            counted += f", {check['filtered']:,} left out by the filter"
+        table.add_row("window check", counted)
+        if check.get("note"):
+            table.add_row("re-read", check["note"])
+    elif summary.get("change_tracking") == "delta":
+        table.add_row("window check", "none needed: a delta read returns every change, complete by construction")
     usage = summary.get("crm_api_usage")
     if usage:
         table.add_row(
@@ -741,15 +770,23 @@ def transfer(
             "--format", help="csv or jsonl; default: from the file's name (.csv, .jsonl, .ndjson, .json)."
         ),
     ] = None,
+    check: Annotated[
+        bool | None,
+        typer.Option(
+            "--check/--no-check",
+            help="End with the completeness check (every CRM id loaded, rejected or filtered; missing ones "
+            "re-read by id). Default: on when the sync's watermark is not set (a first import), off otherwise.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     stack: StackOption = "crmsync",
 ) -> None:
     """A first import from a file (SPEC T2): load its records into SYNC's target with the import's mapping,
     conversions, reconciliation and rejects. A row that cannot be read becomes a reject naming its row and
     column; a file that is not UTF-8 is refused (exit 2) naming the first bad byte's line and column. The
-    watermark does not move."""
+    watermark does not move. A first import ends with the completeness check."""
     op = operator(stack)
-    summary = guarded(lambda: op.transfer(sync_id, location, fmt=file_format)).model_dump(mode="json")
+    summary = guarded(lambda: op.transfer(sync_id, location, fmt=file_format, check=check)).model_dump(mode="json")
     if as_json:
         sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
     else:
@@ -1026,11 +1063,20 @@ def rejects_replay(
 ) -> None:
     """Send the rejects through the sync again (after the data was fixed) and wait for the run: an export
     exports the profiles again, an import reads the CRM ids again, a deletion retries the deletes. A
-    reject leaves the store once its record went through, or once the run replaced it with a new reject."""
+    reject leaves the store once its record went through, or once the run replaced it with a new reject.
+    An events sync has no run: its rejected events go back through the events queue, and each reject
+    leaves the store when the push settles its event the same way."""
     op = operator(stack)
     report = guarded(lambda: op.replay_rejects(sync_id))
     if as_json:
         sys.stdout.write(json.dumps(asdict(report), ensure_ascii=False, default=str) + "\n")
+    elif report.operation == "events":
+        console.print(
+            f"{report.rejects} events reject(s) of {report.records} event(s): {report.queued} sent back through "
+            f"the events queue, {report.skipped} without their event; each reject leaves the store when its "
+            "event is on the timeline or refused again",
+            highlight=False,
+        )
     else:
         if report.summary:
             console.print(summary_table(report.summary, title=f"replay of {sync_id}"))

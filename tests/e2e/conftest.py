@@ -58,6 +58,14 @@ class SyncEnvironment:
         return self.crm.control.seed("Contact", rows)
 
 
+def salesforce_example_config(url: str, ca_bundle: str) -> CrmsyncConfig:
+    """examples/syncs.yaml with its Salesforce connection pointed at an emulator."""
+    return load_config(
+        (ROOT / "examples/syncs.yaml").read_text(),
+        environ={"CRMSYNC_SALESFORCE_URL": url, "CRMSYNC_CA_BUNDLE": ca_bundle},
+    )
+
+
 @pytest.fixture
 def sync_env(local_stack, salesforce_emulator, salesforce_oauth, monkeypatch) -> SyncEnvironment:
     monkeypatch.setenv("AWS_DEFAULT_REGION", local_stack.region)
@@ -68,13 +76,7 @@ def sync_env(local_stack, salesforce_emulator, salesforce_oauth, monkeypatch) ->
             {"client_id": salesforce_oauth.client_id, "client_secret": salesforce_oauth.client_secret}
         ),
     )
-    config = load_config(
-        (ROOT / "examples/syncs.yaml").read_text(),
-        environ={
-            "CRMSYNC_SALESFORCE_URL": salesforce_emulator.url,
-            "CRMSYNC_CA_BUNDLE": salesforce_emulator.ca_bundle,
-        },
-    )
+    config = salesforce_example_config(salesforce_emulator.url, salesforce_emulator.ca_bundle)
     operator = Operator("crmsync")
     operator.apply(config)
     salesforce_emulator.control.set_clock(T0 + timedelta(days=1), frozen=True)

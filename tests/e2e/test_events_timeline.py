@@ -68,14 +68,18 @@ class EventsEnvironment:
     def linked_profiles(self, count: int) -> list[str]:
         profiles = marketing_profiles(self.env.container)
         ids = profiles.create_local_many([{"email": f"linked{i}@example.com"} for i in range(count)])
-        crm_ids = self.env.seed_contacts(count, prefix="ev")
+        return self.link([str(i) for i in ids])
+
+    def link(self, profile_ids: list[str], prefix: str = "ev") -> list[str]:
+        """Give each profile a new contact in the CRM, linked as an export would link it."""
+        crm_ids = self.env.seed_contacts(len(profile_ids), prefix=prefix)
         links = [
             ExportedProfile(p, link=ExportLink(p, self.connection, self.contact, c))
-            for p, c in zip(ids, crm_ids, strict=True)
+            for p, c in zip(profile_ids, crm_ids, strict=True)
         ]
-        profiles.record_exported("test-setup", links)
-        self.crm_ids = dict(zip(ids, crm_ids, strict=True))
-        return [str(i) for i in ids]
+        marketing_profiles(self.env.container).record_exported("test-setup", links)
+        self.crm_ids = dict(zip(profile_ids, crm_ids, strict=True))
+        return profile_ids
 
     def unlinked_profile(self) -> str:
         return str(marketing_profiles(self.env.container).create_local({"email": "nobody@example.com"}))
@@ -274,6 +278,54 @@ def test_a_refused_record_becomes_a_reject_and_is_not_delivered_again(events_env
     assert len(rejects) == 1
     assert rejects[0]["record"]["event_id"] == "evt-00001"
     assert events_env.queue_depth() == 0
+
+
+# -- replay of rejects ----------------------------------------------------------------------------------------
+def test_rejects_replay_sends_an_unlinked_event_again_and_its_reject_leaves_once_it_is_on_the_timeline(events_env):
+    from typer.testing import CliRunner
+
+    from crmsync_local.cli import app
+
+    nobody = events_env.unlinked_profile()
+    events_env.configure(unlinked_retry_hours=0.0001)
+    events_env.send([event(1, nobody, "send")])
+    time.sleep(0.5)  # past the 0.36 s retry window: a reject at the first delivery
+    events_env.deliver()
+    assert [r["errorSymbol"] for r in events_env.rejects()] == ["UNLINKED_PROFILE"]
+    archived = len(events_env.archived())
+
+    events_env.link([nobody], prefix="late")  # the profile got its CRM record since
+    result = CliRunner().invoke(app, ["rejects", "replay", events_env.sync_id, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["operation"], report["rejects"], report["records"], report["queued"]) == ("events", 1, 1, 1)
+    assert len(events_env.rejects()) == 1  # until the push settles the event
+
+    delivered = events_env.deliver()
+    assert (delivered.delivered, delivered.failed) == (1, 0)
+    assert [r["errorSymbol"] for r in events_env.rejects()] == []
+    assert sum(events_env.types().values()) == 1
+    assert len(events_env.archived()) == archived  # a replayed event is not archived twice
+    assert events_env.queue_depth() == 0
+
+
+def test_a_replayed_event_refused_again_keeps_its_one_reject(events_env):
+    profiles = events_env.linked_profiles(1)
+    too_long = "https://shop.example.com/" + "x" * 600  # longer than the CRM's URL field
+    events_env.send([event(1, profiles[0], "click", url=too_long), event(2, profiles[0], "open")])
+    events_env.deliver()
+    before = events_env.rejects()
+    assert len(before) == 1
+
+    report = events_env.operator.replay_rejects(events_env.sync_id)
+    assert (report.rejects, report.queued, report.skipped) == (1, 1, 0)
+    delivered = events_env.deliver()
+    assert (delivered.delivered, delivered.failed) == (1, 0)
+    after = events_env.rejects()
+    assert [(r["rejectId"], r["errorSymbol"]) for r in after] == [
+        (before[0]["rejectId"], before[0]["errorSymbol"])
+    ]
+    assert events_env.types() == Counter({"open": 1})
 
 
 def test_a_malformed_event_reaches_the_dead_letter_queue_with_its_reason(events_env):

@@ -195,10 +195,12 @@ NEEDED = {
         ("sqs:SendMessage", "EventsDeadLetterQueue"),
         ("sqs:SendMessage", "RejectsQueue"),
         ("dynamodb:BatchWriteItem", "RejectsTable"),
+        ("dynamodb:BatchGetItem", "RejectsTable"),
         ("dynamodb:GetItem", "DefinitionsTable"),
         ("dynamodb:Scan", "DefinitionsTable"),
         ("dynamodb:BatchGetItem", "ProfilesTable"),
         ("s3:PutObject", "DataBucket"),
+        ("s3:DeleteObject", "DataBucket"),
         ("secretsmanager:GetSecretValue", None),
     },
     "RunFailedFunction": {

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from .http import CrmHttpSession
 from .port import ObjectDescription
 from .retry import RetryPolicy
+from .rules import CrmRules
 
 ConnectionT = TypeVar("ConnectionT")
 TokensT = TypeVar("TokensT")
@@ -20,9 +21,18 @@ TokensT = TypeVar("TokensT")
 class HttpConnector(ABC, Generic[ConnectionT, TokensT]):
     """A CRM adapter over HTTPS: the plumbing every call goes through, and the CRM's id rules."""
 
+    rules: ClassVar[CrmRules]
+    """What differs in this CRM, as the services need it: an adapter names its row, the rest follows."""
     kind: str
     bulk_deletes = False
     """Large deletions go through a bulk API (a job per batch) rather than record collections."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        rules = cls.__dict__.get("rules")
+        if isinstance(rules, CrmRules):
+            cls.kind = rules.kind
+            cls.bulk_deletes = rules.bulk_api
 
     def __init__(
         self, connection: ConnectionT, tokens: TokensT, session: CrmHttpSession, retry: RetryPolicy | None = None

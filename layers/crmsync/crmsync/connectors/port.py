@@ -161,8 +161,10 @@ class CrmConnector(Protocol):
 
     def read_next_page(self, cursor: str) -> RecordPage: ...
 
-    def read_by_ids(self, query: RecordQuery) -> list[dict[str, Any]]:
-        """The records among `query.ids` that exist; ids the CRM does not know are simply absent."""
+    def read_by_ids(self, query: RecordQuery, *, filtered: bool = False) -> list[dict[str, Any]]:
+        """The records among `query.ids` that exist; ids the CRM does not know are simply absent.
+        `query.filter` is left out (given ids replace a filter, SPEC I8) unless `filtered`: then only the
+        records the filter selects come back (the completeness check tells a filtered record apart)."""
 
 
 @runtime_checkable
@@ -243,6 +245,15 @@ class IdSetConnector(CrmConnector, Protocol):
     def read_ids_first(self, object_name: str) -> IdPage: ...
 
     def read_ids_next(self, cursor: str) -> IdPage: ...
+
+
+@runtime_checkable
+class CountingConnector(CrmConnector, Protocol):
+    """A CRM that counts what a query selects, exactly and in one call (Salesforce `SELECT COUNT()`): the
+    incremental import's check that it read its whole window."""
+
+    def count(self, query: RecordQuery) -> int:
+        """How many records `query` (its window, ids and filter) selects now; fields and order ignored."""
 
 
 # ------------------------------------------------------------------------------------- field history

@@ -29,12 +29,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from ..config import DynamicsConnection, SalesforceConnection, SyncDefinition
-from ..connectors.port import CrmConnector, CrmWriter, WriteJournal, WriteRequest, WriteResult
+from ..config import DynamicsConnection, RejectSettings, SalesforceConnection, SyncDefinition
+from ..connectors.port import CrmConnector, CrmWriter, ObjectDescription, WriteJournal, WriteRequest, WriteResult
 from ..domain.records import Reject
 from ..domain.windows import ImportWindow
 from ..errors import ConfigurationError, CrmOutcomeUnknown
@@ -78,6 +78,15 @@ class BatchedRun(RunIdentity):
     rejected_at_start: int = 0
     api: Literal["collections", "bulk"] = "collections"
     max_concurrency: int = 4
+
+
+class ObjectRun(BatchedRun):
+    """A run whose population is records of one CRM object, named by their CRM ids (deletion in the CRM,
+    two-way): what every batch needs of the object. `RunSettings.of_object` fills these fields."""
+
+    crm_kind: str
+    id_field: str
+    route_rejects: bool = True
 
 
 RunT = TypeVar("RunT", bound=BatchedRun)
@@ -142,6 +151,38 @@ class RunSettings:
     route_rejects: bool
     fields: Mapping[str, Any] = field(default_factory=dict)
     """The operation's own fields of its run model."""
+
+    @classmethod
+    def of_object(
+        cls, sync: ObjectSync, connection: Connection, description: ObjectDescription, **fields: Any
+    ) -> RunSettings:
+        """The settings of an `ObjectRun` over `description`'s records, as the sync sizes its batches;
+        `fields` are the operation's other fields of its run model."""
+        return cls(
+            object=description.name,
+            max_concurrency=sync.max_concurrency,
+            part_size=sync.batch_size,
+            route_rejects=sync.rejects.route,
+            fields={
+                "crm_kind": connection.kind,
+                "id_field": description.id_field,
+                "route_rejects": sync.rejects.route,
+                **fields,
+            },
+        )
+
+
+class ObjectSync(Protocol):
+    """What `RunSettings.of_object` reads of a sync: how its batches are sized and sent, where rejects go."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def max_concurrency(self) -> int: ...
+
+    @property
+    def rejects(self) -> RejectSettings: ...
 
 
 @dataclass(frozen=True)
@@ -565,6 +606,8 @@ __all__ = [
     "BatchedState",
     "BatchedSummary",
     "LedgerJournal",
+    "ObjectRun",
+    "ObjectSync",
     "RunSettings",
     "StartEvent",
     "ledger_counts",

@@ -60,13 +60,11 @@ class DeleteTotals(Counts):
     batches: int = 0
 
 
-class DeleteRun(batched.BatchedRun):
-    """The run context every step carries (`batched.BatchedRun`), with what a batch needs of the object."""
+class DeleteRun(batched.ObjectRun):
+    """The run context every step carries (`batched.ObjectRun`: the run, and what a batch needs of the
+    object), with how its population was given."""
 
-    crm_kind: str
-    id_field: str
     mode: Literal["flagged", "ids", "file"]
-    route_rejects: bool = True
 
 
 class DeleteState(batched.BatchedState[DeleteRun, DeleteTotals]):
@@ -110,17 +108,7 @@ class CrmDelete(
         self, sync: CrmDeleteSync, connection: batched.Connection, connector: CrmConnector
     ) -> tuple[DeletePlan, batched.RunSettings]:
         description = connector.describe(sync.object)
-        return DeletePlan(description, connector), batched.RunSettings(
-            object=description.name,
-            max_concurrency=sync.max_concurrency,
-            part_size=sync.batch_size,
-            route_rejects=sync.rejects.route,
-            fields={
-                "crm_kind": connection.kind,
-                "id_field": description.id_field,
-                "route_rejects": sync.rejects.route,
-            },
-        )
+        return DeletePlan(description, connector), batched.RunSettings.of_object(sync, connection, description)
 
     def mode(self, population: PopulationSource | None) -> str:
         return "flagged" if population is None else "ids" if population.ids is not None else "file"

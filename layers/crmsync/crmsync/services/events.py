@@ -21,6 +21,13 @@ messages to deliver again (`batchItemFailures`). One batch goes through four ste
 A back-fill (SPEC M4) reads the archive of the last N days and sends the events of the types switched
 on back through the events queue, tagged with the sync (`backfillSync`): the push then writes them to
 that sync only and does not archive them again.
+
+A replay of the sync's rejects (`crmsync rejects replay`, once the data was fixed: a profile linked, a
+field widened) sends each rejected event back the same way, its message also naming the rejects it replays
+(`replayRejects`). There is no run to wait for: the push settles each one as it settles any event, and a
+reject leaves the store when its event settles - written, already on the timeline, or refused again (then
+its new reject is stored; the same refusal keeps the same reject id). An event still waiting (a profile
+without a record yet, a throttled CRM) keeps its reject until then.
 """
 
 from __future__ import annotations
@@ -41,12 +48,14 @@ from ..domain.records import Reject
 from ..errors import CrmOutcomeUnknown, CrmsyncError
 from ..stores.definitions import StoredSync
 from ..stores.profiles import link_name
-from ..stores.rejects import RejectContext
+from ..stores.rejects import RejectContext, reject_id
 
 logger = logging.getLogger(__name__)
 
 ARCHIVE_PREFIX = "events/archive/"
 BACKFILL_ATTRIBUTE = "backfillSync"
+REPLAY_ATTRIBUTE = "replayRejects"
+"""Comma-separated ids of the stored rejects a requeued event replays."""
 REASON_ATTRIBUTE = "reason"
 UNLINKED = "UNLINKED_PROFILE"
 """The reject code of an event whose profile found no CRM record before `unlinked_retry_hours`."""
@@ -65,6 +74,7 @@ class EventMessage:
     body: str
     sent_at: datetime
     backfill_sync: str | None = None
+    replay_rejects: tuple[str, ...] = ()
 
     @classmethod
     def from_sqs_record(cls, record: dict[str, Any]) -> EventMessage:
@@ -73,8 +83,13 @@ class EventMessage:
         sent_at = datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else datetime.now(UTC)
         message_attributes = record.get("messageAttributes") or {}
         backfill = (message_attributes.get(BACKFILL_ATTRIBUTE) or {}).get("stringValue")
+        replays = (message_attributes.get(REPLAY_ATTRIBUTE) or {}).get("stringValue") or ""
         return cls(
-            message_id=record["messageId"], body=record.get("body", ""), sent_at=sent_at, backfill_sync=backfill
+            message_id=record["messageId"],
+            body=record.get("body", ""),
+            sent_at=sent_at,
+            backfill_sync=backfill,
+            replay_rejects=tuple(r for r in replays.split(",") if r),
         )
 
 
@@ -92,6 +107,8 @@ class PushReport:
     switched_off: int = 0
     duplicates: int = 0
     crm_calls: int = 0
+    replayed: int = 0
+    """Stored rejects whose replayed event settled, and that left the store."""
 
     def metrics(self) -> dict[str, int]:
         return {
@@ -116,6 +133,7 @@ class PushReport:
             "switched_off",
             "duplicates",
             "crm_calls",
+            "replayed",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -168,7 +186,7 @@ class EventPusher:
                 report.merge(self._push_sync(stored, chosen))
         logger.info(
             "events batch: %d messages, %d malformed, %d archived, %d created, %d already there, %d rejected, "
-            "%d waiting for their profile's CRM record, %d to deliver again",
+            "%d waiting for their profile's CRM record, %d to deliver again, %d replayed rejects settled",
             len(messages),
             report.malformed,
             report.archived,
@@ -177,6 +195,7 @@ class EventPusher:
             report.rejected,
             report.unlinked_waiting,
             len(report.retry),
+            report.replayed,
             extra={"crm_calls": report.crm_calls, "syncs": [s.sync.id for s in syncs]},
         )
         return report
@@ -251,10 +270,12 @@ class EventPusher:
         # refuses an upsert call naming one external id twice).
         firsts: dict[str, _Parsed] = {}
         copies: dict[str, list[str]] = defaultdict(list)
+        duplicates: list[_Parsed] = []
         for item in items:
             first = firsts.setdefault(item.event.event_id, item)
             if first is not item:
                 copies[first.message.message_id].append(item.message.message_id)
+                duplicates.append(item)
         report.duplicates = sum(len(c) for c in copies.values())
         items = list(firsts.values())
         rejects: list[tuple[Reject, str]] = []
@@ -313,12 +334,30 @@ class EventPusher:
                         rejects,
                     )
                 report.crm_calls += writer.api_calls - calls_before
-        if rejects:
-            self._route(sync, rejects, report)
+        routed = self._route(sync, rejects, report) if rejects else set()
         for first_id, others in copies.items():
             if first_id in report.retry:
                 report.retry.update(others)
+        self._settle_replays(sync, [*firsts.values(), *duplicates], routed, report)
         return report
+
+    def _settle_replays(
+        self, sync: EventsSync, items: Sequence[_Parsed], stored: set[str], report: PushReport
+    ) -> None:
+        """Remove the rejects that settled events replayed, except one the same refusal stored again."""
+        settled = {
+            rid
+            for item in items
+            if item.message.message_id not in report.retry
+            for rid in item.message.replay_rejects
+        } - stored
+        if not settled:
+            return
+        try:
+            report.replayed += self.container.reject_store.delete(sync.id, sorted(settled))
+        except Exception:
+            # The events are settled; their old rejects stay, and a later replay finds them already there.
+            logger.exception("replayed rejects of events sync %s could not be removed", sync.id)
 
     # -- 4. records and writes ---------------------------------------------------------------------
     def _records(
@@ -402,17 +441,19 @@ class EventPusher:
             first = result.errors[0]
             rejects.append(_reject(item, first.code, first.message, first.fields))
 
-    def _route(self, sync: EventsSync, rejects: list[tuple[Reject, str]], report: PushReport) -> None:
+    def _route(self, sync: EventsSync, rejects: list[tuple[Reject, str]], report: PushReport) -> set[str]:
         """Rejects go to the reject store, one per event (its id makes a second refusal of the same event
-        overwrite the first); if the store fails, the events are delivered again, not lost."""
+        overwrite the first); if the store fails, the events are delivered again, not lost. Answers the
+        ids of the rejects stored."""
         context = RejectContext(sync_id=sync.id, run_id=EVENTS_RUN, operation="events", direction="to_crm")
         try:
-            self.container.rejects.route([r for r, _ in rejects], context, enabled=sync.rejects.route)
+            stored = self.container.rejects.route([r for r, _ in rejects], context, enabled=sync.rejects.route)
         except Exception:
             logger.exception("rejects of events sync %s could not be stored; delivered again", sync.id)
             report.retry |= {message_id for _, message_id in rejects}
-            return
+            return set()
         report.rejected += len(rejects)
+        return {reject_id(r, context) for r, _ in rejects} if stored else set()
 
 
 class _NoJournal:
@@ -496,37 +537,20 @@ def backfill(
     now = now or datetime.now(UTC)
     days = days or sync.backfill_days
     wanted = tuple(t for t in EVENT_TYPES if t in (set(types) if types is not None else sync.types.on()))
-    sqs = container.aws.client("sqs")
     read = sent = 0
-    pending: list[dict[str, Any]] = []
+    until = now
+    since = until - timedelta(days=days)
 
-    def flush() -> int:
-        if not pending:
-            return 0
-        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=pending)
-        if response.get("Failed"):
-            raise CrmsyncError(f"SQS refused {len(response['Failed'])} back-filled events")
-        count = len(pending)
-        pending.clear()
-        return count
+    def chosen() -> Iterator[tuple[dict[str, Any], Sequence[str]]]:
+        nonlocal read
+        s3, bucket = container.aws.client("s3"), container.settings.data_bucket
+        for event in archived_events(s3, bucket, since, until):
+            read += 1
+            if event.get("type") in wanted:
+                yield event, ()
 
     if wanted:
-        for event in archived_events(
-            container.aws.client("s3"), container.settings.data_bucket, now - timedelta(days=days), now
-        ):
-            read += 1
-            if event.get("type") not in wanted:
-                continue
-            pending.append(
-                {
-                    "Id": str(len(pending)),
-                    "MessageBody": json.dumps(event, ensure_ascii=False),
-                    "MessageAttributes": {BACKFILL_ATTRIBUTE: {"DataType": "String", "StringValue": sync.id}},
-                }
-            )
-            if len(pending) == SQS_BATCH:
-                sent += flush()
-        sent += flush()
+        sent = requeue(container.aws.client("sqs"), queue_url, sync.id, chosen())
     logger.info(
         "back-fill of %s: %d archived events read, %d sent (%s, %d days)",
         sync.id,
@@ -536,6 +560,39 @@ def backfill(
         days,
     )
     return BackfillReport(sync_id=sync.id, types=wanted, days=days, read=read, sent=sent)
+
+
+def requeue(sqs: Any, queue_url: str, sync_id: str, events: Iterable[tuple[dict[str, Any], Sequence[str]]]) -> int:
+    """Send events back through the events queue for one sync (`backfillSync`: the push writes them to
+    that sync only and does not archive them again), each with the ids of the rejects it replays, if any.
+    Ten a call; answers how many were sent. Raises when SQS refuses some."""
+    sent = 0
+    pending: list[dict[str, Any]] = []
+
+    def flush() -> int:
+        if not pending:
+            return 0
+        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=pending)
+        if response.get("Failed"):
+            raise CrmsyncError(f"SQS refused {len(response['Failed'])} of {len(pending)} requeued events")
+        count = len(pending)
+        pending.clear()
+        return count
+
+    for event, replays in events:
+        attributes = {BACKFILL_ATTRIBUTE: {"DataType": "String", "StringValue": sync_id}}
+        if replays:
+            attributes[REPLAY_ATTRIBUTE] = {"DataType": "String", "StringValue": ",".join(replays)}
+        pending.append(
+            {
+                "Id": str(len(pending)),
+                "MessageBody": json.dumps(event, ensure_ascii=False),
+                "MessageAttributes": attributes,
+            }
+        )
+        if len(pending) == SQS_BATCH:
+            sent += flush()
+    return sent + flush()
 
 
 def switched_on(before: EventsSync | None, after: EventsSync) -> set[str]:
@@ -551,6 +608,7 @@ __all__ = [
     "ARCHIVE_PREFIX",
     "BACKFILL_ATTRIBUTE",
     "REASON_ATTRIBUTE",
+    "REPLAY_ATTRIBUTE",
     "UNLINKED",
     "BackfillReport",
     "EventMessage",
@@ -561,5 +619,6 @@ __all__ = [
     "events_syncs",
     "iso_utc",
     "push_events",
+    "requeue",
     "switched_on",
 ]

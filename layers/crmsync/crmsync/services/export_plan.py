@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from ..config import PROFILE_ID, ExportSync
 from ..connectors.port import ObjectDescription
+from ..connectors.rules import CRM_RULES, CrmRules, CrmVocabulary, crm_rules
 from ..domain.mapping import PayloadMapper, ResolvedField
 from ..domain.routing import WriteMode
 from ..domain.types import DATE_LIKE, Conversion, CrmFieldType, is_compatible
@@ -22,39 +23,6 @@ from ..errors import ConfigurationError
 from .import_plan import unknown_field
 
 TEXT_TYPES = frozenset({CrmFieldType.STRING, CrmFieldType.OTHER})
-EXPORT_KINDS = frozenset({"salesforce", "dynamics"})
-BULK_API_KINDS = frozenset({"salesforce"})
-"""CRMs with an asynchronous bulk API; the others write every population through their batch API."""
-
-
-@dataclass(frozen=True)
-class CrmVocabulary:
-    """The CRM-specific names lead-or-contact routing and owner sync rely on."""
-
-    lead: str
-    contact: str
-    email_field: str
-    lead_converted_field: str | None
-    owner_field: str
-    user_object: str
-    user_email_field: str
-    user_id_field: str
-    user_active_field: str
-
-
-VOCABULARY = {
-    "salesforce": CrmVocabulary(
-        lead="Lead",
-        contact="Contact",
-        email_field="Email",
-        lead_converted_field="IsConverted",
-        owner_field="OwnerId",
-        user_object="User",
-        user_email_field="Email",
-        user_id_field="Id",
-        user_active_field="IsActive",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -134,12 +102,19 @@ class ExportPlan:
         return PayloadMapper(target.fields, self.timezone)
 
     @property
+    def rules(self) -> CrmRules:
+        return crm_rules(self.crm_kind)
+
+    @property
     def bulk_api(self) -> bool:
-        return self.crm_kind in BULK_API_KINDS
+        return self.rules.bulk_api
 
     @property
     def vocabulary(self) -> CrmVocabulary:
-        return VOCABULARY[self.crm_kind]
+        """The CRM's names for routing and owner sync (a sync that uses them is refused where it has none)."""
+        if self.rules.vocabulary is None:
+            raise KeyError(self.crm_kind)
+        return self.rules.vocabulary
 
     @property
     def local_attributes(self) -> frozenset[str]:
@@ -205,7 +180,7 @@ def _resolve_fields(
     inserts: bool,
     updates: bool,
     problems: list[str],
-    crm_kind: str,
+    rules: CrmRules,
 ) -> tuple[ResolvedField, ...]:
     resolved: list[ResolvedField] = []
     for index, mapping in enumerate(mappings):
@@ -226,7 +201,7 @@ def _resolve_fields(
                 f"{found.name} is {found.crm_type.value}"
             )
             continue
-        if crm_kind == "dynamics" and found.crm_type is CrmFieldType.REFERENCE:
+        if not rules.exports_lookups and found.crm_type is CrmFieldType.REFERENCE:
             problems.append(
                 f"{label}: {description.name}.{found.name} is a lookup; exports do not bind Dynamics lookups "
                 "(@odata.bind) in this build"
@@ -249,12 +224,13 @@ def resolve_export_plan(
 ) -> ExportPlan:
     """Check the sync against the CRM's schema; every problem is one line of a ConfigurationError."""
     where = f"sync {sync.id}"
-    if crm_kind not in EXPORT_KINDS:
+    rules = CRM_RULES.get(crm_kind)
+    if rules is None:
         raise ConfigurationError(f"{where}: exports to {crm_kind} are not supported by this build")
     problems = [f"{where}: {problem}" for problem in sync.crm_problems(crm_kind)]
     if problems:
         raise ConfigurationError(problems)
-    vocabulary = VOCABULARY.get(crm_kind)
+    vocabulary = rules.vocabulary
 
     inserts = sync.write in ("insert_or_update", "upsert")
     updates = sync.write in ("insert_or_update", "update", "upsert")
@@ -267,7 +243,7 @@ def resolve_export_plan(
         inserts=inserts,
         updates=updates,
         problems=problems,
-        crm_kind=crm_kind,
+        rules=rules,
     )
 
     def special(name: str, setting: str, description: ObjectDescription, *, required: bool) -> str | None:
@@ -342,7 +318,7 @@ def resolve_export_plan(
             inserts=False,
             updates=True,
             problems=problems,
-            crm_kind=crm_kind,
+            rules=rules,
         )
         for description in (primary_description, contact_description):
             if description.field(vocabulary.email_field) is None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
-from ..config import CRM_MAX_PAGE_SIZE, DEFAULT_WATERMARK_FIELD, ImportSync
+from ..config import ImportSync
 from ..connectors.port import ObjectDescription, RecordQuery
+from ..connectors.rules import crm_rules
 from ..domain.filters import (
     RULE_NULL_OR_NUMBER,
     AllOf,
@@ -28,6 +29,7 @@ from ..domain.filters import (
 from ..domain.mapping import RecordMapper, ResolvedField
 from ..domain.types import DATE_LIKE, NUMERIC_FILTERABLE, Conversion, CrmFieldType, is_compatible
 from ..errors import ConfigurationError
+from .local_deletions import LocalTarget
 
 _filter_adapter: TypeAdapter[Filter] = TypeAdapter(AllOf | AnyOf | NotOf | Condition)
 
@@ -67,6 +69,11 @@ class ImportPlan:
             labels=tuple(f.remote for f in self.fields if f.label),
             **window,
         )
+
+    def target(self, connection: str) -> LocalTarget:
+        """Where the sync's records live locally: profiles linked to the connection's object, or a resource."""
+        kind: Literal["profiles", "resource"] = "resource" if self.target_kind == "resource" else "profiles"
+        return LocalTarget(connection, self.object, kind, self.resource)
 
     def mapper(self) -> RecordMapper:
         return RecordMapper(list(self.fields), self.id_field, self.watermark_field, self.timezone)
@@ -123,6 +130,7 @@ def resolve_import_plan(sync: ImportSync, description: ObjectDescription, crm_ki
     """Check the sync against the object's schema; every problem is one line of a ConfigurationError."""
     problems: list[str] = []
     where = f"sync {sync.id}"
+    rules = crm_rules(crm_kind)
     # The CRM's own type of every column read: connectors render names and literals from it.
     field_types: dict[str, CrmFieldType] = {description.id_field: CrmFieldType.ID}
 
@@ -151,7 +159,7 @@ def resolve_import_plan(sync: ImportSync, description: ObjectDescription, crm_ki
             continue
         resolved.append(field)
 
-    watermark_name = sync.watermark.field or DEFAULT_WATERMARK_FIELD[crm_kind]
+    watermark_name = sync.watermark.field or rules.watermark_field
     watermark = description.field(watermark_name)
     if watermark is None:
         problems.append(f"{where}: " + unknown_field("watermark.field", watermark_name, description))
@@ -206,7 +214,7 @@ def resolve_import_plan(sync: ImportSync, description: ObjectDescription, crm_ki
         filter=filter_tree,
         order_by=tuple(order_by),
         field_types=field_types,
-        page_size=min(sync.page_size or CRM_MAX_PAGE_SIZE[crm_kind], CRM_MAX_PAGE_SIZE[crm_kind]),
+        page_size=min(sync.page_size or rules.max_page_size, rules.max_page_size),
         target_kind=sync.target.kind,
         resource=sync.target.resource,
         timezone=sync.target.timezone,

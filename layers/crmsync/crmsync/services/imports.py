@@ -11,6 +11,16 @@ already known locally (the watermark was set or reset by hand), the run reads ev
 *sweeps*: every CRM id known locally is checked against the CRM, so a deletion made while there was no
 usable link is not lost. The new delta link is stored by the finish step, in the same
 conditional write as the watermark.
+
+A Salesforce window run checks that it read its whole window (issue 16): the start step counts the window
+(`SELECT COUNT()` with the sync's filter, and without it when there is one, so the summary can say how
+many the filter left out); when the last page is read, a shortfall - fewer records read, loaded or
+rejected, than counted - sends the run through the window once more (phase `reread`, the same page step
+and loop, so the state machine is unchanged). A re-read record that changes the local store was missed
+by the first read; a counted record the re-read no longer finds was modified during the run and moved out
+of the window (its new `SystemModstamp` is past the window's end): a false alarm, not a loss - the next
+run reads it. Dataverse change tracking needs no such check: a delta read returns every change since its
+link, complete by construction.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..config import ImportSync
-from ..connectors.port import ChangeTrackingConnector, CrmConnector, RecordPage, RecordQuery
+from ..connectors.port import ChangeTrackingConnector, CountingConnector, CrmConnector, RecordPage, RecordQuery
 from ..domain.records import CrmDeletion, DeletionResult, LocalRecord, RecordRejected, Reject, RejectCode
 from ..domain.windows import ImportWindow
 from ..errors import ConfigurationError, DeltaTokenExpired
@@ -36,7 +46,7 @@ from ..stores.rejects import RejectContext
 from ..wiring import Container
 from .enumerations import through_enumerations
 from .import_plan import ImportPlan, resolve_import_plan
-from .local_deletions import LocalTarget, apply_deletions, local_crm_ids
+from .local_deletions import apply_deletions, local_crm_ids
 from .runs import (
     S3_URI,
     Counts,
@@ -110,7 +120,40 @@ class ImportCursor(BaseModel):
     number: int = 0
     cursor: str | None = None
     done: bool = False
-    phase: Literal["read", "sweep"] = "read"
+    phase: Literal["read", "sweep", "reread"] = "read"
+
+
+class WindowCheck(BaseModel):
+    """A Salesforce window run's count check: COUNT() of the window at the start against what was read."""
+
+    counted: int = Field(description="records of the window the sync selects, COUNT() when the run started")
+    filtered: int = Field(default=0, description="records of the window the sync's filter leaves out")
+    read: int = Field(default=0, description="records the run read (loaded or rejected)")
+    shortfall: int = Field(default=0, description="counted minus read, when positive: the window was re-read")
+    re_read: int = Field(default=0, description="records the re-read found in the window")
+    recovered: int = Field(default=0, description="re-read records that changed the local store: missed before")
+    moved_out: int = Field(
+        default=0, description="counted records no longer in the window: modified during the run, read next run"
+    )
+    false_alarm: bool = Field(default=False, description="the shortfall was records that moved out: nothing lost")
+    note: str = ""
+
+    def concluded(self) -> WindowCheck:
+        """The figures after the re-read, and what they mean in a sentence for the summary."""
+        moved_out = max(0, self.counted - self.re_read)
+        false_alarm = self.recovered == 0 and moved_out >= self.shortfall
+        if false_alarm:
+            note = (
+                f"{self.shortfall} counted record(s) were not read: they were modified during the run and moved "
+                "out of the window (false alarm, not a loss; the next run reads them)"
+            )
+        else:
+            note = (
+                f"{self.shortfall} counted record(s) were not read; the window was re-read and "
+                f"{self.recovered} missed record(s) loaded"
+                + (f"; {moved_out} moved out of the window during the run" if moved_out else "")
+            )
+        return self.model_copy(update={"moved_out": moved_out, "false_alarm": false_alarm, "note": note})
 
 
 class ImportState(BaseModel):
@@ -122,6 +165,7 @@ class ImportState(BaseModel):
     totals: ImportTotals = Field(default_factory=ImportTotals)
     crm_api_usage: dict[str, int] | None = None
     next_delta_link: str | None = None
+    window_check: WindowCheck | None = None
 
 
 class ImportSummary(ImportTotals):
@@ -142,6 +186,9 @@ class ImportSummary(ImportTotals):
         default_factory=list, description="CRM fields the object gained since the sync's last run (schema drift)"
     )
     variables: dict[str, str | None] = Field(default_factory=dict)
+    window_check: WindowCheck | None = Field(
+        default=None, description="Salesforce window runs: COUNT() of the window against what was read"
+    )
     error: dict[str, str] | None = None
 
 
@@ -168,6 +215,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
             new_fields=described.new_fields,
         )
         done = False
+        window_check: WindowCheck | None = None
         if event.population is not None:
             run.population_prefix, run.population_chunks = _stage_population(
                 container, run, event.population, connector
@@ -182,6 +230,8 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
                 if run.delta_link:
                     _check_delta_link(connector, run.delta_link, plan, window.option, sync.id)
                 done = False
+            elif not done:
+                window_check = _count_window(connector, plan, run)
         ledger.record_start(
             run.key,
             operation="import",
@@ -210,7 +260,20 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
             page=ImportCursor(done=done),
             totals=ImportTotals(api_calls=connector.api_calls - calls_before),
             crm_api_usage=api_usage_of(connector, run),
+            window_check=window_check,
         )
+
+
+def _count_window(connector: CrmConnector, plan: ImportPlan, run: ImportRun) -> WindowCheck | None:
+    """COUNT() of the run's window as the read selects it - and without the filter, when there is one -
+    on a CRM that counts exactly (Salesforce); None elsewhere."""
+    window = run.window()
+    if not isinstance(connector, CountingConnector) or window is None:
+        return None
+    query = plan.query(window_field=plan.watermark_field, window_start=window.start, window_end=window.end)
+    counted = connector.count(query)
+    everything = connector.count(dataclasses.replace(query, filter=None)) if plan.filter is not None else counted
+    return WindowCheck(counted=counted, filtered=max(0, everything - counted))
 
 
 def api_usage_of(connector: CrmConnector, run: ImportRun) -> dict[str, int] | None:
@@ -290,6 +353,8 @@ def import_page(state: ImportState, container: Container) -> ImportState:
     calls_before = connector.api_calls
     if state.page.phase == "sweep":
         return _sweep(state, plan, container, connector)
+    if state.page.phase == "reread":
+        return _reread(state, plan, container, connector)
     rejects: list[Reject] = []
     deleted_ids: tuple[str, ...] = ()
     next_delta_link = state.next_delta_link
@@ -360,19 +425,82 @@ def import_page(state: ImportState, container: Container) -> ImportState:
         },
     )
     read_done = next_cursor is None
-    sweep_next = read_done and run.mode == "changes" and run.resync
+    totals = state.totals.plus(page_totals)
+    window_check = state.window_check
+    if read_done and window_check is not None:
+        window_check = window_check.model_copy(
+            update={"read": totals.read, "shortfall": max(0, window_check.counted - totals.read)}
+        )
+    phase: Literal["read", "sweep", "reread"] = "read"
+    if read_done and run.mode == "changes" and run.resync:
+        phase = "sweep"
+    elif read_done and window_check is not None and window_check.shortfall:
+        phase = "reread"
+        logger.warning(
+            "import read fewer records than its window counted; reading the window again",
+            extra={
+                "sync_id": run.sync_id,
+                "run_id": run.run_id,
+                "counted": window_check.counted,
+                "read": totals.read,
+            },
+        )
     return ImportState(
         run=run,
         plan=state.plan,
-        totals=state.totals.plus(page_totals),
+        totals=totals,
         page=ImportCursor(
             number=state.page.number + 1,
             cursor=next_cursor,
-            done=read_done and not sweep_next,
-            phase="sweep" if sweep_next else "read",
+            done=read_done and phase == "read",
+            phase=phase,
         ),
         next_delta_link=next_delta_link,
         crm_api_usage=api_usage_of(connector, run) or state.crm_api_usage,
+        window_check=window_check,
+    )
+
+
+def _reread(state: ImportState, plan: ImportPlan, container: Container, connector: CrmConnector) -> ImportState:
+    """One page of the window read again after a count shortfall, loaded like any page (idempotent: what
+    the first read applied comes back unchanged). Created and updated records were missed by the first
+    read; they count in the run's totals and as `recovered`."""
+    run, check = state.run, state.window_check
+    window = run.window()
+    assert window is not None
+    assert check is not None
+    calls_before = connector.api_calls
+    if state.page.cursor is None:
+        page = connector.read_first_page(
+            plan.query(window_field=plan.watermark_field, window_start=window.start, window_end=window.end)
+        )
+    else:
+        page = connector.read_next_page(state.page.cursor)
+    result = load_records(
+        container, plan, page.records, [], sync_id=run.sync_id, run_id=run.run_id, connection=run.connection
+    )
+    done = page.next_cursor is None
+    check = check.model_copy(
+        update={
+            "re_read": check.re_read + len(page.records),
+            "recovered": check.recovered + result.created + result.updated,
+        }
+    )
+    if done:
+        check = check.concluded()
+        logger.warning(
+            "import window re-read",
+            extra={"sync_id": run.sync_id, "run_id": run.run_id, **check.model_dump(exclude={"note"})},
+        )
+    totals = ImportTotals(
+        created=result.created, updated=result.updated, api_calls=connector.api_calls - calls_before, pages=1
+    )
+    return state.model_copy(
+        update={
+            "totals": state.totals.plus(totals),
+            "page": ImportCursor(number=state.page.number + 1, cursor=page.next_cursor, done=done, phase="reread"),
+            "window_check": check,
+        }
     )
 
 
@@ -476,11 +604,6 @@ def _read_changes(
     return changes.read_changes(plan.query(), None), run
 
 
-def _target(plan: ImportPlan, run: ImportRun) -> LocalTarget:
-    kind: Literal["profiles", "resource"] = "resource" if plan.target_kind == "resource" else "profiles"
-    return LocalTarget(run.connection, plan.object, kind, plan.resource)
-
-
 def _apply_deletions(
     container: Container, plan: ImportPlan, run: ImportRun, crm_ids: Sequence[str]
 ) -> DeletionResult:
@@ -488,13 +611,13 @@ def _apply_deletions(
     change tracking does not say when a record was deleted."""
     seen = datetime.fromisoformat(run.started_at)
     deletions = [CrmDeletion(crm_id, seen) for crm_id in crm_ids]
-    return apply_deletions(container, _target(plan, run), deletions, run_id=run.run_id)
+    return apply_deletions(container, plan.target(run.connection), deletions, run_id=run.run_id)
 
 
 def _local_crm_ids(
     container: Container, plan: ImportPlan, run: ImportRun, *, after: str | None = None, limit: int
 ) -> tuple[list[str], str | None]:
-    return local_crm_ids(container, _target(plan, run), after=after, limit=limit)
+    return local_crm_ids(container, plan.target(run.connection), after=after, limit=limit)
 
 
 def _sweep(state: ImportState, plan: ImportPlan, container: Container, connector: CrmConnector) -> ImportState:
@@ -544,6 +667,7 @@ def finish_import(state: ImportState, container: Container) -> ImportSummary:
         crm_api_usage=state.crm_api_usage,
         change_tracking=run.change_tracking,
         new_fields=run.new_fields,
+        window_check=state.window_check,
         **state.totals.model_dump(),
     )
     close_run(
@@ -562,6 +686,7 @@ __all__ = [
     "ImportState",
     "ImportSummary",
     "StartImportEvent",
+    "WindowCheck",
     "finish_import",
     "import_page",
     "load_records",

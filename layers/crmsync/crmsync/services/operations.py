@@ -27,6 +27,7 @@ from ..config import (
     TwoWaySync,
 )
 from ..connectors.port import ApiLimits, CrmConnector, FieldHistoryConnector, ObjectSummary
+from ..connectors.rules import crm_rules
 from ..domain.events import parse_event
 from ..domain.windows import format_watermark, parse_moment
 from ..errors import ConfigurationError, SyncNotFound
@@ -440,9 +441,12 @@ class Operator:
         )
         return StartedRun(sync_id=sync_id, run_id=run_id, execution_arn=response["executionArn"])
 
-    def transfer(self, sync_id: str, location: str, *, fmt: str | None = None) -> TransferSummary:
+    def transfer(
+        self, sync_id: str, location: str, *, fmt: str | None = None, check: bool | None = None
+    ) -> TransferSummary:
         """A first import from a file (SPEC T2): a local path or `s3://bucket/key`, loaded here - with the
-        operator's credentials, into the stack's tables - through the import's own load path."""
+        operator's credentials, into the stack's tables - through the import's own load path, then the
+        completeness check (`check`; by default on a first import only)."""
         match = S3_URI.match(location)
         opener: Callable[[], IO[bytes]]
         if match:
@@ -468,6 +472,7 @@ class Operator:
             source=location,
             fmt=file_format(location, fmt),
             run_id=execution_name(sync_id, "transfer"),
+            check=check,
         )
 
     def wait(
@@ -601,8 +606,12 @@ class Operator:
 
     def replay_rejects(self, sync_id: str, *, timeout: float = 3600, poll: float = 0.5) -> ReplayReport:
         """Send the sync's rejects through its operation again, after the data was fixed (see
-        `services/rejects.py`): export again, read the CRM ids again, or retry the deletes."""
-        operation = self.container.definitions.sync(sync_id).sync.operation
+        `services/rejects.py`): export again, read the CRM ids again, or retry the deletes; an events
+        sync's rejected events go back through the events queue (no run to wait for)."""
+        definition = self.container.definitions.sync(sync_id).sync
+        if isinstance(definition, EventsSync):
+            return self.reject_desk.replay_events(sync_id, self.events_queue_url)
+        operation = definition.operation
 
         def run(sync: str, population: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             started = self.start(sync, population=population, trigger="replay")
@@ -645,4 +654,4 @@ def _reads_periods(sync: SyncDefinition, kind: str) -> bool:
     """Whether a deletion import reads the CRM's deleted-records list for a period (mode period, or auto on
     Salesforce, the CRM that has one)."""
     mode = getattr(sync, "mode", None)
-    return mode == "period" or (mode == "auto" and kind == "salesforce")
+    return mode == "period" or (mode == "auto" and crm_rules(kind).deleted_records_list)

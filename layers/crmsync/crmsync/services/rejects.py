@@ -15,6 +15,11 @@ reject reads its CRM id again (a population run, so the watermark does not move)
 retries the delete of its CRM id. Runs take at most `MAX_INLINE_POPULATION` ids each. Once a replay run
 has succeeded its rejects leave the store: the record went through, or the run refused it again and
 stored a new reject, with the new error, in its place. A failed run removes nothing.
+
+E-mail events have no runs (a queue pushes them, `services/events.py`): their replay sends each rejected
+event back through the events queue for its sync, the message naming the rejects it replays, and returns
+at once. The push removes each reject when its event settles, as a replay run would: written or already
+on the timeline, or refused again (the new reject stays). Until then the reject stays in the store.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 from ..registry import OPERATIONS
 from ..stores.rejects import NOTICE_KIND, RejectStore, is_legacy_message
+from .events import requeue
 from .runs import MAX_INLINE_POPULATION
 
 logger = logging.getLogger(__name__)
@@ -57,6 +63,8 @@ class ReplayReport:
     applied: int = 0
     rejected_again: int = 0
     consumed: int = 0
+    queued: int = 0
+    """E-mail events sent back through the events queue (their rejects leave the store as they settle)."""
 
 
 @dataclass
@@ -192,6 +200,29 @@ class RejectDesk:
                 report.exported += len(chunk) - refused
             report.applied += len(chunk) - refused
             report.consumed += self.store.delete(sync_id, [rid for i in chunk for rid in ids[i]])
+        return report
+
+    def replay_events(self, sync_id: str, events_queue_url: str) -> ReplayReport:
+        """Send the events sync's rejected events back through the events queue, one message per event
+        naming every reject of it; a reject without its event (a record lost from S3) is skipped."""
+        rejects = [r for r in self.store.rejects(sync_id, records=True) if r.get("operation") == "events"]
+        events: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        skipped = 0
+        for reject in rejects:
+            event = reject.get("record")
+            if not isinstance(event, dict) or not event.get("event_id"):
+                skipped += 1
+                continue
+            events.setdefault(str(event["event_id"]), (event, []))[1].append(str(reject["rejectId"]))
+        report = ReplayReport(
+            sync_id=sync_id,
+            operation="events",
+            rejects=len(rejects),
+            profiles=0,
+            records=len(events),
+            skipped=skipped,
+        )
+        report.queued = requeue(self.sqs, events_queue_url, sync_id, events.values())
         return report
 
     # -- queue plumbing --------------------------------------------------------------------------

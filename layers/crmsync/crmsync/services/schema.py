@@ -30,6 +30,7 @@ from ..config import (
     SyncDefinition,
 )
 from ..connectors.port import FieldDescription, ObjectDescription
+from ..connectors.rules import crm_rules
 from ..domain.mapping import RESERVED_LOCAL_NAMES
 from ..domain.schema import (
     ENUMERABLE,
@@ -247,10 +248,10 @@ def enumeration_fields(
     problems: list[str] = []
     for index, spec in enumerate(sync.enumerations):
         at = f"{where}.enumerations[{index}]"
-        if spec.record_type is not None and kind != "salesforce":
+        if spec.record_type is not None and not crm_rules(kind).record_types:
             problems.append(f"{at}.record_type: record types are Salesforce's")
         if spec.option_set is not None:
-            if kind != "dynamics":
+            if not crm_rules(kind).option_sets:
                 problems.append(f"{at}.option_set: global option sets are Dataverse's; name a picklist field")
             found_fields.append(None)
             continue

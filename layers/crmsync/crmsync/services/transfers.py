@@ -15,6 +15,12 @@ The run is recorded in the run ledger as an import run with trigger `transfer`, 
 (a transfer never overlaps a scheduled run). It does not move the watermark: the file says nothing about
 what changed in the CRM since it was written, so the next incremental import reads from where the
 watermark stands (set it with `crmsync watermark set` to the file's extract time when that is known).
+
+A transfer ends with the completeness check (`services/completeness.py`): every id of the object in the
+CRM is accounted for as loaded, rejected or left out by the sync's filter, and a record missing from the
+file is re-read by id and loaded. By default it runs for a first import - the sync's watermark is not set,
+so the file is meant to hold the whole object; a file loaded into a sync that imports incrementally
+already is taken as a supplement and not checked. `check=True` / `False` decides either way.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from ..errors import ConfigurationError
 from ..inputs import text_lines
 from ..stores.runs import RunKey
 from ..wiring import Container
+from .completeness import Completeness, check_completeness
 from .import_plan import ImportPlan, resolve_import_plan
 from .imports import ImportSummary, load_records
 from .runs import FailedRunSummary, close_run, leased, normalize_started_at
@@ -52,6 +59,8 @@ class TransferSummary(ImportSummary):
     source: str
     format: FileFormat
     rows: int = 0
+    completeness: Completeness | None = None
+    """The completeness check's figures; None when it did not run (`check` false, or not a first import)."""
 
 
 @dataclass(frozen=True)
@@ -234,8 +243,10 @@ def transfer_file(
     source: str,
     fmt: FileFormat,
     run_id: str,
+    check: bool | None = None,
 ) -> TransferSummary:
-    """Load the records of a file into the sync's target, with the import's rules; the run's summary."""
+    """Load the records of a file into the sync's target, with the import's rules, then check that every
+    CRM record arrived (`check`; by default on a first import only); the run's summary."""
     stored = container.definitions.sync(sync_id)
     sync = stored.sync
     if not isinstance(sync, ImportSync):
@@ -246,6 +257,8 @@ def transfer_file(
     connector = container.connector(connection)
     plan = resolve_import_plan(sync, connector.describe(sync.object), connection.kind)
     check_file(opener, source, fmt, plan)
+    if check is None:
+        check = container.watermarks.get(sync.watermark_option(stored.instance)) is None
 
     key = RunKey(sync_id, run_id, normalize_started_at(None))
     totals: dict[str, int] = {"read": 0, "created": 0, "updated": 0, "unchanged": 0, "rejected": 0, "pages": 0}
@@ -277,6 +290,13 @@ def transfer_file(
                     "transfer page loaded",
                     extra={"sync_id": sync_id, "run_id": run_id, "page": totals["pages"], "rows": len(page)},
                 )
+        completeness = (
+            check_completeness(
+                container, plan, sync_id=sync_id, run_id=run_id, connection=connection.name, connector=connector
+            )
+            if check
+            else None
+        )
     except Exception as error:
         failed = FailedRunSummary(
             sync_id=sync_id,
@@ -296,6 +316,7 @@ def transfer_file(
         format=fmt,
         rows=rows,
         api_calls=connector.api_calls,
+        completeness=completeness,
         **totals,
     )
     close_run(container, key, summary, operation="import", window=None)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..config import DEFAULT_WATERMARK_FIELD, TwoWaySync
+from ..config import TwoWaySync
 from ..connectors.port import (
     CrmConnector,
     CrmWriter,
@@ -34,6 +34,7 @@ from ..connectors.port import (
     WriteJournal,
     WriteRequest,
 )
+from ..connectors.rules import crm_rules
 from ..domain.conversions import parse_crm_datetime_or_none
 from ..domain.records import Reject
 from ..domain.two_way import (
@@ -87,14 +88,11 @@ class TwoWayTotals(Counts):
     batches: int = 0
 
 
-class TwoWayRun(batched.BatchedRun):
-    """The run context every step carries (`batched.BatchedRun`: the marketing window), with the CRM's
-    window and what the start step decided."""
+class TwoWayRun(batched.ObjectRun):
+    """The run context every step carries (`batched.ObjectRun`: the marketing window, and what a batch
+    needs of the object), with the CRM's window and what the start step decided."""
 
-    crm_kind: str
-    id_field: str
     direction: str
-    route_rejects: bool = True
     crm_option: str | None = None
     crm_window_start: str | None = None
     crm_window_end: str | None = None
@@ -194,7 +192,7 @@ def _read(
             page_size=2000,
         )
         for record in _pages(connector, query):
-            sides.crm_changed[_crm_id(run, record)] = record
+            sides.crm_changed[_crm_id(connector, run, record)] = record
     profiles = container.profiles
     if run.direction != "crm_to_marketing":
         link = link_name(run.connection, run.object)
@@ -215,7 +213,7 @@ def _read(
     unread = [crm_id for crm_id in sides.profiles if crm_id not in sides.crm_changed]
     if unread:
         query = RecordQuery(object=run.object, fields=columns, ids=tuple(unread))
-        sides.crm_current = {_crm_id(run, r): r for r in connector.read_by_ids(query)}
+        sides.crm_current = {_crm_id(connector, run, r): r for r in connector.read_by_ids(query)}
     changed = [crm_id for crm_id in sides.crm_changed if crm_id in sides.profiles]
     # A first run reads every record: its values count at the record's time, without per-record reads.
     if tracked and changed and crm_window.start is not None:
@@ -227,9 +225,8 @@ def _read(
     return sides
 
 
-def _crm_id(run: TwoWayRun, record: dict[str, Any]) -> str:
-    value = str(record[run.id_field])
-    return value.lower() if run.crm_kind == "dynamics" else value
+def _crm_id(connector: CrmConnector, run: TwoWayRun, record: dict[str, Any]) -> str:
+    return connector.normalize_id(str(record[run.id_field]))
 
 
 def _pages(connector: CrmConnector, query: RecordQuery) -> Iterator[dict[str, Any]]:
@@ -416,17 +413,8 @@ class TwoWay(
             raise ConfigurationError(f"a {connection.kind} connection cannot tell who changed a field")
         description = connector.describe(sync.object)
         fields = _checked_fields(sync, description.fields)
-        return fields, batched.RunSettings(
-            object=description.name,
-            max_concurrency=sync.max_concurrency,
-            part_size=sync.batch_size,
-            route_rejects=sync.rejects.route,
-            fields={
-                "crm_kind": connection.kind,
-                "id_field": description.id_field,
-                "direction": sync.opt_outs.direction,
-                "route_rejects": sync.rejects.route,
-            },
+        return fields, batched.RunSettings.of_object(
+            sync, connection, description, direction=sync.opt_outs.direction
         )
 
     def mode(self, population: PopulationSource | None) -> str:
@@ -477,7 +465,7 @@ class TwoWay(
         evidence = TimeSource.HISTORY if tracking.source == "history" else TimeSource.AUDIT
         source_of = {r: evidence if tracking.tracked.get(r) else TimeSource.RECORD for r in plan.values()}
         run.tracking = {remote: source.value for remote, source in source_of.items()}
-        watermark_field = sync.watermark.field or DEFAULT_WATERMARK_FIELD[run.crm_kind]
+        watermark_field = sync.watermark.field or crm_rules(run.crm_kind).watermark_field
         columns = tuple(dict.fromkeys([run.id_field, watermark_field, *plan.values()]))
         tracked = [remote for remote, source in source_of.items() if source.certain]
         sides = _read(container, connector, run, columns, watermark_field, tracked, crm_window, window)
@@ -702,7 +690,7 @@ def _drop_applied(
         names = sorted({name for values in crm_writes.values() for name in values})
         query = RecordQuery(object=run.object, fields=(run.id_field, *names), ids=tuple(crm_writes))
         for record in connector.read_by_ids(query):
-            values = crm_writes.get(_crm_id(run, record), {})
+            values = crm_writes.get(_crm_id(connector, run, record), {})
             for name in [n for n, v in values.items() if as_flag(record.get(n)) == v]:
                 del values[name]
     if profile_writes:

@@ -53,6 +53,7 @@ from ..port import (
     RecordQuery,
 )
 from ..retry import RetryPolicy, log_retries
+from ..rules import DYNAMICS
 from . import odata
 from .auth import DynamicsTokenProvider
 
@@ -289,7 +290,7 @@ class _Cursor:
 
 
 class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]):
-    kind = "dynamics"
+    rules = DYNAMICS
 
     def __init__(
         self,
@@ -746,13 +747,17 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
     def check_delta_link(self, delta_link: str, object_name: str) -> None:
         self._check_link(delta_link, self._table(object_name).entity_set, "$deltatoken")
 
-    def read_by_ids(self, query: RecordQuery) -> list[dict[str, Any]]:
+    def read_by_ids(self, query: RecordQuery, *, filtered: bool = False) -> list[dict[str, Any]]:
         """Chunks of ids read side by side, never more at once than the connection's max_concurrency."""
         ids = [odata.guid(i) for i in query.ids]
         chunks = [tuple(ids[start : start + ID_CHUNK]) for start in range(0, len(ids), ID_CHUNK)]
 
         def read(chunk: tuple[str, ...]) -> list[dict[str, Any]]:
-            page = self.read_first_page(replace(query, ids=chunk, window_field=None, order_by=(), filter=None))
+            page = self.read_first_page(
+                replace(
+                    query, ids=chunk, window_field=None, order_by=(), filter=query.filter if filtered else None
+                )
+            )
             records = list(page.records)
             while page.next_cursor:
                 page = self.read_next_page(page.next_cursor)

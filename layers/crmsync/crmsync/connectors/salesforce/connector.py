@@ -46,6 +46,7 @@ from ..port import (
     RecordQuery,
 )
 from ..retry import RetryPolicy, log_retries
+from ..rules import SALESFORCE
 from .auth import SalesforceToken, SalesforceTokenProvider
 from .bulk2 import BulkApi2
 from .collections import SObjectCollections
@@ -54,6 +55,7 @@ from .soql import (
     identifier,
     is_salesforce_id,
     render_all_ids,
+    render_count,
     render_field_definitions,
     render_history_query,
     render_query,
@@ -176,8 +178,7 @@ class _IdCursor:
 
 
 class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenProvider]):
-    kind = "salesforce"
-    bulk_deletes = True
+    rules = SALESFORCE
 
     def __init__(
         self,
@@ -451,18 +452,24 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
         body = self._call(lambda sf: sf.query(soql, headers={"Sforce-Query-Options": f"batchSize={batch}"}))
         return self._page(body)
 
+    def count(self, query: RecordQuery) -> int:
+        """`SELECT COUNT() FROM … WHERE …` of `query`: one call, whatever the number."""
+        body = self._call(lambda sf: sf.query(render_count(query)))
+        return int(body["totalSize"])
+
     def read_next_page(self, cursor: str) -> RecordPage:
         if not _CURSOR.match(cursor):
             raise ConfigurationError("the page cursor is not a Salesforce nextRecordsUrl")
         return self._page(self._call(lambda sf: sf.query_more(cursor, identifier_is_url=True)))
 
-    def read_by_ids(self, query: RecordQuery) -> list[dict[str, Any]]:
+    def read_by_ids(self, query: RecordQuery, *, filtered: bool = False) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
         ids = list(query.ids)
         for start in range(0, len(ids), ID_CHUNK):
             chunk = RecordQuery(
                 object=query.object,
                 fields=query.fields,
+                filter=query.filter if filtered else None,
                 ids=tuple(ids[start : start + ID_CHUNK]),
                 page_size=2000,
                 field_types=query.field_types,

@@ -63,9 +63,8 @@ def render_order_by(order_by: Iterable[OrderBy]) -> str:
     return ", ".join(f"{identifier(o.field)} {o.direction.upper()}" for o in order_by)
 
 
-def render_query(query: RecordQuery) -> str:
-    """SELECT … FROM … WHERE <window or ids> AND (<filter>) ORDER BY …"""
-    fields = ", ".join(identifier(f) for f in query.fields)
+def _where(query: RecordQuery) -> str:
+    """` WHERE <window or ids> AND (<filter>)`, or nothing."""
     clauses: list[str] = []
     if query.window_field:
         field = identifier(query.window_field)
@@ -77,17 +76,30 @@ def render_query(query: RecordQuery) -> str:
         clauses.append("Id IN (" + ", ".join(string_literal(i) for i in query.ids) + ")")
     if query.filter is not None:
         clauses.append(render_filter(query.filter, query.field_types))
-    soql = f"SELECT {fields} FROM {identifier(query.object)}"  # noqa: S608 - identifiers checked, literals escaped
-    if clauses:
-        soql += " WHERE " + " AND ".join(clauses)
+    return " WHERE " + " AND ".join(clauses) if clauses else ""
+
+
+def _checked_length(soql: str) -> str:
+    if len(soql) > MAX_SOQL_LENGTH:
+        raise ConfigurationError(f"the SOQL query is {len(soql)} characters, over Salesforce's {MAX_SOQL_LENGTH}")
+    return soql
+
+
+def render_query(query: RecordQuery) -> str:
+    """SELECT … FROM … WHERE <window or ids> AND (<filter>) ORDER BY …"""
+    fields = ", ".join(identifier(f) for f in query.fields)
+    soql = f"SELECT {fields} FROM {identifier(query.object)}{_where(query)}"  # noqa: S608 - identifiers checked, literals escaped
     order = list(query.order_by)
     if not order and query.window_field:
         order = [OrderBy(field=query.window_field), OrderBy(field="Id")]
     if order:
         soql += " ORDER BY " + render_order_by(order)
-    if len(soql) > MAX_SOQL_LENGTH:
-        raise ConfigurationError(f"the SOQL query is {len(soql)} characters, over Salesforce's {MAX_SOQL_LENGTH}")
-    return soql
+    return _checked_length(soql)
+
+
+def render_count(query: RecordQuery) -> str:
+    """`SELECT COUNT() FROM … WHERE …`: how many records `query` selects (its fields and order left out)."""
+    return _checked_length(f"SELECT COUNT() FROM {identifier(query.object)}{_where(query)}")  # noqa: S608 - identifiers checked, literals escaped
 
 
 def render_value_lookups(
