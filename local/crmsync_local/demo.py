@@ -1,17 +1,19 @@
 """`crmsync demo`: the main job end to end on the embedded default, in one process.
 
 Emulated AWS (the real template, ASL and handlers), an emulated Salesforce org and an emulated Dynamics
-365 org, each seeded with a realistic contact set; the example configuration is applied, first imports
-run, some records change, and an incremental import reads only those changes. Then the marketing side
+365 org, each seeded with a realistic contact set; the example configuration is applied, Salesforce's
+contacts are first imported from a CSV export (a couple of rows damaged, a few cut out: rejects name the
+row and column, and the completeness check re-reads what is missing), first imports run, some records change, and an incremental import reads only those changes. Then the marketing side
 changes: new people sign up (a few with data Salesforce refuses, some already known there as Leads) and
-imported profiles are edited; an export sends exactly those to Salesforce. Then Dynamics: first imports,
-changes and deletions, and incremental imports through the change-tracking delta link. Last, opt-outs
+imported profiles are edited; an export sends exactly those to Salesforce. Then Dynamics: the contacts'
+initial transfer by files (a small threshold), a first import, changes and deletions, and incremental imports through the change-tracking delta link. Last, opt-outs
 both ways: a Salesforce opt-out reaches the profile, a marketing one reaches Salesforce and Dynamics, a
 field changed on both sides goes to the later change, and a profile's consent history is printed.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import time
@@ -22,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-from crmsync.config import load_config
+from crmsync.config import CrmsyncConfig, InitialTransferSync, load_config
 from crmsync.domain.conversions import parse_crm_datetime
 from crmsync.services.operations import Operator
 from crmsync_local import demo_data
@@ -47,11 +49,26 @@ stays up, seeded with the same data and schema:
   crmsync runs sf-contacts        # then crmsync runs show RUN; crmsync logs RUN
   crmsync rejects export sf-contacts -o rejects.csv   # Data Loader-style CSV
 """
+DEMO_TRANSFER_THRESHOLD = 100
+"""The demo's Dynamics contacts are a few hundred: the initial transfer goes by files from 100 (not 500,000)."""
 REFUSED = (
     {"email": "jean.dupont@example", "lastName": "Dupont", "company": "Acme"},
     {"email": "sans.nom@example.net", "company": "Acme"},
     {"email": "long.name@example.net", "lastName": "de la Fuente y Gómez " * 5, "company": "Acme"},
 )
+
+
+def _small_transfers(config: CrmsyncConfig, *, dynamics_contacts: int) -> CrmsyncConfig:
+    """The example's initial transfers with the demo's threshold, and parts small enough to make four."""
+    syncs = [
+        sync.model_copy(
+            update={"threshold": DEMO_TRANSFER_THRESHOLD, "part_records": max(10, -(-dynamics_contacts // 4))}
+        )
+        if isinstance(sync, InitialTransferSync)
+        else sync
+        for sync in config.syncs
+    ]
+    return config.model_copy(update={"syncs": syncs})
 
 
 def _run(console: Console, operator: Operator, sync_id: str, title: str, **start: Any) -> dict[str, Any]:
@@ -111,7 +128,18 @@ def _dynamics(console: Console, crm: DynamicsControl, url: str, operator: Operat
         f"Dynamics emulator at {url}: {len(ids):,} contacts, {len(subscriptions):,} rows of the custom table "
         "new_subscription"
     )
-    first = _run(console, operator, "dyn-contacts", "1st import of dyn-contacts (change tracking: every record)")
+    first = _run(
+        console,
+        operator,
+        "dyn-contacts-transfer",
+        f"1st import of dyn-contacts by files: initial transfer (threshold {DEMO_TRANSFER_THRESHOLD} for the demo)",
+    )
+    console.print(
+        f"counted {first.get('counted', 0):,} contacts (RetrieveTotalRecordCount): extracted by change tracking into "
+        f"{first.get('parts', 0)} JSON Lines parts in S3, loaded side by side; dyn-contacts' watermark and delta "
+        "link set, so its next run reads the changes only",
+        highlight=False,
+    )
     custom = _run(console, operator, "dyn-subscriptions", "1st import of dyn-subscriptions (custom entity)")
 
     changed, deleted = ids[10:40], ids[50:55]
@@ -151,11 +179,79 @@ def _dynamics(console: Console, crm: DynamicsControl, url: str, operator: Operat
     return (
         deletions.get("status") == "SUCCEEDED"
         and deletions.get("deleted", 0) + deletions.get("already", 0) == len(deleted)
+        and first.get("mode") == "files"
         and {first.get("status"), custom.get("status"), second.get("status"), custom_second.get("status")}
         == {"SUCCEEDED"}
         and second.get("read") == len(changed) + len(new_rows)
         and second.get("deleted") == len(deleted)
         and (custom_second.get("read"), custom_second.get("deleted")) == (5, 1)
+    )
+
+
+CSV_COLUMNS = (
+    "Id",
+    "SystemModstamp",
+    "FirstName",
+    "LastName",
+    "Email",
+    "Phone",
+    "MailingCountry",
+    "Birthdate",
+    "LeadSource",
+    "CreatedDate",
+    "HasOptedOutOfEmail",
+    "DoNotCall",
+)
+CSV_CUT = 3
+
+
+def _csv_import(console: Console, operator: Operator, crm: Any) -> bool:
+    """A first import from a CSV file (SPEC T2): Salesforce's contacts as a report exports them (the sync's
+    filter applied), with two rows damaged on the way - a cell that is not a boolean, a row with a cell too
+    many - and three rows cut out. The damaged rows become rejects naming their row and column; the
+    completeness check that ends the transfer finds the three cut ids and re-reads them from Salesforce."""
+    from crmsync_local.cli import summary_table
+
+    selected = [
+        r
+        for r in crm.records("Contact")
+        if not r.get("IsDeleted") and not (r.get("HasOptedOutOfEmail") and r.get("DoNotCall"))
+    ]
+    rows: list[list[str]] = [
+        [
+            "" if r.get(c) is None else str(r[c]).lower() if isinstance(r[c], bool) else str(r[c])
+            for c in CSV_COLUMNS
+        ]
+        for r in selected
+    ]
+    del rows[5 : 5 + CSV_CUT]
+    rows[20][CSV_COLUMNS.index("HasOptedOutOfEmail")] = "yes"
+    rows[40].append("surplus")
+    path = Path(".crmsync") / "sf-contacts-export.csv"
+    path.parent.mkdir(exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(rows)
+    console.print(
+        f"{path}: {len(rows):,} contacts exported from Salesforce; on the way 2 rows were damaged and "
+        f"{CSV_CUT} cut out",
+        highlight=False,
+    )
+    summary = operator.transfer("sf-contacts", str(path))
+    console.print(summary_table(summary.model_dump(mode="json"), title=f"crmsync transfer sf-contacts {path}"))
+    malformed = [
+        r for r in operator.rejects("sf-contacts", run_id=summary.run_id) if r["errorSymbol"] == "MALFORMED_ROW"
+    ]
+    for reject in malformed:
+        console.print(f"  MALFORMED_ROW  {reject['errorMessage']}", highlight=False, markup=False)
+    figures = summary.completeness
+    return (
+        summary.status == "SUCCEEDED"
+        and len(malformed) == 2
+        and figures is not None
+        and figures.missing == figures.re_read == CSV_CUT
+        and figures.crm_ids == figures.loaded + figures.rejected + figures.filtered + figures.missing
     )
 
 
@@ -419,12 +515,18 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
             f"{len(ids):,} contacts from {len(countries)} countries, accented and non-Latin names"
         )
 
-        config = load_config(
-            EXAMPLE.read_text(encoding="utf-8"), source=str(EXAMPLE), environ=env.config_environ()
+        config = _small_transfers(
+            load_config(EXAMPLE.read_text(encoding="utf-8"), source=str(EXAMPLE), environ=env.config_environ()),
+            dynamics_contacts=max(100, contacts // 4),
         )
         operator = Operator("crmsync")
         operator.apply(config)
         console.print(f"applied {EXAMPLE.name}: syncs {', '.join(s.id for s in config.syncs)}")
+
+        console.rule("A first import from a CSV file")
+        csv_ok = _csv_import(console, operator, crm)
+
+        console.rule("Imports through the API")
 
         first = _run(console, operator, "sf-contacts", "1st import of sf-contacts (first run: every record)")
         resources = _run(console, operator, "sf-subscriptions", "import of sf-subscriptions (custom object)")
@@ -484,6 +586,7 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
             first.get("status") == second.get("status") == resources.get("status") == "SUCCEEDED"
             and 0 < second.get("read", 0) <= len(changed) + len(new_rows)
             and accounted == second.get("read")
+            and csv_ok
             and dynamics_ok
             and schema_ok
             and deletions_ok

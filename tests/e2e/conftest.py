@@ -37,6 +37,16 @@ class SyncEnvironment:
     def profiles(self) -> list[dict[str, Any]]:
         return marketing_profiles(self.container).scan_profiles()
 
+    def reapply(self, sync_id: str, **changes: Any) -> None:
+        """Apply examples/syncs.yaml with one sync changed, as an operator editing the file would."""
+        syncs = [
+            type(s).model_validate({**s.model_dump(by_alias=True, exclude_none=True), **changes})
+            if s.id == sync_id
+            else s
+            for s in self.config.syncs
+        ]
+        self.operator.apply(self.config.model_copy(update={"syncs": syncs}))
+
     def watermark(self, sync_id: str = "sf-contacts"):
         return self.operator.watermark(sync_id)[1]
 
@@ -58,11 +68,11 @@ class SyncEnvironment:
         return self.crm.control.seed("Contact", rows)
 
 
-def salesforce_example_config(url: str, ca_bundle: str) -> CrmsyncConfig:
-    """examples/syncs.yaml with its Salesforce connection pointed at an emulator."""
+def salesforce_example_config(url: str, ca_bundle: str, **more: str) -> CrmsyncConfig:
+    """examples/syncs.yaml with its Salesforce connection pointed at an emulator (`more`: other variables)."""
     return load_config(
         (ROOT / "examples/syncs.yaml").read_text(),
-        environ={"CRMSYNC_SALESFORCE_URL": url, "CRMSYNC_CA_BUNDLE": ca_bundle},
+        environ={"CRMSYNC_SALESFORCE_URL": url, "CRMSYNC_CA_BUNDLE": ca_bundle, **more},
     )
 
 

@@ -19,6 +19,7 @@ import pytest
 from crmsync.connectors.salesforce.connector import SalesforceConnector
 from crmsync.services.imports import StartImportEvent, finish_import, import_page, start_import
 from crmsync.services.operations import Operator
+from crmsync_local.emulators.dynamics import DynamicsControl
 from crmsync_local.emulators.salesforce import SalesforceControl
 from crmsync_local.marketing import marketing_profiles
 from crmsync_local.stack import LocalStack
@@ -30,9 +31,10 @@ HEADER = "Id,SystemModstamp,FirstName,LastName,Email,HasOptedOutOfEmail\n"
 
 
 class Env:
-    def __init__(self, operator: Operator, control: SalesforceControl) -> None:
+    def __init__(self, operator: Operator, control: SalesforceControl, dynamics: DynamicsControl) -> None:
         self.operator = operator
         self.control = control
+        self.dynamics = dynamics
 
     @property
     def container(self):
@@ -64,7 +66,10 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, salesforce_server) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory, salesforce_server, dynamics_server) -> Iterator[Env]:
+    dynamics = DynamicsControl(dynamics_server.url, dynamics_server.ca_bundle)
+    dynamics.reset()
+    app = dynamics.register_app(client_id=str(uuid.uuid4()), client_secret="dyn-secret", display_name="crmsync")
     control = SalesforceControl(salesforce_server.url, salesforce_server.ca_bundle)
     control.reset()
     control.register_user("sync-completeness@crmsync.example", password="Pa55word!", security_token="TOKEN")
@@ -80,10 +85,21 @@ def env(tmp_path_factory: pytest.TempPathFactory, salesforce_server) -> Iterator
             Name="crmsync/sf-prod",
             SecretString=json.dumps({"client_id": "3MVG9completeness", "client_secret": "secret-completeness"}),
         )
-        config = salesforce_example_config(salesforce_server.url, salesforce_server.ca_bundle)
+        stack.client("secretsmanager").create_secret(
+            Name="crmsync/dyn-prod",
+            SecretString=json.dumps({"client_id": app["client_id"], "client_secret": "dyn-secret"}),
+        )
+        emulator = dynamics_server.app
+        config = salesforce_example_config(
+            salesforce_server.url,
+            salesforce_server.ca_bundle,
+            CRMSYNC_DYNAMICS_URL=dynamics_server.url,
+            CRMSYNC_DYNAMICS_TENANT_ID=app["tenant_id"],
+            CRMSYNC_DYNAMICS_AUTHORITY=emulator.authority,
+        )
         operator = Operator("crmsync")
         operator.apply(config)
-        yield Env(operator, control)
+        yield Env(operator, control, dynamics)
 
 
 @pytest.fixture
@@ -154,6 +170,39 @@ def test_a_transfer_into_a_sync_that_imports_incrementally_is_not_checked_by_def
 
     assert summary.completeness is None
     assert fresh.linked(ids) == {ids[0]}
+
+
+def test_an_id_deleted_from_a_dataverse_part_file_is_re_read_by_id_and_loaded(env, tmp_path):
+    tag = uuid.uuid4().hex[:6]
+    stamp = T0.isoformat()
+    ids = env.dynamics.put_records(
+        "contacts",
+        [
+            {
+                "firstname": f"Rui{i}",
+                "lastname": tag,
+                "emailaddress1": f"rui{i}.{tag}@example.net",
+                "modifiedon": stamp,
+            }
+            for i in range(3)
+        ],
+    )
+    part = tmp_path / "part-000001.jsonl"
+    part.write_text(
+        "".join(
+            json.dumps({"contactid": i, "modifiedon": stamp, "lastname": tag, "emailaddress1": f"{i}@example.net"})
+            + "\n"
+            for i in ids[:2]  # the third line was lost
+        ),
+        encoding="utf-8",
+    )
+
+    summary = env.operator.transfer("dyn-contacts", str(part))
+
+    figures = summary.completeness
+    assert figures is not None
+    assert (figures.crm_ids, figures.loaded, figures.missing, figures.re_read, figures.created) == (3, 2, 1, 1, 1)
+    assert env.linked(ids) == set(ids)
 
 
 # ------------------------------------------------------------------------------------- incremental imports

@@ -154,6 +154,7 @@ def test_outputs_resolve(local_stack: LocalStack) -> None:
         "DeleteStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-delete",
         "TwoWayStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-two-way",
         "EnumerationsStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-enumerations",
+        "InitialTransferStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-initial-transfer",
         "RejectsQueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/crmsync-rejects",
         "SchedulerRoleArn": f"arn:aws:iam::{ACCOUNT}:role/crmsync-scheduler",
         "SyncScheduleGroupName": "crmsync-syncs",
@@ -259,8 +260,14 @@ def test_log_groups_alarms_and_the_schedules_dead_letter_queue_are_created(aws_e
         "crmsync-rejects-dead-letters",
         "crmsync-schedules-dead-letters",
         "crmsync-rejects-age",
+        "crmsync-rejects-waiting",
     }
     assert alarms["crmsync-rejects-age"]["Threshold"] == 604800
+    assert alarms["crmsync-rejects-waiting"]["Threshold"] == 604800
+    assert (alarms["crmsync-rejects-waiting"]["Namespace"], alarms["crmsync-rejects-waiting"]["MetricName"]) == (
+        "crmsync",
+        "OldestRejectAge",
+    )
     assert alarms["crmsync-rejects-age"].get("AlarmActions", []) == []  # no AlarmTopicArn given
     aws_env.client("sqs").get_queue_url(QueueName="crmsync-schedules-dlq")
 

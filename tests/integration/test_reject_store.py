@@ -158,3 +158,33 @@ def test_rejects_kept_in_the_queue_by_an_earlier_version_move_to_the_store_on_fi
     assert len(Operator("crmsync").rejects("sf-contacts")) == 12
     left = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
     assert [json.loads(m["Body"])["kind"] for m in left] == ["rejects-stored"]
+
+
+def test_the_oldest_waiting_reject_is_the_first_of_the_age_index_past_those_expired(store, clock):
+    assert store.oldest("sf-contacts") is None
+    store.put([refused("003A")], CONTEXT)
+    clock.now += 3600
+    store.put([refused("003B")], RejectContext("sf-contacts", "run-2", "import", "crm-to-marketing"))
+    assert store.oldest("sf-contacts") == datetime.fromtimestamp(T0, UTC)
+    clock.now = T0 + 30 * 86_400 + 1  # the first reject is past its 30 days; time to live has not run yet
+    assert store.oldest("sf-contacts") == datetime.fromtimestamp(T0 + 3600, UTC)
+    store.purge("sf-contacts", run_id="run-2")
+    assert store.oldest("sf-contacts") is None
+
+
+def test_the_reject_age_measure_gives_every_applied_sync_the_age_of_its_oldest_reject(operator):
+    from crmsync.services.rejects import ScheduledEvent, measure_reject_ages
+
+    operator.apply(load_config((ROOT / "examples/syncs.yaml").read_text()))
+    store = operator.container.reject_store
+    two_hours_ago = datetime.now(UTC).timestamp() - 7200
+    store.put_messages(
+        [{"syncId": "sf-contacts", "rejectId": "r1", "errorSymbol": "STRING_TOO_LONG", "record": {}}],
+        created_at=[two_hours_ago],
+    )
+    store.put([refused("003B")], CONTEXT)  # stored now
+    gauge = measure_reject_ages(ScheduledEvent(), operator.container)
+    assert (gauge.name, gauge.unit) == ("OldestRejectAge", "Seconds")
+    assert set(gauge.values) == {s["id"] for s in operator.container.definitions.list_syncs()}
+    assert 7200 <= gauge.values["sf-contacts"] < 7300
+    assert {v for k, v in gauge.values.items() if k != "sf-contacts"} == {0.0}

@@ -4,7 +4,7 @@ import pytest
 
 from crmsync.config import ImportSync
 from crmsync.connectors.port import RecordQuery
-from crmsync.connectors.salesforce.soql import render_filter, render_query, string_literal
+from crmsync.connectors.salesforce.soql import render_count, render_filter, render_query, string_literal
 from crmsync.domain.filters import OrderBy, evaluate_numeric_expression
 from crmsync.domain.types import CrmFieldType
 from crmsync.errors import ConfigurationError
@@ -125,3 +125,26 @@ def test_user_sort_order_is_kept_with_several_columns():
 def test_population_ids_are_rendered_as_escaped_literals():
     soql = render_query(RecordQuery(object="Contact", fields=("Id",), ids=("003000000000001AAA", "x'y")))
     assert "Id IN ('003000000000001AAA', 'x\\'y')" in soql
+
+
+def test_a_window_count_has_the_reads_where_clause_and_no_fields_or_order():
+    from datetime import UTC, datetime
+
+    from crmsync.domain.filters import Condition
+
+    soql = render_count(
+        RecordQuery(
+            object="Contact",
+            fields=("Id", "Email"),
+            filter=Condition(field="DoNotCall", op="eq", value=0),
+            field_types={"DoNotCall": CrmFieldType.BOOLEAN},
+            window_field="SystemModstamp",
+            window_start=datetime(2024, 1, 1, tzinfo=UTC),
+            window_end=datetime(2024, 1, 2, tzinfo=UTC),
+            order_by=(OrderBy(field="LastName"),),
+        )
+    )
+    assert soql == (
+        "SELECT COUNT() FROM Contact WHERE SystemModstamp >= 2024-01-01T00:00:00Z "
+        "AND SystemModstamp < 2024-01-02T00:00:00Z AND DoNotCall = false"
+    )

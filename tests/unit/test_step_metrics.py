@@ -117,3 +117,25 @@ def test_the_last_step_records_the_run_duration_and_status(ledger, capsys):
     assert line["RunsSucceeded"] == [1.0]
     assert 89 <= line["RunDuration"][0] <= 120
     assert ledger.added == []
+
+
+def test_a_scheduled_measure_emits_one_series_per_sync_and_their_maximum_stack_wide(ledger, capsys):
+    from crmsync.services.rejects import ScheduledEvent, SyncGauge
+
+    def measure(_event, _container):
+        return SyncGauge(name="OldestRejectAge", unit="Seconds", values={"sf-contacts": 7200.0, "dyn-contacts": 0})
+
+    handler = runtime.scheduled_handler(ScheduledEvent, measure, name="rejects_age")
+    assert handler({"detail-type": "Scheduled Event", "detail": {}}, context())["values"]["sf-contacts"] == 7200
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    metrics = [line for line in lines if "_aws" in line]
+    per_sync = {line["sync"]: line["OldestRejectAge"] for line in metrics if "sync" in line}
+    assert per_sync == {"sf-contacts": [7200.0], "dyn-contacts": [0.0]}
+    dimensions = {
+        tuple(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]) for line in metrics if "sync" in line
+    }
+    assert {tuple(sorted(d)) for d in dimensions} == {("service", "sync")}
+    (stack_wide,) = [line for line in metrics if "sync" not in line]
+    assert stack_wide["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+    assert stack_wide["OldestRejectAge"] in (7200.0, [7200.0])
+    assert {line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"] for line in metrics} == {"Seconds"}

@@ -69,6 +69,17 @@ def test_rejects_older_than_the_parameter_raise_an_alarm():
     assert alarm["Threshold"] == {"Ref": "RejectAgeAlarmSeconds"}
 
 
+def test_a_reject_waiting_in_the_store_longer_than_the_parameter_raises_an_alarm():
+    (alarm,) = [a["Properties"] for a in ALARMS.values() if a["Properties"]["MetricName"] == "OldestRejectAge"]
+    assert (alarm["Namespace"], alarm["Statistic"]) == ("crmsync", "Maximum")
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "crmsync"}]  # the stack-wide maximum of the syncs'
+    assert alarm["Threshold"] == {"Ref": "RejectAgeAlarmSeconds"}
+    measure = FUNCTIONS["RejectsAgeFunction"]["Properties"]
+    (schedule,) = measure["Events"].values()
+    assert schedule == {"Type": "Schedule", "Properties": {"Schedule": "rate(15 minutes)"}}
+    assert alarm["Period"] >= 900  # each period holds one measure at least
+
+
 def test_alarms_notify_the_topic_given_as_a_parameter_when_there_is_one():
     assert TEMPLATE["Conditions"]["HasAlarmTopic"] == {"Not": [{"Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
     assert TEMPLATE["Parameters"]["AlarmTopicArn"]["Default"] == ""

@@ -29,6 +29,7 @@ from .config import (
     EventsSync,
     ExportSync,
     ImportSync,
+    InitialTransferSync,
     TwoWaySync,
 )
 
@@ -230,6 +231,35 @@ OPERATIONS: dict[str, Operation] = {
             ),
             summary_fields=("added", "updated", "unchanged", "removed", "api_calls"),
         ),
+        Operation(
+            name="initial_transfer",
+            sync_model=InitialTransferSync,
+            machine="initial-transfer",
+            logical_id="InitialTransferStateMachine",
+            steps=_steps(
+                "initial_transfers",
+                ("initial_transfer_start", "StartRun", "StartTransferEvent", "start_transfer", False),
+                ("initial_transfer_extract", "ExtractParts", "TransferState", "extract_transfer", True),
+                ("initial_transfer_part", "LoadPart", "TransferPartEvent", "load_transfer_part", False),
+                ("initial_transfer_check", "CheckCompleteness", "TransferState", "check_transfer", True),
+                ("initial_transfer_finish", "FinishRun", "TransferState", "finish_transfer", False),
+            ),
+            summary_fields=(
+                "counted",
+                "read",
+                "created",
+                "updated",
+                "unchanged",
+                "rejected",
+                "parts",
+                "api_calls",
+            ),
+            takes_population=False,
+            found_by={
+                "files": "the object's extract in S3 parts (Bulk API 2.0 query / change tracking), loaded side by side",
+                "import": "the import sync's ordinary first import (the object was below the threshold)",
+            },
+        ),
     )
 }
 
@@ -264,6 +294,17 @@ QUEUE_OPERATIONS: dict[str, QueueOperation] = {
     )
 }
 
+SCHEDULED_FUNCTIONS: tuple[Step, ...] = (
+    Step(
+        "rejects_age",
+        "",
+        "crmsync.services.rejects:ScheduledEvent",
+        "crmsync.services.rejects:measure_reject_ages",
+    ),
+)
+"""Functions a schedule of the template invokes for the whole stack (not a sync's run): each measures one
+value per sync (`runtime.scheduled_handler`)."""
+
 RUN_FAILED = Step(
     "run_failed", "RecordFailure", "crmsync.services.runs:RunFailedEvent", "crmsync.services.runs:record_failure"
 )
@@ -284,8 +325,9 @@ def all_steps() -> tuple[Step, ...]:
 
 
 def all_functions() -> tuple[Step, ...]:
-    """Every Lambda function of the stack, once: the state machines' steps, then the queues' functions."""
-    return (*all_steps(), *(op.step for op in QUEUE_OPERATIONS.values()))
+    """Every Lambda function of the stack, once: the state machines' steps, the queues' functions, then the
+    scheduled ones."""
+    return (*all_steps(), *(op.step for op in QUEUE_OPERATIONS.values()), *SCHEDULED_FUNCTIONS)
 
 
 def summary_fields(name: str | None) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -201,6 +201,45 @@ def queue_handler(
             event=event, record_handler=settle, processor=processor, context=context
         )
         return dict(response)
+
+    handler.__name__ = f"{name}_handler"
+    return cast(Callable[[dict[str, Any], LambdaContext], dict[str, Any]], handler)
+
+
+class SyncGauge(Protocol):
+    """What a scheduled service answers: one value per sync of one metric."""
+
+    name: str
+    unit: str
+    values: dict[str, float]
+
+    def model_dump(self, *, mode: str) -> dict[str, Any]: ...
+
+
+def scheduled_handler(
+    event_model: type[EventT], service: Callable[[EventT, Container], SyncGauge], *, name: str
+) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """A Lambda handler for a schedule of the whole stack: runs `service` and emits its value for each sync
+    under the `sync` dimension (one custom metric per sync, whatever the number of runs), and stack-wide
+    their maximum, which an alarm can watch."""
+
+    @logger.inject_lambda_context(log_event=False, clear_state=True)
+    @tracer.capture_lambda_handler(capture_response=False)
+    @stack_metrics.log_metrics
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        result = service(event_model.model_validate(event), container())
+        unit = MetricUnit(result.unit)
+        for sync_id, value in sorted(result.values.items()):
+            with single_metric(
+                name=result.name,
+                unit=unit,
+                value=value,
+                namespace="crmsync",
+                default_dimensions={"service": "crmsync", "sync": sync_id},
+            ):
+                pass  # emitted when the block ends
+        stack_metrics.add_metric(name=result.name, unit=unit, value=max(result.values.values(), default=0.0))
+        return result.model_dump(mode="json")
 
     handler.__name__ = f"{name}_handler"
     return cast(Callable[[dict[str, Any], LambdaContext], dict[str, Any]], handler)

@@ -1,21 +1,23 @@
 """What the two CRM adapters share, so each states only what differs: a connector's plumbing (its
-connection, token provider, HTTP session and retry policy), the CRM's id rules the services ask through
-the port, and a writer that reads through its connector.
+connection, token provider, HTTP session and retry policy), reading every page of a query, the CRM's id
+rules the services ask through the port, and a writer that reads through its connector.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Generic, TypeVar
 
+from ..errors import CrmOutcomeUnknown
 from .http import CrmHttpSession
-from .port import ObjectDescription
-from .retry import RetryPolicy
+from .port import ObjectDescription, RecordPage
+from .retry import RetryPolicy, log_retries
 from .rules import CrmRules
 
 ConnectionT = TypeVar("ConnectionT")
 TokensT = TypeVar("TokensT")
+T = TypeVar("T")
 
 
 class HttpConnector(ABC, Generic[ConnectionT, TokensT]):
@@ -46,6 +48,23 @@ class HttpConnector(ABC, Generic[ConnectionT, TokensT]):
     def api_calls(self) -> int:
         """HTTP calls made to the CRM by this connector, token calls included."""
         return self.session.calls
+
+    def retried(self, attempt: Callable[[], T]) -> T:
+        """One call under the retry policy, each retry logged; an unknown outcome is never repeated here:
+        the caller resolves it before anything is sent again."""
+        return self.retry.run(attempt, on_retry=log_retries(self.rules.name), give_up=(CrmOutcomeUnknown,))
+
+    @abstractmethod
+    def read_next_page(self, cursor: str) -> RecordPage:
+        """The page a cursor points at."""
+
+    def every_record(self, page: RecordPage) -> list[dict[str, Any]]:
+        """The records of `page` and of every page after it."""
+        records = list(page.records)
+        while page.next_cursor:
+            page = self.read_next_page(page.next_cursor)
+            records.extend(page.records)
+        return records
 
     @abstractmethod
     def find(

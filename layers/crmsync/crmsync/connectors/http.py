@@ -11,7 +11,15 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..errors import ConfigurationError, CrmUnavailable
+from ..errors import (
+    ConfigurationError,
+    CrmAuthenticationFailed,
+    CrmOutcomeUnknown,
+    CrmRateLimited,
+    CrmRequestRejected,
+    CrmsyncError,
+    CrmUnavailable,
+)
 
 
 def unreachable(exc: Exception, crm: str) -> CrmUnavailable:
@@ -21,6 +29,40 @@ def unreachable(exc: Exception, crm: str) -> CrmUnavailable:
     if isinstance(exc, requests.ConnectionError):
         return CrmUnavailable(f"the connection to {crm} failed or was cut")
     return CrmUnavailable(f"unexpected failure talking to {crm}: {type(exc).__name__}")
+
+
+def refusal(
+    crm: str,
+    status: int,
+    code: str | None,
+    message: str,
+    *,
+    rate_limited: bool = False,
+    retry_after: float | None = None,
+) -> CrmsyncError:
+    """A CRM's HTTP error answer in crmsync's classification: a rate limit (HTTP 429, or what the CRM
+    says is one) and a server error are retryable, a refused token is an authentication failure, anything
+    else is the request refused for good. An adapter refines the last with its CRM's own codes."""
+    text = f"{crm} HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+    if status == 429 or rate_limited:
+        return CrmRateLimited(text, retry_after_seconds=retry_after)
+    if status >= 500:
+        return CrmUnavailable(text)
+    if status == 401:
+        return CrmAuthenticationFailed(text)
+    return CrmRequestRejected(text, error_code=code, status=status)
+
+
+def write_failure(error: CrmsyncError, failure: object) -> CrmsyncError:
+    """`error`, classified from `failure`, for a call that changes data: a failure after the request may
+    have reached the CRM is an unknown outcome, not a plain retryable error. That includes every 5xx: a
+    502, 503 or 504 may come from a gateway or load balancer after the CRM applied the write. Only refusals
+    that come before anything is done - rate limits, a connection never opened - are safe to repeat as
+    they are; an unknown outcome is resolved by the caller, as a dropped answer is."""
+    refused = isinstance(failure, requests.ConnectTimeout)
+    if type(error) is CrmUnavailable and not refused:
+        return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
+    return error
 
 
 class CrmHttpSession(requests.Session):

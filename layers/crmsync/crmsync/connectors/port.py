@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -256,6 +256,25 @@ class CountingConnector(CrmConnector, Protocol):
         """How many records `query` (its window, ids and filter) selects now; fields and order ignored."""
 
 
+# ------------------------------------------------------------------------------------- initial transfer
+@runtime_checkable
+class ExtractConnector(CrmConnector, Protocol):
+    """A CRM that counts an object and extracts all of it the cheapest way it has (SPEC T1): Salesforce a
+    Bulk API 2.0 query job read in result pages (`Sforce-Locator`), Dataverse a change-tracking read in
+    pages of 5,000 whose last page carries the delta link the incremental runs follow."""
+
+    def count_records(self, object_name: str) -> int:
+        """How many records the object holds (Salesforce `COUNT()`; Dataverse `RetrieveTotalRecordCount`,
+        a snapshot up to a day old): enough to choose between files and the ordinary import."""
+
+    def extract_page(self, query: RecordQuery, cursor: str | None, *, records: int, tracking: bool) -> RecordPage:
+        """One page of the extract of `query`'s object (its window ignored): the first when `cursor` is
+        None, else the page at `cursor`; at most `records` records (Dataverse: at most 5,000). A page may
+        hold no records and a cursor (a query job still running: ask again). With `tracking`, the read is
+        a change-tracking one and its last page carries the delta link. Values are typed as the ordinary
+        read types them, so the import's mapping reads both alike."""
+
+
 # ------------------------------------------------------------------------------------- field history
 @dataclass(frozen=True)
 class FieldChange:
@@ -279,9 +298,24 @@ class FieldTracking:
     """Why nothing is tracked when a switch above the field is off (environment, table)."""
 
 
+@dataclass(frozen=True)
+class HistoryQuery:
+    """What an adapter reads of its CRM's field history: the changes of `columns` of `object` made in
+    [start, end) - at least those of `record_ids` (ids as `normalize_id` writes them)."""
+
+    object: str
+    columns: tuple[str, ...]
+    record_ids: tuple[str, ...]
+    start: datetime | None
+    end: datetime
+
+
 @runtime_checkable
 class FieldHistoryConnector(CrmConnector, Protocol):
-    """A CRM that can say who changed a field and when: Salesforce field history, Dataverse auditing."""
+    """A CRM that can say who changed a field and when: Salesforce field history, Dataverse auditing.
+
+    An adapter subclasses this protocol: it reads its CRM's rows (`recorded_changes`), and `field_changes`
+    - what the answer is - is written once, here."""
 
     def integration_user(self) -> str:
         """The id of the user crmsync acts as (Salesforce: the OAuth identity; Dataverse: WhoAmI)."""
@@ -297,7 +331,21 @@ class FieldHistoryConnector(CrmConnector, Protocol):
         end: datetime,
     ) -> list[FieldChange]:
         """The recorded changes of `fields` on `record_ids` made in [start, end) (every one when start is
-        None), oldest first."""
+        None), oldest first, each under its field's name as asked."""
+        names = {f.lower(): f for f in fields}
+        ids = tuple(dict.fromkeys(self.normalize_id(i) for i in record_ids))
+        if not names or not ids:
+            return []
+        wanted = set(ids)
+        found = [
+            replace(change, field=names[change.field.lower()])
+            for change in self.recorded_changes(HistoryQuery(object_name, tuple(names.values()), ids, start, end))
+            if change.field.lower() in names and change.record_id in wanted
+        ]
+        return sorted(found, key=lambda change: change.at)
+
+    def recorded_changes(self, query: HistoryQuery) -> Iterator[FieldChange]:
+        """The CRM's rows of `query`, each under the CRM's spelling of its field."""
 
 
 # ------------------------------------------------------------------------------------- writes

@@ -33,6 +33,8 @@ class CrmRules:
     """One CRM's rules, as the services need them."""
 
     kind: str
+    name: str
+    """The CRM as logs and error messages name it."""
     watermark_field: str
     """What an import's window reads when the sync names no field: the record's system-set last change."""
     max_page_size: int
@@ -56,6 +58,7 @@ class CrmRules:
 
 SALESFORCE = CrmRules(
     kind="salesforce",
+    name="Salesforce",
     watermark_field=DEFAULT_WATERMARK_FIELD["salesforce"],
     max_page_size=CRM_MAX_PAGE_SIZE["salesforce"],
     bulk_api=True,
@@ -77,6 +80,7 @@ SALESFORCE = CrmRules(
 )
 DYNAMICS = CrmRules(
     kind="dynamics",
+    name="Dynamics",
     watermark_field=DEFAULT_WATERMARK_FIELD["dynamics"],
     max_page_size=CRM_MAX_PAGE_SIZE["dynamics"],
     bulk_api=False,

@@ -73,7 +73,6 @@ ENUMERABLE = frozenset({FieldKind.PICKLIST, FieldKind.OPTION_SET, FieldKind.BOOL
 
 A = AttributeType
 K = FieldKind
-_ALL = frozenset(AttributeType)
 RULE_SCALAR_ONTO_LIST = "a multi-select holds several values: only a text or list attribute takes it (rule S2)"
 RULE_ENUMERATION = "an enumeration attribute takes picklist / option-set values only (rule S2)"
 RULE_NARROWING = "the attribute cannot hold every value of the field (rule S3)"

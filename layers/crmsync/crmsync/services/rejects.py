@@ -20,6 +20,11 @@ E-mail events have no runs (a queue pushes them, `services/events.py`): their re
 event back through the events queue for its sync, the message naming the rejects it replays, and returns
 at once. The push removes each reject when its event settles, as a replay run would: written or already
 on the timeline, or refused again (the new reject stays). Until then the reject stays in the store.
+
+How long rejects wait is measured on a schedule (`measure_reject_ages`, the `rejects_age` function every
+15 minutes): the age of each sync's oldest waiting reject becomes the `OldestRejectAge` metric, one series
+per sync plus the stack-wide maximum that the reject-age alarm watches. A sync whose rejects wait for a
+fix shows there however long ago it last ran; one with none shows 0.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from ..registry import OPERATIONS
 from ..stores.rejects import NOTICE_KIND, RejectStore, is_legacy_message
@@ -263,6 +271,34 @@ class RejectDesk:
                     for i, h in enumerate(handles[start : start + 10])
                 ],
             )
+
+
+class ScheduledEvent(BaseModel):
+    """What an EventBridge schedule sends (`detail-type: Scheduled Event`); nothing in it is needed."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class SyncGauge(BaseModel):
+    """One value per applied sync, emitted as the metric `name` with the `sync` dimension (one custom
+    metric per sync) and, stack-wide, as their maximum."""
+
+    name: str
+    unit: str
+    values: dict[str, float]
+
+
+def measure_reject_ages(event: ScheduledEvent, container: Any) -> SyncGauge:
+    """The age in seconds of each applied sync's oldest waiting reject (0 when none waits): one read
+    of the reject store's `byAge` index per sync."""
+    now = datetime.now(UTC)
+    store = container.reject_store
+    ages: dict[str, float] = {}
+    for sync in container.definitions.list_syncs():
+        oldest = store.oldest(str(sync["id"]))
+        ages[str(sync["id"])] = 0.0 if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 1)
+    logger.info("oldest waiting reject per sync", extra={"ages": ages})
+    return SyncGauge(name="OldestRejectAge", unit="Seconds", values=ages)
 
 
 def _body(message: dict[str, Any]) -> dict[str, Any] | None:

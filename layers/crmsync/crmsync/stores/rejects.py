@@ -15,6 +15,9 @@ Items of the rejects table (`<stack>-rejects`):
   and `expiresAt` (epoch seconds; the table's time to live) unless retention is 0 (keep).
 - `pk` = `#meta`: bookkeeping of the store itself (the one-time move of rejects out of the queue).
 
+The `byAge` index (`pk`, `createdAt`; with `expiresAt`) answers when a sync's oldest waiting reject was
+stored with one read, whatever the number of rejects: the reject-age metric asks it for every sync.
+
 After storing a step's rejects the router sends one small notice to the queue (sync, run, operation,
 count, the first reject ids) for whatever watches it; the notice never carries a record.
 
@@ -48,6 +51,7 @@ NOTICE_IDS = 100
 META = "#meta"
 DEFAULT_RETENTION_DAYS = 90
 NOTICE_KIND = "rejects-stored"
+AGE_INDEX = "byAge"
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,30 @@ class RejectStore:
         found = batch_get(self.client, self.table, [{"pk": sync_id, "sk": r} for r in reject_ids])
         now = int(self.clock())
         return [self._message(i) for i in found if "expiresAt" not in i or int(i["expiresAt"]) > now]
+
+    def oldest(self, sync_id: str) -> datetime | None:
+        """When the sync's oldest waiting reject was stored, or None when none waits. Reads the `byAge`
+        index from its oldest end, past any reject whose retention has ended (time to live removes those
+        within days, not at once)."""
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": AGE_INDEX,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": serialize({":pk": sync_id}),
+            "ScanIndexForward": True,
+            "Limit": 25,
+        }
+        now = int(self.clock())
+        while True:
+            response = self.client.query(**request)
+            for raw in response.get("Items", []):
+                item = deserialize(raw)
+                if "expiresAt" in item and int(item["expiresAt"]) <= now:
+                    continue
+                return datetime.fromisoformat(str(item["createdAt"]))
+            if "LastEvaluatedKey" not in response:
+                return None
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def count(self, sync_id: str) -> Counter[str]:
         """How many rejects the sync has, by error symbol."""

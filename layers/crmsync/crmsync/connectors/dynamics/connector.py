@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -31,20 +31,20 @@ from ...domain.types import CrmFieldType
 from ...errors import (
     ConfigurationError,
     CrmAuthenticationFailed,
-    CrmOutcomeUnknown,
-    CrmRateLimited,
     CrmRequestRejected,
     CrmsyncError,
     CrmUnavailable,
     DeltaTokenExpired,
 )
 from ..base import HttpConnector
-from ..http import CrmHttpSession, unreachable
+from ..http import CrmHttpSession, refusal, unreachable, write_failure
 from ..port import (
     ApiLimits,
     FieldChange,
     FieldDescription,
+    FieldHistoryConnector,
     FieldTracking,
+    HistoryQuery,
     IdPage,
     ObjectDescription,
     ObjectSummary,
@@ -52,7 +52,7 @@ from ..port import (
     RecordPage,
     RecordQuery,
 )
-from ..retry import RetryPolicy, log_retries
+from ..retry import RetryPolicy
 from ..rules import DYNAMICS
 from . import odata
 from .auth import DynamicsTokenProvider
@@ -194,34 +194,22 @@ def classify(failure: requests.Response | Exception) -> CrmsyncError:
     if isinstance(failure, CrmsyncError):
         return failure
     if isinstance(failure, Exception):
-        return unreachable(failure, "Dynamics")
+        return unreachable(failure, DYNAMICS.name)
     status = failure.status_code
     code, message = _error(failure)
-    text = f"Dynamics HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
-    if status == 429:
-        return CrmRateLimited(text, retry_after_seconds=_retry_after(failure))
-    if status >= 500:
-        return CrmUnavailable(text)
-    if status == 401:
-        return CrmAuthenticationFailed(text)
-    if status == 403 and code == NOT_AN_ORG_MEMBER:
-        return CrmAuthenticationFailed(f"{text} (the app has no application user in this org)")
-    if code == EXPIRED_VERSION_STAMP:
-        return DeltaTokenExpired(text)
-    return CrmRequestRejected(text, error_code=code, status=status)
+    error = refusal(DYNAMICS.name, status, code, message, retry_after=_retry_after(failure))
+    if type(error) is CrmRequestRejected:
+        if status == 403 and code == NOT_AN_ORG_MEMBER:
+            return CrmAuthenticationFailed(f"{error} (the app has no application user in this org)")
+        if code == EXPIRED_VERSION_STAMP:
+            return DeltaTokenExpired(str(error))
+    return error
 
 
 def classify_write(failure: requests.Response | Exception) -> CrmsyncError:
-    """Like `classify`, for a call that changes data: a failure after the request may have reached
-    Dataverse is an unknown outcome, not a plain retryable error. That includes every 5xx: a 502, 503 or
-    504 may come from a gateway after Dataverse applied the write. Only refusals that come before anything
-    is done - service protection (429), a connection never opened - are safe to repeat as they are; an
-    unknown outcome is resolved by the caller, as a dropped answer is."""
-    error = classify(failure)
-    refused = isinstance(failure, requests.ConnectTimeout)
-    if type(error) is CrmUnavailable and not refused:
-        return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
-    return error
+    """Like `classify`, for a call that changes data (`http.write_failure`): service protection (429) is
+    refused before anything is done, so it is repeated as it is."""
+    return write_failure(classify(failure), failure)
 
 
 def _option_map(option_set: dict[str, Any]) -> dict[Any, str]:
@@ -289,7 +277,7 @@ class _Cursor:
             raise ConfigurationError("the page cursor is not a Dynamics next link") from None
 
 
-class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]):
+class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider], FieldHistoryConnector):
     rules = DYNAMICS
 
     def __init__(
@@ -375,7 +363,7 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
                 raise classifier(response)
             return response
 
-        return self.retry.run(attempt, on_retry=log_retries("Dynamics"), give_up=(CrmOutcomeUnknown,))
+        return self.retried(attempt)
 
     def _get(self, url: str, prefer: Sequence[str] = ()) -> requests.Response:
         return self.request("GET", url, prefer=prefer)
@@ -758,16 +746,43 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
                     query, ids=chunk, window_field=None, order_by=(), filter=query.filter if filtered else None
                 )
             )
-            records = list(page.records)
-            while page.next_cursor:
-                page = self.read_next_page(page.next_cursor)
-                records.extend(page.records)
-            return records
+            return self.every_record(page)
 
         if len(chunks) <= 1:
             return [record for chunk in chunks for record in read(chunk)]
         with ThreadPoolExecutor(max_workers=min(self.connection.max_concurrency, len(chunks))) as pool:
             return [record for records in pool.map(read, chunks) for record in records]
+
+    # -- initial transfer (SPEC T1) ----------------------------------------------------------------
+    def count_records(self, object_name: str) -> int:
+        """`RetrieveTotalRecordCount(EntityNames=['<table>'])`: Dataverse's row count snapshot (up to a
+        day old, which is close enough to choose between files and the ordinary import)."""
+        table = self._table(object_name)
+        names = f"['{odata.identifier(table.logical_name)}']"
+        body = self._json(
+            f"{self._base}/RetrieveTotalRecordCount(EntityNames=@names)?{odata.encode({'@names': names})}"
+        )
+        counts = body.get("EntityRecordCountCollection") or {}
+        for key, value in zip(counts.get("Keys") or [], counts.get("Values") or [], strict=False):
+            if str(key).lower() == table.logical_name.lower():
+                return int(value)
+        raise CrmUnavailable(f"RetrieveTotalRecordCount answered no count for {table.logical_name}")
+
+    def extract_page(self, query: RecordQuery, cursor: str | None, *, records: int, tracking: bool) -> RecordPage:
+        """The whole table in pages of at most 5,000 (`@odata.nextLink`): with `tracking` a change-tracking
+        read (`Prefer: odata.track-changes`) whose last page carries the delta link, else the ordinary
+        read with the window left out."""
+        if cursor is not None:
+            return self.read_next_page(cursor)
+        whole = replace(
+            query,
+            window_field=None,
+            window_start=None,
+            window_end=None,
+            ids=(),
+            page_size=min(records, MAX_PAGE_SIZE),
+        )
+        return self.read_changes(whole, None) if tracking else self.read_first_page(whole)
 
     # -- id-set comparison (SPEC D1) ---------------------------------------------------------------
     def read_ids_first(self, object_name: str) -> IdPage:
@@ -828,19 +843,12 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
         }
         return FieldTracking("audit", {n: columns.get(n.lower(), False) for n in names})
 
-    def field_changes(
-        self,
-        object_name: str,
-        fields: Iterable[str],
-        record_ids: Iterable[str],
-        start: datetime | None,
-        end: datetime,
-    ) -> list[FieldChange]:
-        """`RetrieveRecordChangeHistory` for each changed record (side by side, up to the connection's
+    def recorded_changes(self, query: HistoryQuery) -> Iterator[FieldChange]:
+        """`RetrieveRecordChangeHistory` for each record (side by side, up to the connection's
         max_concurrency) - never `RetrieveAuditDetails` per audit row."""
-        table = self._table(object_name)
-        names = {f.lower(): f for f in fields}
-        ids = list(dict.fromkeys(odata.guid(i) for i in record_ids))
+        table = self._table(query.object)
+        ids = [odata.guid(i) for i in query.record_ids]
+        start, end = query.start, query.end
 
         def read(record_id: str) -> list[FieldChange]:
             target = "{'@odata.id':'" + f"{table.entity_set}({record_id})" + "'}"
@@ -853,16 +861,11 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
                 if moment is None or moment >= end or (start is not None and moment < start):
                     continue
                 for column, value in (detail.get("NewValue") or {}).items():
-                    field = names.get(column.lower())
-                    if field is not None:
-                        changes.append(FieldChange(record_id, field, value, moment, audit.get("_userid_value")))
+                    changes.append(FieldChange(record_id, column, value, moment, audit.get("_userid_value")))
             return changes
 
-        if not names or not ids:
-            return []
         with ThreadPoolExecutor(max_workers=min(self.connection.max_concurrency, len(ids))) as pool:
-            found = [change for changes in pool.map(read, ids) for change in changes]
-        return sorted(found, key=lambda c: c.at)
+            yield from (change for changes in pool.map(read, ids) for change in changes)
 
     def find(
         self, object_name: str, field: str, values: Iterable[str], fields: Iterable[str]
@@ -876,9 +879,5 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
         for chunk in odata.value_chunks(dict.fromkeys(str(v) for v in values)):
             options = {"$select": select, "$filter": odata.values_in(column, chunk)}
             link = f"{self._base}/{table.entity_set}?{odata.encode(options)}"
-            page = self._follow(_Cursor(link, table.entity_set, MAX_PAGE_SIZE))
-            records.extend(page.records)
-            while page.next_cursor:
-                page = self.read_next_page(page.next_cursor)
-                records.extend(page.records)
+            records.extend(self.every_record(self._follow(_Cursor(link, table.entity_set, MAX_PAGE_SIZE))))
         return records

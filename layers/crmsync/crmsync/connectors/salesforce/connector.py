@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -16,28 +16,26 @@ from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSessi
 
 from ...config import SalesforceConnection
 from ...domain.conversions import parse_crm_datetime
-from ...domain.types import CrmFieldType
+from ...domain.types import CrmFieldType, typed_text
 from ...errors import (
     BulkJobInProgress,
     ConfigurationError,
-    CrmAuthenticationFailed,
-    CrmOutcomeUnknown,
-    CrmRateLimited,
     CrmRequestRejected,
     CrmsyncError,
-    CrmUnavailable,
     DeletionPeriodRefused,
     TooManyDeletedIds,
 )
 from ..base import HttpConnector
-from ..http import CrmHttpSession, unreachable
+from ..http import CrmHttpSession, refusal, unreachable, write_failure
 from ..port import (
     ApiLimits,
     DeletedRecord,
     DeletedRecords,
     FieldChange,
     FieldDescription,
+    FieldHistoryConnector,
     FieldTracking,
+    HistoryQuery,
     IdPage,
     ObjectDescription,
     ObjectSummary,
@@ -45,7 +43,7 @@ from ..port import (
     RecordPage,
     RecordQuery,
 )
-from ..retry import RetryPolicy, log_retries
+from ..retry import RetryPolicy
 from ..rules import SALESFORCE
 from .auth import SalesforceToken, SalesforceTokenProvider
 from .bulk2 import BulkApi2
@@ -106,39 +104,36 @@ def _error_code(content: Any) -> tuple[str | None, str]:
 
 
 def classify(exc: Exception) -> CrmsyncError:
-    """Map a failed call onto the crmsync error classification (retryable / permanent)."""
+    """Map a failed call onto the crmsync error classification (retryable / permanent); Salesforce says
+    REQUEST_LIMIT_EXCEEDED with a 403 when the org's API limit is spent."""
     if isinstance(exc, SalesforceError):
-        status = exc.status
         code, message = _error_code(exc.content)
-        text = f"Salesforce HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
-        if status == 429 or (status == 403 and code == "REQUEST_LIMIT_EXCEEDED"):
-            return CrmRateLimited(text)
-        if status >= 500:
-            return CrmUnavailable(text)
-        if status == 401:
-            return CrmAuthenticationFailed(text)
-        return CrmRequestRejected(text, error_code=code, status=status)
+        limited = exc.status == 403 and code == "REQUEST_LIMIT_EXCEEDED"
+        return refusal(SALESFORCE.name, exc.status, code, message, rate_limited=limited)
     if isinstance(exc, CrmsyncError):
         return exc
-    return unreachable(exc, "Salesforce")
+    return unreachable(exc, SALESFORCE.name)
 
 
 def classify_write(exc: Exception) -> CrmsyncError:
-    """Like `classify`, for a call that changes data: a failure after the request may have reached
-    Salesforce is an unknown outcome, not a plain retryable error. That includes every 5xx: a 502, 503 or
-    504 may come from a gateway or load balancer after Salesforce applied the write. Only refusals that
-    come before anything is done - rate limits, a connection never opened - are safe to repeat as they are;
-    an unknown outcome is resolved by the caller, as a dropped answer is.
-    """
-    error = classify(exc)
-    refused = isinstance(exc, requests.ConnectTimeout)
-    if type(error) is CrmUnavailable and not refused:
-        return CrmOutcomeUnknown(f"{error} (the write may have been applied)")
-    return error
+    """Like `classify`, for a call that changes data (`http.write_failure`)."""
+    return write_failure(classify(exc), exc)
 
 
 def _strip(record: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key != "attributes"}
+
+
+def _typed_row(row: dict[str, str], types: dict[str, CrmFieldType]) -> dict[str, Any]:
+    """A Bulk API result row as the REST API answers the record: typed cells, an empty one null. A cell
+    that is not of its type stays text: the mapping rejects it as it would such a REST value."""
+    record: dict[str, Any] = {}
+    for column, text in row.items():
+        try:
+            record[column] = typed_text(text, types.get(column))
+        except ValueError:
+            record[column] = text
+    return record
 
 
 def _minute(moment: datetime) -> datetime:
@@ -177,7 +172,7 @@ class _IdCursor:
         return cls(job_id, locator)
 
 
-class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenProvider]):
+class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenProvider], FieldHistoryConnector):
     rules = SALESFORCE
 
     def __init__(
@@ -232,7 +227,7 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
                 except SalesforceExpiredSession as exc:
                     raise classify(exc) from None
 
-        return self.retry.run(attempt, on_retry=log_retries("Salesforce"), give_up=(CrmOutcomeUnknown,))
+        return self.retried(attempt)
 
     def _once(
         self,
@@ -280,14 +275,7 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
         text, as SOQL compares), read with as few queries as the SOQL length limit allows."""
         records: list[dict[str, Any]] = []
         for soql in render_value_lookups(object_name, field, values, fields):
-            records.extend(self._every_page(self.read_soql(soql)))
-        return records
-
-    def _every_page(self, page: RecordPage) -> list[dict[str, Any]]:
-        records = list(page.records)
-        while page.next_cursor:
-            page = self.read_next_page(page.next_cursor)
-            records.extend(page.records)
+            records.extend(self.every_record(self.read_soql(soql)))
         return records
 
     # -- port --------------------------------------------------------------------------------------
@@ -474,7 +462,7 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
                 page_size=2000,
                 field_types=query.field_types,
             )
-            records.extend(self._every_page(self.read_first_page(chunk)))
+            records.extend(self.every_record(self.read_first_page(chunk)))
         return records
 
     # -- field history (SPEC O3) -------------------------------------------------------------------
@@ -493,34 +481,22 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
         visible = {o.name.lower() for o in self.list_objects()}
         if history.lower() not in visible:
             return FieldTracking("history", dict.fromkeys(names, False), f"{object_name} has no field history")
-        rows = self._every_page(self.read_soql(render_field_definitions(object_name, names)))
+        rows = self.every_record(self.read_soql(render_field_definitions(object_name, names)))
         tracked = {str(r["QualifiedApiName"]).lower(): bool(r.get("IsFieldHistoryTracked")) for r in rows}
         return FieldTracking("history", {name: tracked.get(name.lower(), False) for name in names})
 
-    def field_changes(
-        self,
-        object_name: str,
-        fields: Iterable[str],
-        record_ids: Iterable[str],
-        start: datetime | None,
-        end: datetime,
-    ) -> list[FieldChange]:
-        """One history query over the window (not one call per record); rows of other records are left."""
-        names = {f.lower(): f for f in fields}
-        wanted = set(record_ids)
-        if not names or not wanted:
-            return []
-        _, parent = history_object(object_name)
-        rows = self._every_page(self.read_soql(render_history_query(object_name, names.values(), start, end)))
-        changes = []
-        for row in rows:
-            record_id = str(row.get(parent) or "")
-            field = names.get(str(row.get("Field", "")).lower())
+    def recorded_changes(self, query: HistoryQuery) -> Iterator[FieldChange]:
+        """One history query over the window, oldest first (not one call per record): it answers the rows
+        of every record, which `field_changes` leaves."""
+        _, parent = history_object(query.object)
+        soql = render_history_query(query.object, query.columns, query.start, query.end)
+        for row in self.every_record(self.read_soql(soql)):
             moment = _optional_datetime(row.get("CreatedDate"))
-            if field is None or moment is None or record_id not in wanted:
-                continue
-            changes.append(FieldChange(record_id, field, row.get("NewValue"), moment, row.get("CreatedById")))
-        return changes
+            if moment is not None:
+                record_id = str(row.get(parent) or "")
+                yield FieldChange(
+                    record_id, str(row.get("Field", "")), row.get("NewValue"), moment, row.get("CreatedById")
+                )
 
     # -- deletions (SPEC D1) -----------------------------------------------------------------------
     def read_deleted(self, object_name: str, start: datetime, end: datetime) -> DeletedRecords:
@@ -621,6 +597,12 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
         return self._id_page(_IdCursor.decode(cursor))
 
     def _id_page(self, cursor: _IdCursor) -> IdPage:
+        rows, following = self._job_page(cursor, self.id_page_records)
+        return IdPage(ids=[row["Id"] for row in rows if row.get("Id")], next_cursor=following)
+
+    def _job_page(self, cursor: _IdCursor, records: int) -> tuple[list[dict[str, str]], str | None]:
+        """The result page of a query job at `cursor` (waited for before the first page; a job past
+        `id_job_budget_seconds` raises the retryable `BulkJobInProgress`) and the cursor of the next."""
         bulk = self.bulk
         if cursor.locator is None:
             job = bulk.wait(cursor.job_id, budget_seconds=self.id_job_budget_seconds, query=True)
@@ -629,8 +611,31 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
                     f"bulk query job {job.id} ended {job.state}: {job.error_message or 'no message'}",
                     error_code=job.state,
                 )
-        rows, locator = bulk.query_page(cursor.job_id, cursor.locator, page_records=self.id_page_records)
-        return IdPage(
-            ids=[row["Id"] for row in rows if row.get("Id")],
-            next_cursor=None if locator is None else _IdCursor(cursor.job_id, locator).encode(),
-        )
+        rows, locator = bulk.query_page(cursor.job_id, cursor.locator, page_records=records)
+        return rows, None if locator is None else _IdCursor(cursor.job_id, locator).encode()
+
+    # -- initial transfer (SPEC T1) ----------------------------------------------------------------
+    def count_records(self, object_name: str) -> int:
+        """`SELECT COUNT() FROM <Type>`: every live record of the object."""
+        return self.count(RecordQuery(object=object_name, fields=("Id",)))
+
+    def extract_page(
+        self, query: RecordQuery, cursor: str | None, *, records: int, tracking: bool = False
+    ) -> RecordPage:
+        """A Bulk API 2.0 query job over the whole object (its window and order left out), read in result
+        pages of `records` (`maxRecords`, `Sforce-Locator` until "null"). The first call creates the job
+        and answers its first page, or no records and a cursor on the job while it still runs, so a
+        retried step picks the same job up instead of starting another. CSV cells are typed as the REST
+        API types them. Salesforce has no change tracking: `tracking` is ignored."""
+        if cursor is None:
+            whole = replace(query, window_field=None, window_start=None, window_end=None, order_by=(), ids=())
+            job = self.bulk.create_query_job(render_query(whole))
+            position = _IdCursor(job.id, None)
+            try:
+                rows, following = self._job_page(position, records)
+            except BulkJobInProgress:
+                logger.info("extract query job %s is still running; the next step picks it up", job.id)
+                return RecordPage(records=[], next_cursor=position.encode())
+        else:
+            rows, following = self._job_page(_IdCursor.decode(cursor), records)
+        return RecordPage(records=[_typed_row(row, query.field_types) for row in rows], next_cursor=following)
