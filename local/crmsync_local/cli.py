@@ -758,18 +758,22 @@ def run(
 def transfer(
     sync_id: Annotated[str, typer.Argument(metavar="SYNC")],
     location: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            metavar="FILE|s3://bucket/key",
-            help="CSV with a header of CRM field names, or JSON Lines (one record object a line), UTF-8.",
+            metavar="[FILE|s3://bucket/key]",
+            help="CSV with a header of CRM field names, or JSON Lines (one record object a line), UTF-8. "
+            "Without it: the initial transfer of SYNC's object from the CRM (SPEC T1).",
         ),
-    ],
+    ] = None,
     file_format: Annotated[
         str | None,
         typer.Option(
             "--format", help="csv or jsonl; default: from the file's name (.csv, .jsonl, .ndjson, .json)."
         ),
     ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Initial transfer: wait for it to end and print its summary.")
+    ] = False,
     check: Annotated[
         bool | None,
         typer.Option(
@@ -781,11 +785,23 @@ def transfer(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     stack: StackOption = "crmsync",
 ) -> None:
-    """A first import from a file (SPEC T2): load its records into SYNC's target with the import's mapping,
+    """A first import. With FILE (SPEC T2): load its records into SYNC's target with the import's mapping,
     conversions, reconciliation and rejects. A row that cannot be read becomes a reject naming its row and
     column; a file that is not UTF-8 is refused (exit 2) naming the first bad byte's line and column. The
-    watermark does not move. A first import ends with the completeness check."""
+    watermark does not move. A first import ends with the completeness check.
+
+    Without FILE (SPEC T1): start the initial transfer - SYNC is an initial_transfer sync, or the import
+    sync one of them names. It counts the object; at or above the transfer's threshold it extracts the
+    object to S3 in parts (Salesforce Bulk API 2.0, Dataverse change tracking) and loads them side by side,
+    else it runs the import's ordinary first import; then it sets the import's watermark. Like `run`."""
     op = operator(stack)
+    if location is None:
+        if file_format is not None or check is not None:
+            raise fail("--format and --check/--no-check are for a transfer from a FILE", 2)
+        transfer_id = guarded(lambda: op.transfer_sync(sync_id))
+        raise typer.Exit(run_and_report(op, transfer_id, wait=wait, as_json=as_json, population=None))
+    if wait:
+        raise fail("--wait is for an initial transfer (no FILE); a transfer from a file always waits", 2)
     summary = guarded(lambda: op.transfer(sync_id, location, fmt=file_format, check=check)).model_dump(mode="json")
     if as_json:
         sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")

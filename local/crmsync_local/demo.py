@@ -5,8 +5,8 @@ Emulated AWS (the real template, ASL and handlers), an emulated Salesforce org a
 contacts are first imported from a CSV export (a couple of rows damaged, a few cut out: rejects name the
 row and column, and the completeness check re-reads what is missing), first imports run, some records change, and an incremental import reads only those changes. Then the marketing side
 changes: new people sign up (a few with data Salesforce refuses, some already known there as Leads) and
-imported profiles are edited; an export sends exactly those to Salesforce. Then Dynamics: first imports,
-changes and deletions, and incremental imports through the change-tracking delta link. Last, opt-outs
+imported profiles are edited; an export sends exactly those to Salesforce. Then Dynamics: the contacts'
+initial transfer by files (a small threshold), a first import, changes and deletions, and incremental imports through the change-tracking delta link. Last, opt-outs
 both ways: a Salesforce opt-out reaches the profile, a marketing one reaches Salesforce and Dynamics, a
 field changed on both sides goes to the later change, and a profile's consent history is printed.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-from crmsync.config import load_config
+from crmsync.config import CrmsyncConfig, InitialTransferSync, load_config
 from crmsync.domain.conversions import parse_crm_datetime
 from crmsync.services.operations import Operator
 from crmsync_local import demo_data
@@ -49,11 +49,26 @@ stays up, seeded with the same data and schema:
   crmsync runs sf-contacts        # then crmsync runs show RUN; crmsync logs RUN
   crmsync rejects export sf-contacts -o rejects.csv   # Data Loader-style CSV
 """
+DEMO_TRANSFER_THRESHOLD = 100
+"""The demo's Dynamics contacts are a few hundred: the initial transfer goes by files from 100 (not 500,000)."""
 REFUSED = (
     {"email": "jean.dupont@example", "lastName": "Dupont", "company": "Acme"},
     {"email": "sans.nom@example.net", "company": "Acme"},
     {"email": "long.name@example.net", "lastName": "de la Fuente y Gómez " * 5, "company": "Acme"},
 )
+
+
+def _small_transfers(config: CrmsyncConfig, *, dynamics_contacts: int) -> CrmsyncConfig:
+    """The example's initial transfers with the demo's threshold, and parts small enough to make four."""
+    syncs = [
+        sync.model_copy(
+            update={"threshold": DEMO_TRANSFER_THRESHOLD, "part_records": max(10, -(-dynamics_contacts // 4))}
+        )
+        if isinstance(sync, InitialTransferSync)
+        else sync
+        for sync in config.syncs
+    ]
+    return config.model_copy(update={"syncs": syncs})
 
 
 def _run(console: Console, operator: Operator, sync_id: str, title: str, **start: Any) -> dict[str, Any]:
@@ -113,7 +128,18 @@ def _dynamics(console: Console, crm: DynamicsControl, url: str, operator: Operat
         f"Dynamics emulator at {url}: {len(ids):,} contacts, {len(subscriptions):,} rows of the custom table "
         "new_subscription"
     )
-    first = _run(console, operator, "dyn-contacts", "1st import of dyn-contacts (change tracking: every record)")
+    first = _run(
+        console,
+        operator,
+        "dyn-contacts-transfer",
+        f"1st import of dyn-contacts by files: initial transfer (threshold {DEMO_TRANSFER_THRESHOLD} for the demo)",
+    )
+    console.print(
+        f"counted {first.get('counted', 0):,} contacts (RetrieveTotalRecordCount): extracted by change tracking into "
+        f"{first.get('parts', 0)} JSON Lines parts in S3, loaded side by side; dyn-contacts' watermark and delta "
+        "link set, so its next run reads the changes only",
+        highlight=False,
+    )
     custom = _run(console, operator, "dyn-subscriptions", "1st import of dyn-subscriptions (custom entity)")
 
     changed, deleted = ids[10:40], ids[50:55]
@@ -153,6 +179,7 @@ def _dynamics(console: Console, crm: DynamicsControl, url: str, operator: Operat
     return (
         deletions.get("status") == "SUCCEEDED"
         and deletions.get("deleted", 0) + deletions.get("already", 0) == len(deleted)
+        and first.get("mode") == "files"
         and {first.get("status"), custom.get("status"), second.get("status"), custom_second.get("status")}
         == {"SUCCEEDED"}
         and second.get("read") == len(changed) + len(new_rows)
@@ -488,8 +515,9 @@ def run_demo(console: Console, *, contacts: int = 2400) -> int:
             f"{len(ids):,} contacts from {len(countries)} countries, accented and non-Latin names"
         )
 
-        config = load_config(
-            EXAMPLE.read_text(encoding="utf-8"), source=str(EXAMPLE), environ=env.config_environ()
+        config = _small_transfers(
+            load_config(EXAMPLE.read_text(encoding="utf-8"), source=str(EXAMPLE), environ=env.config_environ()),
+            dynamics_contacts=max(100, contacts // 4),
         )
         operator = Operator("crmsync")
         operator.apply(config)

@@ -419,3 +419,35 @@ def test_preferences_sent_as_separate_prefer_headers_all_apply(dynamics_emulator
 
     assert len(body["value"]) == 2
     assert "gendercode@OData.Community.Display.V1.FormattedValue" in body["value"][0]
+
+
+def test_retrieve_total_record_count_answers_each_tables_count_by_logical_name(
+    dynamics_emulator: DynamicsEmulatorHandle,
+) -> None:
+    dynamics_emulator.control.put_records("contacts", [{"lastname": f"N{i}"} for i in range(3)])
+    http, headers = dynamics_emulator.http(), dynamics_emulator.headers()
+
+    literal = http.get(
+        f"{dynamics_emulator.api_url}/RetrieveTotalRecordCount(EntityNames=['contact','account'])", headers=headers
+    )
+    aliased = http.get(
+        f"{dynamics_emulator.api_url}/RetrieveTotalRecordCount(EntityNames=@p)?@p=['contact']", headers=headers
+    )
+
+    assert literal.status_code == 200, literal.text
+    counts = literal.json()["EntityRecordCountCollection"]
+    assert (counts["Count"], counts["Keys"], counts["IsReadOnly"]) == (2, ["contact", "account"], False)
+    assert counts["Values"][0] == 3
+    assert aliased.json()["EntityRecordCountCollection"]["Values"] == [3]
+
+
+def test_retrieve_total_record_count_of_an_unknown_table_is_object_does_not_exist(
+    dynamics_emulator: DynamicsEmulatorHandle,
+) -> None:
+    response = dynamics_emulator.http().get(
+        f"{dynamics_emulator.api_url}/RetrieveTotalRecordCount(EntityNames=['nosuchtable'])",
+        headers=dynamics_emulator.headers(),
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "0x80040217"

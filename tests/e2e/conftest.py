@@ -37,6 +37,16 @@ class SyncEnvironment:
     def profiles(self) -> list[dict[str, Any]]:
         return marketing_profiles(self.container).scan_profiles()
 
+    def reapply(self, sync_id: str, **changes: Any) -> None:
+        """Apply examples/syncs.yaml with one sync changed, as an operator editing the file would."""
+        syncs = [
+            type(s).model_validate({**s.model_dump(by_alias=True, exclude_none=True), **changes})
+            if s.id == sync_id
+            else s
+            for s in self.config.syncs
+        ]
+        self.operator.apply(self.config.model_copy(update={"syncs": syncs}))
+
     def watermark(self, sync_id: str = "sf-contacts"):
         return self.operator.watermark(sync_id)[1]
 

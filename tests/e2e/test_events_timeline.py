@@ -124,6 +124,9 @@ class EventsEnvironment:
 
 
 class SalesforceEvents(EventsEnvironment):
+    def delete_contact(self, crm_id: str) -> None:
+        self.control.delete("Contact", crm_id)
+
     def timeline_records(self) -> list[dict[str, Any]]:
         return [r for r in self.control.records("Marketing_Event__c") if not r.get("IsDeleted")]
 
@@ -132,6 +135,9 @@ class SalesforceEvents(EventsEnvironment):
 
 
 class DynamicsEvents(EventsEnvironment):
+    def delete_contact(self, crm_id: str) -> None:
+        self.control.delete_record("contacts", crm_id)
+
     def timeline_records(self) -> list[dict[str, Any]]:
         return self.control.records("cr_marketingevents")
 
@@ -277,6 +283,22 @@ def test_a_refused_record_becomes_a_reject_and_is_not_delivered_again(events_env
     rejects = events_env.rejects()
     assert len(rejects) == 1
     assert rejects[0]["record"]["event_id"] == "evt-00001"
+    assert events_env.queue_depth() == 0
+
+
+def test_an_event_for_a_contact_deleted_in_the_crm_becomes_a_reject_and_leaves_the_queue(events_env):
+    """What `crmsync demo --contacts 400` once counted wrong: the profile keeps its link to the deleted
+    record, the CRM refuses the activity (Salesforce ENTITY_IS_DELETED, Dataverse 0x80040217) and the event
+    is a reject of its own, not a lost or endlessly redelivered message; the other events land."""
+    profiles = events_env.linked_profiles(2)
+    events_env.delete_contact(events_env.crm_ids[profiles[0]])
+    events_env.send([event(1, profiles[0], "send"), event(2, profiles[1], "open")])
+    result = events_env.deliver()
+    assert (result.delivered, result.failed) == (2, 0)
+    assert events_env.types() == Counter({"open": 1})
+    rejects = events_env.rejects()
+    assert [(r["profileId"], r["record"]["event_id"]) for r in rejects] == [(profiles[0], "evt-00001")]
+    assert rejects[0]["errorSymbol"] in {"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "0x80040217"}
     assert events_env.queue_depth() == 0
 
 

@@ -154,6 +154,7 @@ def test_outputs_resolve(local_stack: LocalStack) -> None:
         "DeleteStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-delete",
         "TwoWayStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-two-way",
         "EnumerationsStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-enumerations",
+        "InitialTransferStateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:crmsync-initial-transfer",
         "RejectsQueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/crmsync-rejects",
         "SchedulerRoleArn": f"arn:aws:iam::{ACCOUNT}:role/crmsync-scheduler",
         "SyncScheduleGroupName": "crmsync-syncs",

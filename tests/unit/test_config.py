@@ -51,6 +51,8 @@ def test_example_configuration_is_valid():
         ("dyn-people-export", "export"),
         ("sf-optouts", "two_way"),
         ("dyn-optouts", "two_way"),
+        ("sf-contacts-transfer", "initial_transfer"),
+        ("dyn-contacts-transfer", "initial_transfer"),
         ("sf-contacts-deleted", "import_deleted"),
         ("sf-contacts-compare", "import_deleted"),
         ("dyn-contacts-deleted", "import_deleted"),
@@ -338,7 +340,7 @@ def test_a_misspelled_operation_key_names_the_allowed_operations_on_one_line():
     raw["syncs"][0]["operaton"] = raw["syncs"][0].pop("operation")
     assert problems_of(raw) == [
         "syncs[0] (sf-contacts).operation: required setting is missing ('operaton' is not a setting: is it a "
-        "misspelling of 'operation'?); use one of 'import', 'export', 'import_deleted', 'delete', 'events', 'enumerations', 'two_way'"
+        "misspelling of 'operation'?); use one of 'import', 'export', 'import_deleted', 'delete', 'events', 'enumerations', 'two_way', 'initial_transfer'"
     ]
 
 

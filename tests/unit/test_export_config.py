@@ -111,7 +111,7 @@ def test_the_same_remote_field_twice_is_refused():
 
 def test_an_unknown_operation_names_the_ones_this_version_supports():
     assert problems_of(config(operation="merge")) == [
-        "syncs[0] (sf-export).operation: 'merge' is not one of 'import', 'export', 'import_deleted', 'delete', 'events', 'enumerations', 'two_way'"
+        "syncs[0] (sf-export).operation: 'merge' is not one of 'import', 'export', 'import_deleted', 'delete', 'events', 'enumerations', 'two_way', 'initial_transfer'"
     ]
 
 

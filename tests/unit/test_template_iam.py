@@ -189,6 +189,20 @@ NEEDED = {
         ("dynamodb:UpdateItem", "RunsTable"),
         ("dynamodb:UpdateItem", "WatermarksTable"),
     },
+    "InitialTransferExtractFunction": {
+        ("dynamodb:GetItem", "DefinitionsTable"),
+        ("dynamodb:UpdateItem", "RunsTable"),
+        ("dynamodb:PutItem", "RunsTable"),
+        ("dynamodb:BatchWriteItem", "RunsTable"),
+        ("s3:PutObject", "DataBucket"),
+        ("secretsmanager:GetSecretValue", None),
+    },
+    "InitialTransferFinishFunction": {
+        ("dynamodb:Query", "RunsTable"),
+        ("dynamodb:DeleteItem", "RunsTable"),
+        ("dynamodb:UpdateItem", "RunsTable"),
+        ("dynamodb:UpdateItem", "WatermarksTable"),
+    },
     "EventsPushFunction": {
         ("sqs:ReceiveMessage", "EventsQueue"),
         ("sqs:DeleteMessage", "EventsQueue"),
@@ -212,6 +226,20 @@ NEEDED = {
         ("dynamodb:DeleteItem", "RunsTable"),
         ("dynamodb:PutItem", "RunsTable"),
     },
+}
+
+# A transfer starts as an import does (its plan, the watermark, the lease) but stages no population; a
+# transfer part is loaded through the import page's own load path.
+NEEDED["InitialTransferStartFunction"] = NEEDED["ImportStartFunction"] - {
+    ("s3:GetObject", "DataBucket"),
+    ("s3:PutObject", "DataBucket"),
+}
+NEEDED["InitialTransferPartFunction"] = set(NEEDED["ImportPageFunction"])
+# The completeness check reads the ids held locally and this run's rejects, then loads what it re-reads.
+NEEDED["InitialTransferCheckFunction"] = NEEDED["ImportPageFunction"] | {
+    ("dynamodb:Query", "ProfilesTable"),
+    ("dynamodb:Query", "ResourcesTable"),
+    ("dynamodb:Query", "RejectsTable"),
 }
 
 

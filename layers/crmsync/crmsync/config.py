@@ -888,6 +888,42 @@ class EnumerationSync(_Sync):
         return f"ENUMERATIONS_{instance}_{self.id}"
 
 
+# ------------------------------------------------------------------------------------- initial transfer
+TRANSFER_THRESHOLD = 500_000
+
+
+class InitialTransferSync(_Sync):
+    """The first import of a large object by files (SPEC T1): count the object; at or above `threshold`
+    extract it to S3 in parts (Salesforce Bulk API 2.0 query, Dataverse change tracking) and load the parts
+    side by side, else run the import sync's ordinary first import. Either way the import sync's mapping,
+    conversions, reconciliation and rejects apply, and its watermark (and delta link) is set, so its
+    incremental runs take over with nothing skipped."""
+
+    operation: Literal["initial_transfer"]
+    import_sync: str = Field(
+        description="the import sync whose rules the transfer loads with and whose watermark it sets; same "
+        "connection and object"
+    )
+    threshold: int = Field(
+        default=TRANSFER_THRESHOLD,
+        ge=1,
+        description="records from which the object is transferred by files; below it the import runs as usual",
+    )
+    part_records: int = Field(
+        default=50_000,
+        ge=10,
+        le=1_000_000,
+        description="records per part file: one Bulk API results page (maxRecords), or Dataverse pages of 5,000",
+    )
+    max_concurrency: int = Field(default=4, ge=1, le=40, description="parts loaded side by side")
+
+    _import = field_validator("import_sync")(_identifier)
+
+    def watermark_option(self, instance: str) -> str:
+        """A transfer keeps no watermark of its own: it sets its import sync's. A name no other sync uses."""
+        return f"TRANSFER_{instance}_{self.id}"
+
+
 # ------------------------------------------------------------------------------------- two-way
 OptOutAttribute = Literal[
     "denyList",
@@ -980,7 +1016,14 @@ class TwoWaySync(_Sync):
 
 
 SyncDefinition = Annotated[
-    ImportSync | ExportSync | DeletionImportSync | CrmDeleteSync | EventsSync | EnumerationSync | TwoWaySync,
+    ImportSync
+    | ExportSync
+    | DeletionImportSync
+    | CrmDeleteSync
+    | EventsSync
+    | EnumerationSync
+    | TwoWaySync
+    | InitialTransferSync,
     Field(discriminator="operation"),
 ]
 SYNC_OPERATIONS: tuple[str, ...] = tuple(
@@ -993,6 +1036,7 @@ SYNC_OPERATIONS: tuple[str, ...] = tuple(
         EventsSync,
         EnumerationSync,
         TwoWaySync,
+        InitialTransferSync,
     )
 )
 CONNECTION_KINDS: tuple[str, ...] = tuple(
@@ -1155,9 +1199,30 @@ class CrmsyncConfig(_Model):
                     f"attributes[{index}].type: {attribute.name} is built in as {BUILT_IN_ATTRIBUTES[attribute.name].value}"
                 )
         problems += self._owned_field_problems()
+        problems += self._transfer_problems()
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _transfer_problems(self) -> list[str]:
+        """An initial transfer names an import sync of its own connection and object."""
+        problems = []
+        imports = {sync.id: sync for sync in self.syncs if isinstance(sync, ImportSync)}
+        for index, sync in enumerate(self.syncs):
+            if not isinstance(sync, InitialTransferSync):
+                continue
+            target = imports.get(sync.import_sync)
+            where = f"syncs[{index}] ({sync.id}).import_sync"
+            if target is None:
+                problems.append(
+                    f"{where}: no import sync {sync.import_sync!r} (import syncs: {', '.join(sorted(imports)) or 'none'})"
+                )
+            elif target.connection != sync.connection or target.object.lower() != sync.object.lower():
+                problems.append(
+                    f"{where}: {target.id!r} reads {target.object} on {target.connection}; the transfer reads "
+                    f"{sync.object} on {sync.connection} (they must be the same)"
+                )
+        return problems
 
     def _owned_field_problems(self) -> list[str]:
         """A field a two-way sync owns may not be mapped by an import or export of its connection and object."""
@@ -1378,6 +1443,7 @@ __all__ = [
     "ExportSync",
     "FieldMapping",
     "ImportSync",
+    "InitialTransferSync",
     "NotOf",
     "SalesforceConnection",
     "SyncDefinition",

@@ -29,6 +29,7 @@ from .config import (
     EventsSync,
     ExportSync,
     ImportSync,
+    InitialTransferSync,
     TwoWaySync,
 )
 
@@ -229,6 +230,35 @@ OPERATIONS: dict[str, Operation] = {
                 ("enumerations_sync", "SyncEnumerations", "StartEnumerationsEvent", "sync_enumerations", True),
             ),
             summary_fields=("added", "updated", "unchanged", "removed", "api_calls"),
+        ),
+        Operation(
+            name="initial_transfer",
+            sync_model=InitialTransferSync,
+            machine="initial-transfer",
+            logical_id="InitialTransferStateMachine",
+            steps=_steps(
+                "initial_transfers",
+                ("initial_transfer_start", "StartRun", "StartTransferEvent", "start_transfer", False),
+                ("initial_transfer_extract", "ExtractParts", "TransferState", "extract_transfer", True),
+                ("initial_transfer_part", "LoadPart", "TransferPartEvent", "load_transfer_part", False),
+                ("initial_transfer_check", "CheckCompleteness", "TransferState", "check_transfer", True),
+                ("initial_transfer_finish", "FinishRun", "TransferState", "finish_transfer", False),
+            ),
+            summary_fields=(
+                "counted",
+                "read",
+                "created",
+                "updated",
+                "unchanged",
+                "rejected",
+                "parts",
+                "api_calls",
+            ),
+            takes_population=False,
+            found_by={
+                "files": "the object's extract in S3 parts (Bulk API 2.0 query / change tracking), loaded side by side",
+                "import": "the import sync's ordinary first import (the object was below the threshold)",
+            },
         ),
     )
 }

@@ -256,6 +256,25 @@ class CountingConnector(CrmConnector, Protocol):
         """How many records `query` (its window, ids and filter) selects now; fields and order ignored."""
 
 
+# ------------------------------------------------------------------------------------- initial transfer
+@runtime_checkable
+class ExtractConnector(CrmConnector, Protocol):
+    """A CRM that counts an object and extracts all of it the cheapest way it has (SPEC T1): Salesforce a
+    Bulk API 2.0 query job read in result pages (`Sforce-Locator`), Dataverse a change-tracking read in
+    pages of 5,000 whose last page carries the delta link the incremental runs follow."""
+
+    def count_records(self, object_name: str) -> int:
+        """How many records the object holds (Salesforce `COUNT()`; Dataverse `RetrieveTotalRecordCount`,
+        a snapshot up to a day old): enough to choose between files and the ordinary import."""
+
+    def extract_page(self, query: RecordQuery, cursor: str | None, *, records: int, tracking: bool) -> RecordPage:
+        """One page of the extract of `query`'s object (its window ignored): the first when `cursor` is
+        None, else the page at `cursor`; at most `records` records (Dataverse: at most 5,000). A page may
+        hold no records and a cursor (a query job still running: ask again). With `tracking`, the read is
+        a change-tracking one and its last page carries the delta link. Values are typed as the ordinary
+        read types them, so the import's mapping reads both alike."""
+
+
 # ------------------------------------------------------------------------------------- field history
 @dataclass(frozen=True)
 class FieldChange:

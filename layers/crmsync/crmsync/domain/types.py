@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class CrmFieldType(StrEnum):
@@ -113,3 +114,30 @@ def is_compatible(crm: CrmFieldType, local: LocalType, conversion: Conversion, h
     if has_replacements:
         return True
     return local in COMPATIBLE[crm]
+
+
+def typed_text(text: str, crm_type: CrmFieldType | None) -> Any:
+    """A value written as text (a CSV cell: a transfer file, a Bulk API result) as the CRM's JSON API
+    would give it: numbers and booleans typed, an empty cell absent (None); `ValueError` saying why a
+    cell is not of its type."""
+    if text == "":
+        return None
+    if crm_type is CrmFieldType.BOOLEAN:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1"):
+            return True
+        if lowered in ("false", "0"):
+            return False
+        raise ValueError("is not a boolean (true, false, 1, 0)")
+    if crm_type is CrmFieldType.INTEGER:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ValueError("is not an integer") from None
+    if crm_type is CrmFieldType.NUMBER:
+        try:
+            number = float(text.strip())
+        except ValueError:
+            raise ValueError("is not a number") from None
+        return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+    return text

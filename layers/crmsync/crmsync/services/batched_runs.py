@@ -1,6 +1,8 @@
 """The frame of every resumable batched run (export, deletion in the CRM - SPEC E4, D3), written once.
 
-An operation subclasses `BatchedOperation` and supplies hooks only: how its sync is checked against the
+An operation subclasses `BatchedOperation` and supplies hooks only (an operation that reads its population
+in steps of its own - the initial transfer's extract - subclasses `BatchedFrame`, the batch and finish
+below, and brings its own start): how its sync is checked against the
 CRM (`prepare`), which records make its population (`changed`, `given`), how one batch is sent and what
 its results mean (`send`), and its summary model. The algorithm stays here, the same for every operation,
 as Powertools' `BasePartialProcessor` or Meltano's `BatchSink.process_batch` keep theirs (and as
@@ -92,6 +94,7 @@ class ObjectRun(BatchedRun):
 RunT = TypeVar("RunT", bound=BatchedRun)
 TotalsT = TypeVar("TotalsT", bound=Counts)
 SyncT = TypeVar("SyncT", bound=WindowedSync)
+AnySyncT = TypeVar("AnySyncT")
 PlanT = TypeVar("PlanT")
 StateT = TypeVar("StateT", bound="BatchedState[Any, Any]")
 EventT = TypeVar("EventT", bound="BatchEvent[Any]")
@@ -213,8 +216,11 @@ class LedgerJournal:
 
 
 # ------------------------------------------------------------------------------------- the frame
-class BatchedOperation(ABC, Generic[SyncT, PlanT, RunT, TotalsT, StateT, EventT, SummaryT]):
-    """One batched operation: its names and models, and the hooks the frame calls."""
+class BatchedFrame(ABC, Generic[AnySyncT, PlanT, RunT, TotalsT, StateT, EventT, SummaryT]):
+    """What every batched run shares past its start: its names and models, one batch (claim, send, route
+    rejects, complete) and the finish (ledger added up, watermark moved, run closed). An operation whose
+    population is read by steps of its own (an initial transfer's extract) subclasses this with its own
+    start; the others subclass `BatchedOperation`, whose start plans the population too."""
 
     operation: ClassVar[str]
     """The registry's name of the operation, recorded on runs, rejects and the unfinished-run item."""
@@ -227,44 +233,24 @@ class BatchedOperation(ABC, Generic[SyncT, PlanT, RunT, TotalsT, StateT, EventT,
     identity_field: ClassVar[str]
     """The snapshot row's field that names a record: a population holds each record once."""
 
-    sync_model: type[SyncT]
+    sync_model: type[AnySyncT]
     run_model: type[RunT]
     totals_model: type[TotalsT]
     state_model: type[StateT]
     summary_model: type[SummaryT]
 
     # -- hooks -----------------------------------------------------------------------------------
-    @abstractmethod
-    def prepare(self, sync: SyncT, connection: Connection, connector: CrmConnector) -> tuple[PlanT, RunSettings]:
-        """Check the sync against the CRM (describe); the plan the steps follow, and the run's settings."""
-
-    def resolved(self, plan: PlanT, container: Container) -> PlanT:
-        """The plan completed from the stores, once per run (an export's enumeration conversions)."""
-        return plan
-
-    @abstractmethod
-    def mode(self, population: PopulationSource | None) -> str:
-        """The run's mode: how its population was given."""
-
-    @abstractmethod
-    def changed(
-        self, container: Container, run: RunT, sync: SyncT, plan: PlanT, window: ImportWindow, until: datetime
-    ) -> Iterable[dict[str, Any]]:
-        """Without a given population: the records due since the window's start, up to `until`."""
-
-    @abstractmethod
-    def given(
-        self, container: Container, run: RunT, plan: PlanT, population: PopulationSource, rejects: list[Reject]
-    ) -> Iterable[dict[str, Any]]:
-        """The records of a given population; those refused at once go to `rejects`."""
-
-    @abstractmethod
-    def api(self, sync: SyncT, plan: PlanT, run: RunT) -> tuple[Literal["collections", "bulk"], int]:
-        """The API the run's batches use, given its size, and how many snapshot parts make a batch."""
-
     def state_fields(self, plan: PlanT) -> dict[str, Any]:
         """What the state (and every batch event) carries beside the run and the totals."""
         return {}
+
+    def summary_extra(self, state: StateT) -> dict[str, Any]:
+        """What the operation's summary says beside the ledger's counts (none but a transfer's route)."""
+        return {}
+
+    def delta_link(self, run: RunT) -> str | None:
+        """The change-tracking link the finish stores with the watermark (none but a Dataverse transfer's)."""
+        return None
 
     @abstractmethod
     def send(
@@ -277,68 +263,6 @@ class BatchedOperation(ABC, Generic[SyncT, PlanT, RunT, TotalsT, StateT, EventT,
         journal: Callable[[str], WriteJournal],
     ) -> BatchResult:
         """Send one batch's records through `writer` (its calls journaled by slot) and apply what came back."""
-
-    # -- start -----------------------------------------------------------------------------------
-    def start(self, event: StartEvent, container: Container) -> StateT:
-        """Take the lease, check the sync against the CRM, then resume the unfinished run or plan a new one."""
-        population = event.population
-        sync, connection, instance = sync_to_start(container, event, self.sync_model, self.machine, self.runs)
-        with leased(container, event.sync_id, event.run_id):
-            connector = container.connector(connection)
-            calls_before = connector.api_calls
-            # Schema drift on every run (SPEC S3): a retyped mapped field is refused before anything is read.
-            definition = cast(SyncDefinition, sync)  # every batched operation's sync is a configured one
-            described = describe_for_run(container.runs, definition, connector, mapped_fields(definition))
-            plan, settings = self.prepare(sync, connection, described.connector(connector))
-            plan = self.resolved(plan, container)
-            started_at = normalize_started_at(event.started_at)
-            run = self._resumed(container, event, started_at, settings.max_concurrency, population is not None)
-            if run is None:
-                run = self.run_model.model_validate(
-                    {
-                        "sync_id": event.sync_id,
-                        "run_id": event.run_id,
-                        "started_at": started_at,
-                        "trigger": event.trigger,
-                        "connection": connection.name,
-                        "object": settings.object,
-                        "ledger_run": event.run_id,
-                        "mode": self.mode(population),
-                        "prefix": f"runs/{event.sync_id}/{event.run_id}",
-                        "manifest_key": f"runs/{event.sync_id}/{event.run_id}/manifest.json",
-                        "max_concurrency": settings.max_concurrency,
-                        **settings.fields,
-                    }
-                )
-                self._plan(container, run, sync, instance, plan, settings, population)
-            container.runs.record_start(
-                run.key,
-                operation=self.operation,
-                trigger=event.trigger,
-                details={
-                    "window": run.window_summary(),
-                    "object": run.object,
-                    "connection": connection.name,
-                    "mode": run.mode,
-                    "ledgerRun": run.ledger_run,
-                    "batches": run.batches,
-                    "records": run.records,
-                    **({"newFields": described.new_fields} if described.new_fields else {}),
-                },
-            )
-            logger.info(
-                f"{self.noun} run resumed" if run.resumed_from else f"{self.noun} run started",
-                extra={
-                    "sync_id": run.sync_id,
-                    "run_id": run.run_id,
-                    "batches": run.batches,
-                    "records": run.records,
-                },
-            )
-            totals = self.totals_model().plus(
-                {"api_calls": connector.api_calls - calls_before, "batches": run.batches}
-            )
-            return self.state_model.model_validate({"run": run, "totals": totals, **self.state_fields(plan)})
 
     def _resumed(
         self, container: Container, event: StartRunEvent, started_at: str, max_concurrency: int, given: bool
@@ -363,51 +287,6 @@ class BatchedOperation(ABC, Generic[SyncT, PlanT, RunT, TotalsT, StateT, EventT,
                 "max_concurrency": max_concurrency,
             }
         )
-
-    def _plan(
-        self,
-        container: Container,
-        run: RunT,
-        sync: SyncT,
-        instance: str,
-        plan: PlanT,
-        settings: RunSettings,
-        population: PopulationSource | None,
-    ) -> None:
-        """Resolve the population, snapshot it to S3 in parts, write the manifest, plan the ledger."""
-        rejects: list[Reject] = []
-        rows: Iterable[dict[str, Any]]
-        if population is None:
-            now = datetime.now(UTC)
-            window, _ = run.open_window(container, sync, instance, now)
-            until = now - timedelta(seconds=sync.watermark.lag_seconds)
-            rows = self.changed(container, run, sync, plan, window, until)
-        else:
-            rows = self.given(container, run, plan, population, rejects)
-        parts = write_snapshot(
-            container,
-            run.prefix,
-            rows,
-            part_size=settings.part_size,
-            identity=lambda row: str(row[self.identity_field]),
-        )
-        run.records = sum(size for _, size in parts)
-        run.api, parts_per_batch = self.api(sync, plan, run)
-        batches = plan_batches(
-            container,
-            sync_id=run.sync_id,
-            ledger_run=run.ledger_run,
-            manifest_key=run.manifest_key,
-            parts=parts,
-            parts_per_batch=parts_per_batch,
-            api=run.api,
-        )
-        run.batches = len(batches)
-        if rejects:
-            container.rejects.route(rejects, self._context(run), enabled=settings.route_rejects)
-            run.rejected_at_start = len(rejects)
-        if batches:
-            container.batches.mark_unfinished(run.sync_id, self.operation, run.model_dump(mode="json"))
 
     def _context(self, run: BatchedRun) -> RejectContext:
         return RejectContext(run.sync_id, run.run_id, self.operation, self.direction)
@@ -455,11 +334,7 @@ class BatchedOperation(ABC, Generic[SyncT, PlanT, RunT, TotalsT, StateT, EventT,
         """Add the ledger up, move the watermark (only forward, under the lease), forget the unfinished run,
         close this one - in one transaction."""
         run: BatchedRun = state.run
-        counts, undone = ledger_counts(container, run.sync_id, run.ledger_run)
-        if undone:
-            raise ConfigurationError(
-                f"batches {undone[:10]} of run {run.ledger_run} are not done; the run stays resumable"
-            )
+        counts = done_ledger_counts(container, run)
         totals = (
             self.totals_model()
             .plus({"api_calls": state.totals.api_calls, "batches": run.batches, "rejected": run.rejected_at_start})
@@ -474,6 +349,7 @@ class BatchedOperation(ABC, Generic[SyncT, PlanT, RunT, TotalsT, StateT, EventT,
                 "operation": self.operation,
                 "resumed_from": run.resumed_from,
                 "window": run.window_summary() if window else None,
+                **self.summary_extra(state),
             }
         )
         close_run(
@@ -482,12 +358,169 @@ class BatchedOperation(ABC, Generic[SyncT, PlanT, RunT, TotalsT, StateT, EventT,
             summary,
             operation=self.operation,
             window=window,
+            delta_link=self.delta_link(cast(RunT, run)),
             also=(container.batches.finished_action(run.sync_id, self.operation),),
         )
         return summary
 
 
+class BatchedOperation(BatchedFrame[SyncT, PlanT, RunT, TotalsT, StateT, EventT, SummaryT]):
+    """One batched operation whose start step plans its population: the hooks the frame's start calls."""
+
+    # -- hooks -----------------------------------------------------------------------------------
+    @abstractmethod
+    def prepare(self, sync: SyncT, connection: Connection, connector: CrmConnector) -> tuple[PlanT, RunSettings]:
+        """Check the sync against the CRM (describe); the plan the steps follow, and the run's settings."""
+
+    def resolved(self, plan: PlanT, container: Container) -> PlanT:
+        """The plan completed from the stores, once per run (an export's enumeration conversions)."""
+        return plan
+
+    @abstractmethod
+    def mode(self, population: PopulationSource | None) -> str:
+        """The run's mode: how its population was given."""
+
+    @abstractmethod
+    def changed(
+        self, container: Container, run: RunT, sync: SyncT, plan: PlanT, window: ImportWindow, until: datetime
+    ) -> Iterable[dict[str, Any]]:
+        """Without a given population: the records due since the window's start, up to `until`."""
+
+    @abstractmethod
+    def given(
+        self, container: Container, run: RunT, plan: PlanT, population: PopulationSource, rejects: list[Reject]
+    ) -> Iterable[dict[str, Any]]:
+        """The records of a given population; those refused at once go to `rejects`."""
+
+    @abstractmethod
+    def api(self, sync: SyncT, plan: PlanT, run: RunT) -> tuple[Literal["collections", "bulk"], int]:
+        """The API the run's batches use, given its size, and how many snapshot parts make a batch."""
+
+    # -- start -----------------------------------------------------------------------------------
+    def start(self, event: StartEvent, container: Container) -> StateT:
+        """Take the lease, check the sync against the CRM, then resume the unfinished run or plan a new one."""
+        population = event.population
+        sync, connection, instance = sync_to_start(container, event, self.sync_model, self.machine, self.runs)
+        with leased(container, event.sync_id, event.run_id):
+            connector = container.connector(connection)
+            calls_before = connector.api_calls
+            # Schema drift on every run (SPEC S3): a retyped mapped field is refused before anything is read.
+            definition = cast(SyncDefinition, sync)  # every batched operation's sync is a configured one
+            described = describe_for_run(container.runs, definition, connector, mapped_fields(definition))
+            plan, settings = self.prepare(sync, connection, described.connector(connector))
+            plan = self.resolved(plan, container)
+            started_at = normalize_started_at(event.started_at)
+            run = self._resumed(container, event, started_at, settings.max_concurrency, population is not None)
+            if run is None:
+                run = self.run_model.model_validate(
+                    {
+                        **new_run(event, started_at, connection.name, settings.object, settings.max_concurrency),
+                        "mode": self.mode(population),
+                        **settings.fields,
+                    }
+                )
+                self._plan(container, run, sync, instance, plan, settings, population)
+            container.runs.record_start(
+                run.key,
+                operation=self.operation,
+                trigger=event.trigger,
+                details={
+                    **run_details(run),
+                    **({"newFields": described.new_fields} if described.new_fields else {}),
+                },
+            )
+            logger.info(
+                f"{self.noun} run resumed" if run.resumed_from else f"{self.noun} run started",
+                extra={
+                    "sync_id": run.sync_id,
+                    "run_id": run.run_id,
+                    "batches": run.batches,
+                    "records": run.records,
+                },
+            )
+            totals = self.totals_model().plus(
+                {"api_calls": connector.api_calls - calls_before, "batches": run.batches}
+            )
+            return self.state_model.model_validate({"run": run, "totals": totals, **self.state_fields(plan)})
+
+    def _plan(
+        self,
+        container: Container,
+        run: RunT,
+        sync: SyncT,
+        instance: str,
+        plan: PlanT,
+        settings: RunSettings,
+        population: PopulationSource | None,
+    ) -> None:
+        """Resolve the population, snapshot it to S3 in parts, write the manifest, plan the ledger."""
+        rejects: list[Reject] = []
+        rows: Iterable[dict[str, Any]]
+        if population is None:
+            now = datetime.now(UTC)
+            window, _ = run.open_window(container, sync, instance, now)
+            until = now - timedelta(seconds=sync.watermark.lag_seconds)
+            rows = self.changed(container, run, sync, plan, window, until)
+        else:
+            rows = self.given(container, run, plan, population, rejects)
+        parts = write_snapshot(
+            container,
+            run.prefix,
+            rows,
+            part_size=settings.part_size,
+            identity=lambda row: str(row[self.identity_field]),
+        )
+        run.records = sum(size for _, size in parts)
+        run.api, parts_per_batch = self.api(sync, plan, run)
+        batches = plan_batches(
+            container,
+            sync_id=run.sync_id,
+            ledger_run=run.ledger_run,
+            manifest_key=run.manifest_key,
+            parts=parts,
+            parts_per_batch=parts_per_batch,
+            api=run.api,
+        )
+        run.batches = len(batches)
+        if rejects:
+            container.rejects.route(rejects, self._context(run), enabled=settings.route_rejects)
+            run.rejected_at_start = len(rejects)
+        if batches:
+            container.batches.mark_unfinished(run.sync_id, self.operation, run.model_dump(mode="json"))
+
+
 # ------------------------------------------------------------------------------------- pieces
+def run_details(run: BatchedRun) -> dict[str, Any]:
+    """What the run ledger shows of a batched run when it starts."""
+    return {
+        "window": run.window_summary(),
+        "object": run.object,
+        "connection": run.connection,
+        "mode": run.mode,
+        "ledgerRun": run.ledger_run,
+        "batches": run.batches,
+        "records": run.records,
+    }
+
+
+def new_run(
+    event: StartRunEvent, started_at: str, connection: str, object_name: str, max_concurrency: int
+) -> dict[str, Any]:
+    """The fields every new batched run starts with: its identity, its own ledger, its S3 prefix."""
+    return {
+        "sync_id": event.sync_id,
+        "run_id": event.run_id,
+        "started_at": started_at,
+        "trigger": event.trigger,
+        "connection": connection,
+        "object": object_name,
+        "ledger_run": event.run_id,
+        "prefix": f"runs/{event.sync_id}/{event.run_id}",
+        "manifest_key": f"runs/{event.sync_id}/{event.run_id}/manifest.json",
+        "max_concurrency": max_concurrency,
+    }
+
+
 def send_again_unanswered(writer: CrmWriter, request: WriteRequest, journal: WriteJournal) -> list[WriteResult]:
     """Unknown-outcome resolution for an idempotent write (a deletion): a call whose outcome is unknown
     is sent again for the records it did not answer, which come back done or already done."""
@@ -580,9 +613,22 @@ def plan_batches(
 
 
 def read_part(container: Container, key: str) -> list[dict[str, Any]]:
+    """The rows of a part: a JSON array, or JSON Lines (`.jsonl`, an initial transfer's extract)."""
     body = container.aws.client("s3").get_object(Bucket=container.settings.data_bucket, Key=key)["Body"].read()
+    if key.endswith(".jsonl"):
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
     rows: list[dict[str, Any]] = json.loads(body)
     return rows
+
+
+def done_ledger_counts(container: Container, run: BatchedRun) -> dict[str, int]:
+    """Every batch's counts added up; refused while a batch is not done (the run stays resumable)."""
+    counts, undone = ledger_counts(container, run.sync_id, run.ledger_run)
+    if undone:
+        raise ConfigurationError(
+            f"batches {undone[:10]} of run {run.ledger_run} are not done; the run stays resumable"
+        )
+    return counts
 
 
 def ledger_counts(container: Container, sync_id: str, ledger_run: str) -> tuple[dict[str, int], list[int]]:
@@ -601,6 +647,7 @@ __all__ = [
     "BatchEvent",
     "BatchOutcome",
     "BatchResult",
+    "BatchedFrame",
     "BatchedOperation",
     "BatchedRun",
     "BatchedState",
@@ -610,9 +657,12 @@ __all__ = [
     "ObjectSync",
     "RunSettings",
     "StartEvent",
+    "done_ledger_counts",
     "ledger_counts",
+    "new_run",
     "plan_batches",
     "read_part",
+    "run_details",
     "send_again_unanswered",
     "write_snapshot",
 ]

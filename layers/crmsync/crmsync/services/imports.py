@@ -36,7 +36,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..config import ImportSync
-from ..connectors.port import ChangeTrackingConnector, CountingConnector, CrmConnector, RecordPage, RecordQuery
+from ..connectors.port import (
+    ChangeTrackingConnector,
+    CountingConnector,
+    CrmConnector,
+    ObjectDescription,
+    RecordPage,
+    RecordQuery,
+)
 from ..domain.records import CrmDeletion, DeletionResult, LocalRecord, RecordRejected, Reject, RejectCode
 from ..domain.windows import ImportWindow
 from ..errors import ConfigurationError, DeltaTokenExpired
@@ -201,8 +208,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
         connector = container.connector(connection)
         calls_before = connector.api_calls
         described = describe_for_run(ledger, sync, connector, mapped_fields(sync))
-        plan = resolve_import_plan(sync, described.description, connection.kind)
-        plan = dataclasses.replace(plan, fields=through_enumerations(plan.fields, container, "import"))
+        plan = resolved_import_plan(container, sync, described.description, connection.kind)
         started_at = normalize_started_at(event.started_at)
         run = ImportRun(
             sync_id=sync.id,
@@ -262,6 +268,14 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
             crm_api_usage=api_usage_of(connector, run),
             window_check=window_check,
         )
+
+
+def resolved_import_plan(
+    container: Container, sync: ImportSync, description: ObjectDescription, crm_kind: str
+) -> ImportPlan:
+    """The sync checked against the object's description, its enumeration conversions read (SPEC S2)."""
+    plan = resolve_import_plan(sync, description, crm_kind)
+    return dataclasses.replace(plan, fields=through_enumerations(plan.fields, container, "import"))
 
 
 def _count_window(connector: CrmConnector, plan: ImportPlan, run: ImportRun) -> WindowCheck | None:

@@ -22,6 +22,8 @@ from ..config import (
     CrmsyncConfig,
     DynamicsConnection,
     EventsSync,
+    ImportSync,
+    InitialTransferSync,
     SalesforceConnection,
     SyncDefinition,
     TwoWaySync,
@@ -440,6 +442,31 @@ class Operator:
             input=json.dumps(payload),
         )
         return StartedRun(sync_id=sync_id, run_id=run_id, execution_arn=response["executionArn"])
+
+    def transfer_sync(self, sync_id: str) -> str:
+        """The initial_transfer sync `crmsync transfer SYNC` starts: SYNC itself, or the one applied transfer
+        sync naming the import sync SYNC."""
+        sync = self.container.definitions.sync(sync_id).sync
+        if isinstance(sync, InitialTransferSync):
+            return sync_id
+        if not isinstance(sync, ImportSync):
+            raise ConfigurationError(f"sync {sync_id!r} is an {sync.operation}; a transfer loads an import sync")
+        naming: list[str] = []
+        for item in self.container.definitions.list_syncs():
+            other = (
+                self.container.definitions.sync(str(item["id"])).sync
+                if item.get("operation") == "initial_transfer"
+                else None
+            )
+            if isinstance(other, InitialTransferSync) and other.import_sync == sync_id:
+                naming.append(other.id)
+        if len(naming) != 1:
+            raise ConfigurationError(
+                f"import sync {sync_id!r} has {'no' if not naming else len(naming)} initial_transfer sync"
+                f"{'' if not naming else 's'} naming it ({', '.join(naming) or 'add one: docs/operations.md'}); "
+                "give FILE for a first import from a file, or name the transfer sync"
+            )
+        return naming[0]
 
     def transfer(
         self, sync_id: str, location: str, *, fmt: str | None = None, check: bool | None = None

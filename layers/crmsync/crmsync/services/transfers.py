@@ -34,7 +34,7 @@ from typing import IO, Any, Literal
 
 from ..config import ImportSync
 from ..domain.records import Reject, RejectCode
-from ..domain.types import CrmFieldType
+from ..domain.types import typed_text
 from ..errors import ConfigurationError
 from ..inputs import text_lines
 from ..stores.runs import RunKey
@@ -82,31 +82,6 @@ def file_format(source: str, given: str | None = None) -> FileFormat:
     raise ConfigurationError(
         f"{source}: cannot tell the format from the name; pass --format csv or --format jsonl"
     )
-
-
-def _typed(text: str, crm_type: CrmFieldType | None) -> Any:
-    """A CSV cell as the CRM's API would give it: numbers and booleans typed, an empty cell absent."""
-    if text == "":
-        return None
-    if crm_type is CrmFieldType.BOOLEAN:
-        lowered = text.strip().lower()
-        if lowered in ("true", "1"):
-            return True
-        if lowered in ("false", "0"):
-            return False
-        raise ValueError("is not a boolean (true, false, 1, 0)")
-    if crm_type is CrmFieldType.INTEGER:
-        try:
-            return int(text.strip())
-        except ValueError:
-            raise ValueError("is not an integer") from None
-    if crm_type is CrmFieldType.NUMBER:
-        try:
-            number = float(text.strip())
-        except ValueError:
-            raise ValueError("is not a number") from None
-        return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
-    return text
 
 
 def _malformed(number: int, message: str, record: dict[str, Any], plan: ImportPlan, column: str = "") -> Row:
@@ -170,7 +145,7 @@ def csv_rows(lines: Iterable[str], source: str, plan: ImportPlan) -> Iterator[Ro
         problem: Row | None = None
         for index, (column, text) in enumerate(zip(columns, cells, strict=True), start=1):
             try:
-                record[column] = _typed(text, plan.field_types.get(column))
+                record[column] = typed_text(text, plan.field_types.get(column))
             except ValueError as why:
                 problem = _malformed(
                     number, f"{source}: row {number}, column {index} ({column}): {text!r} {why}", raw, plan, column

@@ -206,6 +206,8 @@ class WebApi:
             return self._whoami(method, ctx)
         if name == "RetrieveRecordChangeHistory" and len(segments) == 1:
             return self._record_change_history(method, key, args, ctx)
+        if name == "RetrieveTotalRecordCount" and len(segments) == 1:
+            return self._total_record_count(method, key, args, ctx)
         if name == "EntityDefinitions":
             return self._entity_definitions(method, key, segments[1:], args, ctx)
         if name == "GlobalOptionSetDefinitions":
@@ -256,6 +258,7 @@ class WebApi:
             {"name": "EntityDefinitions", "kind": "EntitySet", "url": "EntityDefinitions"},
             {"name": "GlobalOptionSetDefinitions", "kind": "EntitySet", "url": "GlobalOptionSetDefinitions"},
             {"name": "WhoAmI", "kind": "FunctionImport", "url": "WhoAmI"},
+            {"name": "RetrieveTotalRecordCount", "kind": "FunctionImport", "url": "RetrieveTotalRecordCount"},
         ]
         return ApiResponse.json({"@odata.context": f"{ctx.api_url}/$metadata", "value": sets})
 
@@ -293,6 +296,47 @@ class WebApi:
                 raise self._not_found(entity, record_id)
             body = change_history(self.store, entity, record_id, ctx.api_url)
         return ApiResponse.json(body)
+
+    def _total_record_count(
+        self, method: str, key: str | None, args: Mapping[str, str], ctx: CallContext
+    ) -> ApiResponse:
+        """`RetrieveTotalRecordCount(EntityNames=['contact','account'])` (or `EntityNames=@p` with
+        `?@p=[...]`): each table's row count, as `EntityRecordCountCollection` Keys and Values. Dataverse
+        answers a snapshot up to a day old; the emulator answers the live count."""
+        if method != "GET":
+            raise _method_not_allowed(method, "RetrieveTotalRecordCount")
+        parameters = dict(part.split("=", 1) for part in [(key or "").strip()] if "=" in part)
+        names = parameters.get("EntityNames", "").strip()
+        if names.startswith("@"):
+            names = _aliases(args).get(names, "")
+        listed = re.fullmatch(r"\[\s*((?:'[^']*'|\"[^\"]*\")(?:\s*,\s*(?:'[^']*'|\"[^\"]*\"))*)?\s*\]", names)
+        if listed is None:
+            raise errors.bad_request(
+                "RetrieveTotalRecordCount needs EntityNames, a collection of table logical names: ['contact']."
+            )
+        keys = [n[1:-1] for n in re.findall(r"'[^']*'|\"[^\"]*\"", listed.group(1) or "")]
+        values = []
+        with self.lock:
+            for logical_name in keys:
+                entity = self.registry.entity(logical_name)
+                if entity is None:
+                    raise errors.bad_request(
+                        f"The entity with a name = '{logical_name}' with namemapping = 'Logical' was not found "
+                        "in the MetadataCache.",
+                        code=errors.OBJECT_DOES_NOT_EXIST,
+                    )
+                values.append(len(self.store.table(entity).rows))
+        return ApiResponse.json(
+            {
+                "@odata.context": f"{ctx.api_url}/$metadata#Microsoft.Dynamics.CRM.RetrieveTotalRecordCountResponse",
+                "EntityRecordCountCollection": {
+                    "Count": len(keys),
+                    "IsReadOnly": False,
+                    "Keys": keys,
+                    "Values": values,
+                },
+            }
+        )
 
     # -- reading records ------------------------------------------------------------------------------------
     def _select(self, entity: EntityDef, args: Mapping[str, str]) -> list[str] | None:

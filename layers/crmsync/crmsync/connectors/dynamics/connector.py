@@ -753,6 +753,37 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
         with ThreadPoolExecutor(max_workers=min(self.connection.max_concurrency, len(chunks))) as pool:
             return [record for records in pool.map(read, chunks) for record in records]
 
+    # -- initial transfer (SPEC T1) ----------------------------------------------------------------
+    def count_records(self, object_name: str) -> int:
+        """`RetrieveTotalRecordCount(EntityNames=['<table>'])`: Dataverse's row count snapshot (up to a
+        day old, which is close enough to choose between files and the ordinary import)."""
+        table = self._table(object_name)
+        names = f"['{odata.identifier(table.logical_name)}']"
+        body = self._json(
+            f"{self._base}/RetrieveTotalRecordCount(EntityNames=@names)?{odata.encode({'@names': names})}"
+        )
+        counts = body.get("EntityRecordCountCollection") or {}
+        for key, value in zip(counts.get("Keys") or [], counts.get("Values") or [], strict=False):
+            if str(key).lower() == table.logical_name.lower():
+                return int(value)
+        raise CrmUnavailable(f"RetrieveTotalRecordCount answered no count for {table.logical_name}")
+
+    def extract_page(self, query: RecordQuery, cursor: str | None, *, records: int, tracking: bool) -> RecordPage:
+        """The whole table in pages of at most 5,000 (`@odata.nextLink`): with `tracking` a change-tracking
+        read (`Prefer: odata.track-changes`) whose last page carries the delta link, else the ordinary
+        read with the window left out."""
+        if cursor is not None:
+            return self.read_next_page(cursor)
+        whole = replace(
+            query,
+            window_field=None,
+            window_start=None,
+            window_end=None,
+            ids=(),
+            page_size=min(records, MAX_PAGE_SIZE),
+        )
+        return self.read_changes(whole, None) if tracking else self.read_first_page(whole)
+
     # -- id-set comparison (SPEC D1) ---------------------------------------------------------------
     def read_ids_first(self, object_name: str) -> IdPage:
         """Every id of a table, 5,000 a page and nothing but the key: what an expired delta token falls
