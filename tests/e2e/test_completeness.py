@@ -122,6 +122,14 @@ def csv_of(path: Path, rows: list[str]) -> Path:
     return path
 
 
+def rows_of(ids: list[str], tag: str, opted_out: list[str]) -> list[str]:
+    """CSV rows of `ids`, an hour apart, with e-mail addresses `tag` makes unique and these opt-out cells."""
+    return [
+        f"{crm_id},2024-03-01T{9 + n:02d}:00:00Z,Ana{n},Lima,{tag}{n}@example.org,{cell}"
+        for n, (crm_id, cell) in enumerate(zip(ids, opted_out, strict=True))
+    ]
+
+
 # ------------------------------------------------------------------------------------- transfers
 def test_a_record_cut_from_the_transfer_file_is_re_read_by_id_and_loaded(fresh, tmp_path):
     ids = fresh.seed(3)
@@ -170,10 +178,7 @@ def test_rows_the_transfer_rejected_are_accounted_for_and_not_re_read(fresh, tmp
 def test_15_character_salesforce_ids_in_the_file_reconcile_with_the_crms_18_character_ids(fresh, tmp_path):
     ids = fresh.seed(3)
     # A report or Data Loader export: the 15-character, case-sensitive form of each id.
-    contacts = csv_of(
-        tmp_path / "report.csv",
-        [f"{crm_id[:15]},2024-03-01T09:00:00Z,Ana{n},Lima,r{n}@example.org,false" for n, crm_id in enumerate(ids)],
-    )
+    contacts = csv_of(tmp_path / "report.csv", rows_of([crm_id[:15] for crm_id in ids], "r", ["false"] * 3))
 
     summary = fresh.operator.transfer("sf-contacts", str(contacts))
 
@@ -200,13 +205,7 @@ def unrouted(fresh: Env) -> Iterator[Env]:
 
 def test_rows_rejected_without_reject_routing_count_as_rejected_not_missing(unrouted, tmp_path):
     ids = unrouted.seed(2)
-    contacts = csv_of(
-        tmp_path / "unrouted.csv",
-        [
-            f"{ids[0]},2024-03-01T09:00:00Z,Ana0,Lima,u0@example.org,false",
-            f"{ids[1]},2024-03-01T10:00:00Z,Ana1,Lima,u1@example.org,maybe",
-        ],
-    )
+    contacts = csv_of(tmp_path / "unrouted.csv", rows_of(ids, "u", ["false", "maybe"]))  # the 2nd is refused
 
     summary = unrouted.operator.transfer("sf-contacts", str(contacts))
 
