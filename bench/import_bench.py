@@ -3,7 +3,7 @@
 Runs the same service steps the Lambda handlers run (start -> page... -> finish) against the Salesforce
 and Dynamics 365 emulators over HTTPS and DynamoDB in moto (the local stack): `sf-contacts` reads a
 SystemModstamp window, `dyn-contacts` Dataverse change tracking (every record, then the delta link).
-The incremental run changes 1% of the records. Prints, per CRM and size: records/s, CRM calls and
+The incremental run changes 1% of the records. Prints, per CRM and size: records/s (wall, and per CPU-second of this process: the rate on an idle core), CRM calls and
 DynamoDB calls per 1,000 records, and the peak memory one page step allocates (tracemalloc, on every
 10th page; the time tracing adds is taken out), which must stay flat as the record count grows. That
 peak includes moto's in-process DynamoDB, which a Lambda would not carry. `--state-machine` runs the real ASL instead (end to end,
@@ -45,6 +45,9 @@ from crmsync_local.environment import LocalEnvironment  # noqa: E402
 SEED_BATCH = 10_000
 
 
+SIZE_SAMPLE = 50  # the largest item is looked for among every 50th item written
+
+
 class WriteMeter:
     """Items written and write capacity, counted on a DynamoDB client's requests."""
 
@@ -61,8 +64,8 @@ class WriteMeter:
     def _count(self, cost: int, item: dict | None = None) -> None:
         self.items += 1
         self.wcu += cost
-        if item is not None:
-            self.largest = max(self.largest, len(json.dumps(item)))
+        if item is not None and self.items % SIZE_SAMPLE == 1:  # json.dumps of every item was ~5% of a run
+            self.largest = max(self.largest, len(json.dumps(item, default=str)))  # binary values (B) as text
 
     def _transact(self, params: dict, **_: Any) -> None:
         for action in params["TransactItems"]:
@@ -126,26 +129,30 @@ def seed(crm: Crm, control: Any, count: int, now: datetime) -> list[str]:
 TRACE_EVERY = 10
 
 
-def run_steps(container: Container, sync_id: str) -> tuple[dict, list[int], float, int]:
+def run_steps(container: Container, sync_id: str) -> tuple[dict, list[int], float, float, int]:
     """The handlers' steps in order. Every 10th page step from the second runs under tracemalloc,
     which slows it ~4x, so throughput is measured on the other steps only. Returns the summary, the
-    traced steps' peak allocations (bytes), and the seconds and records of the untraced steps."""
+    traced steps' peak allocations (bytes), and the wall seconds, CPU seconds and records of the
+    untraced steps. The CPU seconds are this process's (the emulators and moto run in it too), so
+    records per CPU-second is the rate the steps would reach on an idle core, whatever else loads the
+    machine."""
     state = start_import(StartImportEvent(sync_id=sync_id, run_id=f"bench-{time.time_ns()}"), container)
     peaks: list[int] = []
-    plain_seconds, plain_records = 0.0, 0
+    plain_seconds, plain_cpu, plain_records = 0.0, 0.0, 0
     while not state.page.done:
         read_before = state.totals.read
         if state.page.number % TRACE_EVERY != 1:
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             state = import_page(state, container)
             plain_seconds += time.perf_counter() - began
+            plain_cpu += time.process_time() - began_cpu
             plain_records += state.totals.read - read_before
             continue
         tracemalloc.start()
         state = import_page(state, container)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
-    return finish_import(state, container).model_dump(), peaks, plain_seconds, plain_records
+    return finish_import(state, container).model_dump(), peaks, plain_seconds, plain_cpu, plain_records
 
 
 def bench(crm: Crm, count: int, *, state_machine: bool, page_size: int | None) -> dict:
@@ -178,11 +185,11 @@ def bench(crm: Crm, count: int, *, state_machine: bool, page_size: int | None) -
                 summary, peaks = operator.wait(run, timeout=7200, poll=0.2), []
                 dynamo_calls = None  # the handlers' container counts them, in the stack's function environment
             else:
-                summary, peaks, plain_seconds, plain_records = run_steps(container, contacts.id)
+                summary, peaks, plain_seconds, plain_cpu, plain_records = run_steps(container, contacts.id)
                 dynamo_calls = container.aws.calls["dynamodb"] - dynamo_before
             elapsed = time.perf_counter() - started
             if state_machine or not plain_records:
-                plain_seconds, plain_records = elapsed, summary["read"]
+                plain_seconds, plain_cpu, plain_records = elapsed, None, summary["read"]
             read = max(1, summary["read"])
             items, wcu = (
                 n - before for n, before in zip(meter.snapshot(), (items_before, wcu_before), strict=True)
@@ -196,6 +203,7 @@ def bench(crm: Crm, count: int, *, state_machine: bool, page_size: int | None) -
                 "unchanged": summary["unchanged"],
                 "seconds": round(elapsed, 2),
                 "records_per_second": round(plain_records / max(plain_seconds, 1e-9), 1),
+                "records_per_cpu_second": None if not plain_cpu else round(plain_records / plain_cpu, 1),
                 "throughput_measured_on": plain_records,
                 "crm_calls": crm_calls,
                 "crm_calls_per_1000": round(crm_calls * 1000 / read, 2),
@@ -230,7 +238,8 @@ def main() -> None:
             for phase, row in report[name][count].items():
                 print(
                     f"{name:<10} {count:>7,} records, {phase:<11}: read {row['read']:>7,} in {row['seconds']:>6.1f}s wall "
-                    f"| {row['records_per_second']:>6,.0f} records/s (on {row['throughput_measured_on']:,} untraced) | CRM calls {row['crm_calls']:>4} "
+                    f"| {row['records_per_second']:>6,.0f} records/s, "
+                    f"{row['records_per_cpu_second'] or 0:>6,.0f} per CPU-second (on {row['throughput_measured_on']:,} untraced) | CRM calls {row['crm_calls']:>4} "
                     f"({row['crm_calls_per_1000']:.2f}/1,000) | DynamoDB calls "
                     f"{row['dynamodb_calls'] if row['dynamodb_calls'] is not None else '-':>6} "
                     f"({row['dynamodb_calls_per_1000'] if row['dynamodb_calls_per_1000'] is not None else '-'}/1,000)"

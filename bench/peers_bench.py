@@ -16,7 +16,8 @@ hard-coded login host pointed at the emulator (bench/peers/sitecustomize.py). A 
 reported with the end of its error output; the run goes on.
 
 Prints records, wall seconds of the read (discovery apart) and records/s, side by side, and each peer's rate
-relative to crmsync's. Numbers describe this machine; compare within one run. Never asserts time.
+relative to crmsync's; also the read's CPU seconds in the client's process (for the peers run as
+commands, their read process's, start-up included), which the machine's load does not stretch. Numbers describe this machine; compare within one run. Never asserts time.
 
     make bench-peers                          # builds .venv-peers/ once (~3-6 minutes), 10,000 records
     python bench/peers_bench.py --records 20000 --only salesforce
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -61,6 +63,7 @@ class Result:
     seconds: float | None
     discovery_seconds: float | None = None
     error: str | None = None
+    cpu_seconds: float | None = None  # the read's CPU time (a peer's: its read process, start-up included)
 
     @property
     def rate(self) -> float | None:
@@ -86,16 +89,20 @@ def peer_env(ca_bundle: str, redirects: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], env: dict[str, str], stdout_path: Path, timeout: float) -> tuple[float, str | None]:
-    """Runs a peer's command, its messages to a file; answers the wall seconds and an error, if any."""
+def run(cmd: list[str], env: dict[str, str], stdout_path: Path, timeout: float) -> tuple[float, str | None, float]:
+    """Runs a peer's command, its messages to a file; answers the wall seconds, an error if any, and the CPU
+    seconds of the command's process (its start-up included)."""
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     errors = stdout_path.with_suffix(".stderr")
     with stdout_path.open("wb") as out, errors.open("wb") as err:
         done = subprocess.run(cmd, env=env, stdout=out, stderr=err, timeout=timeout, check=False)  # noqa: S603
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
-        return elapsed, f"exit {done.returncode}: " + errors.read_text(errors="replace")[-1500:]
-    return elapsed, None
+        return elapsed, f"exit {done.returncode}: " + errors.read_text(errors="replace")[-1500:], cpu
+    return elapsed, None, cpu
 
 
 def count_messages(path: Path, kind: str, stream: str) -> int:
@@ -146,7 +153,7 @@ def tap_salesforce(work: Path, sf: dict[str, str], timeout: float) -> Result:
     )
     env = peer_env(sf["ca_bundle"], dict.fromkeys(SALESFORCE_LOGIN_HOSTS, sf["url"]))
     catalog_path = work / "tap-catalog.json"
-    discovery, error = run([str(command), "--config", str(config), "--discover"], env, catalog_path, timeout)
+    discovery, error, _ = run([str(command), "--config", str(config), "--discover"], env, catalog_path, timeout)
     result = Result("tap-salesforce 2.8.1 (REST)", "salesforce", None, None, discovery)
     if error:
         result.error = "discover: " + error
@@ -158,10 +165,10 @@ def tap_salesforce(work: Path, sf: dict[str, str], timeout: float) -> Result:
             entry["metadata"]["selected"] = True
     catalog_path.write_text(json.dumps(catalog))
     output = work / "tap-output.jsonl"
-    seconds, error = run(
+    seconds, error, cpu = run(
         [str(command), "--config", str(config), "--properties", str(catalog_path)], env, output, timeout
     )
-    result.seconds, result.error = seconds, error
+    result.seconds, result.error, result.cpu_seconds = seconds, error, cpu
     result.records = count_messages(output, "singer", "Contact")
     return result
 
@@ -176,7 +183,7 @@ def airbyte(
     config_path = work / f"{package}-config.json"
     config_path.write_text(json.dumps(config))
     discovered = work / f"{package}-discover.jsonl"
-    discovery, error = run([str(command), "discover", "--config", str(config_path)], env, discovered, timeout)
+    discovery, error, _ = run([str(command), "discover", "--config", str(config_path)], env, discovered, timeout)
     result = Result(name, crm, None, None, discovery)
     if error:
         result.error = "discover: " + error
@@ -202,10 +209,10 @@ def airbyte(
     catalog_path = work / f"{package}-catalog.json"
     catalog_path.write_text(json.dumps(configured))
     output = work / f"{package}-read.jsonl"
-    seconds, error = run(
+    seconds, error, cpu = run(
         [str(command), "read", "--config", str(config_path), "--catalog", str(catalog_path)], env, output, timeout
     )
-    result.seconds, result.error = seconds, error or airbyte_errors(output)
+    result.seconds, result.error, result.cpu_seconds = seconds, error or airbyte_errors(output), cpu
     result.records = count_messages(output, "airbyte", stream)
     return result
 
@@ -262,7 +269,9 @@ def child(kind: str, args: list[str], env_extra: dict[str, str], timeout: float)
     if done.returncode != 0:
         return Result(*name, None, wall, error=done.stderr.decode(errors="replace")[-1500:])
     report = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    return Result(*name, report["records"], report["seconds"], report.get("setup_seconds"))
+    return Result(
+        *name, report["records"], report["seconds"], report.get("setup_seconds"), cpu_seconds=report["cpu_seconds"]
+    )
 
 
 # -- the children: run in their own process -------------------------------------------------------------------
@@ -282,7 +291,7 @@ def _crmsync_read(crm: str) -> dict[str, Any]:
     connector = build_connector(connection, secret, RetryPolicy())
     plan = resolve_import_plan(sync, connector.describe(sync.object), connection.kind)
     setup = time.perf_counter() - started
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     mapper = plan.mapper()
     query = plan.query()
     page = (
@@ -298,7 +307,12 @@ def _crmsync_read(crm: str) -> dict[str, Any]:
         if not page.next_cursor:
             break
         page = connector.read_next_page(page.next_cursor)
-    return {"records": count, "seconds": time.perf_counter() - started, "setup_seconds": setup}
+    return {
+        "records": count,
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu,
+        "setup_seconds": setup,
+    }
 
 
 def _dataverse_sdk() -> dict[str, Any]:
@@ -330,10 +344,16 @@ def _dataverse_sdk() -> dict[str, Any]:
     count = 0
     with DataverseClient(url, credential) as client:
         setup = time.perf_counter() - started
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for page in client.records.list_pages("contact", select=columns, page_size=5000):
             count += len(page)
-    return {"records": count, "seconds": time.perf_counter() - started, "setup_seconds": setup, "columns": columns}
+    return {
+        "records": count,
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu,
+        "setup_seconds": setup,
+        "columns": columns,
+    }
 
 
 def install() -> None:
@@ -463,9 +483,10 @@ def main() -> None:
             else ""
         )
         setup = f"setup/discovery {r.discovery_seconds:6.1f}s" if r.discovery_seconds is not None else ""
+        cpu = f"client CPU {r.cpu_seconds:5.2f}s" if r.cpu_seconds is not None else ""
         print(
             f"{r.crm:<10} {r.client:<42} {r.records or 0:>8,} records in {r.seconds or 0:7.2f}s "
-            f"= {r.rate or 0:>8,.0f} rec/s  {setup:<24} {ratio}"
+            f"= {r.rate or 0:>8,.0f} rec/s  {setup:<24} {cpu:<18} {ratio}"
             + (f"  (warning: {r.error.strip()[:200]})" if r.error else ""),
             flush=True,
         )

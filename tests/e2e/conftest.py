@@ -80,6 +80,11 @@ def salesforce_example_config(url: str, ca_bundle: str, **more: str) -> CrmsyncC
 def sync_env(local_stack, salesforce_emulator, salesforce_oauth, monkeypatch) -> SyncEnvironment:
     monkeypatch.setenv("AWS_DEFAULT_REGION", local_stack.region)
     monkeypatch.setenv("CRMSYNC_RETRY_BASE_DELAY_SECONDS", "0")
+    return salesforce_environment(local_stack, salesforce_emulator, salesforce_oauth)
+
+
+def salesforce_environment(local_stack, salesforce_emulator, salesforce_oauth) -> SyncEnvironment:
+    """`sync_env` on a stack and emulator given (the environment variables are the caller's)."""
     local_stack.client("secretsmanager").create_secret(
         Name="crmsync/sf-prod",
         SecretString=json.dumps(
@@ -117,6 +122,11 @@ class DynamicsSyncEnvironment(SyncEnvironment):
 def dynamics_env(local_stack, dynamics_emulator, monkeypatch) -> DynamicsSyncEnvironment:
     monkeypatch.setenv("AWS_DEFAULT_REGION", local_stack.region)
     monkeypatch.setenv("CRMSYNC_RETRY_BASE_DELAY_SECONDS", "0")
+    return dynamics_environment(local_stack, dynamics_emulator)
+
+
+def dynamics_environment(local_stack, dynamics_emulator) -> DynamicsSyncEnvironment:
+    """`dynamics_env` on a stack and emulator given (the environment variables are the caller's)."""
     app = dynamics_emulator.secret_app
     local_stack.client("secretsmanager").create_secret(
         Name="crmsync/dyn-prod",

@@ -13,23 +13,31 @@ Each cell also checks that its fault fired, so no cell passes without being exer
 
 Cells that cannot exist are left out and named in `NOT_APPLICABLE`: reads have no answer to drop after
 a write, change tracking has no window boundary, and so on.
+
+The cells of one (operation, CRM) group share a stack and an applied configuration (`Groups`), emptied
+before each cell; the group runs on one xdist worker.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from crmsync.config import CrmDeleteSync
+from crmsync.config import CrmDeleteSync, CrmsyncConfig
+from crmsync.services.operations import Operator
+from crmsync.wiring import reset_caches
 from crmsync_local.marketing import marketing_profiles
+from tests.fixtures.dynamics_emulator import dynamics_handle, reset_dynamics
+from tests.fixtures.local_stack import empty_stack
+from tests.fixtures.salesforce_emulator import register_oauth, salesforce_handle, salesforce_oauth_credentials
 
-from .conftest import T0
+from .conftest import T0, SyncEnvironment, dynamics_environment, salesforce_environment
 from .test_export_salesforce import PROFILE_FIELD as SF_CORRELATION
 from .test_export_salesforce import leads_export
 
@@ -312,15 +320,109 @@ NOT_APPLICABLE = {
 }
 
 
+# ------------------------------------------------------------------------------------- one stack per group
+class Groups:
+    """One local stack and applied configuration per (operation, CRM) group of cells.
+
+    Building a stack and applying the example configuration was most of a cell's time. Before each
+    cell of a group, what a new environment would not hold is gone: the stack's items, objects and
+    messages (`empty_stack`; the applied definitions stay unless the last cell changed the
+    configuration - a sync added, a timeout shortened - then the example's is applied again), the
+    Lambda containers' clients, connectors and tokens (`reset_caches`), the emulator's org (reset, the
+    same credentials registered again, its clock set as `sync_env` sets it); the operator is new. Only
+    one stack runs per process: a cell of another group stops this one first.
+    """
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self.request = request
+        self.key: tuple[str, str] | None = None
+        self.stack: Any = None
+        self.env: SyncEnvironment | None = None
+        self.base_config: CrmsyncConfig | None = None
+        self.oauth: Any = None
+        self.monkeypatch = pytest.MonkeyPatch()
+
+    def environment(self, operation: str, crm: str) -> SyncEnvironment:
+        if self.key != (operation, crm):
+            self.close()
+            self.key = (operation, crm)
+            self._build(crm)
+        else:
+            self._refresh(crm)
+        assert self.env is not None
+        return self.env
+
+    def _build(self, crm: str) -> None:
+        from crmsync_local import stack as stack_package
+
+        log = self.request.getfixturevalue("tmp_path_factory").mktemp("fault-matrix") / "local-stack.log"
+        self.stack = stack_package.LocalStack(time_scale=0, log_path=log).start()
+        self.monkeypatch.setenv("AWS_DEFAULT_REGION", self.stack.region)
+        self.monkeypatch.setenv("CRMSYNC_RETRY_BASE_DELAY_SECONDS", "0")
+        if crm == "salesforce":
+            emulator = salesforce_handle(self.request.getfixturevalue("salesforce_server"))
+            self.oauth = salesforce_oauth_credentials(
+                emulator, self.request.getfixturevalue("salesforce_jwt_keypair")
+            )
+            self.env = salesforce_environment(self.stack, emulator, self.oauth)
+        else:
+            certificate = self.request.getfixturevalue("dynamics_client_certificate")
+            self.env = dynamics_environment(
+                self.stack, dynamics_handle(self.request.getfixturevalue("dynamics_server"), certificate)
+            )
+        self.base_config = self.env.config
+
+    def _refresh(self, crm: str) -> None:
+        assert self.env is not None
+        assert self.base_config is not None
+        reconfigured = self.env.config is not self.base_config
+        empty_stack(self.stack, keep_tables=frozenset() if reconfigured else frozenset({"DefinitionsTable"}))
+        reset_caches()
+        emulator = self.env.crm
+        if crm == "salesforce":
+            emulator.control.reset()
+            register_oauth(emulator.control, self.oauth)
+        else:
+            reset_dynamics(emulator.control, self.request.getfixturevalue("dynamics_client_certificate"))
+        operator = Operator("crmsync")
+        if reconfigured:
+            operator.apply(self.base_config)
+        emulator.control.set_clock(T0 + timedelta(days=1), frozen=True)
+        self.env = type(self.env)(stack=self.stack, crm=emulator, operator=operator, config=self.base_config)
+
+    def close(self) -> None:
+        if self.stack is not None:
+            self.stack.stop()
+        if self.env is not None and self.key is not None and self.key[1] == "dynamics":
+            self.env.crm.control.close()
+        self.monkeypatch.undo()
+        self.key = self.stack = self.env = self.base_config = self.oauth = None
+
+
+@pytest.fixture(scope="module")
+def groups(request: pytest.FixtureRequest) -> Iterator[Groups]:
+    shared = Groups(request)
+    yield shared
+    shared.close()
+
+
 @pytest.fixture
-def env(request: pytest.FixtureRequest, operation: str, crm: str) -> Operation:
-    environment = request.getfixturevalue("sync_env" if crm == "salesforce" else "dynamics_env")
+def env(groups: Groups, operation: str, crm: str) -> Operation:
+    environment = groups.environment(operation, crm)
     op = Operation(environment, Crm(environment, crm), operation)
     op.prepare()
     return op
 
 
-@pytest.mark.parametrize(("operation", "crm", "fault"), CELLS, ids=["-".join(c) for c in CELLS])
+def grouped(cells: list[tuple[str, str, str]]) -> list[Any]:
+    """The cells as parameters, each in its (operation, CRM) group's xdist group (one worker each)."""
+    return [
+        pytest.param(*cell, id="-".join(cell), marks=pytest.mark.xdist_group(f"fault-matrix-{cell[0]}-{cell[1]}"))
+        for cell in cells
+    ]
+
+
+@pytest.mark.parametrize(("operation", "crm", "fault"), grouped(CELLS))
 def test_cell_loses_nothing_and_duplicates_nothing(env: Operation, operation: str, crm: str, fault: str) -> None:
     runs = (GENERIC.get(fault) or WRITES[fault])(env)
     assert env.crm.fired() >= 1, f"the fault of cell {fault} never fired"
@@ -454,7 +556,7 @@ NOT_APPLICABLE.update(
 )
 
 
-@pytest.mark.parametrize(("operation", "crm", "case"), list(SPECIFIC), ids=["-".join(c) for c in SPECIFIC])
+@pytest.mark.parametrize(("operation", "crm", "case"), grouped(list(SPECIFIC)))
 def test_case_loses_nothing_and_duplicates_nothing(env: Operation, operation: str, crm: str, case: str) -> None:
     runs = SPECIFIC[(operation, crm, case)](env)
     assert runs[-1]["status"] == "SUCCEEDED"

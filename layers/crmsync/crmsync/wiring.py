@@ -26,6 +26,7 @@ from .connectors.retry import RetryPolicy
 from .errors import ConfigurationError
 from .stores.batches import BatchLedger
 from .stores.definitions import DefinitionStore
+from .stores.dynamo_wire import make_lean
 from .stores.enumerations import EnumerationStore
 from .stores.profiles import ProfileStore, ResourceStore
 from .stores.rejects import DEFAULT_RETENTION_DAYS, RejectRouter, RejectStore
@@ -109,6 +110,7 @@ _ALIASES = {f.alias for f in Settings.model_fields.values() if f.alias}
 
 
 UNVALIDATED_SERVICES = frozenset({"dynamodb"})
+LEAN_SERVICES = frozenset({"dynamodb"})  # item requests and answers as plain JSON (stores/dynamo_wire.py)
 
 
 @dataclass
@@ -136,6 +138,8 @@ class AwsClients:
                         parameter_validation=service not in UNVALIDATED_SERVICES,
                     ),
                 )
+                if service in LEAN_SERVICES:
+                    make_lean(client)
                 client.meta.events.register(
                     f"before-call.{client.meta.service_model.endpoint_prefix}.*", self._count(service)
                 )

@@ -8,7 +8,8 @@ deletion import's id-set comparison reads (`IdSetConnector`: a Bulk API 2.0 `SEL
 
 - `loaded`: the local store holds a record of it (profiles linked to the connection's object, or the
   resource's rows): loaded by this transfer, or before;
-- `rejected`: this run sent a reject naming it to the reject store;
+- `rejected`: this run rejected it - the run says which ids (`rejected_ids`: the reject store holds none
+  when the sync routes no rejects, `rejects.route: false`), and the reject store's rejects of the run;
 - `filtered`: the sync's filter leaves it out, so the sync never imports it;
 - `missing`: none of these. Each missing id is re-read by id through the connector (ids are escaped into
   SOQL / OData there) and loaded with `imports.load_records`, the import's own load path: `re_read`
@@ -27,6 +28,7 @@ and kept while the function is warm, as the deletion import keeps the CRM's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from pydantic import BaseModel, Field
 
@@ -81,9 +83,18 @@ def _id_set(connector: CrmConnector) -> IdSetConnector:
 
 
 def _accounted_ids(
-    container: Container, plan: ImportPlan, connector: CrmConnector, *, sync_id: str, run_id: str, connection: str
+    container: Container,
+    plan: ImportPlan,
+    connector: CrmConnector,
+    *,
+    sync_id: str,
+    run_id: str,
+    connection: str,
+    rejected_ids: Collection[str],
 ) -> tuple[frozenset[str], frozenset[str]]:
-    """The CRM ids the local store holds, and those this run rejected: read once per warm function."""
+    """The CRM ids the local store holds, and those this run rejected: read once per warm function. The
+    rejected ones are those the run itself knows (`rejected_ids`: with `rejects.route: false` the reject
+    store holds none) and those the reject store holds under the run's id."""
     cached = _accounted.get(run_id)
     if cached is not None:
         return cached
@@ -95,11 +106,12 @@ def _accounted_ids(
         local.update(connector.normalize_id(i) for i in ids)
         if after is None:
             break
-    rejected = {
+    rejected = {connector.normalize_id(i) for i in rejected_ids}
+    rejected.update(
         connector.normalize_id(str(r["crmId"]))
         for r in container.reject_store.rejects(sync_id, run_id=run_id, records=False)
         if r.get("crmId")
-    }
+    )
     _accounted.clear()
     _accounted[run_id] = (frozenset(local), frozenset(rejected - local))
     return _accounted[run_id]
@@ -114,9 +126,11 @@ def completeness_step(
     run_id: str,
     connection: str,
     connector: CrmConnector | None = None,
+    rejected_ids: Collection[str] = (),
 ) -> CompletenessCheck:
-    """One page of the CRM's ids accounted for; missing ones re-read and loaded. `BulkJobInProgress` while
-    Salesforce's id job runs (retryable: the same check goes on where it stood)."""
+    """One page of the CRM's ids accounted for; missing ones re-read and loaded. `rejected_ids`: CRM ids the
+    run rejected, as it knows them (the reject store's are added). `BulkJobInProgress` while Salesforce's
+    id job runs (retryable: the same check goes on where it stood)."""
     if check.done:
         return check
     connector = connector or container.connector(container.definitions.connection(connection))
@@ -124,7 +138,13 @@ def completeness_step(
     calls_before = connector.api_calls
     page: IdPage = ids_of.read_ids_next(check.cursor) if check.cursor else ids_of.read_ids_first(plan.object)
     local, rejected = _accounted_ids(
-        container, plan, connector, sync_id=sync_id, run_id=run_id, connection=connection
+        container,
+        plan,
+        connector,
+        sync_id=sync_id,
+        run_id=run_id,
+        connection=connection,
+        rejected_ids=rejected_ids,
     )
     ids = list(dict.fromkeys(connector.normalize_id(i) for i in page.ids))
     held = [i for i in ids if i in local]
@@ -199,9 +219,10 @@ def check_completeness(
     connection: str,
     connector: CrmConnector | None = None,
     renew: bool = True,
+    rejected_ids: Collection[str] = (),
 ) -> Completeness:
     """Every id page at once, renewing the sync's lease between pages: what a run that is not a state
-    machine (`crmsync transfer`) calls at its end."""
+    machine (`crmsync transfer`) calls at its end, with the CRM ids it rejected (`rejected_ids`)."""
     check = CompletenessCheck()
     try:
         while not check.done:
@@ -216,6 +237,7 @@ def check_completeness(
                     run_id=run_id,
                     connection=connection,
                     connector=connector,
+                    rejected_ids=rejected_ids,
                 )
             except BulkJobInProgress:
                 # The connector waited its polling budget already; the job is still running: ask again.
