@@ -144,17 +144,6 @@ def _backoff(attempt: int) -> None:
     time.sleep(min(0.05 * (2**attempt), 2.0))
 
 
-def query_all(client: Any, **kwargs: Any) -> list[dict[str, Any]]:
-    """Every item a Query answers, page after page (`kwargs` are the Query's), deserialized."""
-    items: list[dict[str, Any]] = []
-    while True:
-        response = client.query(**kwargs)
-        items.extend(deserialize(i) for i in response.get("Items", []))
-        if "LastEvaluatedKey" not in response:
-            return items
-        kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-
-
 def batch_get(
     client: Any, table: str, keys: Iterable[dict[str, Any]], *, attempts: int = 8
 ) -> list[dict[str, Any]]:

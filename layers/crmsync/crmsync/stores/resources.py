@@ -10,7 +10,7 @@ from typing import Any
 from ..domain.conversions import format_local_datetime
 from ..domain.reconciliation import latest_per_crm_id
 from ..domain.records import CrmDeletion, DeletionResult, LocalRecord
-from .dynamo import batch_get, batch_write, deserialize, query_all, serialize, serialize_value
+from .dynamo import batch_get, batch_write, deserialize, every_item, serialize, serialize_value
 from .profile_items import ApplyResult, now_stamp, page_key, synced_update, update_if
 
 
@@ -136,14 +136,14 @@ class ResourceStore:
         if since:
             values[":a"] = since
             condition += " AND updatedAt >= :a"
-        return query_all(
-            self.client,
-            TableName=self.table,
-            KeyConditionExpression="pk = :r",
-            FilterExpression=condition,
-            ExpressionAttributeNames={"#c": "connection"},
-            ExpressionAttributeValues=serialize(values),
-        )
+        request = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :r",
+            "FilterExpression": condition,
+            "ExpressionAttributeNames": {"#c": "connection"},
+            "ExpressionAttributeValues": serialize(values),
+        }
+        return list(every_item(self.client, "query", request))
 
     def update_local(
         self, resource: str, crm_id: str, changes: dict[str, Any], *, source: str = "marketing"
@@ -194,12 +194,12 @@ class ResourceStore:
         return deserialize(response["Item"]) if "Item" in response else None
 
     def all(self, resource: str) -> list[dict[str, Any]]:
-        return query_all(
-            self.client,
-            TableName=self.table,
-            KeyConditionExpression="pk = :r",
-            ExpressionAttributeValues=serialize({":r": resource}),
-        )
+        request = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :r",
+            "ExpressionAttributeValues": serialize({":r": resource}),
+        }
+        return list(every_item(self.client, "query", request))
 
 
 __all__ = ["ResourceStore"]
