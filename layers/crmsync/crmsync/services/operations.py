@@ -582,7 +582,7 @@ class Operator:
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         stored = self.container.definitions.sync(sync_id)
-        if stored.sync.operation == "export":
+        if registry.operation(stored.sync.operation).window_clock == "marketing":
             now, clock = datetime.now(UTC), "this machine's clock"
         else:
             now, clock = self.container.connector(stored.connection).server_time(), "the CRM's clock"
