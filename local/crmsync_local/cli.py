@@ -47,7 +47,7 @@ from crmsync.services.schema import (
     snapshot_folder,
     starting_mapping,
 )
-from crmsync_local import views
+from crmsync_local import operator_logs, views
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="crmsync: keep a marketing database and a CRM in step."
@@ -120,8 +120,22 @@ def _options(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            envvar="CRMSYNC_LOG_LEVEL",
+            help="What the terminal shows of the log lines of work the CLI does itself (transfer from a file, "
+            "demo): debug, info, warning or error (the default: a reject is counted in the summary, its line "
+            "is kept in the local stack's log file under `crmsync local up`).",
+        ),
+    ] = None,
 ) -> None:
     """crmsync: keep a marketing database and a CRM in step."""
+    try:
+        operator_logs.configure(log_level)
+    except ValueError as bad:
+        raise fail(f"--log-level: {bad}", 2) from None
 
 
 console = Console()
