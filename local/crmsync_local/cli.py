@@ -572,9 +572,16 @@ def completeness_rows(table: Table, figures: dict[str, Any] | None) -> None:
     """The completeness check's figures (a transfer's end): how every CRM id was accounted for."""
     if not figures:
         return
+    by_run, held = figures.get("loaded_by_run", 0), figures.get("already_held", 0)
+    # The split is known when the run named the ids it loaded (a transfer from a file): it adds up then.
+    split = (
+        f" ({by_run:,} by this run, {held:,} held before)"
+        if figures["loaded"] and by_run + held == figures["loaded"]
+        else ""
+    )
     table.add_row(
         "completeness",
-        f"{figures['crm_ids']:,} CRM ids: {figures['loaded']:,} loaded, {figures['rejected']:,} rejected, "
+        f"{figures['crm_ids']:,} CRM ids: {figures['loaded']:,} loaded{split}, {figures['rejected']:,} rejected, "
         f"{figures['filtered']:,} filtered, {figures['missing']:,} missing",
     )
     if figures["missing"]:
