@@ -671,6 +671,22 @@ def two_way_rows(table: Table, summary: dict[str, Any]) -> None:
     for key, label in (("decided_by", "decided by"), ("time_sources", "times from"), ("tracking", "field times")):
         if summary.get(key):
             table.add_row(label, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(summary[key].items())))
+    for name, counts in (summary.get("fields") or {}).items():
+        taken = f"{counts.get('from_crm', 0):,} from the CRM, {counts.get('from_marketing', 0):,} from marketing"
+        decided = f"{counts.get('by_priority', 0):,} by priority, {counts.get('by_time', 0):,} by time"
+        rest = f"{counts.get('blanks_filled', 0):,} blank(s) filled, {counts.get('echoes_skipped', 0):,} echo(es) skipped"
+        table.add_row(f"field {name}", f"{taken}; {decided}; {rest}")
+    created = [
+        f"{summary.get(key, 0):,} {label}"
+        for key, label in (
+            ("created_in_marketing", "created on the marketing side"),
+            ("created_in_crm", "created in the CRM"),
+            ("linked", "linked (created on both sides)"),
+        )
+        if summary.get(key)
+    ]
+    if created:
+        table.add_row("new records", ", ".join(created))
     if summary.get("unlinked"):
         table.add_row("CRM records linked to no profile", f"{summary['unlinked']:,}")
 

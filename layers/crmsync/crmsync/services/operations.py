@@ -385,8 +385,9 @@ class Operator:
         for sync in syncs:
             if not isinstance(sync, TwoWaySync) or not isinstance(connector, FieldHistoryConnector):
                 continue
-            found = connector.field_tracking(sync.object, sync.opt_outs.fields.values())
-            for local, remote in sync.opt_outs.fields.items():
+            mapped = sync.mapped()
+            found = connector.field_tracking(sync.object, mapped.values())
+            for local, remote in mapped.items():
                 on = found.tracked.get(remote, False)
                 rows.append(
                     {
@@ -581,7 +582,7 @@ class Operator:
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         stored = self.container.definitions.sync(sync_id)
-        if stored.sync.operation == "export":
+        if registry.operation(stored.sync.operation).window_clock == "marketing":
             now, clock = datetime.now(UTC), "this machine's clock"
         else:
             now, clock = self.container.connector(stored.connection).server_time(), "the CRM's clock"
