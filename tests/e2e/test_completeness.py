@@ -189,6 +189,18 @@ def test_15_character_salesforce_ids_in_the_file_reconcile_with_the_crms_18_char
     assert fresh.linked(ids) == set(ids)
 
 
+def test_the_check_tells_what_this_run_loaded_from_what_an_earlier_run_left_held(fresh, tmp_path):
+    ids = fresh.seed(3)
+    fresh.operator.transfer("sf-contacts", str(csv_of(tmp_path / "all.csv", rows_of(ids, "h", ["false"] * 3))))
+    supplement = csv_of(tmp_path / "one.csv", rows_of(ids[:1], "h", ["false"]))
+
+    summary = fresh.operator.transfer("sf-contacts", str(supplement), check=True)
+
+    figures = summary.completeness
+    assert figures is not None
+    assert (figures.loaded, figures.loaded_by_run, figures.already_held, figures.missing) == (3, 1, 2, 0)
+
+
 @pytest.fixture
 def unrouted(fresh: Env) -> Iterator[Env]:
     """sf-contacts with `rejects.route: false`: its rejects are logged and counted, never stored."""

@@ -246,11 +246,14 @@ NEEDED["InitialTransferStartFunction"] = NEEDED["ImportStartFunction"] - {
     ("s3:PutObject", "DataBucket"),
 }
 NEEDED["InitialTransferPartFunction"] = set(NEEDED["ImportPageFunction"])
-# The completeness check reads the ids held locally and this run's rejects, then loads what it re-reads.
+# The completeness check reads the ids held locally and this run's rejects, then loads what it re-reads;
+# first it adds up the parts' ledger (a Query of the runs table), whose results name the parts' rejected ids.
 NEEDED["InitialTransferCheckFunction"] = NEEDED["ImportPageFunction"] | {
     ("dynamodb:Query", "ProfilesTable"),
     ("dynamodb:Query", "ResourcesTable"),
     ("dynamodb:Query", "RejectsTable"),
+    ("dynamodb:Query", "RunsTable"),
+    ("s3:GetObject", "DataBucket"),
 }
 
 
@@ -290,3 +293,20 @@ def test_the_consent_ledger_is_append_only_for_every_function():
         for statement in statements(function):
             if mentions(statement["Resource"], "ConsentTable"):
                 assert statement["Action"] == ["dynamodb:PutItem"], (function, statement)
+
+
+# The batch step of each batched operation (`batched_runs.BatchedOperation.batch`): it stores the batch's
+# per-record results at runs/<sync>/<run>/results/<n>.json before marking the batch done (`BatchLedger.
+# complete`), so its function writes under runs/ - a grant on another prefix of the bucket is not enough.
+BATCH_STEP_FUNCTIONS = [
+    "ExportBatchFunction",
+    "DeleteBatchFunction",
+    "TwoWayBatchFunction",
+    "InitialTransferPartFunction",
+]
+
+
+@pytest.mark.parametrize("function", BATCH_STEP_FUNCTIONS)
+def test_a_batch_step_may_write_its_results_under_runs(function):
+    writes = [s["Resource"] for s in statements(function) if "s3:PutObject" in s["Action"]]
+    assert any("${DataBucket.Arn}/runs/*" in repr(resource) for resource in writes), writes

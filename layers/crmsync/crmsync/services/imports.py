@@ -529,6 +529,9 @@ class Loaded:
     rejected_ids: tuple[str, ...] = ()
     """The CRM ids of the rejected records, routed to the reject store or not (`rejects.route: false`):
     a run that checks its completeness counts them as rejected, not missing, from the run itself."""
+    loaded_ids: tuple[str, ...] = ()
+    """The CRM ids of the records created, updated or found unchanged: the completeness check tells what
+    this run loaded from what the store held already."""
 
 
 def load_records(
@@ -577,7 +580,9 @@ def load_records(
         enabled=plan.route_rejects,
     )
     rejected_ids = tuple(dict.fromkeys(str(r.crm_id) for r in rejects if r.crm_id))
-    return Loaded(result.created, result.updated, result.unchanged, len(rejects), rejected_ids)
+    not_loaded = set(rejected_ids)
+    loaded_ids = tuple(m.crm_id for m in mapped if m.crm_id and m.crm_id not in not_loaded)
+    return Loaded(result.created, result.updated, result.unchanged, len(rejects), rejected_ids, loaded_ids)
 
 
 def _store(

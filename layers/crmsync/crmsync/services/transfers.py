@@ -252,6 +252,7 @@ def transfer_file(
     totals: dict[str, int] = {"read": 0, "created": 0, "updated": 0, "unchanged": 0, "rejected": 0, "pages": 0}
     rows = 0
     rejected_ids: set[str] = set()
+    loaded_ids: set[str] = set()
     with leased(container, sync_id, run_id):
         container.runs.record_start(
             key,
@@ -278,6 +279,7 @@ def transfer_file(
                 totals["unchanged"] += loaded.unchanged
                 totals["rejected"] += loaded.rejected
                 rejected_ids.update(loaded.rejected_ids)
+                loaded_ids.update(loaded.loaded_ids)
                 totals["pages"] += 1
                 logger.info(
                     "transfer page loaded",
@@ -292,6 +294,7 @@ def transfer_file(
                 connection=connection.name,
                 connector=connector,
                 rejected_ids=rejected_ids,
+                loaded_ids=loaded_ids,
             )
             if check
             else None

@@ -8,8 +8,9 @@ holds 18-character ids; an id a person gives (a transfer file, `--ids`, a stored
 form before it is compared with them (`SalesforceConnector.normalize_id`), or `003...AbC` and `003...AbCIAQ`
 would be two records.
 
-An 18-character id whose case was lost (a tool that lower-cases, a case-insensitive comparison) is still
-one record: its suffix tells the case back, so it is restored. Anything that is not an id's shape is
+An 18-character id whose case was lost to lower case (a tool that lower-cases) is still one record: its
+suffix, which Salesforce writes in upper case, tells the case back, so it is restored. (An id upper-cased
+by a tool keeps a valid-looking suffix and is taken as it is.) Anything that is not an id's shape is
 returned unchanged, for the caller to refuse (`is_record_id`).
 """
 
@@ -42,17 +43,20 @@ def _with_case_of(head: str, suffix: str) -> str | None:
 
 
 def case_safe_id(value: str) -> str:
-    """The 18-character form of a Salesforce id given in either form; `value` itself when it is not one."""
-    if not is_salesforce_id(value):
-        return value
-    head = value[:15]
-    if len(value) == 15:
-        return head + _suffix(head)
-    suffix = value[15:]
-    if _suffix(head) == suffix:
-        return value  # the common case: already as Salesforce answers it
-    restored = _with_case_of(head, suffix.upper())
-    return value if restored is None else restored + _suffix(restored)
+    """The 18-character form of a Salesforce id given in either form; `value` itself when it is not one.
+
+    Every id the CRM answers goes through here (the deletion import's id set, the completeness check), so
+    an 18-character id whose suffix has no lower-case letter - as Salesforce writes every suffix - is taken
+    as it is, without recomputing its suffix (a check of about 0.3 us rather than 5)."""
+    if len(value) == 18:
+        suffix = value[15:]
+        if suffix == suffix.upper() or not is_salesforce_id(value):
+            return value
+        restored = _with_case_of(value[:15], suffix.upper())
+        return value if restored is None else restored + _suffix(restored)
+    if len(value) == 15 and is_salesforce_id(value):
+        return value + _suffix(value)
+    return value
 
 
 __all__ = ["case_safe_id"]
