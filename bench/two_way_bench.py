@@ -1,10 +1,12 @@
-"""Two-way opt-out benchmark: the CRM calls of one run over N linked records with 1% changed on each side.
+"""Two-way benchmark: the CRM calls of one run over N linked records with 1% changed on each side - two
+opt-out flags and a text field (`Title` / `jobtitle`, priority crm, update blank values: SPEC B1).
 
 For each CRM emulator (Salesforce, Dynamics; over HTTPS): N contacts, each linked to a marketing profile
 (in moto, the local stack), per-field change records on (Salesforce field history on both mapped fields;
 Dataverse auditing on the contact table). A first run reads everything (and records what both sides hold
 in the write ledger); then a person opts 1% of the contacts out of e-mail in the CRM and the marketing side
-opts another 1% out of calls, and the measured run syncs them: the service steps the Lambda handlers run
+opts another 1% out of calls; both sides also change the text field of their records, and the measured
+run syncs them: the service steps the Lambda handlers run
 (start -> every batch -> finish), in this process.
 
 Printed per CRM: the emulator's own count of calls (token calls excluded) by kind - pages of changed
@@ -29,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "layers/crmsync"), str(ROOT / "local"), str(ROOT)]
 
-from crmsync.config import OptOutSettings, TwoWaySync, WatermarkSettings, load_config  # noqa: E402
+from crmsync.config import OptOutSettings, TwoWayField, TwoWaySync, WatermarkSettings, load_config  # noqa: E402
 from crmsync.services.operations import Operator  # noqa: E402
 from crmsync.services.two_way import (  # noqa: E402
     StartTwoWayEvent,
@@ -47,11 +49,13 @@ CRMS = {
         "connection": "sf-prod",
         "object": "Contact",
         "fields": {"denyListEmail": "HasOptedOutOfEmail", "denyListPhone": "DoNotCall"},
+        "text": "Title",
     },
     "dynamics": {
         "connection": "dyn-prod",
         "object": "contact",
         "fields": {"denyList": "donotbulkemail", "denyListFax": "donotfax"},
+        "text": "jobtitle",
     },
 }
 
@@ -165,7 +169,7 @@ def bench(
         ],
     )
     if crm == "salesforce":
-        env.salesforce_control.track_history("Contact", list(spec["fields"].values()))
+        env.salesforce_control.track_history("Contact", [*spec["fields"].values(), spec["text"]])
     else:
         env.dynamics_control.set_auditing(environment=True, tables={"contact": True})
     first = run_once(operator, sync_id)
@@ -175,16 +179,19 @@ def bench(
     (_, email_field), (phone_attribute, _) = spec["fields"].items()
     if crm == "salesforce":
         env.salesforce_control.set_clock(now, frozen=True)
-        env.salesforce_control.seed("Contact", [{"Id": i, email_field: True} for i in crm_ids[:changed]])
+        env.salesforce_control.seed(
+            "Contact", [{"Id": i, email_field: True, spec["text"]: f"CRM title {i}"} for i in crm_ids[:changed]]
+        )
         env.salesforce_control.set_clock(now + timedelta(minutes=1), frozen=True)
     else:
         env.dynamics_control.set_clock(now, frozen=True)
         env.dynamics_control.put_records(
-            "contacts", [{"contactid": i, email_field: True} for i in crm_ids[:changed]]
+            "contacts",
+            [{"contactid": i, email_field: True, spec["text"]: f"CRM title {i}"} for i in crm_ids[:changed]],
         )
         env.dynamics_control.set_clock(now + timedelta(minutes=1), frozen=True)
     for profile_id in profile_ids[changed : 2 * changed]:
-        profiles.update_local(profile_id, {phone_attribute: True})
+        profiles.update_local(profile_id, {phone_attribute: True, "title": f"Marketing title {profile_id}"})
     time.sleep(1.1)  # the change index is read up to our clock's last whole second
     counter.calls.clear()
     began = time.perf_counter()
@@ -218,6 +225,7 @@ def main() -> None:
                 connection=spec["connection"],  # type: ignore[arg-type]
                 object=spec["object"],  # type: ignore[arg-type]
                 opt_outs=OptOutSettings(fields=spec["fields"]),  # type: ignore[arg-type]
+                fields=[TwoWayField(remote=spec["text"], local="title", priority="crm", update_blank_values=True)],  # type: ignore[arg-type]
                 watermark=WatermarkSettings(lag_seconds=0, overlap_seconds=1),
             )
             for crm, spec in CRMS.items()
@@ -233,7 +241,8 @@ def main() -> None:
                 f"{crm}: {result['records']:,} linked records, {result['changed_each_side']:,} changed on each "
                 f"side -> {result['total']} CRM calls in the run (token calls included); CRM fields written "
                 f"{s['crm']['fields_written']} on {s['crm']['records_written']} records, profile fields written "
-                f"{s['marketing']['fields_written']}, consent rows {s['consent_rows']}; {result['seconds']:.1f}s "
+                f"{s['marketing']['fields_written']}, consent rows {s['consent_rows']}, title {s['fields']['title']}; "
+                f"{result['seconds']:.1f}s "
                 f"in-process (the first run, which reads everything: {result['first_run_calls']} calls)",
                 flush=True,
             )

@@ -47,7 +47,7 @@ from crmsync.services.schema import (
     snapshot_folder,
     starting_mapping,
 )
-from crmsync_local import views
+from crmsync_local import operator_logs, views
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="crmsync: keep a marketing database and a CRM in step."
@@ -120,8 +120,22 @@ def _options(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            envvar="CRMSYNC_LOG_LEVEL",
+            help="What the terminal shows of the log lines of work the CLI does itself (transfer from a file, "
+            "demo): debug, info, warning or error (the default: a reject is counted in the summary, its line "
+            "is kept in the local stack's log file under `crmsync local up`).",
+        ),
+    ] = None,
 ) -> None:
     """crmsync: keep a marketing database and a CRM in step."""
+    try:
+        operator_logs.configure(log_level)
+    except ValueError as bad:
+        raise fail(f"--log-level: {bad}", 2) from None
 
 
 console = Console()
@@ -558,9 +572,16 @@ def completeness_rows(table: Table, figures: dict[str, Any] | None) -> None:
     """The completeness check's figures (a transfer's end): how every CRM id was accounted for."""
     if not figures:
         return
+    by_run, held = figures.get("loaded_by_run", 0), figures.get("already_held", 0)
+    # The split is known when the run named the ids it loaded (a transfer from a file): it adds up then.
+    split = (
+        f" ({by_run:,} by this run, {held:,} held before)"
+        if figures["loaded"] and by_run + held == figures["loaded"]
+        else ""
+    )
     table.add_row(
         "completeness",
-        f"{figures['crm_ids']:,} CRM ids: {figures['loaded']:,} loaded, {figures['rejected']:,} rejected, "
+        f"{figures['crm_ids']:,} CRM ids: {figures['loaded']:,} loaded{split}, {figures['rejected']:,} rejected, "
         f"{figures['filtered']:,} filtered, {figures['missing']:,} missing",
     )
     if figures["missing"]:
@@ -650,6 +671,22 @@ def two_way_rows(table: Table, summary: dict[str, Any]) -> None:
     for key, label in (("decided_by", "decided by"), ("time_sources", "times from"), ("tracking", "field times")):
         if summary.get(key):
             table.add_row(label, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(summary[key].items())))
+    for name, counts in (summary.get("fields") or {}).items():
+        taken = f"{counts.get('from_crm', 0):,} from the CRM, {counts.get('from_marketing', 0):,} from marketing"
+        decided = f"{counts.get('by_priority', 0):,} by priority, {counts.get('by_time', 0):,} by time"
+        rest = f"{counts.get('blanks_filled', 0):,} blank(s) filled, {counts.get('echoes_skipped', 0):,} echo(es) skipped"
+        table.add_row(f"field {name}", f"{taken}; {decided}; {rest}")
+    created = [
+        f"{summary.get(key, 0):,} {label}"
+        for key, label in (
+            ("created_in_marketing", "created on the marketing side"),
+            ("created_in_crm", "created in the CRM"),
+            ("linked", "linked (created on both sides)"),
+        )
+        if summary.get(key)
+    ]
+    if created:
+        table.add_row("new records", ", ".join(created))
     if summary.get("unlinked"):
         table.add_row("CRM records linked to no profile", f"{summary['unlinked']:,}")
 

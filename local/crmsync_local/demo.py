@@ -347,14 +347,21 @@ def _optouts(console: Console, operator: Operator, env: LocalEnvironment, config
         for s in config.syncs
     ]
     operator.apply(config.model_copy(update={"syncs": syncs}))
-    sf.track_history("Contact", ["HasOptedOutOfEmail", "DoNotCall", "HasOptedOutOfFax"])
+    sf.track_history("Contact", ["HasOptedOutOfEmail", "DoNotCall", "HasOptedOutOfFax", "Title", "Department"])
     dyn.set_auditing(environment=True, tables={"contact": True})
-    console.print("field history on for the Contact opt-out checkboxes; auditing on for Dynamics contacts")
+    by_priority, by_time, blank = ids[90], ids[91], ids[92]
+    # An hour ago (its history row is older than the changes below): the first run brings it to the profile.
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    sf.seed("Contact", [{"Id": blank, "Title": "Analyst", "LastModifiedDate": an_hour_ago}])
+    console.print(
+        "field history on for the Contact opt-out checkboxes, Title and Department; auditing on for Dynamics "
+        "contacts"
+    )
     first = _run(console, operator, "sf-optouts", "1st two-way run of sf-optouts (Salesforce opt-outs come in)")
     dyn_first = _run(console, operator, "dyn-optouts", "1st two-way run of dyn-optouts")
 
     profiles = marketing_profiles(operator.container)
-    profile_of = {i: (profiles.find_by_crm_id("sf-prod", "Contact", i) or {}).get("profileId") for i in ids[60:81]}
+    profile_of = {i: (profiles.find_by_crm_id("sf-prod", "Contact", i) or {}).get("profileId") for i in ids[60:93]}
     now = datetime.now(UTC).replace(microsecond=0)
     in_crm, in_marketing, both = ids[60:63], ids[70:72], ids[80]
     sf.seed(
@@ -379,6 +386,14 @@ def _optouts(console: Console, operator: Operator, env: LocalEnvironment, config
             }
         ],
     )
+    # Any field (SPEC B1): Title has priority crm, Department goes to the later change. Both sides change
+    # one contact's Title and another's Department (the marketing side later); a person empties a Title.
+    profiles.update_local(str(profile_of[by_priority]), {"jobTitle": "Head of Marketing"})
+    profiles.update_local(str(profile_of[by_time]), {"department": "Marketing"})
+    earlier = (marked - timedelta(seconds=20)).isoformat()
+    sf.seed("Contact", [{"Id": by_priority, "Title": "CMO", "LastModifiedDate": earlier}])
+    sf.seed("Contact", [{"Id": by_time, "Department": "Sales", "LastModifiedDate": earlier}])
+    sf.seed("Contact", [{"Id": blank, "Title": None, "LastModifiedDate": earlier}])
     dyn_contact = dyn.records("contacts")[0]["contactid"]
     dyn_profile = str((profiles.find_by_crm_id("dyn-prod", "contact", dyn_contact) or {}).get("profileId"))
     profiles.update_local(dyn_profile, {"denyList": True})
@@ -386,7 +401,9 @@ def _optouts(console: Console, operator: Operator, env: LocalEnvironment, config
     console.print(
         f"a person opted {len(in_crm)} contacts out of e-mail in Salesforce; the marketing side opted "
         f"{len(in_marketing)} profiles out of calls and one Dynamics profile out of bulk e-mail; one fax opt-out "
-        "was set on the marketing side while in Salesforce a person set it and took it back 30 s later"
+        "was set on the marketing side while in Salesforce a person set it and took it back 30 s later; "
+        "both sides changed one contact's Title (Salesforce: CMO, then the marketing side: Head of Marketing) "
+        "and another's Department (Sales, then Marketing); a person emptied a third contact's Title"
     )
     time.sleep(1.1)  # the change index is read up to the last whole second
     second = _run(console, operator, "sf-optouts", "2nd two-way run of sf-optouts (both ways, latest wins)")
@@ -401,8 +418,27 @@ def _optouts(console: Console, operator: Operator, env: LocalEnvironment, config
         )
     )
 
+    fields = second.get("fields", {})
+    console.print(
+        "per field: "
+        + "; ".join(
+            f"{name}: {counts['by_priority']} by priority, {counts['by_time']} by time, "
+            f"{counts['blanks_filled']} blank filled"
+            for name, counts in fields.items()
+            if name in ("jobTitle", "department")
+        )
+    )
     contacts = {r["Id"]: r for r in sf.records("Contact")}
     dyn_row = next(r for r in dyn.records("contacts") if r["contactid"] == dyn_contact)
+    attrs = {i: (profiles.get(str(profile_of[i])) or {}).get("attrs", {}) for i in (by_priority, by_time, blank)}
+    for label, contact, field, local in (
+        ("Title, priority crm", by_priority, "Title", "jobTitle"),
+        ("Department, the later change", by_time, "Department", "department"),
+        ("Title emptied in Salesforce, filled from the profile", blank, "Title", "jobTitle"),
+    ):
+        console.print(
+            f"{label}: Salesforce {contacts[contact].get(field)!r}, profile {attrs[contact].get(local)!r}"
+        )
     return (
         {first.get("status"), dyn_first.get("status"), second.get("status"), dyn_second.get("status")}
         == {"SUCCEEDED"}
@@ -412,8 +448,14 @@ def _optouts(console: Console, operator: Operator, env: LocalEnvironment, config
         and all(contacts[i]["DoNotCall"] is True for i in in_marketing)
         and contacts[both]["HasOptedOutOfFax"] is False
         and (profiles.get(both_profile) or {}).get("attrs", {}).get("denyListFax") is False
-        and second.get("decided_by", {}).get("later_change") == 1
+        and fields.get("denyListFax", {}).get("by_time") == 1
         and dyn_row["donotbulkemail"] is True
+        and contacts[by_priority]["Title"] == attrs[by_priority].get("jobTitle") == "CMO"
+        and contacts[by_time]["Department"] == attrs[by_time].get("department") == "Marketing"
+        and contacts[blank]["Title"] == attrs[blank].get("jobTitle") == "Analyst"
+        and (fields.get("jobTitle", {}).get("by_priority"), fields.get("jobTitle", {}).get("blanks_filled"))
+        == (1, 1)
+        and fields.get("department", {}).get("by_time") == 1
     )
 
 

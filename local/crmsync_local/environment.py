@@ -58,6 +58,8 @@ class LocalEnvironment:
                 self.stack.start()
             self._set_env("AWS_DEFAULT_REGION", self.stack.region)
             self._set_env("AWS_REGION", self.stack.region)
+            # Work the CLI does in this process logs where the functions do (`crmsync logs RUN_ID` reads it).
+            self._set_env(LOCAL_LOG_VARIABLE, str(self.log_path.resolve()))
             self.stack.client("secretsmanager").create_secret(
                 Name=SALESFORCE_SECRET,
                 Description="Salesforce emulator connected app (client credentials)",

@@ -293,6 +293,29 @@ def test_config_apply_dry_run_prints_the_plan_then_apply_removes_what_the_file_d
     assert "no sync named 'sf-contacts-compare' was applied" in gone.stderr
 
 
+def test_a_transfers_reject_lines_stay_off_the_terminal_and_are_found_by_crmsync_logs(served, tmp_path):
+    _, env = served
+    crmsync("config", "apply", str(EXAMPLE), env=env, check=True)
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text(
+        "Id,SystemModstamp,FirstName,LastName,Email,HasOptedOutOfEmail\n"
+        "003000000000001AAA,2024-01-01T10:00:00Z,Zoé,Mégret,zoe@example.org,maybe\n",
+        encoding="utf-8",
+    )
+
+    transfer = crmsync("transfer", "sf-contacts", str(contacts), "--no-check", "--json", env=env)
+
+    assert transfer.returncode == 0, transfer.stderr
+    assert transfer.stderr == ""
+    run_id = json.loads(transfer.stdout)["run_id"]
+    logs = crmsync("logs", run_id, env=env, check=True).stdout
+    assert "[cli]" in logs
+    assert "reject MALFORMED_ROW on HasOptedOutOfEmail" in logs
+    assert "Mégret" not in logs
+    shown = crmsync("--log-level", "warning", "transfer", "sf-contacts", str(contacts), "--no-check", env=env)
+    assert "WARNING crmsync.stores.rejects: reject MALFORMED_ROW on HasOptedOutOfEmail" in shown.stderr
+
+
 def test_transfer_loads_a_csv_file_through_the_import_rules_and_refuses_one_not_utf8(served, tmp_path):
     _, env = served
     crmsync("config", "apply", str(EXAMPLE), env=env, check=True)

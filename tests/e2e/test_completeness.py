@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from crmsync.config import load_config
 from crmsync.connectors.salesforce.connector import SalesforceConnector
 from crmsync.services.imports import StartImportEvent, finish_import, import_page, start_import
 from crmsync.services.operations import Operator
@@ -24,17 +25,21 @@ from crmsync_local.emulators.salesforce import SalesforceControl
 from crmsync_local.marketing import marketing_profiles
 from crmsync_local.stack import LocalStack
 
-from .conftest import T0, salesforce_example_config
+from .conftest import ROOT, T0, salesforce_example_config
 
 pytestmark = pytest.mark.slow
 HEADER = "Id,SystemModstamp,FirstName,LastName,Email,HasOptedOutOfEmail\n"
 
 
 class Env:
-    def __init__(self, operator: Operator, control: SalesforceControl, dynamics: DynamicsControl) -> None:
+    def __init__(
+        self, operator: Operator, control: SalesforceControl, dynamics: DynamicsControl, environ: dict[str, str]
+    ) -> None:
         self.operator = operator
         self.control = control
         self.dynamics = dynamics
+        self.environ = environ
+        """The variables examples/syncs.yaml was loaded with (the emulators' addresses)."""
 
     @property
     def container(self):
@@ -90,16 +95,17 @@ def env(tmp_path_factory: pytest.TempPathFactory, salesforce_server, dynamics_se
             SecretString=json.dumps({"client_id": app["client_id"], "client_secret": "dyn-secret"}),
         )
         emulator = dynamics_server.app
-        config = salesforce_example_config(
-            salesforce_server.url,
-            salesforce_server.ca_bundle,
-            CRMSYNC_DYNAMICS_URL=dynamics_server.url,
-            CRMSYNC_DYNAMICS_TENANT_ID=app["tenant_id"],
-            CRMSYNC_DYNAMICS_AUTHORITY=emulator.authority,
-        )
+        environ = {
+            "CRMSYNC_SALESFORCE_URL": salesforce_server.url,
+            "CRMSYNC_CA_BUNDLE": salesforce_server.ca_bundle,
+            "CRMSYNC_DYNAMICS_URL": dynamics_server.url,
+            "CRMSYNC_DYNAMICS_TENANT_ID": app["tenant_id"],
+            "CRMSYNC_DYNAMICS_AUTHORITY": emulator.authority,
+        }
+        config = salesforce_example_config(salesforce_server.url, salesforce_server.ca_bundle, **environ)
         operator = Operator("crmsync")
         operator.apply(config)
-        yield Env(operator, control, dynamics)
+        yield Env(operator, control, dynamics, environ)
 
 
 @pytest.fixture
@@ -114,6 +120,14 @@ def fresh(env: Env) -> Env:
 def csv_of(path: Path, rows: list[str]) -> Path:
     path.write_text(HEADER + "".join(f"{row}\n" for row in rows), encoding="utf-8")
     return path
+
+
+def rows_of(ids: list[str], tag: str, opted_out: list[str]) -> list[str]:
+    """CSV rows of `ids`, an hour apart, with e-mail addresses `tag` makes unique and these opt-out cells."""
+    return [
+        f"{crm_id},2024-03-01T{9 + n:02d}:00:00Z,Ana{n},Lima,{tag}{n}@example.org,{cell}"
+        for n, (crm_id, cell) in enumerate(zip(ids, opted_out, strict=True))
+    ]
 
 
 # ------------------------------------------------------------------------------------- transfers
@@ -159,6 +173,59 @@ def test_rows_the_transfer_rejected_are_accounted_for_and_not_re_read(fresh, tmp
         f"{contacts}: row 3, column 6 (HasOptedOutOfEmail): 'maybe' is not a boolean (true, false, 1, 0)",
         f"{contacts}: row 4, column 7: 7 cells for the header's 6 columns",
     ]
+
+
+def test_15_character_salesforce_ids_in_the_file_reconcile_with_the_crms_18_character_ids(fresh, tmp_path):
+    ids = fresh.seed(3)
+    # A report or Data Loader export: the 15-character, case-sensitive form of each id.
+    contacts = csv_of(tmp_path / "report.csv", rows_of([crm_id[:15] for crm_id in ids], "r", ["false"] * 3))
+
+    summary = fresh.operator.transfer("sf-contacts", str(contacts))
+
+    assert summary.created == 3
+    figures = summary.completeness
+    assert figures is not None
+    assert (figures.crm_ids, figures.loaded, figures.missing, figures.re_read) == (3, 3, 0, 0)
+    assert fresh.linked(ids) == set(ids)
+
+
+def test_the_check_tells_what_this_run_loaded_from_what_an_earlier_run_left_held(fresh, tmp_path):
+    ids = fresh.seed(3)
+    fresh.operator.transfer("sf-contacts", str(csv_of(tmp_path / "all.csv", rows_of(ids, "h", ["false"] * 3))))
+    supplement = csv_of(tmp_path / "one.csv", rows_of(ids[:1], "h", ["false"]))
+
+    summary = fresh.operator.transfer("sf-contacts", str(supplement), check=True)
+
+    figures = summary.completeness
+    assert figures is not None
+    assert (figures.loaded, figures.loaded_by_run, figures.already_held, figures.missing) == (3, 1, 2, 0)
+
+
+@pytest.fixture
+def unrouted(fresh: Env) -> Iterator[Env]:
+    """sf-contacts with `rejects.route: false`: its rejects are logged and counted, never stored."""
+    text = (ROOT / "examples/syncs.yaml").read_text()
+    routed = "    schedule_timezone: Europe/Paris\n    rejects:\n      route: true\n\n  - id: sf-subscriptions\n"
+    assert routed in text
+    unrouted_text = text.replace(routed, routed.replace("route: true", "route: false"), 1)
+    fresh.operator.apply(load_config(unrouted_text, environ=fresh.environ))
+    try:
+        yield fresh
+    finally:
+        fresh.operator.apply(load_config(text, environ=fresh.environ))
+
+
+def test_rows_rejected_without_reject_routing_count_as_rejected_not_missing(unrouted, tmp_path):
+    ids = unrouted.seed(2)
+    contacts = csv_of(tmp_path / "unrouted.csv", rows_of(ids, "u", ["false", "maybe"]))  # the 2nd is refused
+
+    summary = unrouted.operator.transfer("sf-contacts", str(contacts))
+
+    assert (summary.created, summary.rejected) == (1, 1)
+    assert unrouted.operator.rejects("sf-contacts", run_id=summary.run_id) == []
+    figures = summary.completeness
+    assert figures is not None
+    assert (figures.crm_ids, figures.loaded, figures.rejected, figures.missing, figures.re_read) == (2, 1, 1, 0, 0)
 
 
 def test_a_transfer_into_a_sync_that_imports_incrementally_is_not_checked_by_default(fresh, tmp_path):

@@ -164,6 +164,13 @@ def test_deleting_in_the_crm_twice_is_harmless(sync_env):
     assert (again["status"], again["deleted"], again["already_gone"], again["rejected"]) == ("SUCCEEDED", 0, 3, 0)
 
 
+def test_15_character_ids_delete_their_records_and_mark_their_profiles(sync_env):
+    ids = imported(sync_env, 2)
+    summary = sync_env.run(DELETE, population={"ids": [crm_id[:15] for crm_id in ids]})
+    assert (summary["status"], summary["deleted"], summary["rejected"]) == ("SUCCEEDED", 2, 0)
+    assert flagged(sync_env, ids) == {ids[0]: True, ids[1]: True}
+
+
 def test_an_id_that_is_not_a_crm_id_is_rejected_and_the_others_deleted(sync_env):
     ids = imported(sync_env, 2)
     summary = sync_env.run(DELETE, population={"ids": [*ids, "not-an-id'; DROP"]})

@@ -149,6 +149,14 @@ def test_a_population_of_ids_imports_exactly_those(sync_env):
     assert sync_env.watermark() is None
 
 
+def test_a_population_of_15_character_ids_imports_those_records_under_their_18_character_ids(sync_env):
+    ids = sync_env.seed_contacts(4)
+    summary = sync_env.run(population={"ids": [ids[0][:15], ids[2][:15], "003000000000000"]})
+    assert (summary["read"], summary["created"]) == (2, 2)
+    assert [r["crmId"] for r in sync_env.operator.rejects("sf-contacts")] == ["003000000000000AAA"]
+    assert {p["externalId"] for p in sync_env.profiles()} == {ids[0], ids[2]}
+
+
 def test_reconciliation_by_email_links_the_existing_profile(sync_env):
     existing = marketing_profiles(sync_env.container).create_local(
         {"email": "Ana.C0@Example.com", "firstName": "A"}, key_attribute="email"

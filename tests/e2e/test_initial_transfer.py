@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from crmsync.domain.windows import format_watermark
-from crmsync.errors import StoreThrottled
+from crmsync.errors import ConfigurationError, StoreThrottled
 from crmsync.services import batched_runs, initial_transfers
 
 from .conftest import T0
@@ -203,3 +203,14 @@ def test_dataverse_below_the_threshold_runs_the_ordinary_first_import(dynamics_e
     assert summary["status"] == "SUCCEEDED", summary
     assert (summary["mode"], summary["counted"], summary["created"]) == ("import", 3, 3)
     assert dynamics_env.watermark("dyn-contacts").delta_link is not None
+
+
+def test_crmsync_transfer_without_a_file_starts_the_transfer_sync_naming_the_import_sync(sync_env):
+    operator = sync_env.operator
+
+    assert operator.transfer_sync("sf-contacts") == "sf-contacts-transfer"
+    assert operator.transfer_sync("dyn-contacts-transfer") == "dyn-contacts-transfer"
+    with pytest.raises(ConfigurationError, match="no initial_transfer sync naming it"):
+        operator.transfer_sync("sf-subscriptions")
+    with pytest.raises(ConfigurationError, match="is an export"):
+        operator.transfer_sync("sf-people-export")

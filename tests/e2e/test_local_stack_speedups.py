@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from crmsync_local.stack import LocalStack
 
@@ -118,3 +119,39 @@ def test_item_reads_answer_exactly_what_moto_serializer_answers(stack: LocalStac
         assert reads() == fast
     finally:
         speedups.install()
+
+
+def test_a_definition_is_parsed_once_per_process_and_an_invalid_one_still_refused(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    parsed: list[str] = []
+    original = AmazonStateLanguageParser.parse
+    monkeypatch.setattr(
+        AmazonStateLanguageParser, "parse", staticmethod(lambda text: parsed.append(text) or original(text))
+    )
+    stepfunctions = stack.client("stepfunctions")
+    role = f"arn:aws:iam::{stack.account_id}:role/speedups"
+    definition = '{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}'
+    for name in ("parsed-once-1", "parsed-once-2"):
+        stepfunctions.create_state_machine(name=name, definition=definition, roleArn=role)
+    assert parsed == [definition]
+    invalid = '{"StartAt": "Missing", "States": {"Done": {"Type": "NoSuchType"}}}'
+    for name in ("refused-1", "refused-2"):
+        with pytest.raises(ClientError, match="ASLParserException"):
+            stepfunctions.create_state_machine(name=name, definition=invalid, roleArn=role)
+    assert parsed == [definition, invalid, invalid]
+
+
+def test_the_handlers_default_session_reads_botocore_models_through_one_loader(stack: LocalStack) -> None:
+    import boto3
+
+    from crmsync_local.stack import speedups
+
+    session = boto3.DEFAULT_SESSION
+    assert session is not None
+    loader = session._session.get_component("data_loader")
+    assert loader is speedups._loader
+    assert len(loader.search_paths) == len(set(loader.search_paths))
+    assert boto3.client("dynamodb", region_name=stack.region).list_tables()["TableNames"]

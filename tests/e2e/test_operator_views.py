@@ -143,6 +143,13 @@ def test_watermark_set_refuses_a_time_after_the_crm_clock(env):
     assert "is after the CRM's clock" in result.stderr
 
 
+def test_watermark_set_of_an_export_refuses_a_time_after_this_machines_clock(env):
+    # An export's window is the marketing side's changes, stamped by this machine (the registry's window_clock).
+    result = crmsync("watermark", "set", "sf-people-export", "2999/01/01 00:00:00", env=env)
+    assert result.returncode == 2
+    assert "is after this machine's clock" in result.stderr
+
+
 def test_watermark_set_accepts_iso_8601(env):
     result = crmsync("watermark", "set", "sf-subscriptions", "2026-01-01T09:00:00+01:00", env=env, check=True)
     assert result.stdout.strip() == "LASTIMPORT_acme_sf-subscriptions = 2026/01/01 08:00:00"

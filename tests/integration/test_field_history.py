@@ -80,3 +80,17 @@ def test_dynamics_field_changes_read_each_records_change_history(dynamics, dynam
     latest = {c.record_id: c for c in changes}  # oldest first: the creation's values, then the update
     assert (latest[ids[0]].value, latest[ids[1]].value) == (True, False)
     assert latest[ids[0]].author == control.info()["admin_user_id"]
+
+
+def test_dynamics_a_column_cleared_is_a_change_to_null(dynamics, dynamics_emulator):
+    control = dynamics_emulator.control
+    control.set_auditing(environment=True, tables={"contact": True})
+    (contact,) = control.put_records("contacts", [{"lastname": "A", "jobtitle": "Buyer"}])
+    control.put_records("contacts", [{"contactid": contact, "jobtitle": None}])
+    now = datetime.now(UTC)
+
+    changes = dynamics.field_changes(
+        "contact", ["jobtitle"], [contact], now - timedelta(hours=1), now + timedelta(hours=1)
+    )
+
+    assert [c.value for c in changes] == ["Buyer", None]  # Dataverse leaves a null out of NewValue

@@ -171,6 +171,54 @@ def test_an_uncertain_insert_is_looked_up_by_correlation_and_never_created_twice
     assert ("find", "Lead", "Profile__c") in crm.calls
 
 
+@dataclass
+class SlowCrm(FakeCrm):
+    """A CRM that answers its first write after the client's timeout and applies it later still: a
+    timed-out request is not cancelled. `now` is the client's clock, in seconds."""
+
+    timeout: float = 1.0
+    applies_after: float = 1.6
+    now: float = 0.0
+    late: list[tuple[float, object]] = field(default_factory=list)
+    slept: list[float] = field(default_factory=list)
+
+    def write(self, request, journal):
+        if self.late or self.calls:
+            return super().write(request, journal)
+        self.calls.append(("write", request.object, request.kind, len(request.records)))
+        self.late.append((self.now + self.applies_after, request))
+        self.now += self.timeout
+        raise CrmOutcomeUnknown("Salesforce did not answer in time (the write may have been applied)")
+
+    def apply_due(self, *, everything=False):
+        for due, request in list(self.late):
+            if everything or due <= self.now:
+                self.late.remove((due, request))
+                FakeCrm.write(self, request, Journal())
+                self.calls.pop()  # the call was counted when it was sent
+
+    def find(self, object_name, field_name, values, fields):
+        self.apply_due()
+        return super().find(object_name, field_name, values, fields)
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_an_insert_that_timed_out_is_looked_up_after_the_crm_had_as_long_again_and_never_created_twice():
+    crm, plan = SlowCrm(), plan_for()
+    exporter = BatchExporter(
+        plan, crm, lambda slot: Journal(), bulk=False, interrupted=False, clock=lambda: crm.now, sleep=crm.sleep
+    )
+    result = exporter.export([snapshot(n) for n in range(3)])
+    crm.apply_due(everything=True)  # whatever was still running at the CRM has landed by now
+    assert leads_per_profile(crm) == {f"p{n}": 1 for n in range(3)}
+    assert result.counts()["created"] == 3
+    assert crm.slept == [1.0]
+    assert [c for c in crm.calls if c[0] == "write"] == [("write", "Lead", "insert", 3)]
+
+
 def test_an_interrupted_batch_resolves_its_inserts_before_sending_anything():
     crm, plan = FakeCrm(), plan_for()
     already = crm.seed("Lead", LastName="L0", Email="p0@example.com", Profile__c="p0")

@@ -24,7 +24,31 @@ def test_a_salesforce_id_has_15_or_18_letters_and_digits(value, valid):
 
 
 def test_a_salesforce_id_keeps_its_case():
-    assert bare(SalesforceConnector).normalize_id("003abcDEF000001") == "003abcDEF000001"
+    # The 15 case-sensitive characters stay as given; the 18-character form only appends the suffix.
+    assert bare(SalesforceConnector).normalize_id("003abcDEF000001")[:15] == "003abcDEF000001"
+    assert bare(SalesforceConnector).normalize_id("003abcDEF000001AOA") == "003abcDEF000001AOA"
+
+
+# Ids as Salesforce documents them: the 18-character form is the 15 plus the case-safe suffix.
+@pytest.mark.parametrize(
+    ("given", "answered"),
+    [
+        ("003000000000001", "003000000000001AAA"),
+        ("001A0000006Vm9r", "001A0000006Vm9rIAC"),
+        ("0035e00000ABCdE", "0035e00000ABCdEAAX"),
+    ],
+)
+def test_a_15_character_salesforce_id_gets_its_checksum_suffix(given, answered):
+    assert bare(SalesforceConnector).normalize_id(given) == answered
+
+
+def test_an_18_character_salesforce_id_whose_case_was_lost_gets_it_back_from_its_suffix():
+    assert bare(SalesforceConnector).normalize_id("001a0000006vm9riac") == "001A0000006Vm9rIAC"
+
+
+@pytest.mark.parametrize("value", ["003-bad", GUID, "0030000000000019ZZ", ""])
+def test_a_value_that_is_not_a_salesforce_id_is_left_for_is_record_id_to_refuse(value):
+    assert bare(SalesforceConnector).normalize_id(value) == value
 
 
 def test_a_salesforce_id_of_another_object_is_not_the_objects():

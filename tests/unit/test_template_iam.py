@@ -166,6 +166,13 @@ NEEDED = {
         ("dynamodb:BatchWriteItem", "RunsTable"),
         ("dynamodb:BatchGetItem", "ProfilesTable"),
         ("dynamodb:Query", "ProfilesTable"),
+        ("dynamodb:BatchWriteItem", "ProfilesTable"),
+        ("dynamodb:PutItem", "ProfilesTable"),
+        ("dynamodb:UpdateItem", "ProfilesTable"),
+        ("dynamodb:ConditionCheckItem", "ProfilesTable"),
+        ("dynamodb:Query", "ResourcesTable"),
+        ("dynamodb:BatchGetItem", "ResourcesTable"),
+        ("dynamodb:BatchWriteItem", "ResourcesTable"),
         ("dynamodb:BatchGetItem", "SyncLedgerTable"),
         ("dynamodb:BatchWriteItem", "SyncLedgerTable"),
         ("s3:PutObject", "DataBucket"),
@@ -176,6 +183,10 @@ NEEDED = {
         ("dynamodb:UpdateItem", "RunsTable"),
         ("dynamodb:BatchGetItem", "ProfilesTable"),
         ("dynamodb:UpdateItem", "ProfilesTable"),
+        ("dynamodb:PutItem", "ProfilesTable"),
+        ("dynamodb:ConditionCheckItem", "ProfilesTable"),
+        ("dynamodb:BatchGetItem", "ResourcesTable"),
+        ("dynamodb:UpdateItem", "ResourcesTable"),
         ("dynamodb:BatchWriteItem", "SyncLedgerTable"),
         ("dynamodb:PutItem", "ConsentTable"),
         ("s3:GetObject", "DataBucket"),
@@ -279,3 +290,20 @@ def test_the_consent_ledger_is_append_only_for_every_function():
         for statement in statements(function):
             if mentions(statement["Resource"], "ConsentTable"):
                 assert statement["Action"] == ["dynamodb:PutItem"], (function, statement)
+
+
+# The batch step of each batched operation (`batched_runs.BatchedOperation.batch`): it stores the batch's
+# per-record results at runs/<sync>/<run>/results/<n>.json before marking the batch done (`BatchLedger.
+# complete`), so its function writes under runs/ - a grant on another prefix of the bucket is not enough.
+BATCH_STEP_FUNCTIONS = [
+    "ExportBatchFunction",
+    "DeleteBatchFunction",
+    "TwoWayBatchFunction",
+    "InitialTransferPartFunction",
+]
+
+
+@pytest.mark.parametrize("function", BATCH_STEP_FUNCTIONS)
+def test_a_batch_step_may_write_its_results_under_runs(function):
+    writes = [s["Resource"] for s in statements(function) if "s3:PutObject" in s["Action"]]
+    assert any("${DataBucket.Arn}/runs/*" in repr(resource) for resource in writes), writes

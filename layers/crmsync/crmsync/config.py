@@ -975,12 +975,83 @@ class OptOutSettings(_Model):
         return value
 
 
+class TwoWayField(FieldMapping):
+    """One field of a two-way sync (SPEC B1): a mapping like an import's - its conversion and value
+    replacements apply going in, their reverse going out, as an export writes it - and which way it moves."""
+
+    direction: Literal["both", "crm_to_marketing", "marketing_to_crm"] = Field(
+        default="both", description="both, or one way only (the other side's changes are ignored)"
+    )
+    priority: Literal["crm", "marketing", "latest"] | None = Field(
+        default=None,
+        description="direction both only: the side that wins when both sides changed the field to different "
+        "values; latest (the default): the later change",
+    )
+    update_blank_values: bool = Field(
+        default=False,
+        description="direction both only: the side without priority fills the field when it is empty (null, "
+        "empty text, empty list) on the winning side",
+    )
+
+    @model_validator(mode="after")
+    def _two_way_settings(self) -> TwoWayField:
+        if self.direction != "both":
+            if self.priority is not None:
+                raise ValueError(
+                    f"priority: {self.local} moves {self.direction} only; a priority decides between two sides, "
+                    "so it needs direction: both"
+                )
+            if self.update_blank_values:
+                raise ValueError(
+                    f"update_blank_values: {self.local} moves {self.direction} only; filling blanks from the other "
+                    "side needs direction: both"
+                )
+        if self.label:
+            raise ValueError("label: a display label cannot be written back to the CRM; map the stored value")
+        return self
+
+    @property
+    def winner(self) -> Literal["crm", "marketing", "latest"]:
+        return self.priority or "latest"
+
+
+class TwoWayCreate(_Model):
+    """Records created on one side since the last run, created on the other too (SPEC B2). Off by default:
+    an opt-out sync keeps to the records an import or an export linked."""
+
+    in_marketing: bool = Field(
+        default=False,
+        description="a new CRM record becomes a profile, reconciled as an import reconciles it: CRM id, then "
+        "reconciliation.key (a profile with the same key is linked, not duplicated)",
+    )
+    in_crm: bool = Field(
+        default=False,
+        description="a new or changed profile linked to no record of the object is inserted in the CRM - "
+        "unless a CRM record has its reconciliation.key, which it is linked to instead",
+    )
+
+
 class TwoWaySync(_Sync):
-    """Two-way sync of one CRM object's linked records: what changed on either side since the last run,
-    decided per field (SPEC O1-O3; B1-B2 extend it to any field)."""
+    """Two-way sync of one CRM object's records: what changed on either side since the last run, decided per
+    field (SPEC O1-O3 for opt-outs; B1-B2 for any field of any object)."""
 
     operation: Literal["two_way"]
-    opt_outs: OptOutSettings
+    opt_outs: OptOutSettings | None = Field(
+        default=None, description="opt-out flags: the latest change wins, a tie opts out (SPEC O1-O3)"
+    )
+    fields: list[TwoWayField] = Field(
+        default_factory=list,
+        description="any field: direction, priority, update_blank_values, conversions and replacements (SPEC B1)",
+    )
+    create: TwoWayCreate = Field(default_factory=TwoWayCreate)
+    reconciliation: Reconciliation = Field(
+        default_factory=Reconciliation,
+        description="how a new record finds its counterpart on the other side: the CRM id, then this key",
+    )
+    target: Target = Field(
+        default_factory=Target,
+        description="the marketing side: profiles, or a custom object's resource (table) of rows keyed by CRM id",
+    )
     tolerance_seconds: int = Field(
         default=2, ge=0, le=300, description="two changes this close (whole seconds) are a tie: opted out wins"
     )
@@ -990,22 +1061,69 @@ class TwoWaySync(_Sync):
 
     @model_validator(mode="after")
     def _window_field(self) -> TwoWaySync:
+        problems: list[str] = []
         if self.watermark.mode == "change_tracking":
-            raise ValueError("watermark.mode: a two-way sync reads a window on the watermark field")
+            problems.append("watermark.mode: a two-way sync reads a window on the watermark field")
+        if self.opt_outs is None and not self.fields:
+            problems.append("fields: a two-way sync needs opt_outs, fields, or both")
+        field_problems, locals_seen = _mapping_problems(list(self.fields), "fields")
+        problems += field_problems
+        key = self.reconciliation.key
+        if key is not None and key not in locals_seen:
+            problems.append(
+                f"reconciliation.key: {key!r} is not a local attribute of fields "
+                f"(mapped: {', '.join(sorted(locals_seen)) or 'none'})"
+            )
+        if (self.create.in_crm or self.create.in_marketing) and not self.fields:
+            problems.append("create: records are created from their fields; map some in fields")
+        if self.target.kind == "resource":
+            if self.opt_outs is not None:
+                problems.append("opt_outs: opt-outs are a profile's; a resource target syncs fields only")
+            if key is not None:
+                problems.append("reconciliation.key: resource rows are matched on their CRM id only")
+            if self.create.in_crm:
+                problems.append(
+                    "create.in_crm: resource rows are keyed by CRM id, so they are created from CRM records only"
+                )
+        elif self.create.in_crm and key is None:
+            problems.append(
+                "create.in_crm: needs reconciliation.key, the attribute that finds a record the CRM already has "
+                "(so none is inserted twice)"
+            )
+        if self.opt_outs is not None:
+            for index, mapping in enumerate(self.fields):
+                if mapping.local in self.opt_outs.fields:
+                    problems.append(f"fields[{index}].local: {mapping.local!r} is an opt-out of opt_outs.fields")
+                if mapping.remote.lower() in {r.lower() for r in self.opt_outs.fields.values()}:
+                    problems.append(f"fields[{index}].remote: {mapping.remote!r} is mapped by opt_outs.fields")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
+
+    @property
+    def direction(self) -> str:
+        """The run's overall direction: the opt-outs' when they are the only mapping; both otherwise."""
+        if self.opt_outs is not None and not self.fields:
+            return self.opt_outs.direction
+        return "both"
 
     def watermark_option(self, instance: str) -> str:
         return self.watermark.option or f"LASTTWOWAY_{instance}_{self.id}"
 
+    def mapped(self) -> dict[str, str]:
+        """Local attribute -> CRM field, opt-outs first, for every field this sync reads and writes."""
+        pairs: dict[str, str] = {k: v for k, v in (self.opt_outs.fields if self.opt_outs else {}).items()}
+        return {**pairs, **{m.local: m.remote for m in self.fields}}
+
     def owned_fields(self) -> dict[str, str]:
         """CRM field (lower case) -> local attribute, for every field this sync writes."""
-        return {remote.lower(): local for local, remote in self.opt_outs.fields.items()}
+        return {remote.lower(): local for local, remote in self.mapped().items()}
 
     def crm_problems(self, kind: str) -> list[str]:
         known = OPT_OUT_FIELDS.get(kind, ())
         lowered = {name.lower(): name for name in known}
         problems = []
-        for local, remote in self.opt_outs.fields.items():
+        for local, remote in (self.opt_outs.fields if self.opt_outs is not None else {}).items():
             if remote.lower() in lowered or _custom_field(kind, remote):
                 continue
             problems.append(

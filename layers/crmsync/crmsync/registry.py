@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -89,6 +89,9 @@ class Operation:
     rejects are not replayed)."""
     found_by: Mapping[str, str] = field(default_factory=dict)
     """What each `mode` of its summary means, shown as "found by"."""
+    window_clock: Literal["crm", "marketing"] = "crm"
+    """Whose clock a run's window ends on: the CRM's for a sync that reads the CRM, this machine's for one
+    that reads the marketing side's changes. A watermark set by hand past it is refused."""
 
     @property
     def asl(self) -> str:
@@ -150,6 +153,7 @@ OPERATIONS: dict[str, Operation] = {
                 "batches",
             ),
             replay_id="profileId",
+            window_clock="marketing",
         ),
         Operation(
             name="import_deleted",

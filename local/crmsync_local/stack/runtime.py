@@ -469,6 +469,12 @@ class _RouterHandler(logging.Handler):
 _ROUTER = _Router()
 
 
+def in_invocation() -> bool:
+    """A function invocation is running on this thread: its log lines go to the stack's sink (the CLI's
+    own log handlers, `crmsync_local.operator_logs`, leave them alone so no line is written twice)."""
+    return _ROUTER.frame_for_current_thread() is not None
+
+
 def _adopt_console_handlers(router: _Router) -> None:
     """Point logging handlers that write to the console streams at the router instead.
 

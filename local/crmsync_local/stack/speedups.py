@@ -28,6 +28,16 @@ once per message - every time any attribute is read, and the send path reads it 
 message: N messages cost N² clock reads (1,000 e-mail events took 67 s to queue, 10,000 would take
 hours). The counts are now computed only for `GetQueueAttributes` calls that ask for them (`All` or an
 `ApproximateNumberOf...` name); every other attribute is read as before.
+
+Creating a state machine: moto parses the definition with its ANTLR grammar only to validate it, and
+throws the tree away (executions parse again); that was half of a new stack's time. A definition text
+that was valid stays valid, so the texts already accepted are kept for the process and not parsed
+again; a new or invalid text is parsed, and refused, as before.
+
+Service models: moto's mock gives every new stack a new default boto3 session, so the handlers' first
+client of each service re-read botocore's JSON models (~25 ms a service, ~0.3 s a stack). The default
+session a stack gets now reads them through one loader kept for the process (the models are files of
+the installed botocore; the session, its credentials and configuration are still new).
 """
 
 from __future__ import annotations
@@ -53,12 +63,17 @@ from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.utilities import bytesize
 from moto.dynamodb.responses import DynamoResult
 from moto.sqs.models import Queue, SQSBackend
+from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
 _ORIGINAL_TRANSACT = DynamoDBBackend.transact_write_items
 _ORIGINAL_ITEM_INIT = Item.__init__
 _ORIGINAL_EXECUTE_RESULT = DynamoResult.execute_result
 _ORIGINAL_QUEUE_ATTRIBUTES = Queue.attributes
 _ORIGINAL_GET_QUEUE_ATTRIBUTES = SQSBackend.get_queue_attributes
+_ORIGINAL_VALIDATE_DEFINITION = StepFunctionsParserBackend._validate_definition
+_valid_definitions: set[str] = set()  # kept across stacks: that is the point
+_VALID_DEFINITIONS_KEPT = 512
+_loader: Any = None
 _COUNTS = frozenset(
     {"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed", "ApproximateNumberOfMessagesNotVisible"}
 )
@@ -196,8 +211,39 @@ def _get_queue_attributes(self: SQSBackend, queue_name: str, attribute_names: li
         _counting.active = False
 
 
+def _validate_definition(definition: str) -> None:
+    if definition in _valid_definitions:
+        return
+    _ORIGINAL_VALIDATE_DEFINITION(definition=definition)  # raises InvalidDefinition
+    if len(_valid_definitions) >= _VALID_DEFINITIONS_KEPT:
+        _valid_definitions.clear()
+    _valid_definitions.add(definition)
+
+
+def share_service_models() -> None:
+    """Give boto3 a new default session whose botocore models come from the process's one loader.
+
+    For a stack under moto's mock only: the mock saved boto3's default session when it started and puts
+    it back when it stops.
+    """
+    global _loader
+    import boto3
+    import botocore.session
+
+    core = botocore.session.get_session()
+    if _loader is None:
+        _loader = core.get_component("data_loader")
+    else:
+        core.register_component("data_loader", _loader)
+    session = boto3.session.Session(botocore_session=core)
+    paths = _loader.search_paths  # boto3 appends its own data directory to the loader on every session
+    paths[:] = list(dict.fromkeys(paths))
+    boto3.DEFAULT_SESSION = session
+
+
 def install() -> None:
     """Apply the fixes (process-wide, like moto's backends)."""
+    StepFunctionsParserBackend._validate_definition = staticmethod(_validate_definition)  # type: ignore[method-assign,assignment]
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     Item.__init__ = _item_init  # type: ignore[method-assign]
     DynamoResult.execute_result = _execute_result  # type: ignore[method-assign]
@@ -206,6 +252,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
+    StepFunctionsParserBackend._validate_definition = staticmethod(_ORIGINAL_VALIDATE_DEFINITION)  # type: ignore[method-assign,assignment]
     DynamoDBBackend.transact_write_items = _ORIGINAL_TRANSACT  # type: ignore[method-assign]
     Item.__init__ = _ORIGINAL_ITEM_INIT  # type: ignore[method-assign]
     DynamoResult.execute_result = _ORIGINAL_EXECUTE_RESULT  # type: ignore[method-assign]

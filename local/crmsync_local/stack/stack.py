@@ -423,6 +423,7 @@ class LocalStack:
                 moto_mock = mock_aws(config=MOTO_CONFIG)
                 moto_mock.start()
                 self._mock = moto_mock
+                speedups.share_service_models()
             else:
                 BackendDict.reset()
                 config_patch = mock.patch.dict(default_user_config, MOTO_CONFIG)

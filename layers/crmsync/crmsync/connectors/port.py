@@ -149,7 +149,8 @@ class CrmConnector(Protocol):
         """`value` is written as this CRM writes a record id."""
 
     def normalize_id(self, value: str) -> str:
-        """A record id as the CRM answers it (Dataverse: lower case), so given ids compare equal."""
+        """A record id as the CRM answers it (Dataverse: lower case; Salesforce: the 18-character, case-safe
+        form), so ids a person gives compare equal to the CRM's. Refusing what is not an id is `is_record_id`'s."""
 
     def id_of_object(self, value: str, description: ObjectDescription) -> bool:
         """A record id of `description`'s object, where the CRM's ids tell their object apart."""

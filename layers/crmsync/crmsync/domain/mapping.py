@@ -3,6 +3,7 @@ one that turns local attributes into a CRM record's fields (SPEC E3)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -151,6 +152,15 @@ class ResolvedField:
             label=bool(data.get("label", False)),
             enumeration=data.get("enumeration"),
         )
+
+    def reversed(self) -> ResolvedField:
+        """The same field for writing to the CRM (SPEC B1): its import replacements turned round, each local
+        value back to the CRM value it came from (`PayloadMapper` then applies the conversion in reverse).
+        Two CRM values replaced by one local value go back as the first of them."""
+        back: dict[str, Any] = {}
+        for crm_value, local_value in self.replace.items():
+            back.setdefault(replacement_key(local_value), crm_value)
+        return dataclasses.replace(self, replace=back)
 
     @classmethod
     def resolve(cls, mapping: FieldMapping, remote: str, crm_type: CrmFieldType) -> ResolvedField:

@@ -7,8 +7,11 @@ deletion import's id-set comparison reads (`IdSetConnector`: a Bulk API 2.0 `SEL
 5,000-row key-only pages on Dataverse) and accounts for each one:
 
 - `loaded`: the local store holds a record of it (profiles linked to the connection's object, or the
-  resource's rows): loaded by this transfer, or before;
-- `rejected`: this run sent a reject naming it to the reject store;
+  resource's rows): loaded by this transfer, or before. A run that names the ids it loaded (a transfer
+  from a file) has it split into `loaded_by_run` and `already_held` (held from an earlier run, not in
+  this one: what a supplement file lacks);
+- `rejected`: this run rejected it - the run says which ids (`rejected_ids`: the reject store holds none
+  when the sync routes no rejects, `rejects.route: false`), and the reject store's rejects of the run;
 - `filtered`: the sync's filter leaves it out, so the sync never imports it;
 - `missing`: none of these. Each missing id is re-read by id through the connector (ids are escaped into
   SOQL / OData there) and loaded with `imports.load_records`, the import's own load path: `re_read`
@@ -27,6 +30,7 @@ and kept while the function is warm, as the deletion import keeps the CRM's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from pydantic import BaseModel, Field
 
@@ -41,14 +45,24 @@ from .runs import Counts
 logger = logging.getLogger(__name__)
 
 LOCAL_ID_PAGE = 2_000
-_accounted: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+_accounted: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str] | None]] = {}
 
 
 class Completeness(Counts):
     """The figures of a completeness check, as the summary and `--json` report them."""
 
     crm_ids: int = Field(default=0, description="ids the CRM listed for the object")
-    loaded: int = Field(default=0, description="of them, held by the local store")
+    loaded: int = Field(default=0, description="of them, held by the local store (loaded by this run or before)")
+    loaded_by_run: int = Field(
+        default=0,
+        description="of `loaded`, those this run loaded (created, updated or found unchanged); with "
+        "`already_held` counted only when the run names the ids it loaded (a transfer from a file), else 0",
+    )
+    already_held: int = Field(
+        default=0,
+        description="of `loaded`, those the store held from an earlier run and this run did not load (a "
+        "record a supplement file lacks); counted as `loaded_by_run` is",
+    )
     rejected: int = Field(default=0, description="of them, rejected by this run")
     filtered: int = Field(default=0, description="of them, left out by the sync's filter")
     missing: int = Field(default=0, description="of them, neither loaded, rejected nor filtered")
@@ -81,9 +95,20 @@ def _id_set(connector: CrmConnector) -> IdSetConnector:
 
 
 def _accounted_ids(
-    container: Container, plan: ImportPlan, connector: CrmConnector, *, sync_id: str, run_id: str, connection: str
-) -> tuple[frozenset[str], frozenset[str]]:
-    """The CRM ids the local store holds, and those this run rejected: read once per warm function."""
+    container: Container,
+    plan: ImportPlan,
+    connector: CrmConnector,
+    *,
+    sync_id: str,
+    run_id: str,
+    connection: str,
+    rejected_ids: Collection[str],
+    loaded_ids: Collection[str] | None,
+) -> tuple[frozenset[str], frozenset[str], frozenset[str] | None]:
+    """The CRM ids the local store holds, those this run rejected, and of the held ones those this run
+    loaded (None when it did not say): read once per warm function. The rejected ones are those the run
+    itself knows (`rejected_ids`: with `rejects.route: false` the reject store holds none) and those the
+    reject store holds under the run's id."""
     cached = _accounted.get(run_id)
     if cached is not None:
         return cached
@@ -95,13 +120,19 @@ def _accounted_ids(
         local.update(connector.normalize_id(i) for i in ids)
         if after is None:
             break
-    rejected = {
+    rejected = {connector.normalize_id(i) for i in rejected_ids}
+    rejected.update(
         connector.normalize_id(str(r["crmId"]))
         for r in container.reject_store.rejects(sync_id, run_id=run_id, records=False)
         if r.get("crmId")
-    }
+    )
+    by_run = (
+        None
+        if loaded_ids is None
+        else frozenset(local.intersection(connector.normalize_id(i) for i in loaded_ids))
+    )
     _accounted.clear()
-    _accounted[run_id] = (frozenset(local), frozenset(rejected - local))
+    _accounted[run_id] = (frozenset(local), frozenset(rejected - local), by_run)
     return _accounted[run_id]
 
 
@@ -114,23 +145,38 @@ def completeness_step(
     run_id: str,
     connection: str,
     connector: CrmConnector | None = None,
+    rejected_ids: Collection[str] = (),
+    loaded_ids: Collection[str] | None = None,
 ) -> CompletenessCheck:
-    """One page of the CRM's ids accounted for; missing ones re-read and loaded. `BulkJobInProgress` while
-    Salesforce's id job runs (retryable: the same check goes on where it stood)."""
+    """One page of the CRM's ids accounted for; missing ones re-read and loaded. `rejected_ids`: CRM ids the
+    run rejected, as it knows them (the reject store's are added). `loaded_ids`: those it loaded, when it
+    knows them (normalised as the CRM writes ids): `loaded` is then split into `loaded_by_run` and
+    `already_held`. `BulkJobInProgress` while Salesforce's id job runs (retryable: the same check goes on
+    where it stood)."""
     if check.done:
         return check
     connector = connector or container.connector(container.definitions.connection(connection))
     ids_of = _id_set(connector)
     calls_before = connector.api_calls
     page: IdPage = ids_of.read_ids_next(check.cursor) if check.cursor else ids_of.read_ids_first(plan.object)
-    local, rejected = _accounted_ids(
-        container, plan, connector, sync_id=sync_id, run_id=run_id, connection=connection
+    local, rejected, by_run = _accounted_ids(
+        container,
+        plan,
+        connector,
+        sync_id=sync_id,
+        run_id=run_id,
+        connection=connection,
+        rejected_ids=rejected_ids,
+        loaded_ids=loaded_ids,
     )
     ids = list(dict.fromkeys(connector.normalize_id(i) for i in page.ids))
     held = [i for i in ids if i in local]
     refused = [i for i in ids if i in rejected]
     candidates = [i for i in ids if i not in local and i not in rejected]
     figures = Completeness(crm_ids=len(ids), loaded=len(held), rejected=len(refused), pages=1)
+    if by_run is not None:
+        figures.loaded_by_run = sum(1 for i in held if i in by_run)
+        figures.already_held = len(held) - figures.loaded_by_run
     if candidates:
         figures = figures.plus(
             _re_read(container, plan, connector, candidates, sync_id=sync_id, run_id=run_id, connection=connection)
@@ -199,9 +245,11 @@ def check_completeness(
     connection: str,
     connector: CrmConnector | None = None,
     renew: bool = True,
+    rejected_ids: Collection[str] = (),
+    loaded_ids: Collection[str] | None = None,
 ) -> Completeness:
     """Every id page at once, renewing the sync's lease between pages: what a run that is not a state
-    machine (`crmsync transfer`) calls at its end."""
+    machine (`crmsync transfer`) calls at its end, with the CRM ids it rejected and loaded."""
     check = CompletenessCheck()
     try:
         while not check.done:
@@ -216,6 +264,8 @@ def check_completeness(
                     run_id=run_id,
                     connection=connection,
                     connector=connector,
+                    rejected_ids=rejected_ids,
+                    loaded_ids=loaded_ids,
                 )
             except BulkJobInProgress:
                 # The connector waited its polling budget already; the job is still running: ask again.

@@ -5,11 +5,18 @@ Exactly once (SPEC E4): a write whose outcome is unknown is never simply repeate
 are idempotent and are sent again; inserts are first looked up by their correlation value - the
 profile id crmsync writes into the correlation field - and only those the CRM does not have are sent
 again. A batch an earlier attempt left in flight gets the same treatment before anything is sent.
+
+A call given up on is not cancelled: a request that timed out may still be running at the CRM and apply
+its inserts after we gave up, so a look-up made at once could miss them and send them a second time.
+Before looking an insert up, the batch waits as long as the uncertain call had run (the time the CRM
+already had it; at most `MAX_SETTLE_SECONDS`): for a cut connection or a gateway error that is the
+moment the answer failed, for a timeout the timeout again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -27,6 +34,7 @@ from .export_plan import ExportPlan, ObjectTarget
 logger = logging.getLogger(__name__)
 
 RESOLUTION_ROUNDS = 3
+MAX_SETTLE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -97,12 +105,16 @@ class BatchExporter:
         *,
         bulk: bool,
         interrupted: bool,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.plan = plan
         self.writer = writer
         self.journal = journal
         self.bulk = bulk
         self.interrupted = interrupted
+        self.clock = clock
+        self.sleep = sleep
 
     def export(self, records: list[SnapshotRecord]) -> BatchResult:
         result = BatchResult()
@@ -268,10 +280,12 @@ class BatchExporter:
         for _ in range(RESOLUTION_ROUNDS):
             if not request.records:
                 break
+            sent_at = self.clock()
             try:
                 results += self.writer.write(request, journal)
                 request = replace(request, records=())
             except CrmOutcomeUnknown as unknown:
+                ran = self.clock() - sent_at
                 completed: list[WriteResult] = list(unknown.completed)
                 results += completed
                 done = {r.ref for r in completed}
@@ -282,7 +296,8 @@ class BatchExporter:
                     object_name,
                     kind,
                 )
-                if kind == "insert":
+                if kind == "insert" and request.records:
+                    self.sleep(min(ran, MAX_SETTLE_SECONDS))  # a late insert is found, not sent twice
                     found, request = self._already_created(request)
                     results += found
         if request.records:

@@ -387,9 +387,9 @@ def import_page(state: ImportState, container: Container) -> ImportState:
                 )
             )
         records = connector.read_by_ids(plan.query(ids=tuple(valid))) if valid else []
-        found = {str(r.get(plan.id_field)) for r in records}
-        # Salesforce answers 18-character ids; a 15-character input matches its prefix.
-        for missing in (i for i in valid if i not in found and not any(f.startswith(i) for f in found)):
+        # Given ids are in the form the CRM answers (`_population_chunk` normalised them): compared as they are.
+        found = {connector.normalize_id(str(r.get(plan.id_field))) for r in records}
+        for missing in (i for i in valid if i not in found):
             rejects.append(
                 Reject(
                     RejectCode.NOT_FOUND,
@@ -526,6 +526,12 @@ class Loaded:
     updated: int
     unchanged: int
     rejected: int
+    rejected_ids: tuple[str, ...] = ()
+    """The CRM ids of the rejected records, routed to the reject store or not (`rejects.route: false`):
+    a run that checks its completeness counts them as rejected, not missing, from the run itself."""
+    loaded_ids: tuple[str, ...] = ()
+    """The CRM ids of the records created, updated or found unchanged: the completeness check tells what
+    this run loaded from what the store held already."""
 
 
 def load_records(
@@ -573,7 +579,10 @@ def load_records(
         RejectContext(sync_id, run_id, "import", "crm-to-marketing"),
         enabled=plan.route_rejects,
     )
-    return Loaded(result.created, result.updated, result.unchanged, len(rejects))
+    rejected_ids = tuple(dict.fromkeys(str(r.crm_id) for r in rejects if r.crm_id))
+    not_loaded = set(rejected_ids)
+    loaded_ids = tuple(m.crm_id for m in mapped if m.crm_id and m.crm_id not in not_loaded)
+    return Loaded(result.created, result.updated, result.unchanged, len(rejects), rejected_ids, loaded_ids)
 
 
 def _store(

@@ -38,7 +38,7 @@ from ..stores.two_way import CONSENT_COLUMNS
 from ..stores.watermarks import Watermark
 from ..wiring import AwsClients, Container, Settings
 from .events import BackfillReport, backfill, switched_on
-from .rejects import DeadLetters, RejectDesk, ReplayReport
+from .rejects import REPLAYABLE, DeadLetters, RejectDesk, ReplayReport
 from .rejects import data_loader_error_file as data_loader_error_file
 from .runs import S3_URI
 from .transfers import TransferSummary, file_format, transfer_file
@@ -385,8 +385,9 @@ class Operator:
         for sync in syncs:
             if not isinstance(sync, TwoWaySync) or not isinstance(connector, FieldHistoryConnector):
                 continue
-            found = connector.field_tracking(sync.object, sync.opt_outs.fields.values())
-            for local, remote in sync.opt_outs.fields.items():
+            mapped = sync.mapped()
+            found = connector.field_tracking(sync.object, mapped.values())
+            for local, remote in mapped.items():
                 on = found.tracked.get(remote, False)
                 rows.append(
                     {
@@ -581,7 +582,7 @@ class Operator:
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         stored = self.container.definitions.sync(sync_id)
-        if stored.sync.operation == "export":
+        if registry.operation(stored.sync.operation).window_clock == "marketing":
             now, clock = datetime.now(UTC), "this machine's clock"
         else:
             now, clock = self.container.connector(stored.connection).server_time(), "the CRM's clock"
@@ -635,16 +636,21 @@ class Operator:
         """Send the sync's rejects through its operation again, after the data was fixed (see
         `services/rejects.py`): export again, read the CRM ids again, or retry the deletes; an events
         sync's rejected events go back through the events queue (no run to wait for)."""
-        definition = self.container.definitions.sync(sync_id).sync
+        stored = self.container.definitions.sync(sync_id)
+        definition = stored.sync
         if isinstance(definition, EventsSync):
             return self.reject_desk.replay_events(sync_id, self.events_queue_url)
         operation = definition.operation
+        # CRM ids (imports, deletions) compare as the CRM writes them; an export's profile ids as they are.
+        normalize_id = None
+        if REPLAYABLE.get(operation) == "crmId":
+            normalize_id = self.container.connector(stored.connection).normalize_id
 
         def run(sync: str, population: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             started = self.start(sync, population=population, trigger="replay")
             return started.run_id, self.wait(started, timeout=timeout, poll=poll)
 
-        return self.reject_desk.replay(sync_id, operation, run)
+        return self.reject_desk.replay(sync_id, operation, run, normalize_id=normalize_id)
 
     # -- consent ledger (SPEC O3) -----------------------------------------------------------------------
     def consent_history(self, profile_id: str) -> list[dict[str, Any]]:

@@ -176,7 +176,13 @@ class RejectDesk:
         return found
 
     # -- replay ----------------------------------------------------------------------------------
-    def replay(self, sync_id: str, operation: str, run: Runner) -> ReplayReport:
+    def replay(
+        self, sync_id: str, operation: str, run: Runner, *, normalize_id: Callable[[str], str] | None = None
+    ) -> ReplayReport:
+        """Run the operation again over its rejects' ids. `normalize_id` writes a CRM id as the CRM answers
+        it (the connector's rule): a reject stored with a 15-character Salesforce id (a transfer file, `--ids`)
+        and the replay run's reject of the same record are one record, counted once and rejected again."""
+        same = normalize_id or str
         rejects = [r for r in self.store.rejects(sync_id, records=True) if r.get("operation") == operation]
         ids: dict[str, list[str]] = {}
         skipped = 0
@@ -185,7 +191,7 @@ class RejectDesk:
             if value is None:
                 skipped += 1
                 continue
-            ids.setdefault(value, []).append(str(reject["rejectId"]))
+            ids.setdefault(same(value), []).append(str(reject["rejectId"]))
         report = ReplayReport(
             sync_id=sync_id,
             operation=operation,
@@ -201,7 +207,7 @@ class RejectDesk:
             report.runs.append(run_id)
             if report.summary.get("status") != "SUCCEEDED":
                 return report
-            again = {replay_id(r) for r in self.store.rejects(sync_id, run_id=run_id)}
+            again = {same(i) for r in self.store.rejects(sync_id, run_id=run_id) if (i := replay_id(r))}
             refused = sum(1 for i in chunk if i in again)
             report.rejected_again += refused
             if operation == "export":

@@ -29,7 +29,7 @@ import csv
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any, Literal
 
 from ..config import ImportSync
@@ -199,6 +199,19 @@ def check_file(opener: Opener, source: str, fmt: FileFormat, plan: ImportPlan) -
             pass
 
 
+def with_crm_ids(rows: Iterable[Row], plan: ImportPlan, normalize_id: Callable[[str], str]) -> Iterator[Row]:
+    """The rows with their CRM id as the CRM answers it (the connector's `normalize_id`): a Salesforce
+    report or Data Loader export may hold 15-character ids, the store and the CRM's id list 18-character
+    ones. So a record reconciles with the profile it already has, and the completeness check finds it."""
+    for row in rows:
+        record, problem = row.record, row.problem
+        if record is not None and isinstance(record.get(plan.id_field), str):
+            record = {**record, plan.id_field: normalize_id(record[plan.id_field])}
+        if problem is not None and problem.crm_id:
+            problem = replace(problem, crm_id=normalize_id(problem.crm_id))
+        yield Row(row.number, record, problem)
+
+
 def _pages(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
     page: list[Row] = []
     for row in rows:
@@ -238,6 +251,8 @@ def transfer_file(
     key = RunKey(sync_id, run_id, normalize_started_at(None))
     totals: dict[str, int] = {"read": 0, "created": 0, "updated": 0, "unchanged": 0, "rejected": 0, "pages": 0}
     rows = 0
+    rejected_ids: set[str] = set()
+    loaded_ids: set[str] = set()
     with leased(container, sync_id, run_id):
         container.runs.record_start(
             key,
@@ -247,7 +262,10 @@ def transfer_file(
         )
     try:
         with opener() as stream:
-            for page in _pages(read_rows(text_lines(stream, source), source, fmt, plan), TRANSFER_PAGE):
+            rows_read = with_crm_ids(
+                read_rows(text_lines(stream, source), source, fmt, plan), plan, connector.normalize_id
+            )
+            for page in _pages(rows_read, TRANSFER_PAGE):
                 container.runs.renew(sync_id, run_id, container.settings.lease_seconds)
                 records = [row.record for row in page if row.record is not None]
                 rejects = [row.problem for row in page if row.problem is not None]
@@ -260,6 +278,8 @@ def transfer_file(
                 totals["updated"] += loaded.updated
                 totals["unchanged"] += loaded.unchanged
                 totals["rejected"] += loaded.rejected
+                rejected_ids.update(loaded.rejected_ids)
+                loaded_ids.update(loaded.loaded_ids)
                 totals["pages"] += 1
                 logger.info(
                     "transfer page loaded",
@@ -267,7 +287,14 @@ def transfer_file(
                 )
         completeness = (
             check_completeness(
-                container, plan, sync_id=sync_id, run_id=run_id, connection=connection.name, connector=connector
+                container,
+                plan,
+                sync_id=sync_id,
+                run_id=run_id,
+                connection=connection.name,
+                connector=connector,
+                rejected_ids=rejected_ids,
+                loaded_ids=loaded_ids,
             )
             if check
             else None
@@ -298,4 +325,4 @@ def transfer_file(
     return summary
 
 
-__all__ = ["Row", "TransferSummary", "check_file", "file_format", "read_rows", "transfer_file"]
+__all__ = ["Row", "TransferSummary", "check_file", "file_format", "read_rows", "transfer_file", "with_crm_ids"]

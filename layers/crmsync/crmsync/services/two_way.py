@@ -16,46 +16,62 @@ written twice, nothing is lost.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..config import TwoWaySync
+from ..config import TwoWayField, TwoWaySync
 from ..connectors.port import (
     CrmConnector,
     CrmWriter,
     FieldHistoryConnector,
+    ObjectDescription,
     RecordQuery,
     RecordWrite,
     WriteJournal,
     WriteRequest,
+    WriteResult,
 )
 from ..connectors.rules import crm_rules
 from ..domain.conversions import parse_crm_datetime_or_none
-from ..domain.records import Reject
+from ..domain.mapping import PayloadMapper, RecordMapper, ResolvedField
+from ..domain.reconciliation import normalize_key
+from ..domain.records import LocalRecord, RecordRejected, Reject
 from ..domain.two_way import (
     Change,
+    Direction,
     FieldChangeRow,
     FieldPolicy,
     LatestWins,
+    Reason,
+    SidePriority,
     TimeSource,
     crm_change,
+    crm_value_on_tie,
     decide,
     marketing_change,
+    most_restrictive_bool,
+    same_value,
     value_hash,
 )
-from ..domain.types import CrmFieldType
+from ..domain.types import DATE_LIKE, Conversion, CrmFieldType
 from ..domain.windows import ImportWindow, format_watermark, parse_watermark
 from ..errors import ConfigurationError
 from ..stores.batches import BatchEntry
-from ..stores.profiles import link_name
+from ..stores.profile_items import ApplyResult
+from ..stores.profiles import ExportedProfile, ExportLink, link_name
 from ..stores.two_way import ConsentChange, LedgerEntry
 from ..wiring import Container
 from . import batched_runs as batched
+from .enumerations import through_enumerations
+from .export_plan import _resolve_fields
+from .import_plan import unknown_field
 from .runs import Counts, PopulationSource, close_run, next_window
 
 logger = logging.getLogger(__name__)
@@ -73,6 +89,66 @@ def as_flag(value: Any) -> bool:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class PlanField:
+    """One field the run decides: which way it moves, who wins a conflict, and its conversions - the
+    import's going in (`into`), their reverse going out (`out`); opt-out flags have none (true/false)."""
+
+    local: str
+    remote: str
+    direction: Direction
+    priority: Literal["crm", "marketing", "latest"]
+    update_blank_values: bool = False
+    opt_out: bool = False
+    into: ResolvedField | None = None
+    out: ResolvedField | None = None
+
+
+@dataclass(frozen=True)
+class TwoWayPlan:
+    """The sync checked against the CRM's describe: its fields, in the CRM's spelling."""
+
+    fields: tuple[PlanField, ...]
+    timezone: str = "UTC"
+    key: str | None = None
+    """The reconciliation key's local attribute (SPEC I10), for records created on one side."""
+
+    @property
+    def remotes(self) -> tuple[str, ...]:
+        return tuple(f.remote for f in self.fields)
+
+    def field(self, local: str) -> PlanField:
+        return next(f for f in self.fields if f.local == local)
+
+
+class Values:
+    """The plan's conversions: a CRM value as the marketing side holds it (the import's conversion and
+    replacements), a local value as the CRM takes it (the export's reverse). Opt-out flags are true/false."""
+
+    def __init__(self, plan: TwoWayPlan) -> None:
+        self.plan = plan
+        self._in = RecordMapper([f.into for f in plan.fields if f.into], "", "", plan.timezone)
+        self._out = PayloadMapper([f.out for f in plan.fields if f.out], plan.timezone)
+
+    def local(self, pf: PlanField, raw: Any) -> Any:
+        """A CRM value as a local one; RecordRejected when it cannot be converted."""
+        if pf.opt_out or pf.into is None:
+            return as_flag(raw)
+        return self._in.map_value(pf.into, raw)
+
+    def crm(self, pf: PlanField, value: Any) -> Any:
+        """A local value as the CRM takes it; RecordRejected when it cannot be converted."""
+        if pf.opt_out or pf.out is None:
+            return value
+        return self._out.map_value(pf.out, value)
+
+    @staticmethod
+    def held(pf: PlanField, value: Any) -> Any:
+        """A profile's attribute as the run compares it."""
+        return as_flag(value) if pf.opt_out else value
 
 
 # ------------------------------------------------------------------------------------- payloads
@@ -99,6 +175,14 @@ class TwoWayRun(batched.ObjectRun):
     crm_previous: str | None = None
     tracking: dict[str, str] = Field(default_factory=dict)
     """CRM field -> where its change times come from (history, audit, record_timestamp)."""
+    resource: str | None = None
+    """The resource (table) a custom object's records are kept in on the marketing side; None: profiles."""
+    create_in_marketing: bool = False
+    create_in_crm: bool = False
+    key_remote: str | None = None
+    """The CRM field of the reconciliation key (inserts look records up by it first)."""
+    field_names: list[str] = Field(default_factory=list)
+    """The marketing attributes the run decides, in the sync's order."""
     decided: dict[str, int] = Field(default_factory=dict)
     """What the start step found and decided: records read per side, changes, conflicts, reasons, echoes."""
 
@@ -125,6 +209,18 @@ class TwoWayBatchEvent(batched.BatchEvent[TwoWayRun]):
     pass
 
 
+class FieldSummary(BaseModel):
+    """One field's decisions in a run (SPEC B1): values taken from each side, conflicts decided by priority
+    or by time, blanks filled, echoes (our own writes read back) skipped."""
+
+    from_crm: int = 0
+    from_marketing: int = 0
+    by_priority: int = 0
+    by_time: int = 0
+    blanks_filled: int = 0
+    echoes_skipped: int = 0
+
+
 class SideSummary(BaseModel):
     records_read: int = 0
     records_written: int = 0
@@ -145,12 +241,88 @@ class TwoWaySummary(batched.BatchedSummary):
     decided_by: dict[str, int] = Field(default_factory=dict)
     time_sources: dict[str, int] = Field(default_factory=dict)
     tracking: dict[str, str] = Field(default_factory=dict)
+    fields: dict[str, FieldSummary] = Field(default_factory=dict)
+    """Per marketing attribute, every field of the sync (zeros included)."""
     consent_rows: int = 0
+    created_in_crm: int = 0
+    """Profiles linked to no record of the object, inserted in the CRM (`create.in_crm`)."""
+    created_in_marketing: int = 0
+    """New CRM records that became profiles (`create.in_marketing`)."""
+    linked: int = 0
+    """New CRM records linked to an unlinked profile with the same key (created on both sides)."""
     deferred: int = 0
     rejected: int = 0
     unlinked: int = 0
     api_calls: int = 0
     batches: int = 0
+
+
+# ------------------------------------------------------------------------------------- the marketing side
+class ProfileSide:
+    """The marketing side of a sync of people: the profiles linked to the object's records (`externalIds`)."""
+
+    def __init__(self, container: Container, run: TwoWayRun) -> None:
+        self.store, self.run = container.profiles, run
+        self.apply_synced: Callable[..., bool] = self.store.apply_synced
+        """(item id, values, their change times, the times the run saw, source) -> written."""
+
+    def changed(self, since: str | None, until: str) -> Iterator[list[dict[str, Any]]]:
+        """Pages of the profiles the change index shows changed in [since, until)."""
+        for ids in self.store.changed_profile_ids(since, until):
+            for start in range(0, len(ids), PROFILE_CHUNK):
+                yield self.store.get_many(ids[start : start + PROFILE_CHUNK])
+
+    def by_crm_ids(self, crm_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return self.store.profiles_by_crm_ids(self.run.connection, self.run.object, crm_ids)
+
+    def get_many(self, ids: list[str]) -> list[dict[str, Any]]:
+        return self.store.get_many(ids)
+
+    def create(self, records: list[LocalRecord], key: str | None) -> ApplyResult:
+        """New CRM records, reconciled and written as an import writes them (SPEC I10)."""
+        run = self.run
+        return self.store.apply_import(
+            records,
+            connection=run.connection,
+            object_name=run.object,
+            key_attribute=key,
+            case_insensitive=True,
+            run_id=run.run_id,
+        )
+
+
+class ResourceSide:
+    """The marketing side of a custom object (SPEC I11): the rows of its resource, keyed by CRM id. A row is
+    shaped as a profile for the run (`profileId` = its CRM id, linked to itself)."""
+
+    def __init__(self, container: Container, run: TwoWayRun) -> None:
+        assert run.resource is not None
+        self.store, self.run, self.resource = container.resources, run, run.resource
+        self.link = link_name(run.connection, run.object)
+        self.apply_synced: Callable[..., bool] = partial(self.store.apply_synced, run.resource)
+
+    def _item(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "profileId": row["sk"], "externalIds": {self.link: row["sk"]}}
+
+    def changed(self, since: str | None, until: str) -> Iterator[list[dict[str, Any]]]:
+        yield [self._item(r) for r in self.store.changed_rows(self.resource, self.run.connection, since, until)]
+
+    def by_crm_ids(self, crm_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {r["sk"]: self._item(r) for r in self.get_many(crm_ids)}
+
+    def get_many(self, ids: list[str]) -> list[dict[str, Any]]:
+        rows = self.store.get_many(self.resource, ids)
+        return [self._item(r) for r in rows if r.get("connection") == self.run.connection]
+
+    def create(self, records: list[LocalRecord], key: str | None) -> ApplyResult:
+        run = self.run
+        return self.store.apply_import(
+            records, resource=self.resource, connection=run.connection, run_id=run.run_id
+        )
+
+
+def marketing_side(container: Container, run: TwoWayRun) -> ProfileSide | ResourceSide:
+    return ResourceSide(container, run) if run.resource else ProfileSide(container, run)
 
 
 # ------------------------------------------------------------------------------------- reading both sides
@@ -169,6 +341,11 @@ class Sides:
     rows: dict[tuple[str, str], list[FieldChangeRow]] = field(default_factory=dict)
     """(CRM id, CRM field) -> its history / audit rows in the CRM window."""
     integration_user: str | None = None
+    unlinked_profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Changed profiles linked to no record of the object, by profile id (`create.in_crm` only)."""
+    fresh: set[str] = field(default_factory=set)
+    """CRM ids linked in this run: their values count at the record's time (they have no history yet)."""
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 def _read(
@@ -180,6 +357,7 @@ def _read(
     tracked: list[str],
     crm_window: ImportWindow,
     marketing_window: ImportWindow,
+    plan: TwoWayPlan,
 ) -> Sides:
     sides = Sides()
     if run.direction != "marketing_to_crm":
@@ -193,23 +371,26 @@ def _read(
         )
         for record in _pages(connector, query):
             sides.crm_changed[_crm_id(connector, run, record)] = record
-    profiles = container.profiles
+    marketing = marketing_side(container, run)
     if run.direction != "crm_to_marketing":
         link = link_name(run.connection, run.object)
         since = _iso(marketing_window.start) if marketing_window.start else None
-        for ids in profiles.changed_profile_ids(since, _iso(marketing_window.end)):
-            for start in range(0, len(ids), PROFILE_CHUNK):
-                for item in profiles.get_many(ids[start : start + PROFILE_CHUNK]):
-                    crm_id = (item.get("externalIds") or {}).get(link)
-                    if crm_id and not item.get("deletedInCrm"):
-                        sides.profiles[str(crm_id)] = item
-                        sides.marketing_changed.add(str(crm_id))
+        for items in marketing.changed(since, _iso(marketing_window.end)):
+            for item in items:
+                crm_id = (item.get("externalIds") or {}).get(link)
+                if crm_id and not item.get("deletedInCrm"):
+                    sides.profiles[str(crm_id)] = item
+                    sides.marketing_changed.add(str(crm_id))
+                elif not crm_id and run.create_in_crm:
+                    sides.unlinked_profiles[item["profileId"]] = item
     # The other side of each changed record: profiles of CRM changes, CRM values of marketing changes.
     missing = [crm_id for crm_id in sides.crm_changed if crm_id not in sides.profiles]
     for start in range(0, len(missing), PROFILE_CHUNK):
-        sides.profiles.update(
-            profiles.profiles_by_crm_ids(run.connection, run.object, missing[start : start + PROFILE_CHUNK])
-        )
+        sides.profiles.update(marketing.by_crm_ids(missing[start : start + PROFILE_CHUNK]))
+    if run.create_in_marketing:
+        new = {c: r for c, r in sides.crm_changed.items() if c not in sides.profiles}
+        if new:
+            _create_profiles(container, run, plan, new, sides, watermark_field)
     unread = [crm_id for crm_id in sides.profiles if crm_id not in sides.crm_changed]
     if unread:
         query = RecordQuery(object=run.object, fields=columns, ids=tuple(unread))
@@ -217,12 +398,80 @@ def _read(
     changed = [crm_id for crm_id in sides.crm_changed if crm_id in sides.profiles]
     # A first run reads every record: its values count at the record's time, without per-record reads.
     if tracked and changed and crm_window.start is not None:
+        values, by_remote = Values(plan), {f.remote: f for f in plan.fields}
         for change in connector.field_changes(run.object, tracked, changed, crm_window.start, crm_window.end):
             sides.rows.setdefault((change.record_id, change.field), []).append(
-                FieldChangeRow(as_flag(change.value), change.at, change.author)
+                FieldChangeRow(_row_value(values, by_remote, change.field, change.value), change.at, change.author)
             )
         sides.integration_user = connector.integration_user()
     return sides
+
+
+def _create_profiles(
+    container: Container,
+    run: TwoWayRun,
+    plan: TwoWayPlan,
+    new: dict[str, dict[str, Any]],
+    sides: Sides,
+    watermark_field: str,
+) -> None:
+    """CRM records no profile is linked to (SPEC B2), reconciled as an import reconciles them (SPEC I10): a
+    profile with the same key is linked (its values are then decided field by field, like any change on
+    both sides); any other record becomes a new profile with its values. Idempotent, as the import is."""
+    values, marketing, key = Values(plan), marketing_side(container, run), plan.key
+    records: dict[str, LocalRecord] = {}
+    for crm_id, record in new.items():
+        attributes: dict[str, Any] = {}
+        for pf in plan.fields:
+            if pf.direction in ("marketing_to_crm", "disabled"):
+                continue
+            try:
+                attributes[pf.local] = values.local(pf, record.get(pf.remote))
+            except RecordRejected:
+                continue  # left empty; the field is refused again (and logged) when decided
+        modified = parse_crm_datetime_or_none(record.get(watermark_field)) or datetime.now(UTC)
+        records[crm_id] = LocalRecord(crm_id=crm_id, modified_at=modified, attributes=attributes, source=record)
+    matched = (
+        container.profiles.profile_ids_by_key(key, [r.attributes.get(key) for r in records.values()])
+        if key
+        else {}
+    )
+    keyed = (
+        {c: normalize_key(r.attributes.get(key), case_insensitive=True) for c, r in records.items()} if key else {}
+    )
+    linking = {c for c, k in keyed.items() if k is not None and k in matched}
+    batch = [
+        LocalRecord(r.crm_id, r.modified_at, {key: r.attributes[key]}, r.source) if c in linking and key else r
+        for c, r in records.items()
+    ]
+    result = marketing.create(batch, key)
+    sides.counts["created_in_marketing"] = result.created
+    sides.counts["linked"] = len(linking)
+    sides.counts["rejected_at_start"] = len(result.rejects)
+    for refused_record, refused in result.rejects:
+        logger.warning(
+            "two-way record not reconciled",
+            extra={"sync_id": run.sync_id, "crm_id": refused_record.crm_id, "code": refused.code},
+        )
+    found = marketing.by_crm_ids(list(records))
+    sides.profiles.update(found)
+    sides.fresh.update(found)
+    for crm_id in linking & set(found):
+        profile_id = found[crm_id]["profileId"]
+        if sides.unlinked_profiles.pop(profile_id, None) is not None:
+            sides.marketing_changed.add(crm_id)  # created on both sides: both sides' values are changes
+
+
+def _row_value(values: Values, by_remote: dict[str, PlanField], remote: str, raw: Any) -> Any:
+    """A history / audit row's value as the marketing side holds it (its text when it cannot be converted:
+    then it differs from any value held, and the change counts)."""
+    pf = by_remote.get(remote)
+    if pf is None:
+        return raw
+    try:
+        return values.local(pf, raw)
+    except RecordRejected:
+        return raw
 
 
 def _crm_id(connector: CrmConnector, run: TwoWayRun, record: dict[str, Any]) -> str:
@@ -239,9 +488,15 @@ def _pages(connector: CrmConnector, query: RecordQuery) -> Iterator[dict[str, An
 
 # ------------------------------------------------------------------------------------- deciding
 def policy_for(sync: TwoWaySync, attribute: str) -> FieldPolicy:
-    """The judge of one field: for opt-outs the latest change, ties opting out. (Per-field priority -
-    `crm`, `marketing`, `latest` - plugs in here.)"""
-    return LatestWins(tolerance_seconds=sync.tolerance_seconds)
+    """The judge of one field's conflicts: for opt-outs the latest change, ties opting out (SPEC O3); for
+    any other field its `priority` - one side always, or the latest change, ties keeping the CRM's value
+    (SPEC B1)."""
+    mapping = next((f for f in sync.fields if f.local == attribute), None)
+    if mapping is None:
+        return LatestWins(tolerance_seconds=sync.tolerance_seconds, restrictive=most_restrictive_bool)
+    if mapping.winner == "latest":
+        return LatestWins(tolerance_seconds=sync.tolerance_seconds, restrictive=crm_value_on_tie)
+    return SidePriority(mapping.winner)
 
 
 @dataclass
@@ -260,7 +515,7 @@ def _decide(
     run: TwoWayRun,
     sync: TwoWaySync,
     sides: Sides,
-    fields: dict[str, str],
+    plan: TwoWayPlan,
     source_of: dict[str, TimeSource],
     ledger: dict[tuple[str, str], LedgerEntry],
     crm_window: ImportWindow,
@@ -272,12 +527,15 @@ def _decide(
     decisions.count("crm_records_read", len(sides.crm_changed))
     decisions.count("profiles_read", len(sides.marketing_changed))
     decisions.count("unlinked", sum(1 for crm_id in sides.crm_changed if crm_id not in sides.profiles))
+    values = Values(plan)
     now = _iso(datetime.now(UTC))
+    first_run = crm_window.start is None
     for crm_id, profile in sides.profiles.items():
         record = sides.crm_changed.get(crm_id) or sides.crm_current.get(crm_id)
         if record is None:
             continue  # linked to a record the CRM no longer has: the deletion import's business
         attrs, stamps = profile.get("attrs") or {}, profile.get("attrChangedAt") or {}
+        record_at = parse_crm_datetime_or_none(record.get(watermark_field))
         row: dict[str, Any] = {
             "crmId": crm_id,
             "profileId": profile["profileId"],
@@ -286,28 +544,37 @@ def _decide(
             "changedAt": {},
             "seen": {},
             "ledger": {},
+            "crmSeen": {},
             "consent": [],
         }
-        for local, remote in fields.items():
+        for pf in plan.fields:
+            local, remote = pf.local, pf.remote
             entry = ledger.get((crm_id, local))
             synced = entry.hash if entry else None
-            crm_value, marketing_value = as_flag(record.get(remote)), as_flag(attrs.get(local))
+            try:
+                crm_value = values.local(pf, record.get(remote))
+            except RecordRejected as refused:
+                _unconverted(decisions, run, crm_id, pf, refused)
+                continue
+            marketing_value = values.held(pf, attrs.get(local))
             crm_side: Change | None = None
-            if crm_id in sides.crm_changed and run.direction != "marketing_to_crm":
+            if crm_id in sides.crm_changed and pf.direction not in ("marketing_to_crm", "disabled"):
                 field_rows = sides.rows.get((crm_id, remote), []) if source_of[remote].certain else None
-                if field_rows == [] and crm_window.start is None:
+                if field_rows == [] and (first_run or crm_id in sides.fresh):
                     field_rows = None  # a first run: values set before tracking began count at the record's time
                 crm_side, echoes = crm_change(
                     field=remote,
                     current=crm_value,
                     rows=field_rows,
-                    record_changed_at=parse_crm_datetime_or_none(record.get(watermark_field)),
+                    record_changed_at=record_at,
                     ledger_hash=synced,
                     integration_user=sides.integration_user,
                     source=source_of[remote],
                     record=crm_id,
+                    seen_until=parse_crm_datetime_or_none(entry.crm_seen) if entry else None,
                 )
                 decisions.count("crm_echoes_skipped", echoes)
+                decisions.count(f"field:{local}:echoes_skipped", echoes)
             marketing_side: Change | None = None
             if crm_id in sides.marketing_changed:
                 marketing_side, echoes = marketing_change(
@@ -319,79 +586,231 @@ def _decide(
                     record=profile["profileId"],
                 )
                 decisions.count("marketing_echoes_skipped", echoes)
-            if crm_side is None and marketing_side is None:
+                decisions.count(f"field:{local}:echoes_skipped", echoes)
+            held: tuple[Change, Change] | None = None
+            if pf.update_blank_values:
+                held = (
+                    Change("crm", crm_value, record_at or datetime.now(UTC), TimeSource.RECORD, None, crm_id),
+                    Change(
+                        "marketing",
+                        marketing_value,
+                        parse_crm_datetime_or_none(stamps.get(local) or profile.get("updatedAt"))
+                        or datetime.now(UTC),
+                        TimeSource.PROFILE,
+                        (profile.get("attrSource") or {}).get(local),
+                        profile["profileId"],
+                    ),
+                )
+            elif crm_side is None and marketing_side is None:
                 continue
             decision = decide(
                 local,
                 crm_side,
                 marketing_side,
-                direction=run.direction,  # type: ignore[arg-type]
+                direction=pf.direction,
                 policy=policy_for(sync, local),
                 current_crm=crm_value,
                 current_marketing=marketing_value,
+                update_blank_values=pf.update_blank_values,
+                held=held,
             )
             winner = decision.winner
+            seen = _iso(crm_side.at) if crm_side is not None and crm_side.source.certain else None
             if winner is None:
-                first_run = crm_window.start is None
-                if not first_run and crm_value == marketing_value and value_hash(crm_value) != synced:
+                if not first_run and same_value(crm_value, marketing_value) and value_hash(crm_value) != synced:
                     decisions.converged.append(
-                        LedgerEntry(sync.id, crm_id, local, value_hash(crm_value), "both", now, run.ledger_run)
+                        LedgerEntry(
+                            sync.id, crm_id, local, value_hash(crm_value), "both", now, run.ledger_run, seen
+                        )
                     )
                 continue
             assert decision.reason is not None
-            decisions.count("changes")
-            decisions.count(f"decided_by:{decision.reason.value}")
-            decisions.count(f"source:{winner.source.value}")
-            decisions.count("conflicts", 1 if decision.conflict else 0)
+            if not same_value(winner.value, crm_value):
+                try:
+                    row["crm"][remote] = values.crm(pf, winner.value)
+                except RecordRejected as refused:
+                    _unconverted(decisions, run, crm_id, pf, refused)
+                    continue
+            _count(decisions, local, decision.reason, winner, decision.conflict)
             row["ledger"][local] = value_hash(winner.value)
-            if winner.value != crm_value:
-                row["crm"][remote] = winner.value
-            if winner.value != marketing_value:
+            if seen is not None:
+                row["crmSeen"][local] = seen
+            if not same_value(winner.value, marketing_value):
                 row["marketing"][local] = winner.value
                 row["changedAt"][local] = _iso(winner.at)
                 row["seen"][local] = stamps.get(local)
-            row["consent"].append(
-                {
-                    "channel": local,
-                    "crmField": remote,
-                    "value": winner.value,
-                    "side": winner.side,
-                    "record": winner.record or (crm_id if winner.side == "crm" else profile["profileId"]),
-                    "at": _iso(winner.at),
-                    "author": winner.author,
-                    "source": winner.source.value,
-                }
-            )
+            if pf.opt_out:
+                row["consent"].append(
+                    {
+                        "channel": local,
+                        "crmField": remote,
+                        "value": winner.value,
+                        "side": winner.side,
+                        "record": winner.record or (crm_id if winner.side == "crm" else profile["profileId"]),
+                        "at": _iso(winner.at),
+                        "author": winner.author,
+                        "source": winner.source.value,
+                    }
+                )
         if row["crm"] or row["marketing"]:
             decisions.rows.append(row)
     return decisions
 
 
-def _checked_fields(sync: TwoWaySync, described: dict[str, Any]) -> dict[str, str]:
-    """Local attribute -> the CRM's spelling of its field; a field the object lacks, or one that is not
-    a boolean, is refused before anything is read (rule O2)."""
-    fields: dict[str, str] = {}
-    problems = []
-    for local, remote in sync.opt_outs.fields.items():
-        described_field = described.get(remote.lower())
-        if described_field is None:
-            problems.append(f"opt_outs.fields.{local}: {sync.object} has no field {remote!r}")
-        elif described_field.crm_type is not CrmFieldType.BOOLEAN:
-            kind = described_field.raw_type or described_field.crm_type
+def _inserts(run: TwoWayRun, plan: TwoWayPlan, sides: Sides, decisions: Decisions) -> list[dict[str, Any]]:
+    """A row per changed profile linked to no record of the object (`create.in_crm`): its fields that move
+    to the CRM, as the CRM takes them. The batch looks the key up in the CRM first, then inserts."""
+    values, rows = Values(plan), list[dict[str, Any]]()
+    for profile_id, profile in sides.unlinked_profiles.items():
+        attrs = profile.get("attrs") or {}
+        payload: dict[str, Any] = {}
+        ledger: dict[str, str] = {}
+        for pf in plan.fields:
+            if pf.direction in ("crm_to_marketing", "disabled") or attrs.get(pf.local) is None:
+                continue
+            try:
+                value = values.crm(pf, values.held(pf, attrs.get(pf.local)))
+            except RecordRejected:
+                decisions.count(f"field:{pf.local}:unconverted")
+                continue
+            if value is not None:
+                payload[pf.remote] = value
+                ledger[pf.local] = value_hash(values.held(pf, attrs.get(pf.local)))
+        key = attrs.get(plan.key) if plan.key else None
+        if not payload or normalize_key(key, case_insensitive=True) is None:
+            decisions.count("not_created")  # nothing to create a record from, or no key to find it again by
+            continue
+        decisions.count("to_create_in_crm")
+        for local in ledger:
+            decisions.count(f"field:{local}:from_marketing")
+        rows.append(
+            {
+                "crmId": None,
+                "profileId": profile_id,
+                "insert": payload,
+                "key": str(key),
+                "crm": {},
+                "marketing": {},
+                "changedAt": {},
+                "seen": {},
+                "ledger": ledger,
+                "crmSeen": {},
+                "consent": [],
+            }
+        )
+    return rows
+
+
+def _unconverted(
+    decisions: Decisions, run: TwoWayRun, crm_id: str, pf: PlanField, refused: RecordRejected
+) -> None:
+    """A value the field's conversion refuses: the field is left as it is on both sides, and logged (its
+    code and name, never the value)."""
+    logger.warning(
+        "two-way field not converted",
+        extra={"sync_id": run.sync_id, "crm_id": crm_id, "field": pf.remote, "code": refused.code},
+    )
+    decisions.count(f"field:{pf.local}:unconverted")
+
+
+def _count(decisions: Decisions, local: str, reason: Reason, winner: Change, conflict: bool) -> None:
+    """A decision in the run's counts: overall (changes, conflicts, reasons, time sources) and per field."""
+    side = winner.side
+    decisions.count("changes")
+    decisions.count(f"decided_by:{reason.value}")
+    decisions.count(f"source:{winner.source.value}")
+    decisions.count("conflicts", 1 if conflict and reason is not Reason.BLANK_FILLED else 0)
+    decisions.count(f"field:{local}:from_{side}")
+    if reason is Reason.PRIORITY:
+        decisions.count(f"field:{local}:by_priority")
+    elif reason.by_time:
+        decisions.count(f"field:{local}:by_time")
+    elif reason is Reason.BLANK_FILLED:
+        decisions.count(f"field:{local}:blanks_filled")
+
+
+def _resolve_plan(sync: TwoWaySync, description: ObjectDescription, crm_kind: str) -> TwoWayPlan:
+    """The sync's fields in the CRM's spelling, each checked against the object's describe before anything is
+    read: an opt-out must be a boolean (rule O2); any other field is resolved as an import resolves it, and
+    one that moves to the CRM must be writable there as an export writes it (rule S3)."""
+    problems: list[str] = []
+    fields: list[PlanField] = []
+    if sync.opt_outs is not None:
+        for local, remote in sync.opt_outs.fields.items():
+            described_field = description.fields.get(remote.lower())
+            if described_field is None:
+                problems.append(f"opt_outs.fields.{local}: {sync.object} has no field {remote!r}")
+            elif described_field.crm_type is not CrmFieldType.BOOLEAN:
+                kind = described_field.raw_type or described_field.crm_type
+                problems.append(
+                    f"opt_outs.fields.{local}: {remote!r} is a {kind} field; only boolean fields may be mapped "
+                    "(rule O2)"
+                )
+            else:
+                direction: Direction = sync.opt_outs.direction
+                fields.append(PlanField(local, described_field.name, direction, "latest", opt_out=True))
+    where = f"sync {sync.id}"
+    for index, mapping in enumerate(sync.fields):
+        found = description.field(mapping.remote)
+        if found is None:
+            problems.append(unknown_field(f"fields[{index}].remote", mapping.remote, description))
+            continue
+        if mapping.conversion in (Conversion.DATE_ONLY, Conversion.NO_OFFSET) and found.crm_type not in DATE_LIKE:
             problems.append(
-                f"opt_outs.fields.{local}: {remote!r} is a {kind} field; only boolean fields may be mapped (rule O2)"
+                f"fields[{index}].conversion: {mapping.conversion.value} applies to date and date-time fields; "
+                f"{found.name} is {found.crm_type.value}"
             )
-        else:
-            fields[local] = described_field.name
+            continue
+        out = _out_field(sync, mapping, index, description, crm_kind, problems)
+        if mapping.direction != "crm_to_marketing" and out is None:
+            continue
+        into = ResolvedField.resolve(mapping, found.name, found.crm_type)
+        fields.append(
+            PlanField(
+                mapping.local,
+                found.name,
+                mapping.direction,
+                mapping.winner,
+                mapping.update_blank_values,
+                into=into,
+                out=(out or into).reversed(),
+            )
+        )
     if problems:
-        raise ConfigurationError(problems)
-    return fields
+        raise ConfigurationError([p if p.startswith(where) else f"{where}: {p}" for p in problems])
+    return TwoWayPlan(tuple(fields), sync.target.timezone, sync.reconciliation.key)
+
+
+def _out_field(
+    sync: TwoWaySync,
+    mapping: TwoWayField,
+    index: int,
+    description: ObjectDescription,
+    crm_kind: str,
+    problems: list[str],
+) -> ResolvedField | None:
+    """A field that moves to the CRM, checked as an export checks it: updateable and of a compatible type."""
+    if mapping.direction == "crm_to_marketing":
+        return None
+    found: list[str] = []
+    resolved = _resolve_fields(
+        f"sync {sync.id}",
+        f"fields[{index}]",
+        [mapping],
+        description,
+        inserts=False,
+        updates=True,
+        problems=found,
+        rules=crm_rules(crm_kind),
+    )
+    problems += [p.replace(f"fields[{index}][0]", f"fields[{index}]") for p in found]
+    return resolved[0] if resolved and not found else None
 
 
 # ------------------------------------------------------------------------------------- the operation
 class TwoWay(
     batched.BatchedOperation[
-        TwoWaySync, dict[str, str], TwoWayRun, TwoWayTotals, TwoWayState, TwoWayBatchEvent, TwoWaySummary
+        TwoWaySync, TwoWayPlan, TwoWayRun, TwoWayTotals, TwoWayState, TwoWayBatchEvent, TwoWaySummary
     ]
 ):
     operation = OPERATION
@@ -399,7 +818,7 @@ class TwoWay(
     direction = "two-way"
     machine = "two-way"
     runs = "two-way syncs"
-    identity_field = "crmId"
+    identity_field = "profileId"  # one row per profile: a linked one, or one to insert (no CRM id yet)
     sync_model = TwoWaySync
     run_model = TwoWayRun
     totals_model = TwoWayTotals
@@ -408,14 +827,36 @@ class TwoWay(
 
     def prepare(
         self, sync: TwoWaySync, connection: batched.Connection, connector: CrmConnector
-    ) -> tuple[dict[str, str], batched.RunSettings]:
+    ) -> tuple[TwoWayPlan, batched.RunSettings]:
         if not isinstance(connector, FieldHistoryConnector):
             raise ConfigurationError(f"a {connection.kind} connection cannot tell who changed a field")
         description = connector.describe(sync.object)
-        fields = _checked_fields(sync, description.fields)
-        return fields, batched.RunSettings.of_object(
-            sync, connection, description, direction=sync.opt_outs.direction
+        plan = _resolve_plan(sync, description, connection.kind)
+        return plan, batched.RunSettings.of_object(
+            sync,
+            connection,
+            description,
+            direction=sync.direction,
+            resource=sync.target.resource if sync.target.kind == "resource" else None,
+            create_in_marketing=sync.create.in_marketing,
+            create_in_crm=sync.create.in_crm,
+            key_remote=next((f.remote for f in plan.fields if f.local == plan.key), None),
         )
+
+    def resolved(self, plan: TwoWayPlan, container: Container) -> TwoWayPlan:
+        """Fields converted through an enumeration (SPEC S2) get its values: labels going in, values out."""
+        into = through_enumerations(tuple(f.into for f in plan.fields if f.into), container, "import")
+        out = through_enumerations(tuple(f.out for f in plan.fields if f.out), container, "export")
+        if into == tuple(f.into for f in plan.fields if f.into) and out == tuple(
+            f.out for f in plan.fields if f.out
+        ):
+            return plan
+        by_local_in, by_local_out = {f.local: f for f in into}, {f.local: f for f in out}
+        fields = tuple(
+            dataclasses.replace(f, into=by_local_in.get(f.local, f.into), out=by_local_out.get(f.local, f.out))
+            for f in plan.fields
+        )
+        return dataclasses.replace(plan, fields=fields)
 
     def mode(self, population: PopulationSource | None) -> str:
         return "changes"
@@ -424,14 +865,14 @@ class TwoWay(
         self,
         container: Container,
         run: TwoWayRun,
-        plan: dict[str, str],
+        plan: TwoWayPlan,
         population: PopulationSource,
         rejects: list[Reject],
     ) -> Iterator[dict[str, Any]]:
         raise ConfigurationError(f"sync {run.sync_id!r} is two-way: it reads what changed on each side, not ids")
 
     def api(
-        self, sync: TwoWaySync, plan: dict[str, str], run: TwoWayRun
+        self, sync: TwoWaySync, plan: TwoWayPlan, run: TwoWayRun
     ) -> tuple[Literal["collections", "bulk"], int]:
         return "collections", 1
 
@@ -440,7 +881,7 @@ class TwoWay(
         container: Container,
         run: TwoWayRun,
         sync: TwoWaySync,
-        plan: dict[str, str],
+        plan: TwoWayPlan,
         window: ImportWindow,
         until: datetime,
     ) -> list[dict[str, Any]]:
@@ -461,16 +902,22 @@ class TwoWay(
         run.crm_window_start = format_watermark(crm_window.start) if crm_window.start else None
         run.crm_window_end = format_watermark(crm_window.end)
         run.crm_previous = format_watermark(crm_window.previous) if crm_window.previous else None
-        tracking = connector.field_tracking(run.object, plan.values())
+        tracking = connector.field_tracking(run.object, plan.remotes)
         evidence = TimeSource.HISTORY if tracking.source == "history" else TimeSource.AUDIT
-        source_of = {r: evidence if tracking.tracked.get(r) else TimeSource.RECORD for r in plan.values()}
+        source_of = {r: evidence if tracking.tracked.get(r) else TimeSource.RECORD for r in plan.remotes}
         run.tracking = {remote: source.value for remote, source in source_of.items()}
+        run.field_names = [f.local for f in plan.fields]
         watermark_field = sync.watermark.field or crm_rules(run.crm_kind).watermark_field
-        columns = tuple(dict.fromkeys([run.id_field, watermark_field, *plan.values()]))
+        columns = tuple(dict.fromkeys([run.id_field, watermark_field, *plan.remotes]))
         tracked = [remote for remote, source in source_of.items() if source.certain]
-        sides = _read(container, connector, run, columns, watermark_field, tracked, crm_window, window)
-        ledger = container.write_ledger.get_many(sync.id, [(c, local) for c in sides.profiles for local in plan])
+        sides = _read(container, connector, run, columns, watermark_field, tracked, crm_window, window, plan)
+        ledger = container.write_ledger.get_many(
+            sync.id, [(c, f.local) for c in sides.profiles for f in plan.fields]
+        )
         decisions = _decide(run, sync, sides, plan, source_of, ledger, crm_window, window.start, watermark_field)
+        for name, amount in sides.counts.items():
+            decisions.count(name, amount)
+        decisions.rows += _inserts(run, plan, sides, decisions)
         if decisions.converged:
             container.write_ledger.record(decisions.converged)
         run.decided = decisions.counts
@@ -485,8 +932,11 @@ class TwoWay(
         writer: CrmWriter,
         journal: Callable[[str], WriteJournal],
     ) -> batched.BatchResult:
-        """The CRM side once, then the profiles, then the write and consent ledgers."""
+        """The CRM side once, then the profiles, then the write and consent ledgers; then the profiles to
+        create in the CRM."""
         run = event.run
+        inserts = [row for row in rows if row.get("insert")]
+        rows = [row for row in rows if not row.get("insert")]
         crm_writes = {row["crmId"]: dict(row["crm"]) for row in rows if row["crm"]}
         profile_writes = {row["profileId"]: dict(row["marketing"]) for row in rows if row["marketing"]}
         if claim.interrupted:
@@ -506,7 +956,16 @@ class TwoWay(
         failed = {r.crm_id for r in rejects}
         now = _iso(datetime.now(UTC))
         container.write_ledger.record(
-            LedgerEntry(run.sync_id, row["crmId"], local, digest, "crm", now, run.ledger_run)
+            LedgerEntry(
+                run.sync_id,
+                row["crmId"],
+                local,
+                digest,
+                "crm",
+                now,
+                run.ledger_run,
+                row.get("crmSeen", {}).get(local),
+            )
             for row in rows
             if row["crmId"] in written
             for local, digest in row["ledger"].items()
@@ -520,7 +979,16 @@ class TwoWay(
             ):
                 continue
             entries += [
-                LedgerEntry(run.sync_id, row["crmId"], local, digest, "both", now, run.ledger_run)
+                LedgerEntry(
+                    run.sync_id,
+                    row["crmId"],
+                    local,
+                    digest,
+                    "both",
+                    now,
+                    run.ledger_run,
+                    row.get("crmSeen", {}).get(local),
+                )
                 for local, digest in row["ledger"].items()
             ]
             consent += [_consent(run, row, item) for item in row["consent"]]
@@ -535,6 +1003,21 @@ class TwoWay(
             }
             for row in rows
         ]
+        if inserts:
+            connector = container.connector(container.definitions.connection(run.connection))
+            created, insert_rejects = _create_in_crm(
+                container, run, writer, journal("insert"), inserts, counts, connector.normalize_id
+            )
+            rejects += insert_rejects
+            counts["rejected"] += len(insert_rejects)
+            outcomes += [
+                {
+                    "crmId": created.get(row["profileId"]),
+                    "profileId": row["profileId"],
+                    "status": "done" if row["profileId"] in created else "rejected",
+                }
+                for row in inserts
+            ]
         return batched.BatchResult(outcomes, counts, rejects, run.route_rejects)
 
     def finish(self, state: TwoWayState, container: Container) -> TwoWaySummary:
@@ -576,10 +1059,16 @@ class TwoWay(
             decided_by={k.split(":", 1)[1]: v for k, v in decided.items() if k.startswith("decided_by:")},
             time_sources={k.split(":", 1)[1]: v for k, v in decided.items() if k.startswith("source:")},
             tracking=run.tracking,
+            fields=_field_summaries(run, decided),
             consent_rows=counts.get("consent_rows", 0),
+            created_in_crm=counts.get("created_in_crm", 0),
+            created_in_marketing=decided.get("created_in_marketing", 0),
+            linked=decided.get("linked", 0),
             deferred=counts.get("deferred", 0),
-            rejected=counts.get("rejected", 0),
-            unlinked=decided.get("unlinked", 0),
+            rejected=counts.get("rejected", 0) + decided.get("rejected_at_start", 0),
+            unlinked=decided.get("unlinked", 0)
+            - decided.get("created_in_marketing", 0)
+            - decided.get("linked", 0),
             api_calls=state.totals.api_calls + counts.get("api_calls", 0),
             batches=run.batches,
         )
@@ -588,6 +1077,31 @@ class TwoWay(
             also.append(container.watermarks.advance_action(crm_window.option, crm_window.end, run.run_id))
         close_run(container, run.key, summary, operation=OPERATION, window=window, also=tuple(also))
         return summary
+
+
+def _field_summaries(run: TwoWayRun, decided: dict[str, int]) -> dict[str, FieldSummary]:
+    summaries = {local: FieldSummary() for local in run.field_names}
+    for key, amount in decided.items():
+        if key.startswith("field:"):
+            _, local, name = key.split(":", 2)
+            if name in FieldSummary.model_fields:
+                summary = summaries.setdefault(local, FieldSummary())
+                setattr(summary, name, getattr(summary, name) + amount)
+    return summaries
+
+
+def _refused(
+    result: WriteResult, record: dict[str, Any], fields: dict[str, Any], crm_id: str | None = None
+) -> Reject:
+    """A write the CRM refused, as a reject: its first error's code, every message, the record's names and
+    the names of the fields sent (never their values)."""
+    return Reject(
+        result.errors[0].code,
+        "; ".join(e.message for e in result.errors),
+        {**record, "fields": sorted(fields)},
+        crm_id=crm_id,
+        fields=result.errors[0].fields,
+    )
 
 
 def _write_crm(
@@ -615,17 +1129,84 @@ def _write_crm(
             counts["crm_records_written"] += 1
             counts["crm_fields_written"] += len(crm_writes[result.ref])
             continue
-        error = result.errors[0]
-        rejects.append(
-            Reject(
-                error.code,
-                "; ".join(e.message for e in result.errors),
-                {"crmId": result.ref, "fields": sorted(crm_writes[result.ref])},
-                crm_id=result.ref,
-                fields=error.fields,
-            )
-        )
+        rejects.append(_refused(result, {"crmId": result.ref}, crm_writes[result.ref], crm_id=result.ref))
     return written, rejects
+
+
+def _create_in_crm(
+    container: Container,
+    run: TwoWayRun,
+    writer: CrmWriter,
+    journal: WriteJournal,
+    rows: list[dict[str, Any]],
+    counts: dict[str, int],
+    normalize: Callable[[str], str],
+) -> tuple[dict[str, str], list[Reject]]:
+    """Profiles linked to no record of the object (SPEC B2): a CRM record with the profile's key (created
+    there meanwhile, or by an earlier attempt of this batch) is updated and linked; any other profile is
+    inserted and linked, as an export links what it creates. Answers profile id -> CRM id, and the refusals."""
+    assert run.key_remote is not None
+    by_key = {normalize_key(row["key"], case_insensitive=True): row for row in rows}
+    existing: dict[str, str] = {}
+    for record in writer.find(
+        run.object, run.key_remote, [row["key"] for row in rows], [run.id_field, run.key_remote]
+    ):
+        held = normalize_key(record.get(run.key_remote), case_insensitive=True)
+        if held in by_key:
+            existing.setdefault(by_key[held]["profileId"], normalize(str(record[run.id_field])))
+    created: dict[str, str] = {}
+    rejects: list[Reject] = []
+    requests = [
+        WriteRequest(
+            object=run.object,
+            kind="update",
+            records=tuple(
+                RecordWrite(ref=r["profileId"], fields={run.id_field: existing[r["profileId"]], **r["insert"]})
+                for r in rows
+                if r["profileId"] in existing
+            ),
+            key_field=run.id_field,
+        ),
+        WriteRequest(
+            object=run.object,
+            kind="insert",
+            records=tuple(
+                RecordWrite(ref=r["profileId"], fields=dict(r["insert"]))
+                for r in rows
+                if r["profileId"] not in existing
+            ),
+            match_field=run.key_remote,
+        ),
+    ]
+    for request in requests:
+        if not request.records:
+            continue
+        for result in writer.write(request, journal):
+            if result.success:
+                crm_id = existing.get(result.ref) or result.crm_id
+                assert crm_id is not None
+                created[result.ref] = normalize(crm_id)
+                continue
+            fields = next(r["insert"] for r in rows if r["profileId"] == result.ref)
+            rejects.append(_refused(result, {"profileId": result.ref}, fields))
+    linked = container.profiles.record_exported(
+        run.sync_id,
+        [
+            ExportedProfile(pid, link=ExportLink(pid, run.connection, run.object, crm_id))
+            for pid, crm_id in created.items()
+        ],
+    )
+    counts["created_in_crm"] = len([p for p in created if p not in existing])
+    counts["crm_records_written"] += len(created)
+    counts["crm_fields_written"] += sum(len(r["insert"]) for r in rows if r["profileId"] in created)
+    now = _iso(datetime.now(UTC))
+    container.write_ledger.record(
+        LedgerEntry(run.sync_id, crm_id, local, digest, "both", now, run.ledger_run)
+        for row in rows
+        if (crm_id := created.get(row["profileId"])) is not None and row["profileId"] not in linked.missing
+        for local, digest in row["ledger"].items()
+    )
+    return created, rejects
 
 
 def _write_profiles(
@@ -644,7 +1225,7 @@ def _write_profiles(
         values = profile_writes.get(row["profileId"])
         if not values or row["crmId"] in failed:
             continue
-        applied = container.profiles.apply_synced(
+        applied = marketing_side(container, run).apply_synced(
             row["profileId"],
             values,
             {name: row["changedAt"][name] for name in values},
@@ -676,6 +1257,11 @@ def _consent(run: TwoWayRun, row: dict[str, Any], item: dict[str, Any]) -> Conse
     )
 
 
+def _holds(held: Any, value: Any) -> bool:
+    """A side already holds the decided value (a flag in any of the forms `as_flag` reads)."""
+    return as_flag(held) == value if isinstance(value, bool) else held == value
+
+
 def _drop_applied(
     run: TwoWayRun,
     container: Container,
@@ -691,17 +1277,17 @@ def _drop_applied(
         query = RecordQuery(object=run.object, fields=(run.id_field, *names), ids=tuple(crm_writes))
         for record in connector.read_by_ids(query):
             values = crm_writes.get(_crm_id(connector, run, record), {})
-            for name in [n for n, v in values.items() if as_flag(record.get(n)) == v]:
+            for name in [n for n, v in values.items() if _holds(record.get(n), v)]:
                 del values[name]
     if profile_writes:
         stamps = {row["profileId"]: row["changedAt"] for row in rows}
-        for item in container.profiles.get_many(list(profile_writes)):
+        for item in marketing_side(container, run).get_many(list(profile_writes)):
             values, attrs = profile_writes[item["profileId"]], item.get("attrs") or {}
             changed = item.get("attrChangedAt") or {}
             held = [
                 n
                 for n, v in values.items()
-                if as_flag(attrs.get(n)) == v and changed.get(n) == stamps[item["profileId"]].get(n)
+                if _holds(attrs.get(n), v) and changed.get(n) == stamps[item["profileId"]].get(n)
             ]
             for name in held:
                 del values[name]

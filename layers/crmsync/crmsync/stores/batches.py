@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .dynamo import batch_write, deserialize, serialize, serialize_value
+from .dynamo import batch_write, deserialize, every_item, serialize, serialize_value
 from .runs import RUN_RETENTION_SECONDS
 
 
@@ -212,13 +212,8 @@ class BatchLedger:
             "ExpressionAttributeValues": serialize({":pk": self._pk(sync_id, run_id)}),
             "ConsistentRead": True,
         }
-        while True:
-            response = self.client.query(**kwargs)
-            for item in response.get("Items", []):
-                yield _entry(deserialize(item))
-            if "LastEvaluatedKey" not in response:
-                return
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        for item in every_item(self.client, "query", kwargs):
+            yield _entry(item)
 
     # -- unfinished runs -----------------------------------------------------------------------------
     @staticmethod

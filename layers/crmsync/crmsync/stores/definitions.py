@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..config import Connection, CrmsyncConfig, DynamicsConnection, SalesforceConnection, SyncDefinition
 from ..errors import ConfigurationError, SyncNotFound
-from .dynamo import batch_write, deserialize, serialize
+from .dynamo import batch_write, deserialize, every_item, serialize
 
 _connection_adapter: TypeAdapter[SalesforceConnection | DynamicsConnection] = TypeAdapter(Connection)
 _sync_adapter: TypeAdapter[SyncDefinition] = TypeAdapter(SyncDefinition)
@@ -58,14 +58,9 @@ class DefinitionStore:
         """Every stored item by its key (`connection#<name>`, `sync#<id>`)."""
         items: dict[str, dict[str, Any]] = {}
         kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
-        while True:
-            response = self.client.scan(**kwargs)
-            for raw in response.get("Items", []):
-                item = deserialize(raw)
-                items[item["pk"]] = item
-            if "LastEvaluatedKey" not in response:
-                return items
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        for item in every_item(self.client, "scan", kwargs):
+            items[item["pk"]] = item
+        return items
 
     def plan(self, config: CrmsyncConfig) -> DefinitionPlan:
         """Compare the file with what is stored; nothing is written."""
@@ -163,19 +158,14 @@ class DefinitionStore:
             "ExpressionAttributeNames": {"#k": "kind"},
             "ExpressionAttributeValues": serialize({":sync": "sync"}),
         }
-        while True:
-            response = self.client.scan(**kwargs)
-            for raw in response.get("Items", []):
-                item = deserialize(raw)
-                body = json.loads(item["body"])
-                items.append(
-                    {
-                        "id": body["id"],
-                        "instance": item["instance"],
-                        "appliedAt": item.get("appliedAt"),
-                        **{k: body.get(k) for k in ("operation", "connection", "object", "schedule", "enabled")},
-                    }
-                )
-            if "LastEvaluatedKey" not in response:
-                return sorted(items, key=lambda i: i["id"])
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        for item in every_item(self.client, "scan", kwargs):
+            body = json.loads(item["body"])
+            items.append(
+                {
+                    "id": body["id"],
+                    "instance": item["instance"],
+                    "appliedAt": item.get("appliedAt"),
+                    **{k: body.get(k) for k in ("operation", "connection", "object", "schedule", "enabled")},
+                }
+            )
+        return sorted(items, key=lambda i: i["id"])

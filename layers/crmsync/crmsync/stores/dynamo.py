@@ -1,4 +1,5 @@
-"""DynamoDB plumbing shared by the stores: (de)serialisation, batched reads and writes, transactions."""
+"""DynamoDB plumbing shared by the stores: (de)serialisation, paged reads, batched reads and writes,
+transactions."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -106,6 +107,28 @@ def serialize_value(value: Any) -> Any:
 
 def deserialize(item: dict[str, Any]) -> dict[str, Any]:
     return {key: _plain_value(value) for key, value in item.items()}
+
+
+def pages(
+    client: Any, operation: Literal["query", "scan"], request: dict[str, Any]
+) -> Iterator[list[dict[str, Any]]]:
+    """Each page a query or scan answers, its items deserialized, following `LastEvaluatedKey` until the
+    last page (a reader that stops early reads no further page)."""
+    request = dict(request)
+    while True:
+        response = getattr(client, operation)(**request)
+        yield [deserialize(item) for item in response.get("Items", [])]
+        if "LastEvaluatedKey" not in response:
+            return
+        request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def every_item(
+    client: Any, operation: Literal["query", "scan"], request: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """Every item of every page of a query or scan, deserialized."""
+    for page in pages(client, operation, request):
+        yield from page
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

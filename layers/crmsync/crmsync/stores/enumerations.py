@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..connectors.port import PicklistValue
-from .dynamo import batch_write, deserialize, serialize
+from .dynamo import batch_write, every_item, serialize
 
 
 @dataclass(frozen=True)
@@ -62,23 +62,18 @@ class EnumerationStore:
             "ExpressionAttributeValues": serialize({":pk": name}),
             "ConsistentRead": True,
         }
-        while True:
-            response = self.client.query(**kwargs)
-            for raw in response.get("Items", []):
-                item = deserialize(raw)
-                found.append(
-                    EnumerationValue(
-                        value=str(item["sk"]),
-                        label=str(item.get("label", "")),
-                        active=bool(item.get("active", True)),
-                        default=bool(item.get("default", False)),
-                        order=int(item.get("order", 0)),
-                        source=str(item.get("source", "")),
-                    )
+        for item in every_item(self.client, "query", kwargs):
+            found.append(
+                EnumerationValue(
+                    value=str(item["sk"]),
+                    label=str(item.get("label", "")),
+                    active=bool(item.get("active", True)),
+                    default=bool(item.get("default", False)),
+                    order=int(item.get("order", 0)),
+                    source=str(item.get("source", "")),
                 )
-            if "LastEvaluatedKey" not in response:
-                return sorted(found, key=lambda v: (v.order, v.value))
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+            )
+        return sorted(found, key=lambda v: (v.order, v.value))
 
     def apply(
         self,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .dynamo import TransactionConflict, deserialize, serialize, transact_groups, update_each
+from .dynamo import TransactionConflict, pages, serialize, transact_groups, update_each
 from .profile_items import (
     CHANGE_INDEX,
     CHANGE_SHARDS,
@@ -61,15 +61,10 @@ class ExportLinks(ProfileTable):
                 "KeyConditionExpression": condition,
                 "ExpressionAttributeValues": serialize(values),
             }
-            while True:
-                response = self.client.query(**kwargs)
-                items = [deserialize(i) for i in response.get("Items", [])]
+            for items in pages(self.client, "query", kwargs):
                 ids = [i["pk"][2:] for i in items if i.get("updatedAt") != until]
                 if ids:
                     yield ids
-                if "LastEvaluatedKey" not in response:
-                    break
-                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     # -- export ------------------------------------------------------------------------------------
     def record_exported(self, sync_id: str, exported: list[ExportedProfile]) -> LinkResult:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from botocore.exceptions import ClientError
+
 from ..domain.reconciliation import StoredProfile
 from ..domain.records import LocalRecord, RecordRejected
 from ..errors import StoreThrottled
@@ -90,6 +92,51 @@ def attribute_sets(
             f"attrSource.#a{index} = :src",
         ]
     return sets
+
+
+def synced_update(
+    changes: dict[str, Any], changed_at: dict[str, str], seen: dict[str, str | None] | None, source: str
+) -> tuple[list[str], list[str], dict[str, str], dict[str, Any]]:
+    """SET clauses, conditions, names and values writing attributes a two-way run decided (profiles and
+    resource rows alike): each value with its change time and `source`; with `seen` (each attribute's
+    change time when the run read it), only if the attribute did not change since."""
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {":src": serialize_value(source)}
+    sets: list[str] = []
+    conditions = ["attribute_exists(pk)"]
+    for index, (name, value) in enumerate(changes.items()):
+        names[f"#a{index}"] = name
+        values[f":a{index}"] = serialize_value(value)
+        values[f":t{index}"] = serialize_value(changed_at[name])
+        sets += [
+            f"attrs.#a{index} = :a{index}",
+            f"attrChangedAt.#a{index} = :t{index}",
+            f"attrSource.#a{index} = :src",
+        ]
+        if seen is None:
+            continue
+        before = seen.get(name)
+        if before is None:
+            conditions.append(f"attribute_not_exists(attrChangedAt.#a{index})")
+        else:
+            values[f":s{index}"] = serialize_value(before)
+            conditions.append(f"attrChangedAt.#a{index} = :s{index}")
+    return sets, conditions, names, values
+
+
+def update_if(
+    client: Any, table: str, key: dict[str, Any], update: str, condition: str, **expressions: Any
+) -> bool:
+    """One conditional UpdateItem; False when its condition does not hold."""
+    try:
+        client.update_item(
+            TableName=table, Key=key, UpdateExpression=update, ConditionExpression=condition, **expressions
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
+        return False
+    return True
 
 
 def change_shard(profile_id: str) -> str:
@@ -172,5 +219,7 @@ __all__ = [
     "page_key",
     "settle",
     "stored_profile",
+    "synced_update",
     "unique_key",
+    "update_if",
 ]

@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from ..domain.reconciliation import normalize_key
 from .dynamo import serialize, serialize_value
-from .profile_items import ProfileTable, change_shard, crm_id_key, now_stamp
+from .profile_items import ProfileTable, change_shard, crm_id_key, now_stamp, synced_update, unique_key, update_if
 
 
 class TwoWayWrites(ProfileTable):
@@ -25,6 +24,15 @@ class TwoWayWrites(ProfileTable):
         profiles = {item["profileId"]: item for item in self.get_many(set(lookups.values()))}
         return {key[prefix:]: profiles[pid] for key, pid in lookups.items() if pid in profiles}
 
+    def profile_ids_by_key(
+        self, attribute: str, values: Iterable[Any], *, case_insensitive: bool = True
+    ) -> dict[str, str]:
+        """The profiles holding these values of the unique key (its `K#` lookups, 100 a call): normalised
+        value -> profile id."""
+        normalized = {normalize_key(v, case_insensitive=case_insensitive) for v in values} - {None}
+        keys = {unique_key(attribute, n): n for n in normalized if n is not None}
+        return {keys[pk]: pid for pk, pid in self._lookup(list(keys)).items()}
+
     def apply_synced(
         self,
         profile_id: str,
@@ -36,44 +44,21 @@ class TwoWayWrites(ProfileTable):
         """Attributes decided by a two-way sync, each stamped with the time of the change that won and its
         source. Written only if none of them changed since the run read them (`seen`: their change time
         then); False when one did - the next run decides it again with that newer change."""
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {
+        sets, conditions, names, values = synced_update(changes, changed_at, seen, source)
+        values |= {
             ":now": serialize_value(now_stamp()),
-            ":src": serialize_value(source),
             ":one": serialize_value(1),
             ":shard": serialize_value(change_shard(profile_id)),
         }
-        sets = ["version = version + :one", "updatedAt = :now", "changeShard = :shard"]
-        conditions = ["attribute_exists(pk)"]
-        for index, (name, value) in enumerate(changes.items()):
-            names[f"#a{index}"] = name
-            values[f":a{index}"] = serialize_value(value)
-            values[f":t{index}"] = serialize_value(changed_at[name])
-            sets += [
-                f"attrs.#a{index} = :a{index}",
-                f"attrChangedAt.#a{index} = :t{index}",
-                f"attrSource.#a{index} = :src",
-            ]
-            before = seen.get(name)
-            if before is None:
-                conditions.append(f"attribute_not_exists(attrChangedAt.#a{index})")
-            else:
-                values[f":s{index}"] = serialize_value(before)
-                conditions.append(f"attrChangedAt.#a{index} = :s{index}")
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=serialize({"pk": f"P#{profile_id}"}),
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression=" AND ".join(conditions),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
-            return False
-        return True
+        return update_if(
+            self.client,
+            self.table,
+            serialize({"pk": f"P#{profile_id}"}),
+            "SET " + ", ".join(["version = version + :one", "updatedAt = :now", "changeShard = :shard", *sets]),
+            " AND ".join(conditions),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
 
 __all__ = ["TwoWayWrites"]

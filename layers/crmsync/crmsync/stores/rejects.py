@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..domain.records import Reject
-from .dynamo import batch_get, batch_write, deserialize, serialize
+from .dynamo import batch_get, batch_write, deserialize, every_item, pages, serialize
 
 logger = logging.getLogger(__name__)
 
@@ -174,18 +174,10 @@ class RejectStore:
         }
         if projection:
             request["ProjectionExpression"] = projection
-        while True:
-            response = self.client.query(**request)
+        for page in pages(self.client, "query", request):
             now = int(self.clock())
-            for raw in response.get("Items", []):
-                item = deserialize(raw)
-                # Time to live deletes expired items within days, not at once: they are gone already.
-                if "expiresAt" in item and int(item["expiresAt"]) <= now:
-                    continue
-                yield item
-            if "LastEvaluatedKey" not in response:
-                return
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+            # Time to live deletes expired items within days, not at once: they are gone already.
+            yield from (item for item in page if "expiresAt" not in item or int(item["expiresAt"]) > now)
 
     def rejects(
         self, sync_id: str, *, run_id: str | None = None, limit: int | None = None, records: bool = True
@@ -216,16 +208,10 @@ class RejectStore:
             "Limit": 25,
         }
         now = int(self.clock())
-        while True:
-            response = self.client.query(**request)
-            for raw in response.get("Items", []):
-                item = deserialize(raw)
-                if "expiresAt" in item and int(item["expiresAt"]) <= now:
-                    continue
+        for item in every_item(self.client, "query", request):
+            if "expiresAt" not in item or int(item["expiresAt"]) > now:
                 return datetime.fromisoformat(str(item["createdAt"]))
-            if "LastEvaluatedKey" not in response:
-                return None
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return None
 
     def count(self, sync_id: str) -> Counter[str]:
         """How many rejects the sync has, by error symbol."""

@@ -10,8 +10,8 @@ from typing import Any
 from ..domain.conversions import format_local_datetime
 from ..domain.reconciliation import latest_per_crm_id
 from ..domain.records import CrmDeletion, DeletionResult, LocalRecord
-from .dynamo import batch_get, batch_write, deserialize, serialize
-from .profile_items import ApplyResult, now_stamp, page_key
+from .dynamo import batch_get, batch_write, deserialize, every_item, serialize, serialize_value
+from .profile_items import ApplyResult, now_stamp, page_key, synced_update, update_if
 
 
 class ResourceStore:
@@ -123,6 +123,70 @@ class ResourceStore:
         ids = [deserialize(item)["sk"] for item in response.get("Items", [])]
         return ids, page_key(response.get("LastEvaluatedKey"))
 
+    # -- two-way (SPEC B1-B2): the marketing side of a custom object ---------------------------------
+    def get_many(self, resource: str, crm_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The rows of these CRM records that exist, 100 a call."""
+        return batch_get(self.client, self.table, [{"pk": resource, "sk": c} for c in dict.fromkeys(crm_ids)])
+
+    def changed_rows(self, resource: str, connection: str, since: str | None, until: str) -> list[dict[str, Any]]:
+        """The rows of a resource from this connection whose `updatedAt` is in [since, until): one query of
+        the resource's partition, filtered (a custom object's table is read whole, page by page)."""
+        values: dict[str, Any] = {":r": resource, ":c": connection, ":b": until}
+        condition = "#c = :c AND updatedAt < :b"
+        if since:
+            values[":a"] = since
+            condition += " AND updatedAt >= :a"
+        request = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :r",
+            "FilterExpression": condition,
+            "ExpressionAttributeNames": {"#c": "connection"},
+            "ExpressionAttributeValues": serialize(values),
+        }
+        return list(every_item(self.client, "query", request))
+
+    def update_local(
+        self, resource: str, crm_id: str, changes: dict[str, Any], *, source: str = "marketing"
+    ) -> None:
+        """A change made on the marketing side to a row: attributes set, each stamped now with its source."""
+        self.apply_synced(resource, crm_id, changes, dict.fromkeys(changes, now_stamp()), None, source)
+
+    def apply_synced(
+        self,
+        resource: str,
+        crm_id: str,
+        changes: dict[str, Any],
+        changed_at: dict[str, str],
+        seen: dict[str, str | None] | None,
+        source: str,
+    ) -> bool:
+        """Attributes of a row, each stamped with its change time and source; with `seen` (each attribute's
+        change time when a two-way run read it), written only if none changed since - else False."""
+        key = serialize({"pk": resource, "sk": crm_id})
+        # Rows an import wrote have no per-attribute maps yet: made once, so the write below can set paths
+        # in them (DynamoDB refuses a path under a map the same expression creates).
+        made = update_if(
+            self.client,
+            self.table,
+            key,
+            "SET attrChangedAt = if_not_exists(attrChangedAt, :e), attrSource = if_not_exists(attrSource, :e)",
+            "attribute_exists(pk)",
+            ExpressionAttributeValues={":e": serialize_value({})},
+        )
+        if not made:
+            return False
+        sets, conditions, names, values = synced_update(changes, changed_at, seen, source)
+        values[":now"] = serialize_value(now_stamp())
+        return update_if(
+            self.client,
+            self.table,
+            key,
+            "SET " + ", ".join(["updatedAt = :now", *sets]),
+            " AND ".join(conditions),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
     def get(self, resource: str, crm_id: str) -> dict[str, Any] | None:
         response = self.client.get_item(
             TableName=self.table, Key=serialize({"pk": resource, "sk": crm_id}), ConsistentRead=True
@@ -130,18 +194,12 @@ class ResourceStore:
         return deserialize(response["Item"]) if "Item" in response else None
 
     def all(self, resource: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
+        request = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :r",
             "ExpressionAttributeValues": serialize({":r": resource}),
         }
-        while True:
-            response = self.client.query(**kwargs)
-            items.extend(deserialize(i) for i in response.get("Items", []))
-            if "LastEvaluatedKey" not in response:
-                return items
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return list(every_item(self.client, "query", request))
 
 
 __all__ = ["ResourceStore"]

@@ -34,7 +34,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..errors import LeaseLost, RunAlreadyInProgress
-from .dynamo import deserialize, serialize, serialize_value
+from .dynamo import deserialize, every_item, serialize, serialize_value
 
 RUN_RETENTION_SECONDS = 180 * 86_400
 HEARTBEATS_PER_LEASE = 4
@@ -330,9 +330,5 @@ class RunLedger:
             "FilterExpression": "contains(runId, :ending)",
             "ExpressionAttributeValues": serialize({":pk": f"RUN#{sync_id}", ":ending": ending}),
         }
-        while True:
-            response = self.client.query(**kwargs)
-            found += [r for r in map(deserialize, response.get("Items", [])) if str(r["runId"]).endswith(ending)]
-            if "LastEvaluatedKey" not in response:
-                return found
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        found += [r for r in every_item(self.client, "query", kwargs) if str(r["runId"]).endswith(ending)]
+        return found

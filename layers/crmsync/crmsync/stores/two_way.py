@@ -34,6 +34,8 @@ class LedgerEntry:
     side: str
     written_at: str
     run_id: str
+    crm_seen: str | None = None
+    """The time of the latest CRM history / audit row the decision saw: rows up to it are decided."""
 
 
 class WriteLedger:
@@ -46,7 +48,14 @@ class WriteLedger:
         items = batch_get(self.client, self.table, [{"pk": f"{sync_id}#{crm_id}", "sk": f} for crm_id, f in keys])
         return {
             (item["crmId"], item["sk"]): LedgerEntry(
-                sync_id, item["crmId"], item["sk"], item["hash"], item["side"], item["writtenAt"], item["runId"]
+                sync_id,
+                item["crmId"],
+                item["sk"],
+                item["hash"],
+                item["side"],
+                item["writtenAt"],
+                item["runId"],
+                item.get("crmSeenAt"),
             )
             for item in items
         }
@@ -65,6 +74,7 @@ class WriteLedger:
                     "side": e.side,
                     "writtenAt": e.written_at,
                     "runId": e.run_id,
+                    **({"crmSeenAt": e.crm_seen} if e.crm_seen else {}),
                 }
                 for e in entries
             ],

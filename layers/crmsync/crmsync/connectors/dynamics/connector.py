@@ -860,7 +860,11 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
                 moment = parse_crm_datetime_or_none(audit.get("createdon"))
                 if moment is None or moment >= end or (start is not None and moment < start):
                     continue
-                for column, value in (detail.get("NewValue") or {}).items():
+                # A column set to null is left out of NewValue (Dataverse omits null attributes): its old
+                # value alone says it changed.
+                new_values = detail.get("NewValue") or {}
+                cleared = {k: None for k in (detail.get("OldValue") or {}) if k not in new_values}
+                for column, value in {**new_values, **cleared}.items():
                     changes.append(FieldChange(record_id, column, value, moment, audit.get("_userid_value")))
             return changes
 

@@ -48,6 +48,7 @@ from ..rules import SALESFORCE
 from .auth import SalesforceToken, SalesforceTokenProvider
 from .bulk2 import BulkApi2
 from .collections import SObjectCollections
+from .ids import case_safe_id
 from .soql import (
     history_object,
     identifier,
@@ -192,6 +193,11 @@ class SalesforceConnector(HttpConnector[SalesforceConnection, SalesforceTokenPro
     def is_record_id(self, value: str) -> bool:
         """15 or 18 characters; case-sensitive (the 18-character form is the 15 with a checksum)."""
         return is_salesforce_id(value)
+
+    def normalize_id(self, value: str) -> str:
+        """The 18-character, case-safe form Salesforce answers: a 15-character id from a report or a Data
+        Loader export gets its checksum suffix, an 18-character one its case back (`ids.case_safe_id`)."""
+        return case_safe_id(value)
 
     def id_of_object(self, value: str, description: ObjectDescription) -> bool:
         """Every id of an object starts with its key prefix (a Contact's 003): Salesforce deletes whatever id
