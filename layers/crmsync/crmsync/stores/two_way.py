@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .dynamo import batch_get, batch_write, deserialize, serialize
+from .dynamo import batch_get, batch_write, every_item, serialize
 
 
 @dataclass(frozen=True)
@@ -160,18 +160,12 @@ class ConsentLedger:
 
     def history(self, profile_id: str) -> list[dict[str, Any]]:
         """One profile's rows, oldest change first."""
-        rows: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :p",
             "ExpressionAttributeValues": serialize({":p": profile_id}),
         }
-        while True:
-            response = self.client.query(**kwargs)
-            rows.extend(deserialize(i) for i in response.get("Items", []))
-            if "LastEvaluatedKey" not in response:
-                return rows
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return list(every_item(self.client, "query", kwargs))
 
     def between(self, start: str | None, end: str | None) -> Iterator[dict[str, Any]]:
         """Every row whose change time is in [start, end) (an audit export: reads the whole table)."""
@@ -186,13 +180,7 @@ class ConsentLedger:
         if conditions:
             kwargs["FilterExpression"] = " AND ".join(conditions)
             kwargs["ExpressionAttributeValues"] = serialize(values)
-        while True:
-            response = self.client.scan(**kwargs)
-            for item in response.get("Items", []):
-                yield deserialize(item)
-            if "LastEvaluatedKey" not in response:
-                return
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        yield from every_item(self.client, "scan", kwargs)
 
 
 __all__ = ["CONSENT_COLUMNS", "ConsentChange", "ConsentLedger", "LedgerEntry", "WriteLedger"]
