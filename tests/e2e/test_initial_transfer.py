@@ -70,6 +70,32 @@ def test_below_the_threshold_the_import_syncs_ordinary_first_import_runs(sync_en
     assert sync_env.watermark("sf-contacts").text == format_watermark(DAY1 - timedelta(seconds=60))
 
 
+def test_an_import_starting_during_a_transfer_is_refused_naming_the_transfer(sync_env):
+    sync_env.seed_contacts(3)
+    sync_env.container.runs.acquire("sf-contacts-transfer", "transfer-in-flight", 900)
+    try:
+        summary = sync_env.run("sf-contacts")
+    finally:
+        sync_env.container.runs.release("sf-contacts-transfer", "transfer-in-flight")
+
+    assert summary["status"] == "REFUSED", summary
+    assert summary["error"]["type"] == "RunAlreadyInProgress"
+    assert "its initial transfer 'sf-contacts-transfer'" in summary["error"]["message"]
+    assert sync_env.profiles() == []
+    assert sync_env.container.runs.lease_holder("sf-contacts") is None
+
+
+def test_a_transfer_is_refused_while_its_import_sync_runs(sync_env):
+    sync_env.container.runs.acquire("sf-contacts", "import-in-flight", 900)
+    try:
+        summary = sync_env.run("sf-contacts-transfer")
+    finally:
+        sync_env.container.runs.release("sf-contacts", "import-in-flight")
+
+    assert summary["status"] == "REFUSED", summary
+    assert "its import sync 'sf-contacts'" in summary["error"]["message"]
+
+
 def test_a_failed_part_is_retried_alone(sync_env, monkeypatch):
     sync_env.seed_contacts(30)
     sync_env.reapply("sf-contacts-transfer", threshold=1, part_records=10)
