@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cat requirements-checkov.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench bench-export bench-deletions bench-events bench-two-way bench-peers test-peers peers venv clean build layer
+.PHONY: demo test lint bench bench-export bench-store bench-deletions bench-events bench-two-way bench-peers test-peers peers venv clean build layer
 
 venv: $(STAMP)
 
@@ -53,6 +53,9 @@ bench: venv
 
 bench-export: venv
 	$(BIN)/python bench/export_bench.py
+
+bench-store: venv
+	$(BIN)/python bench/store_cost_bench.py
 
 bench-events: venv
 	$(BIN)/python bench/events_bench.py

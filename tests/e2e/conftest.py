@@ -39,9 +39,13 @@ class SyncEnvironment:
 
     def reapply(self, sync_id: str, **changes: Any) -> None:
         """Apply examples/syncs.yaml with one sync changed, as an operator editing the file would."""
+        self.reapply_syncs({sync_id: changes})
+
+    def reapply_syncs(self, changes: dict[str, dict[str, Any]]) -> None:
+        """Apply examples/syncs.yaml with these syncs changed (by sync id), the others as they are."""
         syncs = [
-            type(s).model_validate({**s.model_dump(by_alias=True, exclude_none=True), **changes})
-            if s.id == sync_id
+            type(s).model_validate({**s.model_dump(by_alias=True, exclude_none=True), **changes[s.id]})
+            if s.id in changes
             else s
             for s in self.config.syncs
         ]

@@ -199,6 +199,25 @@ def test_a_record_lost_from_a_part_is_found_by_the_completeness_check_and_re_rea
     assert ids[13] in {p["externalId"] for p in sync_env.profiles()}
 
 
+def test_a_record_rejected_without_reject_routing_counts_as_rejected_not_missing(sync_env):
+    sync_env.seed_contacts(4)
+    sync_env.seed_contacts(1, prefix="long", LastName="L" * 81)  # longer than the mapping's max_length
+    sync_env.reapply_syncs(
+        {
+            "sf-contacts": {"rejects": {"route": False}},
+            "sf-contacts-transfer": {"threshold": 1, "part_records": 10},
+        }
+    )
+
+    summary = sync_env.run("sf-contacts-transfer")
+
+    assert summary["status"] == "SUCCEEDED", summary
+    assert (summary["created"], summary["rejected"]) == (4, 1)
+    assert sync_env.operator.rejects("sf-contacts") == []
+    figures = summary["completeness"]
+    assert (figures["crm_ids"], figures["loaded"], figures["rejected"], figures["missing"]) == (5, 4, 1, 0)
+
+
 # -- Dynamics 365 ------------------------------------------------------------------------------------------
 def test_dataverse_is_extracted_by_change_tracking_and_its_delta_link_carries_the_import_on(dynamics_env):
     ids = dynamics_env.seed_contacts(12)

@@ -260,3 +260,18 @@ def test_a_custom_object_both_ways(env, kind):
     assert crm[ids[1]][spec["both"]] == second  # the marketing change, converted back going out
     assert rows[new] == {"name": "S2", "state": as_local[first]}  # a record created in the CRM: a new row
     assert (summary["created_in_marketing"], summary["fields"]["state"]["from_marketing"]) == (1, 1)
+
+
+def test_a_profile_created_on_the_marketing_side_is_upserted_by_its_external_id(sync_env):
+    fields = [TwoWayField(remote=n, local=local) for local, n in PEOPLE["salesforce"].items()]
+    sync = FieldSync(sync_env, "salesforce", count=1, fields=fields, creating=True, upsert="External_Id__c")
+    (bea,) = marketing_profiles(sync_env.container).create_local_many(
+        [{"email": "bea@example.org", "lastName": "Bea"}], key_attribute="email"
+    )
+
+    summary = sync.run()
+
+    (record,) = [r for r in sync_env.crm.control.records("Contact") if r.get("Email") == "bea@example.org"]
+    assert record["External_Id__c"] == bea  # upserted on the profile id: the CRM matches it if sent again
+    assert sync_env.container.profiles.get(bea)["externalIds"]["sf-prod:Contact"] == record["Id"]
+    assert summary["created_in_crm"] == 1

@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from crmsync.config import Reconciliation, TwoWayCreate, TwoWayField, TwoWaySync, WatermarkSettings
+from crmsync.config import ExternalIdKey, Reconciliation, TwoWayCreate, TwoWayField, TwoWaySync, WatermarkSettings
 from crmsync.stores.dynamo import serialize, serialize_value
 from crmsync_local.marketing import marketing_profiles
 
@@ -50,6 +50,7 @@ class FieldSync:
         fields=None,
         initial=None,
         creating: bool = False,
+        upsert: str | None = None,
     ):
         """`creating`: the sync creates records both ways, reconciled on the e-mail address; it replaces
         the example's import and export of the object (they map the fields it owns), and links nothing
@@ -81,7 +82,11 @@ class FieldSync:
             max_concurrency=1,
             **(
                 {
-                    "create": TwoWayCreate(in_crm=True, in_marketing=True),
+                    "create": TwoWayCreate(
+                        in_crm=True,
+                        in_marketing=True,
+                        external_id=ExternalIdKey(remote=upsert) if upsert else None,
+                    ),
                     "reconciliation": Reconciliation(key="email"),
                 }
                 if creating

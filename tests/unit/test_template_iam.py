@@ -246,11 +246,14 @@ NEEDED["InitialTransferStartFunction"] = NEEDED["ImportStartFunction"] - {
     ("s3:PutObject", "DataBucket"),
 }
 NEEDED["InitialTransferPartFunction"] = set(NEEDED["ImportPageFunction"])
-# The completeness check reads the ids held locally and this run's rejects, then loads what it re-reads.
+# The completeness check reads the ids held locally and this run's rejects, then loads what it re-reads;
+# first it adds up the parts' ledger (a Query of the runs table), whose results name the parts' rejected ids.
 NEEDED["InitialTransferCheckFunction"] = NEEDED["ImportPageFunction"] | {
     ("dynamodb:Query", "ProfilesTable"),
     ("dynamodb:Query", "ResourcesTable"),
     ("dynamodb:Query", "RejectsTable"),
+    ("dynamodb:Query", "RunsTable"),
+    ("s3:GetObject", "DataBucket"),
 }
 
 

@@ -171,3 +171,13 @@ def test_a_resource_target_takes_fields_only_and_creates_nothing_in_the_crm():
         "syncs[0] (people).create.in_crm: resource rows are keyed by CRM id, so they are created from CRM "
         "records only"
     ]
+
+
+def test_an_upsert_key_is_for_records_created_in_the_crm_only():
+    (problem,) = problems_of(
+        config(
+            two_way({"remote": "Email", "local": "email"}, create={"external_id": {"remote": "External_Id__c"}})
+        )
+    )
+
+    assert "external_id: the upsert key of records created in the CRM" in problem

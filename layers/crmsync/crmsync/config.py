@@ -1029,6 +1029,17 @@ class TwoWayCreate(_Model):
         description="a new or changed profile linked to no record of the object is inserted in the CRM - "
         "unless a CRM record has its reconciliation.key, which it is linked to instead",
     )
+    external_id: ExternalIdKey | None = Field(
+        default=None,
+        description="in_crm only: upsert by this CRM external-id field holding the profile id (or `local`) "
+        "instead of inserting (SPEC E1): the CRM matches it, so a record is never created twice",
+    )
+
+    @model_validator(mode="after")
+    def _upsert_creates(self) -> TwoWayCreate:
+        if self.external_id is not None and not self.in_crm:
+            raise ValueError("external_id: the upsert key of records created in the CRM; set in_crm: true")
+        return self
 
 
 class TwoWaySync(_Sync):

@@ -172,7 +172,9 @@ class InitialTransfer(
         journal: Callable[[str], WriteJournal],
     ) -> batched.BatchResult:
         """Load one part with the import's load path; its rejects go to the reject store under the import
-        sync (so `crmsync rejects replay` re-reads them by CRM id through the import)."""
+        sync (so `crmsync rejects replay` re-reads them by CRM id through the import). The part's results
+        name the CRM ids it rejected: the completeness check reads them when the import sync routes no
+        rejects (`rejects.route: false`), so they count as rejected, not missing."""
         run = event.run
         rejects: list[Reject] = []
         loaded = load_records(
@@ -192,7 +194,8 @@ class InitialTransfer(
             "rejected": loaded.rejected,
             "parts": 1,
         }
-        return batched.BatchResult(outcomes=[], counts=counts, rejects=[], route_rejects=False)
+        outcomes = [{"crmId": crm_id, "status": "rejected"} for crm_id in loaded.rejected_ids]
+        return batched.BatchResult(outcomes=outcomes, counts=counts, rejects=[], route_rejects=False)
 
     # -- start -----------------------------------------------------------------------------------
     def start(self, event: batched.StartEvent, container: Container) -> TransferState:
@@ -307,13 +310,15 @@ class InitialTransfer(
         container.runs.renew(run.sync_id, run.run_id, container.settings.lease_seconds)
         if state.completeness is None:
             batched.done_ledger_counts(container, run)  # every part loaded, or no check (nor finish)
+        plan = ImportPlan.from_state(state.plan)
         check = completeness_step(
             container,
-            ImportPlan.from_state(state.plan),
+            plan,
             state.completeness or CompletenessCheck(),
             sync_id=run.import_sync,
             run_id=run.run_id,
             connection=run.connection,
+            rejected_ids=() if plan.route_rejects else _parts_rejected_ids(container, run),
         )
         return state.model_copy(update={"completeness": check})
 
@@ -365,6 +370,18 @@ def _extract_page(
     connector: ExtractConnector, plan: ImportPlan, run: TransferRun, cursor: str | None
 ) -> RecordPage:
     return connector.extract_page(plan.query(), cursor, records=run.part_records, tracking=run.tracking)
+
+
+def _parts_rejected_ids(container: Container, run: TransferRun) -> list[str]:
+    """The CRM ids the parts rejected, from their batch results: the reject store holds none of them when
+    the import sync routes no rejects. One read per part, made only then."""
+    ledger = container.batches
+    return [
+        str(result["crmId"])
+        for entry in ledger.entries(run.sync_id, run.ledger_run)
+        for result in ledger.results(entry)
+        if result.get("status") == "rejected" and result.get("crmId")
+    ]
 
 
 def _part_key(run: TransferRun, number: int) -> str:

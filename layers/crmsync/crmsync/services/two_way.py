@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..config import TwoWayField, TwoWaySync
+from ..config import PROFILE_ID, TwoWayField, TwoWaySync
 from ..connectors.port import (
     CrmConnector,
     CrmWriter,
@@ -181,6 +181,10 @@ class TwoWayRun(batched.ObjectRun):
     create_in_crm: bool = False
     key_remote: str | None = None
     """The CRM field of the reconciliation key (inserts look records up by it first)."""
+    upsert_field: str | None = None
+    """`create.external_id`: the CRM external-id field new records are upserted by, instead of inserted."""
+    upsert_local: str | None = None
+    """The local attribute (or profileId) whose value goes in `upsert_field`."""
     field_names: list[str] = Field(default_factory=list)
     """The marketing attributes the run decides, in the sync's order."""
     decided: dict[str, int] = Field(default_factory=dict)
@@ -677,6 +681,12 @@ def _inserts(run: TwoWayRun, plan: TwoWayPlan, sides: Sides, decisions: Decision
                 payload[pf.remote] = value
                 ledger[pf.local] = value_hash(values.held(pf, attrs.get(pf.local)))
         key = attrs.get(plan.key) if plan.key else None
+        if run.upsert_field is not None:
+            upsert_key = profile_id if run.upsert_local == PROFILE_ID else attrs.get(str(run.upsert_local))
+            if upsert_key is None:
+                decisions.count("not_created")
+                continue
+            payload[run.upsert_field] = upsert_key
         if not payload or normalize_key(key, case_insensitive=True) is None:
             decisions.count("not_created")  # nothing to create a record from, or no key to find it again by
             continue
@@ -781,6 +791,23 @@ def _resolve_plan(sync: TwoWaySync, description: ObjectDescription, crm_kind: st
     return TwoWayPlan(tuple(fields), sync.target.timezone, sync.reconciliation.key)
 
 
+def _upsert_field(sync: TwoWaySync, description: ObjectDescription) -> str | None:
+    """`create.external_id.remote` as the CRM spells it; refused unless it is an external-id field."""
+    key = sync.create.external_id
+    if key is None:
+        return None
+    found = description.field(key.remote)
+    if found is None:
+        raise ConfigurationError(
+            f"sync {sync.id}: " + unknown_field("create.external_id.remote", key.remote, description)
+        )
+    if not found.external_id:
+        raise ConfigurationError(
+            f"sync {sync.id}: create.external_id.remote: {description.name}.{found.name} is not an external-id field"
+        )
+    return found.name
+
+
 def _out_field(
     sync: TwoWaySync,
     mapping: TwoWayField,
@@ -841,6 +868,8 @@ class TwoWay(
             create_in_marketing=sync.create.in_marketing,
             create_in_crm=sync.create.in_crm,
             key_remote=next((f.remote for f in plan.fields if f.local == plan.key), None),
+            upsert_field=_upsert_field(sync, description),
+            upsert_local=sync.create.external_id.local if sync.create.external_id else None,
         )
 
     def resolved(self, plan: TwoWayPlan, container: Container) -> TwoWayPlan:
@@ -1155,6 +1184,7 @@ def _create_in_crm(
         if held in by_key:
             existing.setdefault(by_key[held]["profileId"], normalize(str(record[run.id_field])))
     created: dict[str, str] = {}
+    made: set[str] = set()
     rejects: list[Reject] = []
     requests = [
         WriteRequest(
@@ -1169,13 +1199,14 @@ def _create_in_crm(
         ),
         WriteRequest(
             object=run.object,
-            kind="insert",
+            kind="upsert" if run.upsert_field else "insert",
+            key_field=run.upsert_field,
             records=tuple(
                 RecordWrite(ref=r["profileId"], fields=dict(r["insert"]))
                 for r in rows
                 if r["profileId"] not in existing
             ),
-            match_field=run.key_remote,
+            match_field=None if run.upsert_field else run.key_remote,
         ),
     ]
     for request in requests:
@@ -1186,6 +1217,8 @@ def _create_in_crm(
                 crm_id = existing.get(result.ref) or result.crm_id
                 assert crm_id is not None
                 created[result.ref] = normalize(crm_id)
+                if request.kind == "insert" or (request.kind == "upsert" and result.created):
+                    made.add(result.ref)
                 continue
             fields = next(r["insert"] for r in rows if r["profileId"] == result.ref)
             rejects.append(_refused(result, {"profileId": result.ref}, fields))
@@ -1196,7 +1229,7 @@ def _create_in_crm(
             for pid, crm_id in created.items()
         ],
     )
-    counts["created_in_crm"] = len([p for p in created if p not in existing])
+    counts["created_in_crm"] = len(made)
     counts["crm_records_written"] += len(created)
     counts["crm_fields_written"] += sum(len(r["insert"]) for r in rows if r["profileId"] in created)
     now = _iso(datetime.now(UTC))
