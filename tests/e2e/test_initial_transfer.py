@@ -38,6 +38,15 @@ def parts_loaded(monkeypatch, fail=None):
     return loads
 
 
+def run_while_held(sync_env, held: str, sync_id: str) -> dict:
+    """Runs `sync_id` while another run holds the lease of sync `held`."""
+    sync_env.container.runs.acquire(held, f"{held}-in-flight", 900)
+    try:
+        return sync_env.run(sync_id)
+    finally:
+        sync_env.container.runs.release(held, f"{held}-in-flight")
+
+
 # -- Salesforce ------------------------------------------------------------------------------------------
 def test_an_object_at_the_threshold_is_extracted_by_one_bulk_query_job_and_loaded_by_parts(sync_env):
     ids = sync_env.seed_contacts(25)
@@ -72,11 +81,7 @@ def test_below_the_threshold_the_import_syncs_ordinary_first_import_runs(sync_en
 
 def test_an_import_starting_during_a_transfer_is_refused_naming_the_transfer(sync_env):
     sync_env.seed_contacts(3)
-    sync_env.container.runs.acquire("sf-contacts-transfer", "transfer-in-flight", 900)
-    try:
-        summary = sync_env.run("sf-contacts")
-    finally:
-        sync_env.container.runs.release("sf-contacts-transfer", "transfer-in-flight")
+    summary = run_while_held(sync_env, "sf-contacts-transfer", "sf-contacts")
 
     assert summary["status"] == "REFUSED", summary
     assert summary["error"]["type"] == "RunAlreadyInProgress"
@@ -86,11 +91,7 @@ def test_an_import_starting_during_a_transfer_is_refused_naming_the_transfer(syn
 
 
 def test_a_transfer_is_refused_while_its_import_sync_runs(sync_env):
-    sync_env.container.runs.acquire("sf-contacts", "import-in-flight", 900)
-    try:
-        summary = sync_env.run("sf-contacts-transfer")
-    finally:
-        sync_env.container.runs.release("sf-contacts", "import-in-flight")
+    summary = run_while_held(sync_env, "sf-contacts", "sf-contacts-transfer")
 
     assert summary["status"] == "REFUSED", summary
     assert "its import sync 'sf-contacts'" in summary["error"]["message"]
