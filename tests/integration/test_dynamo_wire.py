@@ -46,3 +46,21 @@ def test_a_failed_condition_reaches_the_caller_as_botocores_error(store):
         )
 
     assert refused.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
+def test_a_plain_answer_is_loaded_by_the_lean_client_before_botocore_parses_it(store):
+    client, table = store
+    client.put_item(TableName=table, Item=serialize({"pk": "P#plain", "attrs": {"n": 1}}))
+    bodies: list[bytes] = []
+
+    def after_lean(response_dict, **_):  # registered after the lean client's handler, at the same level
+        bodies.append(response_dict["body"])
+
+    client.meta.events.register("before-parse.dynamodb", after_lean)
+    try:
+        read = client.get_item(TableName=table, Key=serialize({"pk": "P#plain"}), ConsistentRead=True)
+    finally:
+        client.meta.events.unregister("before-parse.dynamodb", after_lean)
+
+    assert bodies == [b"{}"]
+    assert deserialize(read["Item"]) == {"pk": "P#plain", "attrs": {"n": 1}}
