@@ -9,8 +9,11 @@ step is cut to one part, so the steps stay comparable as N grows.
 Prints, per CRM and size: wall time, records/s (on the untraced steps), CRM calls, DynamoDB calls, items
 written and WCU per 1,000 records, and the peak memory a step allocates (tracemalloc, on every 10th step
 of each kind; the first extract step and the first part load are always traced). That peak must stay flat
-as N grows: one part is in memory at a time. It includes moto's in-process DynamoDB and S3, which a
-Lambda would not carry.
+as N grows: one part is in memory at a time. tracemalloc counts every allocation of its process, so by
+default the emulators and the local stack (moto) are served by a `crmsync local up` child process, and
+the benchmark's process holds only what a step's Lambda would: crmsync, boto3 and the HTTP clients. The
+peak is then crmsync's own; `--in-process` runs everything in one process as before (the Dataverse
+emulator sorts the whole table for the first page of a query, which shows in the first extract step).
 
     python bench/transfer_bench.py                       # both CRMs, 20,000 records, parts of 5,000
     python bench/transfer_bench.py --crm salesforce --records 20000 100000 --part-records 10000
@@ -24,10 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +56,8 @@ from crmsync.services.initial_transfers import (  # noqa: E402
 )
 from crmsync.services.operations import Operator  # noqa: E402
 from crmsync.wiring import Container  # noqa: E402
+from crmsync_local.emulators.dynamics import DynamicsControl  # noqa: E402
+from crmsync_local.emulators.salesforce import SalesforceControl  # noqa: E402
 from crmsync_local.environment import LocalEnvironment  # noqa: E402
 
 TRACE_EVERY = 10
@@ -89,10 +98,79 @@ def run_steps(container: Container, sync_id: str, steps: Steps) -> dict[str, Any
     return finish_transfer(state, container).model_dump()
 
 
-def bench(crm_name: str, count: int, part_records: int) -> dict[str, Any]:
+class ServedEnvironment:
+    """What `bench` needs of a `LocalEnvironment`, for one served by a `crmsync local up` child process."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    @property
+    def salesforce_control(self) -> SalesforceControl:
+        return SalesforceControl(self.state["salesforce"]["url"], self.state["ca_bundle"])
+
+    @property
+    def dynamics_control(self) -> DynamicsControl:
+        return DynamicsControl(self.state["dynamics"]["url"], self.state["ca_bundle"])
+
+    def config_environ(self) -> dict[str, str]:
+        return {**os.environ, **self.state["environment"]}
+
+
+@contextmanager
+def served_environment(timeout: float = 600) -> Iterator[ServedEnvironment]:
+    """A `crmsync local up` child process (emulators and local stack), this process pointed at it; stopped
+    (SIGTERM to that child only) on exit."""
+    with (
+        tempfile.TemporaryDirectory(prefix="transfer-bench-") as directory,
+        open(Path(directory) / "local-up.err", "w+") as errors,
+    ):
+        state_file = Path(directory) / "local.json"
+        command = [sys.executable, "-c", "from crmsync_local.cli import main; main()", "local", "up"]
+        child = subprocess.Popen(  # noqa: S603 - this interpreter running our own CLI
+            [*command, "--state-file", str(state_file)],
+            cwd=ROOT,
+            env={**os.environ, "CRMSYNC_RETRY_BASE_DELAY_SECONDS": "0"},
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        saved = dict(os.environ)
+        try:
+            deadline = time.monotonic() + timeout
+            while not state_file.exists():
+                if child.poll() is not None:
+                    errors.seek(0)
+                    raise RuntimeError(f"`crmsync local up` ended ({child.returncode}): {errors.read()[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError("`crmsync local up` wrote no state file")
+                time.sleep(0.5)
+            state = json.loads(state_file.read_text())
+            os.environ.update(state["environment"])
+            yield ServedEnvironment(state)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+@contextmanager
+def environment(in_process: bool) -> Iterator[Any]:
+    if in_process:
+        with LocalEnvironment(log_path=ROOT / ".crmsync" / "bench-lambda.log") as env:
+            yield env
+    else:
+        with served_environment() as served:
+            yield served
+
+
+def bench(crm_name: str, count: int, part_records: int, *, in_process: bool = False) -> dict[str, Any]:
     crm = CRMS[crm_name]
     now = datetime.now(UTC).replace(microsecond=0)
-    with LocalEnvironment(log_path=ROOT / ".crmsync" / "bench-lambda.log") as env:
+    with environment(in_process) as env:
         control = crm.control(env)
         control.set_clock(now, frozen=True)
         os.environ["CRMSYNC_RETRY_BASE_DELAY_SECONDS"] = "0"
@@ -144,6 +222,11 @@ def main() -> None:
     parser.add_argument(
         "--part-records", type=int, default=5_000, help="records per part (the sync's default 50,000)"
     )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the emulators and moto in this process (the peak memory then includes theirs)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     initial_transfers.EXTRACT_STEP_SECONDS = 0.0  # one part per extract step
@@ -151,7 +234,7 @@ def main() -> None:
     for name in CRMS if args.crm == "both" else [args.crm]:
         report[name] = {}
         for count in args.records:
-            row = report[name][count] = bench(name, count, args.part_records)
+            row = report[name][count] = bench(name, count, args.part_records, in_process=args.in_process)
             if args.json:
                 continue
             print(
@@ -160,7 +243,8 @@ def main() -> None:
                 f"(untraced steps) | CRM calls {row['crm_calls']} ({row['crm_calls_per_1000']}/1,000) | DynamoDB "
                 f"calls {row['dynamodb_calls']:,} ({row['dynamodb_calls_per_1000']}/1,000) | items written "
                 f"{row['items_written_per_1000']}/1,000, WCU {row['wcu_per_1000']}/1,000 | peak memory: extract "
-                f"step {row['peak_extract_step_mib']} MiB, part load {row['peak_part_load_mib']} MiB",
+                f"step {row['peak_extract_step_mib']} MiB, part load {row['peak_part_load_mib']} MiB"
+                f"{' (emulators and moto included)' if args.in_process else ' (crmsync only)'}",
                 flush=True,
             )
     if args.json:

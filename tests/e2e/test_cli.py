@@ -262,6 +262,8 @@ def test_a_two_way_opt_out_sync_reports_both_sides_and_its_consent_history(serve
         ("HasOptedOutOfEmail", "history"),
         ("DoNotCall", "record_timestamp"),
         ("HasOptedOutOfFax", "record_timestamp"),
+        ("Title", "record_timestamp"),  # the example's two-way fields (SPEC B1) are reported too
+        ("Department", "record_timestamp"),
     }
     exported = tmp_path / "consent.csv"
     crmsync("consent", "export", "-o", str(exported), env=env, check=True)

@@ -38,6 +38,15 @@ def parts_loaded(monkeypatch, fail=None):
     return loads
 
 
+def run_while_held(sync_env, held: str, sync_id: str) -> dict:
+    """Runs `sync_id` while another run holds the lease of sync `held`."""
+    sync_env.container.runs.acquire(held, f"{held}-in-flight", 900)
+    try:
+        return sync_env.run(sync_id)
+    finally:
+        sync_env.container.runs.release(held, f"{held}-in-flight")
+
+
 # -- Salesforce ------------------------------------------------------------------------------------------
 def test_an_object_at_the_threshold_is_extracted_by_one_bulk_query_job_and_loaded_by_parts(sync_env):
     ids = sync_env.seed_contacts(25)
@@ -68,6 +77,24 @@ def test_below_the_threshold_the_import_syncs_ordinary_first_import_runs(sync_en
     (imported,) = sync_env.operator.runs("sf-contacts", limit=5)
     assert (imported["operation"], imported["status"]) == ("import", "SUCCEEDED")
     assert sync_env.watermark("sf-contacts").text == format_watermark(DAY1 - timedelta(seconds=60))
+
+
+def test_an_import_starting_during_a_transfer_is_refused_naming_the_transfer(sync_env):
+    sync_env.seed_contacts(3)
+    summary = run_while_held(sync_env, "sf-contacts-transfer", "sf-contacts")
+
+    assert summary["status"] == "REFUSED", summary
+    assert summary["error"]["type"] == "RunAlreadyInProgress"
+    assert "its initial transfer 'sf-contacts-transfer'" in summary["error"]["message"]
+    assert sync_env.profiles() == []
+    assert sync_env.container.runs.lease_holder("sf-contacts") is None
+
+
+def test_a_transfer_is_refused_while_its_import_sync_runs(sync_env):
+    summary = run_while_held(sync_env, "sf-contacts", "sf-contacts-transfer")
+
+    assert summary["status"] == "REFUSED", summary
+    assert "its import sync 'sf-contacts'" in summary["error"]["message"]
 
 
 def test_a_failed_part_is_retried_alone(sync_env, monkeypatch):

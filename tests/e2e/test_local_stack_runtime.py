@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.dynamodb.models import DynamoDBBackend
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
 
 from crmsync_local.stack import LocalStack, StackError
@@ -262,6 +264,7 @@ def test_stop_restores_moto_and_the_process(local_stack_factory: LocalStackFacto
     original_invoke, original_wait = LambdaSimpleBackend.invoke, WaitFunction._wait_interval
     original_transact = DynamoDBBackend.transact_write_items
     original_time = retrier_decl.time
+    original_client_builder = lambda_eval_utils.boto_client_for
     environment = dict(os.environ)
     stack = local_stack_factory(CANARY_TEMPLATE)
     assert LambdaSimpleBackend.invoke is not original_invoke
@@ -270,6 +273,7 @@ def test_stop_restores_moto_and_the_process(local_stack_factory: LocalStackFacto
     assert LambdaSimpleBackend.invoke is original_invoke
     assert WaitFunction._wait_interval is original_wait
     assert retrier_decl.time is original_time
+    assert lambda_eval_utils.boto_client_for is original_client_builder
     assert DynamoDBBackend.transact_write_items is original_transact
     assert dict(os.environ) == environment
     assert type(sys.stdout).__name__ != "_RouterStream"
@@ -298,6 +302,27 @@ def test_stop_ends_executions_and_waits_for_the_handler_in_flight(local_stack_fa
         time.sleep(0.01)
     stack.stop()
     assert "slow handler woke" in stack.lambda_log_text("SlowFunction")
+
+
+def test_step_functions_build_no_client_while_a_handler_has_the_process_environment(
+    local_stack_factory: LocalStackFactory,
+) -> None:
+    stack = local_stack_factory(CANARY_TEMPLATE)
+    stack.start_execution("SlowMachine", {"seconds": 1.0})
+    deadline = time.monotonic() + 10
+    while "slow handler sleeps" not in stack.lambda_log_text("SlowFunction") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    built: list[str] = []
+
+    def build() -> None:  # as a Task of another execution does before it invokes its function
+        lambda_eval_utils.boto_client_for(region="us-east-1", service="lambda")
+        built.append(stack.lambda_log_text("SlowFunction"))
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    builder.join(timeout=30)
+    assert built, "no client was built"
+    assert "slow handler woke" in built[0]
 
 
 def test_only_one_stack_runs_per_process(canary: LocalStack, local_stack_factory: LocalStackFactory) -> None:

@@ -43,3 +43,25 @@ def test_releasing_the_lease_stops_its_heartbeat(ledger):
     assert ledger.release("sf-contacts", "run-1")
     time.sleep(1)
     assert ledger.lease_holder("sf-contacts") is None
+
+
+def test_a_lease_taken_apart_from_another_sync_is_refused_while_that_sync_runs_naming_it(ledger):
+    ledger.acquire("sf-contacts-transfer", "transfer-run", lease_seconds=30)
+    with pytest.raises(RunAlreadyInProgress, match=r"its initial transfer 'sf-contacts-transfer'.*transfer-run"):
+        ledger.acquire(
+            "sf-contacts",
+            "scheduled-run",
+            lease_seconds=30,
+            apart_from={"sf-contacts-transfer": "its initial transfer"},
+        )
+    assert ledger.lease_holder("sf-contacts") is None  # nothing taken by the refused start
+    # The transfer's own import route starts the import under the transfer's run id: it passes.
+    ledger.acquire(
+        "sf-contacts",
+        "transfer-run",
+        lease_seconds=30,
+        apart_from={"sf-contacts-transfer": "its initial transfer"},
+    )
+    assert ledger.lease_holder("sf-contacts")["holder"] == "transfer-run"
+    ledger.release("sf-contacts", "transfer-run")
+    ledger.release("sf-contacts-transfer", "transfer-run")

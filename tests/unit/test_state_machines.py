@@ -123,3 +123,21 @@ def test_a_batched_operations_map_is_distributed_and_keeps_no_results(operation)
         assert state["ResultPath"] is None
         assert state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
         assert "ResultWriter" not in state
+
+
+def test_the_initial_transfers_map_fails_on_a_failed_part_and_records_the_failure():
+    """On AWS a Map Run fails once its failed children exceed the tolerated count (ToleratedFailureCount,
+    0 here, as when absent) and the Map raises States.ExceedToleratedFailureThreshold: it must be caught
+    into the error path, and no *Path variant may raise the threshold at run time."""
+    definition = json.loads((ROOT / "statemachines/initial-transfer.asl.json").read_text())
+    load = definition["States"]["LoadParts"]
+    assert load["ToleratedFailureCount"] == 0
+    assert not {"ToleratedFailurePercentage", "ToleratedFailureCountPath", "ToleratedFailurePercentagePath"} & set(
+        load
+    )
+    (catch,) = load["Catch"]
+    assert (catch["ErrorEquals"], catch["Next"]) == (["States.ALL"], "RecordFailure")
+    child = load["ItemProcessor"]["States"]["LoadPart"]
+    assert definition["States"]["RecordFailure"]["Next"] == "RunFailed"
+    assert {c["Next"] for c in child["Catch"]} == {"PartFailed"}  # the child fails, so the Map Run counts it
+    assert load["ItemProcessor"]["States"]["PartFailed"]["Type"] == "Fail"

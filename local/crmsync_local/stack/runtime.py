@@ -15,6 +15,13 @@ emulated. A function's Timeout is not enforced while the handler runs (a thread 
 a call that overran is reported as `Sandbox.Timedout`, as Lambda would. The function's CodeUri and its
 layers' directories are on sys.path while it runs; a sibling module it imports is cached in sys.modules
 under its plain name, so two functions must not ship different modules of the same name.
+
+Because a handler's environment is swapped into `os.environ`, nothing else may build an AWS client
+while a handler runs: botocore reads the environment key by key when it builds one, and a key that the
+swap removes in between raises `KeyError` (measured: 4 of 600 clients built beside a swapping thread).
+moto's Step Functions threads build a client for every Task they run, and such an error fails the
+Task with `States.Runtime` (seen when two executions overlap); `install` makes them take the handlers'
+lock to build it.
 """
 
 from __future__ import annotations
@@ -41,11 +48,25 @@ from typing import Any, TextIO
 
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.core.exceptions import JsonRESTError
+from moto.stepfunctions.parser.asl.utils import boto_client as moto_boto_client
 
 from crmsync_local.stack.errors import StackError
 from crmsync_local.stack.provision import FunctionSpec
 
 _ORIGINAL_INVOKE = LambdaSimpleBackend.invoke
+_ORIGINAL_BOTO_CLIENT_FOR = moto_boto_client.boto_client_for
+# The modules of moto's Step Functions interpreter that build clients with `boto_client_for`, each holding
+# its own reference to it.
+_CLIENT_BUILDERS = (
+    "moto.stepfunctions.parser.asl.utils.boto_client",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval.resource_eval_s3",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.resource_eval.resource_eval_s3",
+    *(
+        f"moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_{name}"
+        for name in ("aws_sdk", "batch", "dynamodb", "ecs", "events", "glue", "sfn", "sns", "sqs", "unsupported")
+    ),
+)
 _LOG_TAIL_BYTES = 4096
 _FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -171,7 +192,7 @@ class LambdaRuntime:
         self.enforce_timeouts = enforce_timeouts
         self.endpoint_url: str | None = None
         self._token = uuid.uuid4().hex[:8]
-        self._lock = threading.RLock()
+        self.handler_lock = threading.RLock()
         self._modules: dict[str, tuple[ModuleType, Callable[..., Any]]] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmsync-lambda-async")
         self._pending: set[Future[None]] = set()
@@ -181,7 +202,7 @@ class LambdaRuntime:
     def invoke(self, spec: FunctionSpec, event: Any, invoked_arn: str | None = None) -> Invocation:
         """Call the handler with `event`; an exception becomes Lambda's Unhandled error payload."""
         request_id = str(uuid.uuid4())
-        with self._lock:
+        with self.handler_lock:
             stream_name = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{request_id.replace('-', '')}"
             context = LambdaContext(spec, request_id, invoked_arn or spec.arn, stream_name)
             self.sink.note(f"[{spec.logical_id}] START RequestId: {request_id} Version: $LATEST")
@@ -231,8 +252,8 @@ class LambdaRuntime:
         """
         with contextlib.suppress(TimeoutError):
             self.wait_for_async(timeout=timeout)
-        if self._lock.acquire(timeout=timeout):
-            self._lock.release()
+        if self.handler_lock.acquire(timeout=timeout):
+            self.handler_lock.release()
         else:
             self.sink.note(f"a handler was still running {timeout}s after the stack stopped")
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -530,13 +551,34 @@ def install(runtime: LambdaRuntime) -> None:
         raise StackError("another LocalStack is already running in this process; stop it first")
     _active = runtime
     LambdaSimpleBackend.invoke = _dispatching_invoke  # type: ignore[method-assign]
+    _set_client_builder(_client_between_handlers)
 
 
 def uninstall(runtime: LambdaRuntime) -> None:
     global _active
     if _active is runtime:
         LambdaSimpleBackend.invoke = _ORIGINAL_INVOKE  # type: ignore[method-assign]
+        _set_client_builder(_ORIGINAL_BOTO_CLIENT_FOR)
         _active = None
+
+
+def _set_client_builder(builder: Callable[..., Any]) -> None:
+    for name in _CLIENT_BUILDERS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # a moto release without that service integration
+            continue
+        if hasattr(module, "boto_client_for"):
+            module.boto_client_for = builder
+
+
+def _client_between_handlers(*args: Any, **kwargs: Any) -> Any:
+    """moto's `boto_client_for`, never while a handler's environment is in `os.environ`."""
+    runtime = _active
+    if runtime is None:
+        return _ORIGINAL_BOTO_CLIENT_FOR(*args, **kwargs)
+    with runtime.handler_lock:
+        return _ORIGINAL_BOTO_CLIENT_FOR(*args, **kwargs)
 
 
 def _dispatching_invoke(

@@ -401,11 +401,11 @@ class BatchedOperation(BatchedFrame[SyncT, PlanT, RunT, TotalsT, StateT, EventT,
         """Take the lease, check the sync against the CRM, then resume the unfinished run or plan a new one."""
         population = event.population
         sync, connection, instance = sync_to_start(container, event, self.sync_model, self.machine, self.runs)
-        with leased(container, event.sync_id, event.run_id):
+        definition = cast(SyncDefinition, sync)  # every batched operation's sync is a configured one
+        with leased(container, definition, event.run_id):
             connector = container.connector(connection)
             calls_before = connector.api_calls
             # Schema drift on every run (SPEC S3): a retyped mapped field is refused before anything is read.
-            definition = cast(SyncDefinition, sync)  # every batched operation's sync is a configured one
             described = describe_for_run(container.runs, definition, connector, mapped_fields(definition))
             plan, settings = self.prepare(sync, connection, described.connector(connector))
             plan = self.resolved(plan, container)

@@ -171,7 +171,7 @@ def start_deletion_import(event: StartDeletionImportEvent, container: Container)
     sync, connection, instance = sync_to_start(
         container, event, DeletionImportSync, "import-deleted", "deletion imports"
     )
-    with leased(container, sync.id, event.run_id):
+    with leased(container, sync, event.run_id):
         connector = container.connector(connection)
         calls_before = connector.api_calls
         description = connector.describe(sync.object)

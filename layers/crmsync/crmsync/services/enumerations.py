@@ -105,7 +105,7 @@ def sync_enumerations(event: StartEnumerationsEvent, container: Container) -> En
     """Read every enumeration of the sync from the CRM and bring the Enumerations table in step."""
     sync, connection, _ = sync_to_start(container, event, EnumerationSync, OPERATION, "enumeration syncs")
     key = RunKey(sync.id, event.run_id, normalize_started_at(event.started_at))
-    with leased(container, sync.id, event.run_id):
+    with leased(container, sync, event.run_id):
         connector = _schema_connector(container.connector(connection), connection.kind)
         calls_before = connector.api_calls
         description: ObjectDescription | None = None

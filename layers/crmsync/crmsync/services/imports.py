@@ -204,7 +204,7 @@ def start_import(event: StartImportEvent, container: Container) -> ImportState:
     """Take the lease, check the sync against the CRM, compute the window, record the run."""
     sync, connection, instance = sync_to_start(container, event, ImportSync, "import", "imports")
     ledger = container.runs
-    with leased(container, sync.id, event.run_id):
+    with leased(container, sync, event.run_id):
         connector = container.connector(connection)
         calls_before = connector.api_calls
         described = describe_for_run(ledger, sync, connector, mapped_fields(sync))

@@ -43,7 +43,7 @@ from ..config import ImportSync, InitialTransferSync
 from ..connectors.port import CrmConnector, CrmWriter, ExtractConnector, RecordPage, WriteJournal
 from ..domain.records import Reject
 from ..domain.windows import format_watermark
-from ..errors import ConfigurationError, RunAlreadyInProgress
+from ..errors import ConfigurationError
 from ..stores.batches import BatchEntry
 from ..wiring import Container
 from . import batched_runs as batched
@@ -204,12 +204,7 @@ class InitialTransfer(
             raise ConfigurationError("an initial transfer reads the whole object; it takes no ids or population")
         sync, connection, instance = sync_to_start(container, event, self.sync_model, self.machine, self.runs)
         import_sync = _import_sync(container, sync)
-        holder = container.runs.lease_holder(import_sync.id)
-        if holder is not None and int(holder.get("expiresAt", 0)) > int(time.time()):
-            raise RunAlreadyInProgress(
-                f"import sync {import_sync.id!r} is running ({holder.get('holder')}); the transfer waits for it"
-            )
-        with leased(container, event.sync_id, event.run_id):
+        with leased(container, sync, event.run_id):  # refused while the import sync runs, and vice versa
             connector = container.connector(connection)
             calls_before = connector.api_calls
             description = connector.describe(import_sync.object)

@@ -452,15 +452,7 @@ class Operator:
             return sync_id
         if not isinstance(sync, ImportSync):
             raise ConfigurationError(f"sync {sync_id!r} is an {sync.operation}; a transfer loads an import sync")
-        naming: list[str] = []
-        for item in self.container.definitions.list_syncs():
-            other = (
-                self.container.definitions.sync(str(item["id"])).sync
-                if item.get("operation") == "initial_transfer"
-                else None
-            )
-            if isinstance(other, InitialTransferSync) and other.import_sync == sync_id:
-                naming.append(other.id)
+        naming = self.container.definitions.transfers_of(sync_id)
         if len(naming) != 1:
             raise ConfigurationError(
                 f"import sync {sync_id!r} has {'no' if not naming else len(naming)} initial_transfer sync"

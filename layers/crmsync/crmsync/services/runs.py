@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import DynamicsConnection, SalesforceConnection
+from ..config import DynamicsConnection, ImportSync, InitialTransferSync, SalesforceConnection, SyncDefinition
 from ..domain.windows import ImportWindow, compute_window, format_watermark, parse_watermark
 from ..errors import ConfigurationError, LeaseLost, RunAlreadyInProgress
 from ..stores.dynamo import TransactionConflict, transact_write
@@ -99,11 +99,28 @@ def sync_to_start(
     return sync, stored.connection, stored.instance
 
 
+def lease_partners(container: Container, sync: SyncDefinition) -> dict[str, str]:
+    """The syncs whose runs must not overlap `sync`'s, by id, with what each is to it: an import sync and
+    the initial transfers that load it (SPEC T1). While a transfer extracts and loads, an import of the
+    same object would read the records the parts are loading and move the watermark the transfer sets;
+    while an import runs, a transfer would start from a window the import is still closing."""
+    if isinstance(sync, InitialTransferSync):
+        return {sync.import_sync: "its import sync"}
+    if isinstance(sync, ImportSync):
+        return {transfer: "its initial transfer" for transfer in container.definitions.transfers_of(sync.id)}
+    return {}
+
+
 @contextmanager
-def leased(container: Container, sync_id: str, run_id: str) -> Iterator[None]:
+def leased(container: Container, sync: SyncDefinition, run_id: str) -> Iterator[None]:
     """The sync's lease, taken by a start step and released again if the step fails: two runs of one
-    sync never overlap, and a refused start leaves nothing held."""
-    container.runs.acquire(sync_id, run_id, container.settings.lease_seconds)
+    sync never overlap, and a refused start leaves nothing held. The leases of its `lease_partners` are
+    checked in the same write: an import and its initial transfer never overlap either (the transfer's
+    own import route starts the import under the transfer's run id, so it passes)."""
+    sync_id = sync.id
+    container.runs.acquire(
+        sync_id, run_id, container.settings.lease_seconds, apart_from=lease_partners(container, sync)
+    )
     try:
         yield
     except Exception:
@@ -343,6 +360,7 @@ __all__ = [
     "RunIdentity",
     "StartRunEvent",
     "close_run",
+    "lease_partners",
     "leased",
     "next_window",
     "normalize_started_at",

@@ -253,7 +253,7 @@ def transfer_file(
     rows = 0
     rejected_ids: set[str] = set()
     loaded_ids: set[str] = set()
-    with leased(container, sync_id, run_id):
+    with leased(container, sync, run_id):
         container.runs.record_start(
             key,
             operation="import",

@@ -150,6 +150,22 @@ class DefinitionStore:
             raise ConfigurationError(f"stored sync {sync_id!r} no longer validates: {exc}") from None
         return StoredSync(sync=sync, connection=self.connection(sync.connection), instance=item["instance"])
 
+    def transfers_of(self, import_sync_id: str) -> list[str]:
+        """The initial_transfer syncs that load the import sync `import_sync_id`, sorted."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "#k = :sync AND contains(body, :operation)",
+            "ExpressionAttributeNames": {"#k": "kind"},
+            "ExpressionAttributeValues": serialize({":sync": "sync", ":operation": '"initial_transfer"'}),
+            "ConsistentRead": True,
+        }
+        naming: list[str] = []
+        for item in every_item(self.client, "scan", kwargs):
+            body = json.loads(item["body"])
+            if body.get("operation") == "initial_transfer" and body.get("import_sync") == import_sync_id:
+                naming.append(str(body["id"]))
+        return sorted(naming)
+
     def list_syncs(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {

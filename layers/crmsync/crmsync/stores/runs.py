@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +35,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..errors import LeaseLost, RunAlreadyInProgress
-from .dynamo import deserialize, every_item, serialize, serialize_value
+from .dynamo import TransactionConflict, deserialize, every_item, serialize, serialize_value, transact_write
 
 RUN_RETENTION_SECONDS = 180 * 86_400
 HEARTBEATS_PER_LEASE = 4
@@ -88,38 +89,79 @@ class RunLedger:
     def _lock_key(sync_id: str) -> dict[str, Any]:
         return serialize({"pk": f"LOCK#{sync_id}", "sk": "LOCK"})
 
-    def acquire(self, sync_id: str, run_id: str, lease_seconds: int) -> None:
+    def acquire(
+        self, sync_id: str, run_id: str, lease_seconds: int, *, apart_from: Mapping[str, str] | None = None
+    ) -> None:
+        """Take the sync's lease; `RunAlreadyInProgress` when another run holds it.
+
+        `apart_from` names other syncs (id -> what they are to this one, for the message) whose runs
+        must not overlap this sync's either: an import sync and the initial transfer loading it. Their
+        leases are checked in the same transaction that takes this one, so of two such runs starting at
+        once exactly one starts - each side checks the other's lease, never a copy read earlier. A run
+        holding both (the transfer's import route starts the import under the transfer's run id) passes.
+        """
         now = int(self.clock())
+        free = "attribute_not_exists(pk) OR expiresAt < :now OR holder = :run"
+        values = serialize({":now": now, ":run": run_id})
+        item = serialize(
+            {
+                "pk": f"LOCK#{sync_id}",
+                "sk": "LOCK",
+                "holder": run_id,
+                "expiresAt": now + lease_seconds,
+                "acquiredAt": datetime.fromtimestamp(now, UTC).isoformat(),
+            }
+        )
+        others = list(apart_from or {})
         try:
-            self.client.put_item(
-                TableName=self.table,
-                Item=serialize(
+            if not others:
+                self.client.put_item(
+                    TableName=self.table, Item=item, ConditionExpression=free, ExpressionAttributeValues=values
+                )
+            else:
+                checks = [
                     {
-                        "pk": f"LOCK#{sync_id}",
-                        "sk": "LOCK",
-                        "holder": run_id,
-                        "expiresAt": now + lease_seconds,
-                        "acquiredAt": datetime.fromtimestamp(now, UTC).isoformat(),
+                        "ConditionCheck": {
+                            "TableName": self.table,
+                            "Key": self._lock_key(other),
+                            "ConditionExpression": free,
+                            "ExpressionAttributeValues": values,
+                        }
                     }
-                ),
-                ConditionExpression="attribute_not_exists(pk) OR expiresAt < :now OR holder = :run",
-                ExpressionAttributeValues=serialize({":now": now, ":run": run_id}),
-            )
+                    for other in others
+                ]
+                put = {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": free}}
+                put["Put"]["ExpressionAttributeValues"] = values
+                transact_write(self.client, [put, *checks])
+        except TransactionConflict as conflict:
+            if 0 in conflict.failed:
+                raise self._busy(sync_id) from None
+            other = others[conflict.failed[0] - 1]
+            role = (apart_from or {})[other]
+            raise self._busy(
+                other, f"sync {sync_id!r} does not start while {role} {other!r} is running", "; they never overlap"
+            ) from None
         except ClientError as error:
             if not _condition_failed(error):
                 raise
-            holder = self.lease_holder(sync_id)
-            raise RunAlreadyInProgress(
-                f"sync {sync_id!r} is already running"
-                + (
-                    f" (run {holder['holder']}, lease until "
-                    f"{datetime.fromtimestamp(holder['expiresAt'], UTC).isoformat()})"
-                    if holder
-                    else ""
-                )
-                + "; runs of one sync never overlap"
-            ) from None
+            raise self._busy(sync_id) from None
         self._keep(sync_id, run_id, lease_seconds)
+
+    def _busy(
+        self, holder_sync: str, what: str | None = None, why: str = "; runs of one sync never overlap"
+    ) -> RunAlreadyInProgress:
+        """The refusal of a start, naming the run that holds `holder_sync`'s lease."""
+        holder = self.lease_holder(holder_sync)
+        return RunAlreadyInProgress(
+            (what or f"sync {holder_sync!r} is already running")
+            + (
+                f" (run {holder['holder']}, lease until "
+                f"{datetime.fromtimestamp(holder['expiresAt'], UTC).isoformat()})"
+                if holder
+                else ""
+            )
+            + why
+        )
 
     def _keep(self, sync_id: str, run_id: str, lease_seconds: int) -> None:
         """Renew the lease every `lease_seconds / HEARTBEATS_PER_LEASE` until `stop_heartbeats()`."""
