@@ -382,7 +382,7 @@ def _read(
             window_field=watermark_field,
             window_start=crm_window.start,
             window_end=crm_window.end,
-            page_size=2000,
+            page_size=crm_rules(run.crm_kind).max_page_size,  # the CRM's largest page: Dataverse 5,000
         )
         for record in _pages(connector, query):
             sides.crm_changed[_crm_id(connector, run, record)] = record
