@@ -207,3 +207,29 @@ def test_a_dropped_batch_answer_is_cut_after_every_part_was_applied(
         )
 
     assert len(dynamics_emulator.control.records("contacts")) == 3
+
+
+def test_a_function_call_is_a_get_part_and_answers_as_alone(dynamics_emulator: DynamicsEmulatorHandle) -> None:
+    """A function (`RetrieveRecordChangeHistory`) is invoked with GET, which a batch takes outside any change
+    set; each part answers what the call answers alone, and the stats count one call holding two requests."""
+    dynamics_emulator.control.set_auditing(environment=True, tables={"contact": True})
+    ids = dynamics_emulator.control.put_records("contacts", [{"lastname": "A"}, {"lastname": "B"}])
+    function = "RetrieveRecordChangeHistory(Target=@t)?@t={{'@odata.id':'contacts({})'}}"
+    dynamics_emulator.control.reset_stats()
+
+    response = _post_batch(
+        dynamics_emulator,
+        [
+            _request("GET", f"{dynamics_emulator.api_url}/{function.format(i)}", content_id=n)
+            for n, i in enumerate(ids)
+        ],
+    )
+
+    assert (response.status_code, _statuses(response)) == (200, [200, 200])
+    bodies = [json.loads(line) for line in response.text.splitlines() if line.startswith("{")]
+    assert [len(b["AuditDetailCollection"]["AuditDetails"]) for b in bodies] == [1, 1]  # each one's creation
+    stats = dynamics_emulator.control.stats()
+    assert {k: n for k, n in stats["calls"].items() if k.startswith(("GET /api", "POST /api"))} == {
+        "POST /api/data/v9.2/$batch": 1
+    }  # (the sign-in's metadata and token calls aside)
+    assert stats["batched"] == {"GET /api/data/v9.2/RetrieveRecordChangeHistory({key})": 2}

@@ -84,7 +84,9 @@ class CrmSide:
         stats = self.env.crm.control.stats()["calls"]
         if self.kind == "salesforce":
             return sum(n for call, n in stats.items() if call.startswith("PATCH") and "composite" in call)
-        return sum(n for call, n in stats.items() if "$batch" in call)
+        # A $batch also carries the change-history reads (GET): only the requests that write count.
+        batched = self.env.crm.control.stats()["batched"]
+        return sum(n for request, n in batched.items() if not request.startswith("GET "))
 
     def reset_stats(self) -> None:
         self.env.crm.control.reset_stats()

@@ -135,7 +135,9 @@ class FieldSync:
         stats = self.env.crm.control.stats()["calls"]
         if self.kind == "salesforce":
             return sum(n for call, n in stats.items() if call.startswith("PATCH") and "composite" in call)
-        return sum(n for call, n in stats.items() if "$batch" in call)
+        # A $batch also carries the change-history reads (GET): only the requests that write count.
+        batched = self.env.crm.control.stats()["batched"]
+        return sum(n for request, n in batched.items() if not request.startswith("GET "))
 
     # -- the marketing side -------------------------------------------------------------------------
     def mark(self, index: int, values: dict[str, Any]) -> datetime:

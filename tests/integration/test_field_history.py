@@ -3,11 +3,14 @@ user crmsync acts as (SPEC O3)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from simple_salesforce.format import format_soql
 
 from crmsync.connectors.port import FieldHistoryConnector
+from crmsync.errors import CrmRequestRejected
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -94,3 +97,69 @@ def test_dynamics_a_column_cleared_is_a_change_to_null(dynamics, dynamics_emulat
     )
 
     assert [c.value for c in changes] == ["Buyer", None]  # Dataverse leaves a null out of NewValue
+
+
+def _history_calls(emulator) -> dict[str, int]:
+    return {k: n for k, n in emulator.control.stats()["calls"].items() if "$batch" in k or "RetrieveRecord" in k}
+
+
+def test_dynamics_change_histories_of_many_records_are_read_in_one_batch(dynamics, dynamics_emulator):
+    control = dynamics_emulator.control
+    control.set_auditing(environment=True, tables={"contact": True})
+    ids = control.put_records("contacts", [{"lastname": f"A{i}"} for i in range(5)])
+    control.put_records("contacts", [{"contactid": c, "donotemail": True} for c in ids[:3]])
+    now = datetime.now(UTC)
+    control.reset_stats()
+
+    changes = dynamics.field_changes(
+        "contact", ["donotemail"], ids, now - timedelta(hours=1), now + timedelta(hours=1)
+    )
+
+    assert _history_calls(dynamics_emulator) == {"POST /api/data/v9.2/$batch": 1}  # 5 function calls, 1 request
+    latest = {c.record_id: c.value for c in changes}
+    assert [latest[c] for c in ids] == [True, True, True, False, False]
+
+
+def test_dynamics_a_batch_of_history_reads_cut_off_is_sent_again(dynamics, dynamics_emulator):
+    control = dynamics_emulator.control
+    control.set_auditing(environment=True, tables={"contact": True})
+    ids = control.put_records("contacts", [{"lastname": f"A{i}", "donotemail": True} for i in range(3)])
+    now = datetime.now(UTC)
+    control.add_fault(r"^POST .*\$batch", status=503, times=1)
+    control.reset_stats()
+
+    changes = dynamics.field_changes(
+        "contact", ["donotemail"], ids, now - timedelta(hours=1), now + timedelta(hours=1)
+    )
+
+    assert {c.record_id for c in changes} == set(ids)  # reads change nothing: the batch is simply repeated
+    assert _history_calls(dynamics_emulator) == {"POST /api/data/v9.2/$batch": 2}
+
+
+def test_dynamics_a_history_the_batch_refuses_is_read_again_alone_and_fails_as_a_lone_read(
+    dynamics, dynamics_emulator
+):
+    control = dynamics_emulator.control
+    control.set_auditing(environment=True, tables={"contact": True})
+    ids = control.put_records("contacts", [{"lastname": f"A{i}", "donotemail": True} for i in range(2)])
+    gone = str(uuid.uuid4())  # changed in the window, deleted since: its history is refused (404)
+    now = datetime.now(UTC)
+    control.reset_stats()
+
+    with pytest.raises(CrmRequestRejected) as refused:
+        list(
+            dynamics.field_changes(
+                "contact",
+                ["donotemail"],
+                [ids[0], gone, ids[1]],
+                now - timedelta(hours=1),
+                now + timedelta(hours=1),
+            )
+        )
+
+    assert gone in str(refused.value)
+    calls = _history_calls(dynamics_emulator)
+    assert calls.pop("POST /api/data/v9.2/$batch") == 1
+    assert [(k.split(" ")[0], "RetrieveRecordChangeHistory" in k, n) for k, n in calls.items()] == [
+        ("GET", True, 1)
+    ]  # the refused one, alone

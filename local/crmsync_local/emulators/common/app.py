@@ -120,24 +120,33 @@ class FaultInjector:
 
 
 class CallStats:
-    """Calls counted per `"<METHOD> <path template>"`; control-API calls are not counted."""
+    """Calls counted per `"<METHOD> <path template>"`; control-API calls are not counted. `batched` counts
+    the requests a batch call carries (a Dataverse `$batch`'s parts), apart from the calls: a batch is one
+    call whatever it holds, and what it held tells a batch of reads from one of writes."""
 
     def __init__(self) -> None:
         self._counts: Counter[str] = Counter()
+        self._batched: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def count(self, key: str) -> None:
         with self._lock:
             self._counts[key] += 1
 
+    def count_batched(self, key: str) -> None:
+        with self._lock:
+            self._batched[key] += 1
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             calls = dict(sorted(self._counts.items()))
-        return {"total": sum(calls.values()), "calls": calls}
+            batched = dict(sorted(self._batched.items()))
+        return {"total": sum(calls.values()), "calls": calls, "batched": batched}
 
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
+            self._batched.clear()
 
 
 class EmulatorApp:

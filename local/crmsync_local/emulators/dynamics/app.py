@@ -179,19 +179,7 @@ class DynamicsEmulator(EmulatorApp):
         """Web API calls are counted per resource (`GET /api/data/v9.2/contacts({key})`), not per route."""
         if not request.path.startswith(API_PATH):
             return super().stats_key(request, rule)
-        path = request.path
-        depth = 0
-        out: list[str] = []
-        for char in path:
-            if char == "(":
-                if depth == 0:
-                    out.append("({key})")
-                depth += 1
-            elif char == ")":
-                depth -= 1
-            elif depth == 0:
-                out.append(char)
-        return f"{request.method} {''.join(out)}"
+        return _resource_key(request.method, request.path)
 
     # -- errors in the vendors' shapes -------------------------------------------------------------------
     def error_response(self, status: int, request: Request) -> Response:
@@ -334,6 +322,7 @@ class DynamicsEmulator(EmulatorApp):
                 return batch.error_response(
                     errors.bad_request("A batch request cannot contain another batch request.")
                 )
+            self.stats.count_batched(_resource_key(inner.method, f"{API_PATH}/{path.strip('/')}"))
             api = self.webapi.handle(inner.method, path, args, inner.headers, inner.body, inner_ctx)
             return batch.InnerResponse(api.status, api.headers, api.body)
 
@@ -710,3 +699,20 @@ class DynamicsEmulator(EmulatorApp):
 
 
 __all__ = ["ADMIN_USER_ID", "BUSINESS_UNIT_ID", "DEFAULT_TENANT_ID", "ORGANIZATION_ID", "DynamicsEmulator"]
+
+
+def _resource_key(method: str, path: str) -> str:
+    """A Web API request as its calls are counted: per resource, keys elided (`GET
+    /api/data/v9.2/contacts({key})`)."""
+    depth = 0
+    out: list[str] = []
+    for char in path:
+        if char == "(":
+            if depth == 0:
+                out.append("({key})")
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif depth == 0:
+            out.append(char)
+    return f"{method} {''.join(out)}"

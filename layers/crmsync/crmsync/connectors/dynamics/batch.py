@@ -2,7 +2,9 @@
 a multipart/mixed body of `application/http` parts, each one request with its `Content-ID`, and the
 multipart answer read back into one status, header set and body per Content-ID.
 
-Only top-level requests are written (no change sets): each record succeeds or fails on its own.
+Only top-level requests are written (no change sets): each record succeeds or fails on its own. GET
+requests - reads and function calls such as `RetrieveRecordChangeHistory` - may be batched too, outside
+any change set.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+MAX_REQUESTS = 1000
+"""Dataverse runs at most 1,000 requests in one `$batch` ("Execute batch operations using the Web API")."""
 CRLF = "\r\n"
 _BOUNDARY = re.compile(r'boundary="?([^";,\s]+)"?', re.IGNORECASE)
 _STATUS_LINE = re.compile(r"^HTTP/\d\.\d\s+(\d{3})")

@@ -28,7 +28,7 @@ from .connector import DynamicsConnector, Table
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH_RECORDS = 1000
+MAX_BATCH_RECORDS = batch.MAX_REQUESTS
 """Dataverse runs at most 1,000 requests in one `$batch`."""
 RECORD_DOES_NOT_EXIST = "0x80040217"
 PRECONDITION_FAILED = 412
