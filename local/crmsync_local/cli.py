@@ -682,6 +682,7 @@ def two_way_rows(table: Table, summary: dict[str, Any]) -> None:
             ("created_in_marketing", "created on the marketing side"),
             ("created_in_crm", "created in the CRM"),
             ("linked", "linked (created on both sides)"),
+            ("linked_to_contacts", "found as Contacts and linked to them"),
         )
         if summary.get(key)
     ]

@@ -433,6 +433,37 @@ class LeadOrContact(_Model):
         default=None, description="the mapping for people found as Contacts; default: the sync's fields"
     )
 
+    def problems(
+        self, setting: str, object_name: str, locals_seen: dict[str, int]
+    ) -> tuple[list[str], dict[str, int]]:
+        """What is wrong with the routing of a sync of `object_name` whose fields map `locals_seen` (one
+        place for the export's `lead_or_contact` and the two-way sync's `create.lead_or_contact`); answers
+        the problems and the locals of the fields and contact_fields together."""
+        problems: list[str] = []
+        if self.contact_fields is not None:
+            contact_problems, contact_locals = _mapping_problems(self.contact_fields, f"{setting}.contact_fields")
+            problems += contact_problems
+            locals_seen = {**contact_locals, **locals_seen}
+        if self.match not in locals_seen:
+            problems.append(
+                f"{setting}.match: {self.match!r} is not a mapped local attribute "
+                f"(mapped: {', '.join(sorted(locals_seen))})"
+            )
+        if object_name != "Lead":
+            problems.append(
+                f"object: {setting} creates Leads and updates Leads or Contacts; set object to Lead, "
+                f"not {object_name!r}"
+            )
+        return problems, locals_seen
+
+    @staticmethod
+    def crm_problem(setting: str, what: str) -> str:
+        """Lead-or-contact routing on a CRM other than Salesforce, refused (one message for every sync)."""
+        return (
+            f"{setting}: Salesforce-only (rule E5 routes people to Salesforce Leads and Contacts); "
+            f"a Dynamics {what} writes one table"
+        )
+
 
 class OwnerSync(_Model):
     """Record owners (SPEC E6): a local attribute naming the CRM user, by e-mail or by CRM user id."""
@@ -517,22 +548,10 @@ class ExportSync(_Sync):
     def _coherent(self) -> ExportSync:
         problems, locals_seen = _mapping_problems(self.fields, "fields")
         if self.lead_or_contact is not None:
-            if self.lead_or_contact.contact_fields is not None:
-                contact_problems, contact_locals = _mapping_problems(
-                    self.lead_or_contact.contact_fields, "lead_or_contact.contact_fields"
-                )
-                problems += contact_problems
-                locals_seen = {**contact_locals, **locals_seen}
-            if self.lead_or_contact.match not in locals_seen:
-                problems.append(
-                    f"lead_or_contact.match: {self.lead_or_contact.match!r} is not a mapped local attribute "
-                    f"(mapped: {', '.join(sorted(locals_seen))})"
-                )
-            if self.object != "Lead":
-                problems.append(
-                    f"object: lead_or_contact creates Leads and updates Leads or Contacts; set object to Lead, "
-                    f"not {self.object!r}"
-                )
+            routing_problems, locals_seen = self.lead_or_contact.problems(
+                "lead_or_contact", self.object, locals_seen
+            )
+            problems += routing_problems
             if self.write != "insert_or_update":
                 problems.append("lead_or_contact: works with write: insert_or_update only")
         if self.write == "upsert":
@@ -581,10 +600,7 @@ class ExportSync(_Sync):
         if kind != "dynamics":
             return problems
         if self.lead_or_contact is not None:
-            problems.append(
-                "lead_or_contact: Salesforce-only (rule E5 routes people to Salesforce Leads and Contacts); "
-                "a Dynamics export writes one table"
-            )
+            problems.append(LeadOrContact.crm_problem("lead_or_contact", "export"))
         for setting in ("bulk_threshold", "bulk_batch_size"):
             # Compared with the default, not `model_fields_set`: a stored definition has every field set.
             if getattr(self, setting) != type(self).model_fields[setting].default:
@@ -1035,10 +1051,25 @@ class TwoWayCreate(_Model):
         "instead of inserting (SPEC E1): the CRM matches it, so a record is never created twice",
     )
 
+    lead_or_contact: LeadOrContact | None = Field(
+        default=None,
+        description="in_crm only, object Lead, Salesforce: the export's routing (SPEC E5) - a profile the CRM "
+        "knows by its e-mail address as a Contact is linked to that Contact (and the Contact updated with "
+        "contact_fields), one known as a Lead is linked to that Lead, any other becomes a Lead",
+    )
+
     @model_validator(mode="after")
     def _upsert_creates(self) -> TwoWayCreate:
         if self.external_id is not None and not self.in_crm:
             raise ValueError("external_id: the upsert key of records created in the CRM; set in_crm: true")
+        if self.lead_or_contact is not None:
+            if not self.in_crm:
+                raise ValueError("lead_or_contact: routes the records created in the CRM; set in_crm: true")
+            if self.external_id is not None:
+                raise ValueError(
+                    "lead_or_contact: finds people by e-mail and inserts the others, as the export's write: "
+                    "insert_or_update; it does not work with external_id"
+                )
         return self
 
 
@@ -1101,6 +1132,14 @@ class TwoWaySync(_Sync):
                 "create.in_crm: needs reconciliation.key, the attribute that finds a record the CRM already has "
                 "(so none is inserted twice)"
             )
+        routing = self.create.lead_or_contact
+        if routing is not None:
+            problems += routing.problems("create.lead_or_contact", self.object, dict(locals_seen))[0]
+            if key is not None and routing.match != key:
+                problems.append(
+                    f"create.lead_or_contact.match: {routing.match!r} must be reconciliation.key ({key!r}): the "
+                    "e-mail address finds the Lead or Contact the CRM already has, in place of the key"
+                )
         if self.opt_outs is not None:
             for index, mapping in enumerate(self.fields):
                 if mapping.local in self.opt_outs.fields:
@@ -1134,6 +1173,8 @@ class TwoWaySync(_Sync):
         known = OPT_OUT_FIELDS.get(kind, ())
         lowered = {name.lower(): name for name in known}
         problems = []
+        if kind == "dynamics" and self.create.lead_or_contact is not None:
+            problems.append(LeadOrContact.crm_problem("create.lead_or_contact", "two-way sync"))
         for local, remote in (self.opt_outs.fields if self.opt_outs is not None else {}).items():
             if remote.lower() in lowered or _custom_field(kind, remote):
                 continue

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -94,6 +94,29 @@ class _Pending:
     record: SnapshotRecord
     route: Route
     payload: dict[str, Any]
+
+
+def matches_by_email(
+    writer: CrmWriter, targets: Sequence[ObjectTarget], emails: Sequence[str]
+) -> dict[str, list[CrmMatch]]:
+    """The Leads and Contacts (`targets`) that have these e-mail addresses (normalized), one batched
+    look-up per object; a converted Lead is not a match (SPEC E5). What `route_lead_or_contact` decides on,
+    for the export and the two-way sync's `create.lead_or_contact`."""
+    found: dict[str, list[CrmMatch]] = defaultdict(list)
+    if not emails:
+        return found
+    for target in targets:
+        assert target.email_field is not None
+        columns = [target.id_field, target.email_field]
+        if target.converted_field:
+            columns.append(target.converted_field)
+        for row in writer.find(target.object, target.email_field, list(emails), columns):
+            if target.converted_field and row.get(target.converted_field) in (True, "true"):
+                continue
+            email = normalize_key(row.get(target.email_field), case_insensitive=True)
+            if email is not None:
+                found[email].append(CrmMatch(target.object, str(row[target.id_field])))
+    return found
 
 
 class BatchExporter:
@@ -172,21 +195,7 @@ class BatchExporter:
         emails = sorted(
             {email for r in records if not linked_names & set(r.links) and (email := self._email(r)) is not None}
         )
-        found: dict[str, list[CrmMatch]] = defaultdict(list)
-        if not emails:
-            return found
-        for target in plan.targets:
-            assert target.email_field is not None
-            columns = [target.id_field, target.email_field]
-            if target.converted_field:
-                columns.append(target.converted_field)
-            for row in self.writer.find(target.object, target.email_field, emails, columns):
-                if target.converted_field and row.get(target.converted_field) in (True, "true"):
-                    continue
-                email = normalize_key(row.get(target.email_field), case_insensitive=True)
-                if email is not None:
-                    found[email].append(CrmMatch(target.object, str(row[target.id_field])))
-        return found
+        return matches_by_email(self.writer, plan.targets, emails)
 
     def _owners(self, records: list[SnapshotRecord], result: BatchResult) -> dict[str, str]:
         """Owner values -> CRM user ids, looked up in one batch when owners are named by e-mail (SPEC E6)."""

@@ -9,11 +9,11 @@ fixed configuration fixes the resume.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from ..config import PROFILE_ID, ExportSync
+from ..config import PROFILE_ID, ExportSync, FieldMapping, LeadOrContact
 from ..connectors.port import ObjectDescription
 from ..connectors.rules import CRM_RULES, CrmRules, CrmVocabulary, crm_rules
 from ..domain.mapping import PayloadMapper, ResolvedField
@@ -219,6 +219,56 @@ def _resolve_fields(
     return tuple(resolved)
 
 
+@dataclass(frozen=True)
+class LeadOrContactRouting:
+    """Lead-or-contact routing (SPEC E5) checked against the CRM: the Contact object, the mapping people
+    found as Contacts are written with, the e-mail field both objects are searched on, the Lead's
+    "converted" flag (a converted Lead is not a match)."""
+
+    contact: ObjectDescription
+    contact_fields: tuple[ResolvedField, ...]
+    email_field: str
+    converted_field: str | None
+
+
+def resolve_lead_or_contact(
+    where: str,
+    setting: str,
+    routing: LeadOrContact,
+    fields: Sequence[FieldMapping],
+    lead: ObjectDescription,
+    describe: Callable[[str], ObjectDescription],
+    rules: CrmRules,
+    problems: list[str],
+) -> LeadOrContactRouting:
+    """`routing` (the export's `lead_or_contact`, the two-way sync's `create.lead_or_contact`) against the
+    CRM's Lead (`lead`) and Contact: `routing.contact_fields`, else `fields`, must be updatable on Contact;
+    both objects need the e-mail field. Problems are appended to `problems`, one line each."""
+    vocabulary = rules.vocabulary
+    assert vocabulary is not None  # refused earlier on a CRM without Leads and Contacts (crm_problems)
+    contact = describe(vocabulary.contact)
+    contact_fields = _resolve_fields(
+        where,
+        f"{setting}.contact_fields" if routing.contact_fields is not None else "fields",
+        list(routing.contact_fields if routing.contact_fields is not None else fields),
+        contact,
+        inserts=False,
+        updates=True,
+        problems=problems,
+        rules=rules,
+    )
+    for description in (lead, contact):
+        if description.field(vocabulary.email_field) is None:
+            problems.append(f"{where}: {setting}: {description.name} has no {vocabulary.email_field}")
+    converted = vocabulary.lead_converted_field
+    return LeadOrContactRouting(
+        contact=contact,
+        contact_fields=contact_fields,
+        email_field=vocabulary.email_field,
+        converted_field=converted if converted and lead.field(converted) else None,
+    )
+
+
 def resolve_export_plan(
     sync: ExportSync, describe: Callable[[str], ObjectDescription], crm_kind: str
 ) -> ExportPlan:
@@ -306,26 +356,18 @@ def resolve_export_plan(
     email_primary: str | None = None
     converted: str | None = None
     if sync.lead_or_contact is not None and vocabulary is not None:
-        contact_description = describe(vocabulary.contact)
-        setting = "lead_or_contact.contact_fields" if sync.lead_or_contact.contact_fields is not None else "fields"
-        contact_fields = _resolve_fields(
+        routing = resolve_lead_or_contact(
             where,
-            setting,
-            sync.lead_or_contact.contact_fields
-            if sync.lead_or_contact.contact_fields is not None
-            else sync.fields,
-            contact_description,
-            inserts=False,
-            updates=True,
-            problems=problems,
-            rules=rules,
+            "lead_or_contact",
+            sync.lead_or_contact,
+            sync.fields,
+            primary_description,
+            describe,
+            rules,
+            problems,
         )
-        for description in (primary_description, contact_description):
-            if description.field(vocabulary.email_field) is None:
-                problems.append(f"{where}: lead_or_contact: {description.name} has no {vocabulary.email_field}")
-        email_primary = vocabulary.email_field
-        if vocabulary.lead_converted_field and primary_description.field(vocabulary.lead_converted_field):
-            converted = vocabulary.lead_converted_field
+        contact_description, contact_fields = routing.contact, routing.contact_fields
+        email_primary, converted = routing.email_field, routing.converted_field
         owner_contact = sync.owner is not None and contact_description.field(vocabulary.owner_field) is not None
         contact = ObjectTarget(
             object=contact_description.name,

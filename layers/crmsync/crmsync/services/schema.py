@@ -28,6 +28,7 @@ from ..config import (
     ImportSync,
     SalesforceConnection,
     SyncDefinition,
+    TwoWaySync,
 )
 from ..connectors.port import FieldDescription, ObjectDescription
 from ..connectors.rules import crm_rules
@@ -100,7 +101,9 @@ def objects_of(config: CrmsyncConfig, connection: str) -> list[str]:
         if sync.connection != connection:
             continue
         names.append(sync.object)
-        if isinstance(sync, ExportSync) and sync.lead_or_contact is not None:
+        if (isinstance(sync, ExportSync) and sync.lead_or_contact is not None) or (
+            isinstance(sync, TwoWaySync) and sync.create.lead_or_contact is not None
+        ):
             names.append("Contact")
     return list(dict.fromkeys(names))
 

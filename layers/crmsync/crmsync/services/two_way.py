@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
 
@@ -35,6 +35,7 @@ from ..connectors.port import (
     RecordQuery,
     RecordWrite,
     WriteJournal,
+    WriteKind,
     WriteRequest,
     WriteResult,
 )
@@ -43,6 +44,7 @@ from ..domain.conversions import parse_crm_datetime_or_none
 from ..domain.mapping import PayloadMapper, RecordMapper, ResolvedField
 from ..domain.reconciliation import normalize_key
 from ..domain.records import LocalRecord, RecordRejected, Reject
+from ..domain.routing import Route, route_lead_or_contact
 from ..domain.two_way import (
     Change,
     Direction,
@@ -70,7 +72,8 @@ from ..stores.two_way import ConsentChange, LedgerEntry
 from ..wiring import Container
 from . import batched_runs as batched
 from .enumerations import through_enumerations
-from .export_plan import _resolve_fields
+from .export_batch import matches_by_email
+from .export_plan import ObjectTarget, _resolve_fields, resolve_lead_or_contact
 from .import_plan import unknown_field
 from .runs import Counts, PopulationSource, close_run, next_window
 
@@ -115,6 +118,8 @@ class TwoWayPlan:
     timezone: str = "UTC"
     key: str | None = None
     """The reconciliation key's local attribute (SPEC I10), for records created on one side."""
+    contact: tuple[PlanField, ...] = ()
+    """`create.lead_or_contact`: the fields a profile found as a Contact writes on it (to the CRM only)."""
 
     @property
     def remotes(self) -> tuple[str, ...]:
@@ -185,6 +190,9 @@ class TwoWayRun(batched.ObjectRun):
     """`create.external_id`: the CRM external-id field new records are upserted by, instead of inserted."""
     upsert_local: str | None = None
     """The local attribute (or profileId) whose value goes in `upsert_field`."""
+    routing: list[dict[str, Any]] = Field(default_factory=list)
+    """`create.lead_or_contact`: the Lead and the Contact as the export's routing searches them
+    (`ObjectTarget` states); empty: records are created in the sync's object only."""
     field_names: list[str] = Field(default_factory=list)
     """The marketing attributes the run decides, in the sync's order."""
     decided: dict[str, int] = Field(default_factory=dict)
@@ -254,6 +262,9 @@ class TwoWaySummary(batched.BatchedSummary):
     """New CRM records that became profiles (`create.in_marketing`)."""
     linked: int = 0
     """New CRM records linked to an unlinked profile with the same key (created on both sides)."""
+    linked_to_contacts: int = 0
+    """Profiles the CRM knows as a Contact (`create.lead_or_contact`): linked to it and the Contact updated,
+    no Lead created."""
     deferred: int = 0
     rejected: int = 0
     unlinked: int = 0
@@ -371,7 +382,7 @@ def _read(
             window_field=watermark_field,
             window_start=crm_window.start,
             window_end=crm_window.end,
-            page_size=2000,
+            page_size=crm_rules(run.crm_kind).max_page_size,  # the CRM's largest page: Dataverse 5,000
         )
         for record in _pages(connector, query):
             sides.crm_changed[_crm_id(connector, run, record)] = record
@@ -385,7 +396,7 @@ def _read(
                 if crm_id and not item.get("deletedInCrm"):
                     sides.profiles[str(crm_id)] = item
                     sides.marketing_changed.add(str(crm_id))
-                elif not crm_id and run.create_in_crm:
+                elif not crm_id and run.create_in_crm and not _linked_in_another_form(run, item):
                     sides.unlinked_profiles[item["profileId"]] = item
     # The other side of each changed record: profiles of CRM changes, CRM values of marketing changes.
     missing = [crm_id for crm_id in sides.crm_changed if crm_id not in sides.profiles]
@@ -409,6 +420,20 @@ def _read(
             )
         sides.integration_user = connector.integration_user()
     return sides
+
+
+def _linked_in_another_form(run: TwoWayRun, profile: dict[str, Any]) -> bool:
+    """`create.lead_or_contact`: the profile is linked to the Contact the export's routing sends it to (a
+    Contact wins over a Lead: a converted lead lives on as its contact). It is that Contact's now, not a
+    record of this sync's Lead to create: a two-way sync of Contact keeps it in step both ways."""
+    if not run.routing:
+        return False
+    lead, contact = (str(target["object"]) for target in run.routing)
+    held = profile.get("externalIds") or {}
+    links = {
+        name: str(held[link]) for name in (lead, contact) if (link := link_name(run.connection, name)) in held
+    }
+    return route_lead_or_contact(links, None, {}, lead=lead, contact=contact).kind == "update"
 
 
 def _create_profiles(
@@ -665,21 +690,10 @@ def _inserts(run: TwoWayRun, plan: TwoWayPlan, sides: Sides, decisions: Decision
     """A row per changed profile linked to no record of the object (`create.in_crm`): its fields that move
     to the CRM, as the CRM takes them. The batch looks the key up in the CRM first, then inserts."""
     values, rows = Values(plan), list[dict[str, Any]]()
+    contact_values = Values(dataclasses.replace(plan, fields=plan.contact)) if run.routing else None
     for profile_id, profile in sides.unlinked_profiles.items():
         attrs = profile.get("attrs") or {}
-        payload: dict[str, Any] = {}
-        ledger: dict[str, str] = {}
-        for pf in plan.fields:
-            if pf.direction in ("crm_to_marketing", "disabled") or attrs.get(pf.local) is None:
-                continue
-            try:
-                value = values.crm(pf, values.held(pf, attrs.get(pf.local)))
-            except RecordRejected:
-                decisions.count(f"field:{pf.local}:unconverted")
-                continue
-            if value is not None:
-                payload[pf.remote] = value
-                ledger[pf.local] = value_hash(values.held(pf, attrs.get(pf.local)))
+        payload, ledger = _outgoing(values, plan.fields, attrs, decisions)
         key = attrs.get(plan.key) if plan.key else None
         if run.upsert_field is not None:
             upsert_key = profile_id if run.upsert_local == PROFILE_ID else attrs.get(str(run.upsert_local))
@@ -698,6 +712,11 @@ def _inserts(run: TwoWayRun, plan: TwoWayPlan, sides: Sides, decisions: Decision
                 "crmId": None,
                 "profileId": profile_id,
                 "insert": payload,
+                **(
+                    {"contact": _outgoing(contact_values, plan.contact, attrs, decisions)[0]}
+                    if contact_values is not None
+                    else {}
+                ),
                 "key": str(key),
                 "crm": {},
                 "marketing": {},
@@ -709,6 +728,28 @@ def _inserts(run: TwoWayRun, plan: TwoWayPlan, sides: Sides, decisions: Decision
             }
         )
     return rows
+
+
+def _outgoing(
+    values: Values, fields: tuple[PlanField, ...], attrs: dict[str, Any], decisions: Decisions
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A profile's values of the fields that move to the CRM, as the CRM takes them (CRM field -> value),
+    and their fingerprints for the write ledger (local -> hash); a value the conversion refuses is left
+    out and counted."""
+    payload: dict[str, Any] = {}
+    ledger: dict[str, str] = {}
+    for pf in fields:
+        if pf.direction in ("crm_to_marketing", "disabled") or attrs.get(pf.local) is None:
+            continue
+        try:
+            value = values.crm(pf, values.held(pf, attrs.get(pf.local)))
+        except RecordRejected:
+            decisions.count(f"field:{pf.local}:unconverted")
+            continue
+        if value is not None:
+            payload[pf.remote] = value
+            ledger[pf.local] = value_hash(values.held(pf, attrs.get(pf.local)))
+    return payload, ledger
 
 
 def _unconverted(
@@ -808,6 +849,55 @@ def _upsert_field(sync: TwoWaySync, description: ObjectDescription) -> str | Non
     return found.name
 
 
+def _routing(
+    sync: TwoWaySync, lead: ObjectDescription, connector: CrmConnector, crm_kind: str
+) -> tuple[tuple[PlanField, ...], list[dict[str, Any]]]:
+    """`create.lead_or_contact`, checked as the export checks its `lead_or_contact` (one place:
+    `resolve_lead_or_contact`): the fields a profile found as a Contact writes there - `contact_fields`,
+    else the sync's fields that move to the CRM, their replacements turned round as the sync's own - and
+    the Lead and the Contact as the batch searches them by e-mail (`ObjectTarget` states)."""
+    routing = sync.create.lead_or_contact
+    if routing is None:
+        return (), []
+    problems: list[str] = []
+    resolved = resolve_lead_or_contact(
+        f"sync {sync.id}",
+        "create.lead_or_contact",
+        routing,
+        [f for f in sync.fields if f.direction != "crm_to_marketing"],
+        lead,
+        connector.describe,
+        crm_rules(crm_kind),
+        problems,
+    )
+    if problems:
+        raise ConfigurationError(problems)
+    contact = tuple(
+        PlanField(f.local, f.remote, "marketing_to_crm", "latest", out=f.reversed())
+        for f in resolved.contact_fields
+    )
+    targets = (
+        ObjectTarget(
+            lead.name,
+            lead.id_field,
+            (),
+            correlation=False,
+            owner=False,
+            email_field=resolved.email_field,
+            converted_field=resolved.converted_field,
+        ),
+        ObjectTarget(
+            resolved.contact.name,
+            resolved.contact.id_field,
+            (),
+            correlation=False,
+            owner=False,
+            email_field=resolved.email_field,
+        ),
+    )
+    return contact, [target.to_state() for target in targets]
+
+
 def _out_field(
     sync: TwoWaySync,
     mapping: TwoWayField,
@@ -859,6 +949,8 @@ class TwoWay(
             raise ConfigurationError(f"a {connection.kind} connection cannot tell who changed a field")
         description = connector.describe(sync.object)
         plan = _resolve_plan(sync, description, connection.kind)
+        contact, routing = _routing(sync, description, connector, connection.kind)
+        plan = dataclasses.replace(plan, contact=contact)
         return plan, batched.RunSettings.of_object(
             sync,
             connection,
@@ -870,14 +962,18 @@ class TwoWay(
             key_remote=next((f.remote for f in plan.fields if f.local == plan.key), None),
             upsert_field=_upsert_field(sync, description),
             upsert_local=sync.create.external_id.local if sync.create.external_id else None,
+            routing=routing,
         )
 
     def resolved(self, plan: TwoWayPlan, container: Container) -> TwoWayPlan:
         """Fields converted through an enumeration (SPEC S2) get its values: labels going in, values out."""
         into = through_enumerations(tuple(f.into for f in plan.fields if f.into), container, "import")
         out = through_enumerations(tuple(f.out for f in plan.fields if f.out), container, "export")
-        if into == tuple(f.into for f in plan.fields if f.into) and out == tuple(
-            f.out for f in plan.fields if f.out
+        contact_out = through_enumerations(tuple(f.out for f in plan.contact if f.out), container, "export")
+        if (
+            into == tuple(f.into for f in plan.fields if f.into)
+            and out == tuple(f.out for f in plan.fields if f.out)
+            and contact_out == tuple(f.out for f in plan.contact if f.out)
         ):
             return plan
         by_local_in, by_local_out = {f.local: f for f in into}, {f.local: f for f in out}
@@ -885,7 +981,9 @@ class TwoWay(
             dataclasses.replace(f, into=by_local_in.get(f.local, f.into), out=by_local_out.get(f.local, f.out))
             for f in plan.fields
         )
-        return dataclasses.replace(plan, fields=fields)
+        by_contact_out = {f.local: f for f in contact_out}
+        contact = tuple(dataclasses.replace(f, out=by_contact_out.get(f.local, f.out)) for f in plan.contact)
+        return dataclasses.replace(plan, fields=fields, contact=contact)
 
     def mode(self, population: PopulationSource | None) -> str:
         return "changes"
@@ -1091,6 +1189,7 @@ class TwoWay(
             fields=_field_summaries(run, decided),
             consent_rows=counts.get("consent_rows", 0),
             created_in_crm=counts.get("created_in_crm", 0),
+            linked_to_contacts=counts.get("linked_to_contacts", 0),
             created_in_marketing=decided.get("created_in_marketing", 0),
             linked=decided.get("linked", 0),
             deferred=counts.get("deferred", 0),
@@ -1171,9 +1270,106 @@ def _create_in_crm(
     counts: dict[str, int],
     normalize: Callable[[str], str],
 ) -> tuple[dict[str, str], list[Reject]]:
-    """Profiles linked to no record of the object (SPEC B2): a CRM record with the profile's key (created
-    there meanwhile, or by an earlier attempt of this batch) is updated and linked; any other profile is
-    inserted and linked, as an export links what it creates. Answers profile id -> CRM id, and the refusals."""
+    """Profiles linked to no record of the object (SPEC B2), routed (`_routes`): a record the CRM already
+    has (created there meanwhile, or by an earlier attempt of this batch) is updated and linked; any other
+    profile is inserted and linked, as an export links what it creates. Answers profile id -> CRM id, and
+    the refusals."""
+    routes, rejects = _routes(run, writer, rows, normalize)
+    by_profile = {row["profileId"]: row for row in rows}
+    id_fields = {run.object: run.id_field, **{str(t["object"]): str(t["id_field"]) for t in run.routing}}
+
+    def payload(route: Route, row: dict[str, Any]) -> dict[str, Any]:
+        return dict(row["insert"] if route.object == run.object else row.get("contact") or {})
+
+    groups: dict[tuple[str, str], list[RecordWrite]] = {}
+    created: dict[str, str] = {}
+    for profile_id, route in routes.items():
+        fields = payload(route, by_profile[profile_id])
+        if route.kind == "update":
+            assert route.crm_id is not None
+            if not fields:  # a Contact the routing found, with nothing to write on it: linked only
+                created[profile_id] = route.crm_id
+                continue
+            fields = {id_fields[route.object]: route.crm_id, **fields}
+        groups.setdefault((route.object, route.kind), []).append(RecordWrite(ref=profile_id, fields=fields))
+    made: set[str] = set()
+    written: set[str] = set()
+    for (object_name, kind), records in groups.items():
+        request = WriteRequest(
+            object=object_name,
+            kind=cast(WriteKind, kind),
+            records=tuple(records),
+            key_field=id_fields[object_name] if kind == "update" else run.upsert_field,
+            match_field=run.key_remote if kind == "insert" else None,
+        )
+        for result in writer.write(request, journal):
+            route = routes[result.ref]
+            if result.success:
+                crm_id = route.crm_id or result.crm_id
+                assert crm_id is not None
+                created[result.ref] = normalize(crm_id)
+                written.add(result.ref)
+                if kind == "insert" or (kind == "upsert" and result.created):
+                    made.add(result.ref)
+                continue
+            rejects.append(_refused(result, {"profileId": result.ref}, payload(route, by_profile[result.ref])))
+    linked = container.profiles.record_exported(
+        run.sync_id,
+        [
+            ExportedProfile(pid, link=ExportLink(pid, run.connection, routes[pid].object, crm_id))
+            for pid, crm_id in created.items()
+        ],
+    )
+    counts["created_in_crm"] = len(made)
+    counts["linked_to_contacts"] = sum(1 for pid in created if routes[pid].object != run.object)
+    counts["crm_records_written"] += len(written)
+    counts["crm_fields_written"] += sum(len(payload(routes[pid], by_profile[pid])) for pid in written)
+    now = _iso(datetime.now(UTC))
+    container.write_ledger.record(
+        LedgerEntry(run.sync_id, crm_id, local, digest, "both", now, run.ledger_run)
+        for row in rows
+        if (crm_id := created.get(row["profileId"])) is not None
+        and row["profileId"] not in linked.missing
+        and routes[row["profileId"]].object == run.object  # a Contact is not a record of this sync
+        for local, digest in row["ledger"].items()
+    )
+    return created, rejects
+
+
+def _routes(
+    run: TwoWayRun, writer: CrmWriter, rows: list[dict[str, Any]], normalize: Callable[[str], str]
+) -> tuple[dict[str, Route], list[Reject]]:
+    """Where each profile to create goes, decided in one batched look-up. With `create.lead_or_contact`,
+    the export's routing (SPEC E5: `matches_by_email`, then `route_lead_or_contact`): the Contact or the
+    Lead the CRM has with the profile's e-mail address (a Contact first; two of a kind are refused as
+    ambiguous), else a new Lead. Without it, the record of the object with the profile's
+    reconciliation.key, else a new one (inserted, or upserted by `create.external_id`)."""
+    routes: dict[str, Route] = {}
+    rejects: list[Reject] = []
+    if run.routing:
+        lead, contact = (ObjectTarget.from_state(target) for target in run.routing)
+        emails = {row["profileId"]: normalize_key(row["key"], case_insensitive=True) for row in rows}
+        found = matches_by_email(writer, (lead, contact), sorted({e for e in emails.values() if e}))
+        for row in rows:
+            profile_id = row["profileId"]
+            try:
+                route = route_lead_or_contact(
+                    {}, emails[profile_id], found, lead=lead.object, contact=contact.object
+                )
+            except RecordRejected as refused:
+                rejects.append(
+                    Reject(
+                        refused.code.value,
+                        refused.message,
+                        {"profileId": profile_id, "fields": sorted(row["insert"])},
+                        fields=refused.fields,
+                        profile_id=profile_id,
+                    )
+                )
+                continue
+            crm_id = normalize(route.crm_id) if route.crm_id else None
+            routes[profile_id] = dataclasses.replace(route, crm_id=crm_id)
+        return routes, rejects
     assert run.key_remote is not None
     by_key = {normalize_key(row["key"], case_insensitive=True): row for row in rows}
     existing: dict[str, str] = {}
@@ -1183,63 +1379,13 @@ def _create_in_crm(
         held = normalize_key(record.get(run.key_remote), case_insensitive=True)
         if held in by_key:
             existing.setdefault(by_key[held]["profileId"], normalize(str(record[run.id_field])))
-    created: dict[str, str] = {}
-    made: set[str] = set()
-    rejects: list[Reject] = []
-    requests = [
-        WriteRequest(
-            object=run.object,
-            kind="update",
-            records=tuple(
-                RecordWrite(ref=r["profileId"], fields={run.id_field: existing[r["profileId"]], **r["insert"]})
-                for r in rows
-                if r["profileId"] in existing
-            ),
-            key_field=run.id_field,
-        ),
-        WriteRequest(
-            object=run.object,
-            kind="upsert" if run.upsert_field else "insert",
-            key_field=run.upsert_field,
-            records=tuple(
-                RecordWrite(ref=r["profileId"], fields=dict(r["insert"]))
-                for r in rows
-                if r["profileId"] not in existing
-            ),
-            match_field=None if run.upsert_field else run.key_remote,
-        ),
-    ]
-    for request in requests:
-        if not request.records:
-            continue
-        for result in writer.write(request, journal):
-            if result.success:
-                crm_id = existing.get(result.ref) or result.crm_id
-                assert crm_id is not None
-                created[result.ref] = normalize(crm_id)
-                if request.kind == "insert" or (request.kind == "upsert" and result.created):
-                    made.add(result.ref)
-                continue
-            fields = next(r["insert"] for r in rows if r["profileId"] == result.ref)
-            rejects.append(_refused(result, {"profileId": result.ref}, fields))
-    linked = container.profiles.record_exported(
-        run.sync_id,
-        [
-            ExportedProfile(pid, link=ExportLink(pid, run.connection, run.object, crm_id))
-            for pid, crm_id in created.items()
-        ],
-    )
-    counts["created_in_crm"] = len(made)
-    counts["crm_records_written"] += len(created)
-    counts["crm_fields_written"] += sum(len(r["insert"]) for r in rows if r["profileId"] in created)
-    now = _iso(datetime.now(UTC))
-    container.write_ledger.record(
-        LedgerEntry(run.sync_id, crm_id, local, digest, "both", now, run.ledger_run)
-        for row in rows
-        if (crm_id := created.get(row["profileId"])) is not None and row["profileId"] not in linked.missing
-        for local, digest in row["ledger"].items()
-    )
-    return created, rejects
+    for row in rows:
+        profile_id = row["profileId"]
+        if profile_id in existing:
+            routes[profile_id] = Route(run.object, "update", existing[profile_id])
+        else:
+            routes[profile_id] = Route(run.object, "upsert" if run.upsert_field else "insert")
+    return routes, rejects
 
 
 def _write_profiles(
