@@ -8,8 +8,8 @@ step is cut to one part, so the steps stay comparable as N grows.
 
 Prints, per CRM and size: wall time, records/s (on the untraced steps), CRM calls, DynamoDB calls, items
 written and WCU per 1,000 records, and the peak memory a step allocates (tracemalloc, on every 10th step
-of each kind; the first extract step and the first part load are always traced). That peak must stay flat
-as N grows: one part is in memory at a time. tracemalloc counts every allocation of its process, so by
+of each kind, or every `--trace-every`th; the first extract step and the first part load are always traced).
+That peak must stay flat as N grows: one part is in memory at a time. tracemalloc counts every allocation of its process, so by
 default the emulators and the local stack (moto) are served by a `crmsync local up` child process, and
 the benchmark's process holds only what a step's Lambda would: crmsync, boto3 and the HTTP clients. The
 peak is then crmsync's own; `--in-process` runs everything in one process as before (the Dataverse
@@ -67,7 +67,8 @@ TRANSFERS = {"salesforce": "sf-contacts-transfer", "dynamics": "dyn-contacts-tra
 class Steps:
     """Times the untraced steps, traces every 10th step of a kind (the first always) for its peak."""
 
-    def __init__(self) -> None:
+    def __init__(self, trace_every: int = TRACE_EVERY) -> None:
+        self.trace_every = trace_every
         self.seconds = 0.0
         self.peaks: dict[str, list[int]] = {"extract": [], "part": []}
         self.count: dict[str, int] = {"extract": 0, "part": 0}
@@ -75,7 +76,7 @@ class Steps:
     def run(self, kind: str, step: Callable[[], Any]) -> Any:
         number = self.count[kind]
         self.count[kind] += 1
-        if number % TRACE_EVERY:
+        if number % self.trace_every:
             began = time.perf_counter()
             result = step()
             self.seconds += time.perf_counter() - began
@@ -167,7 +168,9 @@ def environment(in_process: bool) -> Iterator[Any]:
             yield served
 
 
-def bench(crm_name: str, count: int, part_records: int, *, in_process: bool = False) -> dict[str, Any]:
+def bench(
+    crm_name: str, count: int, part_records: int, *, in_process: bool = False, trace_every: int = TRACE_EVERY
+) -> dict[str, Any]:
     crm = CRMS[crm_name]
     now = datetime.now(UTC).replace(microsecond=0)
     with environment(in_process) as env:
@@ -186,7 +189,7 @@ def bench(crm_name: str, count: int, part_records: int, *, in_process: bool = Fa
         meter = WriteMeter(container.aws.client("dynamodb"))
         control.reset_stats()
         dynamo_before = container.aws.calls["dynamodb"]
-        steps = Steps()
+        steps = Steps(trace_every)
         started = time.perf_counter()
         summary = run_steps(container, transfer.id, steps)
         elapsed = time.perf_counter() - started
@@ -227,6 +230,12 @@ def main() -> None:
         action="store_true",
         help="run the emulators and moto in this process (the peak memory then includes theirs)",
     )
+    parser.add_argument(
+        "--trace-every",
+        type=int,
+        default=TRACE_EVERY,
+        help="trace every Nth step of a kind (a traced step runs ~4x slower; fewer for the largest sizes)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     initial_transfers.EXTRACT_STEP_SECONDS = 0.0  # one part per extract step
@@ -234,7 +243,9 @@ def main() -> None:
     for name in CRMS if args.crm == "both" else [args.crm]:
         report[name] = {}
         for count in args.records:
-            row = report[name][count] = bench(name, count, args.part_records, in_process=args.in_process)
+            row = report[name][count] = bench(
+                name, count, args.part_records, in_process=args.in_process, trace_every=args.trace_every
+            )
             if args.json:
                 continue
             print(
