@@ -10,6 +10,7 @@ import threading
 import time
 import types
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -20,6 +21,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda
 from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
 
 from crmsync_local.stack import LocalStack, StackError
+from crmsync_local.stack import runtime as local_runtime
 from tests.fixtures.local_stack import LocalStackFactory
 
 CANARY_TEMPLATE = Path(__file__).parent / "canary" / "template.yaml"
@@ -304,25 +306,33 @@ def test_stop_ends_executions_and_waits_for_the_handler_in_flight(local_stack_fa
     assert "slow handler woke" in stack.lambda_log_text("SlowFunction")
 
 
-def test_step_functions_build_no_client_while_a_handler_has_the_process_environment(
-    local_stack_factory: LocalStackFactory,
-) -> None:
-    stack = local_stack_factory(CANARY_TEMPLATE)
-    stack.start_execution("SlowMachine", {"seconds": 1.0})
-    deadline = time.monotonic() + 10
-    while "slow handler sleeps" not in stack.lambda_log_text("SlowFunction") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    built: list[str] = []
+def test_step_functions_build_no_client_while_a_handler_environment_is_half_swapped(canary: LocalStack) -> None:
+    halfway, release, built = threading.Event(), threading.Event(), threading.Event()
+
+    class SwappedSlowly(dict[str, str | None]):
+        def items(self) -> Any:
+            yield "CRMSYNC_SWAP_FIRST", "1"
+            halfway.set()
+            release.wait(10)
+            yield "CRMSYNC_SWAP_SECOND", "2"
 
     def build() -> None:  # as a Task of another execution does before it invokes its function
         lambda_eval_utils.boto_client_for(region="us-east-1", service="lambda")
-        built.append(stack.lambda_log_text("SlowFunction"))
+        built.set()
 
-    builder = threading.Thread(target=build)
-    builder.start()
-    builder.join(timeout=30)
-    assert built, "no client was built"
-    assert "slow handler woke" in built[0]
+    swapper = threading.Thread(target=local_runtime._swap_environment, args=(SwappedSlowly(),))
+    swapper.start()
+    try:
+        assert halfway.wait(10)
+        builder = threading.Thread(target=build)
+        builder.start()
+        assert not built.wait(0.5), "a client was built while the environment was half swapped"
+    finally:
+        release.set()
+        swapper.join(10)
+        for name in ("CRMSYNC_SWAP_FIRST", "CRMSYNC_SWAP_SECOND"):
+            os.environ.pop(name, None)
+    assert built.wait(30)
 
 
 def test_only_one_stack_runs_per_process(canary: LocalStack, local_stack_factory: LocalStackFactory) -> None:

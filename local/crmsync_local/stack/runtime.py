@@ -16,12 +16,13 @@ a call that overran is reported as `Sandbox.Timedout`, as Lambda would. The func
 layers' directories are on sys.path while it runs; a sibling module it imports is cached in sys.modules
 under its plain name, so two functions must not ship different modules of the same name.
 
-Because a handler's environment is swapped into `os.environ`, nothing else may build an AWS client
-while a handler runs: botocore reads the environment key by key when it builds one, and a key that the
-swap removes in between raises `KeyError` (measured: 4 of 600 clients built beside a swapping thread).
-moto's Step Functions threads build a client for every Task they run, and such an error fails the
-Task with `States.Runtime` (seen when two executions overlap); `install` makes them take the handlers'
-lock to build it.
+A handler's environment is swapped into `os.environ` key by key, and botocore reads the environment
+while it builds a client: a key the swap removes in between raises `KeyError` (measured: 4 of 600
+clients built beside a swapping thread). moto's Step Functions threads build a client for every Task
+they run, and such an error fails the Task with `States.Runtime` (seen when two executions overlap).
+So a swap and a client build never interleave (`_ENVIRONMENT_SWAP`); holding the handlers' lock for
+the build instead would also serialize it behind every running handler and change which execution's
+step runs next.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from crmsync_local.stack.provision import FunctionSpec
 
 _ORIGINAL_INVOKE = LambdaSimpleBackend.invoke
 _ORIGINAL_BOTO_CLIENT_FOR = moto_boto_client.boto_client_for
+_ENVIRONMENT_SWAP = threading.Lock()
 # The modules of moto's Step Functions interpreter that build clients with `boto_client_for`, each holding
 # its own reference to it.
 _CLIENT_BUILDERS = (
@@ -192,7 +194,7 @@ class LambdaRuntime:
         self.enforce_timeouts = enforce_timeouts
         self.endpoint_url: str | None = None
         self._token = uuid.uuid4().hex[:8]
-        self.handler_lock = threading.RLock()
+        self._lock = threading.RLock()
         self._modules: dict[str, tuple[ModuleType, Callable[..., Any]]] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmsync-lambda-async")
         self._pending: set[Future[None]] = set()
@@ -202,7 +204,7 @@ class LambdaRuntime:
     def invoke(self, spec: FunctionSpec, event: Any, invoked_arn: str | None = None) -> Invocation:
         """Call the handler with `event`; an exception becomes Lambda's Unhandled error payload."""
         request_id = str(uuid.uuid4())
-        with self.handler_lock:
+        with self._lock:
             stream_name = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{request_id.replace('-', '')}"
             context = LambdaContext(spec, request_id, invoked_arn or spec.arn, stream_name)
             self.sink.note(f"[{spec.logical_id}] START RequestId: {request_id} Version: $LATEST")
@@ -252,8 +254,8 @@ class LambdaRuntime:
         """
         with contextlib.suppress(TimeoutError):
             self.wait_for_async(timeout=timeout)
-        if self.handler_lock.acquire(timeout=timeout):
-            self.handler_lock.release()
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
         else:
             self.sink.note(f"a handler was still running {timeout}s after the stack stopped")
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -361,14 +363,15 @@ def _error_payload(error_type: str, message: str, stack: list[str]) -> bytes:
 def _environment(values: Mapping[str, str | None]) -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in values}
     try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _swap_environment(values)
         yield
     finally:
-        for name, value in saved.items():
+        _swap_environment(saved)
+
+
+def _swap_environment(values: Mapping[str, str | None]) -> None:
+    with _ENVIRONMENT_SWAP:
+        for name, value in values.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
@@ -551,7 +554,7 @@ def install(runtime: LambdaRuntime) -> None:
         raise StackError("another LocalStack is already running in this process; stop it first")
     _active = runtime
     LambdaSimpleBackend.invoke = _dispatching_invoke  # type: ignore[method-assign]
-    _set_client_builder(_client_between_handlers)
+    _set_client_builder(_client_between_swaps)
 
 
 def uninstall(runtime: LambdaRuntime) -> None:
@@ -572,12 +575,9 @@ def _set_client_builder(builder: Callable[..., Any]) -> None:
             module.boto_client_for = builder
 
 
-def _client_between_handlers(*args: Any, **kwargs: Any) -> Any:
-    """moto's `boto_client_for`, never while a handler's environment is in `os.environ`."""
-    runtime = _active
-    if runtime is None:
-        return _ORIGINAL_BOTO_CLIENT_FOR(*args, **kwargs)
-    with runtime.handler_lock:
+def _client_between_swaps(*args: Any, **kwargs: Any) -> Any:
+    """moto's `boto_client_for`, never while a handler's environment is being swapped in or out."""
+    with _ENVIRONMENT_SWAP:
         return _ORIGINAL_BOTO_CLIENT_FOR(*args, **kwargs)
 
 
