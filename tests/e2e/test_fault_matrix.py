@@ -288,10 +288,16 @@ def gateway_error_after_the_write(op: Operation) -> list[dict[str, Any]]:
 
 
 def overlapping_runs(op: Operation) -> list[dict[str, Any]]:
-    op.crm.fault(op.name, latency_ms=1000, times=1)
+    """The second run starts once the first is inside a slow CRM call, so under its lease. A fixed head
+    start was not enough: on a loaded machine the second execution reached its first step only after the
+    first run had ended (both SUCCEEDED)."""
+    op.crm.fault(op.name, latency_ms=2000, times=1)
     operator = op.env.operator
     first = operator.start(op.sync_id, **op.start)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60
+    while not op.crm.fired():
+        assert time.monotonic() < deadline, "the first run never reached the CRM"
+        time.sleep(0.02)
     second = operator.start(op.sync_id, **op.start)
     summaries = [operator.wait(r, timeout=120, poll=0.02) for r in (first, second)]
     assert sorted(s["status"] for s in summaries) == ["REFUSED", "SUCCEEDED"], summaries
