@@ -31,6 +31,7 @@ from ...domain.types import CrmFieldType
 from ...errors import (
     ConfigurationError,
     CrmAuthenticationFailed,
+    CrmOutcomeUnknown,
     CrmRequestRejected,
     CrmsyncError,
     CrmUnavailable,
@@ -892,6 +893,35 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
         with ThreadPoolExecutor(max_workers=min(self.connection.max_concurrency, len(chunks))) as pool:
             yield from (change for changes in pool.map(read, chunks) for change in changes)
 
+    def execute_batch(self, parts: list[batch.BatchPart], *, idempotent: bool) -> dict[str, batch.PartResponse]:
+        """One `$batch` of top-level requests with `Prefer: odata.continue-on-error`: each answer by the
+        Content-ID of its request (an answer without one, by the documented order of the answers). A part
+        left unanswered is absent. An unreadable answer is `CrmUnavailable` for reads and
+        `CrmOutcomeUnknown` for writes, which may have been applied."""
+        content_type, body = batch.encode(parts)
+        response = self.request(
+            "POST",
+            f"{self._base}/$batch",
+            prefer=("odata.continue-on-error",),
+            headers={"Content-Type": content_type},
+            body=body,
+            idempotent=idempotent,
+        )
+        try:
+            decoded = batch.decode(response.headers.get("Content-Type", ""), response.content)
+        except ValueError as exc:
+            unreadable = CrmUnavailable if idempotent else CrmOutcomeUnknown
+            raise unreadable(f"Dynamics answered a $batch unreadably: {exc}") from None
+        wanted = {part.content_id for part in parts}
+        answers: dict[str, batch.PartResponse] = {}
+        for position, (content_id, answer) in enumerate(decoded):
+            if content_id is None or content_id not in wanted:
+                if position >= len(parts):
+                    continue
+                content_id = parts[position].content_id
+            answers[content_id] = answer
+        return answers
+
     def _batched_gets(self, urls: list[str]) -> list[dict[str, Any] | None]:
         """GET requests (1,000 at most) in one `$batch`: each one's JSON object in the order of `urls`, or
         None where the batch answered it with an error or not at all (the caller reads that one alone). A
@@ -900,27 +930,7 @@ class DynamicsConnector(HttpConnector[DynamicsConnection, DynamicsTokenProvider]
             batch.BatchPart(str(number), "GET", link, headers={"Accept": "application/json"})
             for number, link in enumerate(urls, start=1)
         ]
-        content_type, body = batch.encode(parts)
-        response = self.request(
-            "POST",
-            f"{self._base}/$batch",
-            prefer=("odata.continue-on-error",),
-            headers={"Content-Type": content_type},
-            body=body,
-        )
-        try:
-            decoded = batch.decode(response.headers.get("Content-Type", ""), response.content)
-        except ValueError as exc:
-            raise CrmUnavailable(f"Dynamics answered a $batch of reads unreadably: {exc}") from None
-        answers: dict[str, batch.PartResponse] = {}
-        wanted = {part.content_id for part in parts}
-        for position, (content_id, answer) in enumerate(decoded):
-            # The Content-ID finds the request; without one, the documented order of the answers does.
-            if content_id is None or content_id not in wanted:
-                if position >= len(parts):
-                    continue
-                content_id = parts[position].content_id
-            answers[content_id] = answer
+        answers = self.execute_batch(parts, idempotent=True)
         documents: list[dict[str, Any] | None] = []
         for part in parts:
             found = answers.get(part.content_id)

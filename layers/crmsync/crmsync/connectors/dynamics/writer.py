@@ -71,26 +71,7 @@ class DynamicsWriter(ConnectorWriter[DynamicsConnector]):
             by_content_id[part.content_id] = record
         answers: dict[str, WriteResult] = {}
         if parts:
-            content_type, body = batch.encode(parts)
-            response = self.connector.request(
-                "POST",
-                f"{self.connector.api_url}/$batch",
-                prefer=("odata.continue-on-error",),
-                headers={"Content-Type": content_type},
-                body=body,
-                idempotent=False,
-            )
-            try:
-                decoded = batch.decode(response.headers.get("Content-Type", ""), response.content)
-            except ValueError as exc:
-                raise CrmOutcomeUnknown(f"Dynamics answered a $batch unreadably: {exc}") from None
-            for position, (content_id, answer) in enumerate(decoded):
-                # The Content-ID finds the record; without one, the documented order of the answers
-                # (the order of the requests) does.
-                if content_id is None or content_id not in by_content_id:
-                    if position >= len(parts):
-                        continue
-                    content_id = parts[position].content_id
+            for content_id, answer in self.connector.execute_batch(parts, idempotent=False).items():
                 record = by_content_id[content_id]
                 result = self._result(request, table, record, answer)
                 if result is not None:
